@@ -1,0 +1,142 @@
+//! Every Redis key and channel name this project uses, built here and nowhere else.
+//!
+//! The SPEC §3 keys come first; the keys this implementation adds (documented in the README)
+//! follow. [`GAME_KEY_PATTERNS`] and [`OWNED_PATTERNS`] let `clean` find them all with SCAN.
+
+/// Hash: hero id → hero JSON.
+pub const SUPERHEROS: &str = "superheros";
+/// Hash: user name → user token.
+pub const USERS: &str = "users";
+/// Sorted set: game token → number of players joined.
+pub const GAMES_PARTICIPANTS: &str = "games:participants";
+
+/// List: game tokens created for `n` participants.
+pub fn games_players(n: u8) -> String {
+    format!("games:players:{n}")
+}
+
+/// Set: user tokens of game `g`.
+pub fn game(g: &str) -> String {
+    format!("games:{g}")
+}
+
+/// String: the size game `g` was created for.
+pub fn game_participants(g: &str) -> String {
+    format!("games:{g}:participants")
+}
+
+/// String: the game's status (see [`status`]).
+pub fn game_status(g: &str) -> String {
+    format!("games:{g}:status")
+}
+
+/// String: user token of the game's host.
+pub fn game_host(g: &str) -> String {
+    format!("games:{g}:host")
+}
+
+/// List: turn order of living players, head = whose turn it is.
+pub fn game_order(g: &str) -> String {
+    format!("games:{g}:order")
+}
+
+/// Set: hero ids taken in game `g`.
+pub fn game_superheros(g: &str) -> String {
+    format!("games:{g}:superheros")
+}
+
+/// Hash: `id`, `attack`, `health` of user `u`'s hero in game `g`.
+pub fn game_hero(g: &str, u: &str) -> String {
+    format!("games:{g}:superheros:{u}")
+}
+
+/// List: attack records in the order they happened.
+pub fn game_logs(g: &str) -> String {
+    format!("games:{g}:logs")
+}
+
+/// Game statuses of SPEC §3.
+pub mod status {
+    pub const WAITING_LOBBY: &str = "Waiting Lobby";
+    pub const STARTING: &str = "Starting";
+    pub const IN_PROGRESS: &str = "In-Progress";
+    pub const WAITING_PLAYER: &str = "Waiting Player";
+    pub const COMPLETED: &str = "Completed";
+    pub const TIMED_OUT: &str = "Timed Out";
+
+    /// Statuses of games that are over and may be cleaned.
+    pub const FINISHED: &[&str] = &[COMPLETED, TIMED_OUT];
+}
+
+// ---- Pipeline channels and the keys the fanout and workers add ----
+
+/// The worker channel of worker `id`: `<WORKER_CHANNEL>-<id>`.
+pub fn worker_channel(lobby: &str, id: &str) -> String {
+    format!("{lobby}-{id}")
+}
+
+/// Pattern matching every worker channel of a lobby.
+pub fn worker_channel_pattern(lobby: &str) -> String {
+    format!("{}-*", escape_glob(lobby))
+}
+
+/// The worker id of a worker channel name, if it is one.
+pub fn worker_id_of<'a>(lobby: &str, channel: &'a str) -> Option<&'a str> {
+    channel
+        .strip_prefix(lobby)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .filter(|id| !id.is_empty())
+}
+
+/// List: lifecycle records the server could not deliver (PUBLISH reached no subscriber).
+pub fn backlog(lobby: &str) -> String {
+    format!("{lobby}:backlog")
+}
+
+/// Escapes Redis glob metacharacters so a name can be used literally inside a pattern.
+pub fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// SCAN patterns of the keys that belong to one game (including this project's additions).
+pub fn game_key_pattern(g: &str) -> String {
+    format!("games:{g}:*")
+}
+
+/// SCAN patterns of every key this project owns, for `clean --all`. Channel-derived keys are
+/// added by [`owned_patterns`] since they depend on WORKER_CHANNEL.
+pub const OWNED_PATTERNS: &[&str] = &["superheros", "superheros:*", "users", "games:*"];
+
+/// Every key pattern this project owns under the given lobby channel.
+pub fn owned_patterns(lobby: &str) -> Vec<String> {
+    let mut patterns: Vec<String> = OWNED_PATTERNS.iter().map(|p| p.to_string()).collect();
+    patterns.push(format!("{}:*", escape_glob(lobby)));
+    patterns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_channels_round_trip() {
+        let lobby = "redis.lib.server.lobby";
+        let ch = worker_channel(lobby, "abc123");
+        assert_eq!(ch, "redis.lib.server.lobby-abc123");
+        assert_eq!(worker_id_of(lobby, &ch), Some("abc123"));
+        assert_eq!(worker_id_of(lobby, lobby), None);
+        assert_eq!(worker_id_of(lobby, "other-x"), None);
+    }
+
+    #[test]
+    fn glob_escaping() {
+        assert_eq!(escape_glob("a*b?[c]"), "a\\*b\\?\\[c\\]");
+    }
+}

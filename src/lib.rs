@@ -1,0 +1,21 @@
+//! `superhero`: a Super Hero Combat Simulator and the Redis pub/sub -> Parquet pipeline behind it.
+//!
+//! Data flows source → route → transform → sink:
+//! - the game server (`server`) is the source: it keeps game state in Redis and publishes
+//!   lifecycle records on the lobby channel;
+//! - the fanout (`fanout`) routes each record to exactly one worker channel, with acknowledgements;
+//! - the worker (`worker`) turns each finished game into rows;
+//! - the Parquet sink (`sink`) writes them as gzip-compressed Parquet files.
+//!
+//! Shared pieces: [`config`] (settings), [`redis_conn`] (the one Redis connection layer),
+//! [`keys`] (every key and channel name), [`shutdown`], [`heroes`].
+
+pub mod build_db;
+pub mod clean;
+pub mod cli;
+pub mod config;
+pub mod heroes;
+pub mod keys;
+pub mod logging;
+pub mod redis_conn;
+pub mod shutdown;

@@ -1,0 +1,66 @@
+//! The `superhero` binary: parse the command line, load the settings, dispatch to a role.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use superhero::cli::{Cli, Command};
+use superhero::config::{ConfigError, Layers, Settings};
+use superhero::redis_conn::Redis;
+use superhero::shutdown::Shutdown;
+use superhero::{build_db, clean, logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Layers::from_process(cli.settings.config.clone(), cli.settings.flags())
+        .and_then(Settings::from_layers)
+    {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(settings.log_level);
+    tracing::debug!("effective settings: {}", settings.describe());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(config) = e.downcast_ref::<ConfigError>() {
+                eprintln!("error: {config}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    let _shutdown = Shutdown::on_signals();
+    match command {
+        Command::BuildDb(args) => {
+            // Validate the file before touching Redis, so a bad file fails fast and offline.
+            build_db::load_source(args.source.as_deref())?;
+            let redis = Redis::connect(&settings.redis).await?;
+            build_db::run(&redis, args.source.as_deref()).await?;
+        }
+        Command::Clean(args) => {
+            let redis = Redis::connect(&settings.redis).await?;
+            clean::run(&redis, &settings.worker_channel, args.all, args.dry_run).await?;
+            if args.rebuild && !args.dry_run {
+                build_db::run(&redis, None).await?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,275 @@
+//! Issue 2: configuration, build-db and clean through the real binary against a private Redis.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{shared_data, superhero, TestRedis};
+
+fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run superhero");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn build_db_loads_the_builtin_roster() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) =
+        run(superhero(dir.path()).args(["build-db", "--redis-port", &redis.port.to_string()]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("loaded"), "{out}");
+    let n: u64 = redis.cmd(&["HLEN", "superheros"]);
+    assert!(n >= 100, "only {n} heroes");
+}
+
+#[test]
+fn build_db_source_loads_the_shared_collection() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let source = shared_data("superhero.json");
+    let (code, out, err) = run(superhero(dir.path())
+        .args(["build-db", "--source"])
+        .arg(&source)
+        .env("REDIS_PORT", redis.port.to_string()));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("732"), "{out}");
+    assert_eq!(redis.cmd::<u64>(&["HLEN", "superheros"]), 732);
+    let hero: String = redis.cmd(&["HGET", "superheros", "1"]);
+    let hero: serde_json::Value = serde_json::from_str(&hero).unwrap();
+    assert_eq!(hero["powerstats"]["health"], 3_040_000);
+    assert_eq!(hero["powerstats"]["attack"], 26_112);
+    assert!(hero.get("id").is_none() && hero.get("response").is_none());
+    assert_eq!(hero["powerstats"]["strength"], 100);
+}
+
+#[test]
+fn truncated_source_fails_and_keeps_the_previous_collection() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = redis.port.to_string();
+    let (code, _, err) = run(superhero(dir.path()).args(["build-db", "--redis-port", &port]));
+    assert_eq!(code, 0, "{err}");
+    let before: Vec<String> = redis.cmd(&["HVALS", "superheros"]);
+
+    let full = std::fs::read_to_string(shared_data("superhero.json")).unwrap();
+    let truncated = dir.path().join("truncated.json");
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let (code, _, err) = run(superhero(dir.path())
+        .args(["build-db", "--redis-port", &port, "--source"])
+        .arg(&truncated));
+    assert_ne!(code, 0);
+    assert!(err.contains("truncated.json"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    let after: Vec<String> = redis.cmd(&["HVALS", "superheros"]);
+    assert_eq!(before, after);
+    let keys: Vec<String> = redis.cmd(&["KEYS", "*"]);
+    assert_eq!(
+        keys,
+        vec!["superheros".to_string()],
+        "no staging key left behind"
+    );
+}
+
+#[test]
+fn bad_setting_exits_2_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(superhero(dir.path())
+        .arg("build-db")
+        .env("REDIS_PORT", "abc"));
+    assert_eq!(code, 2);
+    assert!(err.contains("REDIS_PORT"), "{err}");
+    // The same from .env and from a flag.
+    std::fs::write(dir.path().join(".env"), "CLEAN_ROUTINE=perhaps\n").unwrap();
+    let (code, _, err) = run(superhero(dir.path()).arg("clean"));
+    assert_eq!(code, 2);
+    assert!(err.contains("CLEAN_ROUTINE"), "{err}");
+    std::fs::remove_file(dir.path().join(".env")).unwrap();
+    let (code, _, err) = run(superhero(dir.path()).args(["clean", "--lobby-timeout", "soon"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("LOBBY_TIMEOUT"), "{err}");
+}
+
+#[test]
+fn dotenv_and_config_file_are_layers() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The TOML file points at a dead port; .env fixes it; the environment would win over both.
+    std::fs::write(
+        dir.path().join("conf.toml"),
+        "REDIS_PORT = 1\nREDIS_DB = 2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("REDIS_PORT={}\n", redis.port),
+    )
+    .unwrap();
+    let (code, _, err) = run(superhero(dir.path()).args(["build-db", "--config", "conf.toml"]));
+    assert_eq!(code, 0, "{err}");
+    let mut conn = redis.client();
+    let n: u64 = redis::cmd("SELECT")
+        .arg(2)
+        .query::<()>(&mut conn)
+        .and_then(|_| redis::cmd("HLEN").arg("superheros").query(&mut conn))
+        .unwrap();
+    assert!(n >= 100);
+}
+
+#[test]
+fn unreachable_redis_is_one_clear_error_within_10_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let started = Instant::now();
+    let (code, _, err) = run(superhero(dir.path()).args(["build-db", "--redis-port", &port]));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("cannot reach Redis at localhost:{port}")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn wrong_password_is_clear_and_never_printed() {
+    let redis = TestRedis::start_with(&["--requirepass", "s3cret-pw"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = redis.port.to_string();
+    let (code, _, err) = run(superhero(dir.path())
+        .args(["build-db", "--redis-port", &port])
+        .env("REDIS_PASSWORD", "wrong-pw-123"));
+    assert_ne!(code, 0);
+    assert!(err.contains("Redis"), "{err}");
+    assert!(!err.contains("wrong-pw-123"), "{err}");
+    let (code, _, err) = run(superhero(dir.path())
+        .args(["build-db", "--log-level", "debug", "--redis-port", &port])
+        .env("REDIS_PASSWORD", "s3cret-pw"));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{port}/1");
+    let (code, _, err) = run(superhero(dir.path())
+        .args(["build-db", "--log-level", "debug"])
+        .env("REDIS_URL", &url));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("s3cret-pw"), "{err}");
+}
+
+fn seed_game(redis: &TestRedis, g: &str, status: &str, n: u8) {
+    let u = uuid::Uuid::new_v4().to_string();
+    let mut conn = redis.client();
+    redis::pipe()
+        .sadd(format!("games:{g}"), &u)
+        .set(format!("games:{g}:participants"), n)
+        .set(format!("games:{g}:status"), status)
+        .set(format!("games:{g}:host"), &u)
+        .rpush(format!("games:{g}:order"), &u)
+        .sadd(format!("games:{g}:superheros"), 7)
+        .hset_multiple(
+            format!("games:{g}:superheros:{u}"),
+            &[("id", "7"), ("attack", "10"), ("health", "0")],
+        )
+        .rpush(format!("games:{g}:logs"), "{}")
+        .zadd("games:participants", g, 1)
+        .rpush(format!("games:players:{n}"), g)
+        .query::<()>(&mut conn)
+        .unwrap();
+}
+
+#[test]
+fn clean_removes_finished_games_only() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (done, timed_out, live) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    seed_game(&redis, &done, "Completed", 3);
+    seed_game(&redis, &timed_out, "Timed Out", 2);
+    seed_game(&redis, &live, "In-Progress", 3);
+    let port = redis.port.to_string();
+
+    let (code, out, _) =
+        run(superhero(dir.path()).args(["clean", "--dry-run", "--redis-port", &port]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&done) && out.contains(&timed_out) && !out.contains(&live),
+        "{out}"
+    );
+    assert_eq!(
+        redis.cmd::<u64>(&["EXISTS", &format!("games:{done}:status")]),
+        1,
+        "dry run removed nothing"
+    );
+
+    let (code, out, err) = run(superhero(dir.path()).args(["clean", "--redis-port", &port]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed 2 finished games"), "{out}");
+    let keys: Vec<String> = redis.cmd(&["KEYS", "*"]);
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains(&done) && !k.contains(&timed_out)),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&format!("games:{live}:status")));
+    assert!(keys.contains(&format!("games:{live}")));
+    let members: Vec<String> = redis.cmd(&["ZRANGE", "games:participants", "0", "-1"]);
+    assert_eq!(members, vec![live.clone()]);
+    let open3: Vec<String> = redis.cmd(&["LRANGE", "games:players:3", "0", "-1"]);
+    assert_eq!(open3, vec![live]);
+}
+
+#[test]
+fn clean_all_spares_other_keys_and_rebuild_reloads() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = redis.port.to_string();
+    let (code, _, _) = run(superhero(dir.path()).args(["build-db", "--redis-port", &port]));
+    assert_eq!(code, 0);
+    seed_game(&redis, &uuid::Uuid::new_v4().to_string(), "In-Progress", 2);
+    redis.cmd::<()>(&["HSET", "users", "alice", "x"]);
+    redis.cmd::<()>(&["RPUSH", "redis.lib.server.lobby:backlog", "{}"]);
+    redis.cmd::<()>(&["SET", "someone:else", "keep me"]);
+    redis.cmd::<()>(&["SET", "gamesx", "keep me too"]);
+
+    let (code, out, err) =
+        run(superhero(dir.path()).args(["clean", "--all", "--redis-port", &port]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    let mut keys: Vec<String> = redis.cmd(&["KEYS", "*"]);
+    keys.sort();
+    assert_eq!(keys, vec!["gamesx".to_string(), "someone:else".to_string()]);
+
+    let (code, _, err) =
+        run(superhero(dir.path()).args(["clean", "--all", "--rebuild", "--redis-port", &port]));
+    assert_eq!(code, 0, "{err}");
+    assert!(redis.cmd::<u64>(&["HLEN", "superheros"]) >= 100);
+    assert_eq!(redis.cmd::<String>(&["GET", "someone:else"]), "keep me");
+}
+
+#[test]
+fn help_lists_every_setting_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["build-db", "--help"],
+        vec!["clean", "--help"],
+    ] {
+        let (code, out, _) = run(superhero(dir.path())
+            .args(&args)
+            .env("REDIS_PASSWORD", "hunter2"));
+        assert_eq!(code, 0);
+        for var in superhero::config::VARS {
+            assert!(out.contains(var.name), "{args:?} --help lacks {}", var.name);
+        }
+        assert!(!out.contains("hunter2"));
+    }
+    let (code, out, _) = run(superhero(dir.path()).arg("--version"));
+    assert_eq!(code, 0);
+    assert!(out.starts_with("superhero "));
+}
