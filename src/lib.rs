@@ -17,5 +17,6 @@ pub mod config;
 pub mod heroes;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod redis_conn;
 pub mod shutdown;
