@@ -5,7 +5,6 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY data ./data
 COPY examples ./examples
-COPY benches ./benches
 RUN cargo build --release --locked --bin superhero
 
 FROM debian:bookworm-slim
