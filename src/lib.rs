@@ -18,5 +18,6 @@ pub mod heroes;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod private_redis;
 pub mod redis_conn;
 pub mod shutdown;

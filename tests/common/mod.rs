@@ -5,27 +5,22 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use superhero::config::{Layers, Settings};
+use superhero::private_redis::PrivateRedis;
 
 /// A private redis-server, stopped when dropped.
 pub struct TestRedis {
-    child: Option<Child>,
+    inner: PrivateRedis,
     pub port: u16,
-    dir: tempfile::TempDir,
-    extra: Vec<String>,
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    superhero::private_redis::free_port().expect("no free port")
 }
 
 impl TestRedis {
@@ -35,70 +30,19 @@ impl TestRedis {
 
     /// Starts with extra redis-server arguments, e.g. `["--requirepass", "secret"]`.
     pub fn start_with(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        for _ in 0..5 {
-            let mut redis = TestRedis {
-                child: None,
-                port: free_port(),
-                dir: tempfile::tempdir().expect("tempdir"),
-                extra: extra.clone(),
-            };
-            if redis.spawn() {
-                return redis;
-            }
-        }
-        drop(dir);
-        panic!("could not start a private redis-server");
-    }
-
-    fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed (see .ci/run)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return false;
-                }
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        let inner = PrivateRedis::start(extra).expect("private redis-server (see .ci/run)");
+        let port = inner.port();
+        TestRedis { inner, port }
     }
 
     /// Kills the server (SIGKILL): every connection drops, every key is gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.inner.kill();
     }
 
     /// Starts the server again on the same port.
     pub fn restart(&mut self) {
-        self.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.spawn() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("could not restart redis-server on port {}", self.port);
+        self.inner.restart().expect("restart redis-server");
     }
 
     pub fn url(&self) -> String {
@@ -137,12 +81,6 @@ impl TestRedis {
             cmd.arg(*a);
         }
         cmd.query(&mut self.client()).expect("redis command")
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
