@@ -98,6 +98,14 @@ impl Redis {
 
 /// Builds the client from REDIS_URL, or from host, port, db and password.
 pub fn client(settings: &RedisSettings) -> Result<Client> {
+    if settings
+        .url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("rediss://"))
+    {
+        // rustls needs a process-wide crypto provider; a second install is harmlessly refused.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let info = match &settings.url {
         Some(url) => url
             .as_str()
