@@ -26,6 +26,20 @@ pub enum Command {
     BuildDb(BuildDbArgs),
     /// Remove the Redis state of finished games, or with --all every key this project owns.
     Clean(CleanArgs),
+    /// Run the game server: WebSocket API v1 on WEBSOCKET_HOST:WEBSOCKET_PORT, state in Redis.
+    Server,
+    /// Run a player bot that plays CLIENT_GAMES games against the server.
+    Player(PlayerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlayerArgs {
+    /// Log in under this user name (default: a name unique to this process).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Players per game, 2 to 8 (default: 2 or 3 at random, per game).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub participants: Option<u8>,
 }
 
 #[derive(Debug, Args)]

@@ -68,6 +68,54 @@ pub mod status {
     pub const FINISHED: &[&str] = &[COMPLETED, TIMED_OUT];
 }
 
+// ---- Game server additions ----
+
+/// Set: every user token ever handed out by login (lets the server refuse unknown tokens in O(1)).
+pub const USER_TOKENS: &str = "games:user-tokens";
+
+/// Sorted set: open lobbies for `n` players, game token → creation time (ms). A game leaves it
+/// when it fills up or times out.
+pub fn games_lobbies(n: u8) -> String {
+    format!("games:lobbies:{n}")
+}
+
+/// String: creation time of game `g` in ms since the epoch (for the lobby timeout).
+pub fn game_created(g: &str) -> String {
+    format!("games:{g}:created")
+}
+
+/// Set: players of game `g` whose lobby socket is connected; the game starts when all are.
+pub fn game_ready(g: &str) -> String {
+    format!("games:{g}:ready")
+}
+
+/// String: turn sequence number of game `g`, incremented at every turn change (attack, timeout,
+/// disconnect). A USER'S TURN push is announced once per number.
+pub fn game_turns(g: &str) -> String {
+    format!("games:{g}:turns")
+}
+
+/// List: user tokens in the order they fell (killed, timed out or disconnected).
+pub fn game_eliminated(g: &str) -> String {
+    format!("games:{g}:eliminated")
+}
+
+/// Pub/sub channel of game `g`'s events (start, turn, complete, timed out) between servers.
+pub fn game_events(g: &str) -> String {
+    format!("games:{g}:events")
+}
+
+/// Pattern a server process subscribes to once to hear the events of every game.
+pub const GAME_EVENTS_PATTERN: &str = "games:*:events";
+
+/// The game token of a [`game_events`] channel name.
+pub fn game_of_events_channel(channel: &str) -> Option<&str> {
+    channel
+        .strip_prefix("games:")
+        .and_then(|rest| rest.strip_suffix(":events"))
+        .filter(|g| !g.is_empty() && !g.contains(':'))
+}
+
 // ---- Pipeline channels and the keys the fanout and workers add ----
 
 /// The worker channel of worker `id`: `<WORKER_CHANNEL>-<id>`.
@@ -133,6 +181,13 @@ mod tests {
         assert_eq!(worker_id_of(lobby, &ch), Some("abc123"));
         assert_eq!(worker_id_of(lobby, lobby), None);
         assert_eq!(worker_id_of(lobby, "other-x"), None);
+    }
+
+    #[test]
+    fn game_events_channel_round_trips() {
+        let ch = game_events("abc");
+        assert_eq!(game_of_events_channel(&ch), Some("abc"));
+        assert_eq!(game_of_events_channel("games:abc:logs"), None);
     }
 
     #[test]

@@ -13,11 +13,15 @@
 pub mod build_db;
 pub mod clean;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod heroes;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod player;
 pub mod private_redis;
+pub mod record;
 pub mod redis_conn;
+pub mod server;
 pub mod shutdown;

@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use superhero::cli::{Cli, Command};
 use superhero::config::{ConfigError, Layers, Settings};
 use superhero::redis_conn::Redis;
 use superhero::shutdown::Shutdown;
-use superhero::{build_db, clean, logging};
+use superhero::{build_db, clean, logging, player, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
-    let _shutdown = Shutdown::on_signals();
+    let shutdown = Shutdown::on_signals();
     match command {
         Command::BuildDb(args) => {
             // Validate the file before touching Redis, so a bad file fails fast and offline.
@@ -60,6 +61,24 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             if args.rebuild && !args.dry_run {
                 build_db::run(&redis, None).await?;
             }
+        }
+        Command::Server => {
+            let redis = Redis::connect(&settings.redis).await?;
+            let addr = (settings.websocket_host.as_str(), settings.websocket_port);
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen on {}:{}",
+                    settings.websocket_host, settings.websocket_port
+                )
+            })?;
+            server::run(&settings, redis, listener, shutdown).await?;
+        }
+        Command::Player(args) => {
+            let options = player::PlayerOptions {
+                user: args.user,
+                participants: args.participants,
+            };
+            player::run(&settings, &options, shutdown).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,451 @@
+//! `superhero player`: a bot that plays the game through the WebSocket API v1 (SPEC §6).
+//!
+//! It logs in under a name of its own, then plays CLIENT_GAMES games: find a game of
+//! PARTICIPANTS players, wait in the lobby, and on each USER'S TURN look up the opponents'
+//! heroes and attack a random living one. One socket per route is opened once and reused for
+//! every request; after any error the bot drops its sockets, waits CLIENT_SLEEP and reconnects,
+//! so it can be started before the server.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::config::Settings;
+use crate::server::protocol::{
+    game_status, ActionPayload, FindPayload, FindReply, GameUserPayload, HeroReply, LoginPayload,
+    LoginReply, Request, Route, StartPush,
+};
+use crate::shutdown::Shutdown;
+
+type ClientSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Options of `superhero player` beyond the shared settings.
+#[derive(Clone, Debug, Default)]
+pub struct PlayerOptions {
+    /// Log in under this name (default: a name unique to the process).
+    pub user: Option<String>,
+    /// Game size (default: 2 or 3 at random, per game).
+    pub participants: Option<u8>,
+}
+
+/// How a game ended for this bot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Last one standing.
+    Won,
+    /// Alive when the turn cap ended the game.
+    Survived,
+    Eliminated,
+    /// The lobby did not fill in time.
+    TimedOut,
+    /// The connection or the server failed during the game.
+    Aborted(String),
+}
+
+/// One game as the bot saw it.
+#[derive(Clone, Debug)]
+pub struct GameReport {
+    pub game_token: String,
+    pub hero_id: u32,
+    pub participants: Vec<String>,
+    pub outcome: Outcome,
+    /// 1 = best, among players alive at the end; None when eliminated or unknown.
+    pub rank: Option<usize>,
+    /// Attacks this bot made.
+    pub attacks: u32,
+    /// USER'S TURN pushes received.
+    pub turns: u32,
+}
+
+/// Plays the configured number of games; Ok once done (or on shutdown).
+pub async fn run(settings: &Settings, options: &PlayerOptions, shutdown: Shutdown) -> Result<()> {
+    play(settings, options, shutdown).await.map(|_| ())
+}
+
+/// Like [`run`], returning what happened in each game (tests and benchmarks read it).
+pub async fn play(
+    settings: &Settings,
+    options: &PlayerOptions,
+    shutdown: Shutdown,
+) -> Result<Vec<GameReport>> {
+    let name = options.user.clone().unwrap_or_else(|| {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        format!("player-{}", &id[..12])
+    });
+    let host = if settings.websocket_host.contains(':') {
+        format!("[{}]", settings.websocket_host)
+    } else {
+        settings.websocket_host.clone()
+    };
+    let base = format!("ws://{host}:{}", settings.websocket_port);
+    let mut reports = Vec::new();
+    let mut session: Option<Session> = None;
+    let mut unreachable_logged = false;
+    while settings
+        .client_games
+        .is_none_or(|limit| (reports.len() as u64) < limit)
+    {
+        if shutdown.is_triggered() {
+            break;
+        }
+        let mut current = match session.take() {
+            Some(s) => s,
+            None => {
+                let connected = tokio::select! {
+                    c = Session::connect(&base, &name) => c,
+                    _ = shutdown.recv() => break,
+                };
+                match connected {
+                    Ok(s) => {
+                        unreachable_logged = false;
+                        tracing::debug!("{name} logged in at {base} as {}", s.user_token);
+                        s
+                    }
+                    Err(e) => {
+                        if !unreachable_logged {
+                            tracing::warn!("{name}: server not reachable at {base} ({e:#}); retrying every {:?}", settings.client_sleep);
+                            unreachable_logged = true;
+                        }
+                        if !pause(settings, &shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let n = options
+            .participants
+            .unwrap_or_else(|| rand::rng().random_range(2..=3));
+        let played = tokio::select! {
+            r = current.play_game(n, settings) => r,
+            _ = shutdown.recv() => break,
+        };
+        match played {
+            Ok(report) => {
+                log_report(&name, &report);
+                reports.push(report);
+                session = Some(current);
+            }
+            Err(Failure::BeforeJoin(e)) => {
+                tracing::warn!("{name}: could not join a game: {e:#}");
+                if !pause(settings, &shutdown).await {
+                    break;
+                }
+            }
+            Err(Failure::InGame(mut report, e)) => {
+                report.outcome = Outcome::Aborted(format!("{e:#}"));
+                log_report(&name, &report);
+                reports.push(report);
+                if !pause(settings, &shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(reports)
+}
+
+fn log_report(name: &str, r: &GameReport) {
+    let outcome = match &r.outcome {
+        Outcome::Won => "won".to_string(),
+        Outcome::Survived => "survived the turn cap".to_string(),
+        Outcome::Eliminated => "eliminated".to_string(),
+        Outcome::TimedOut => "lobby timed out".to_string(),
+        Outcome::Aborted(why) => format!("aborted: {why}"),
+    };
+    let rank = r
+        .rank
+        .map(|k| format!(", rank {k}/{}", r.participants.len()))
+        .unwrap_or_default();
+    tracing::info!(
+        "{name}: game {} hero {}: {outcome}{rank} ({} attacks)",
+        r.game_token,
+        r.hero_id,
+        r.attacks
+    );
+}
+
+/// Sleeps CLIENT_SLEEP; false when shutdown came first.
+async fn pause(settings: &Settings, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(settings.client_sleep) => true,
+        _ = shutdown.recv() => false,
+    }
+}
+
+enum Failure {
+    /// No game was joined; nothing counts.
+    BeforeJoin(anyhow::Error),
+    /// The game was joined and then lost.
+    InGame(GameReport, anyhow::Error),
+}
+
+/// A logged-in bot with one open socket per route.
+struct Session {
+    user_token: String,
+    find: ClientSocket,
+    lobby: ClientSocket,
+    hero: ClientSocket,
+    action: ClientSocket,
+}
+
+async fn open(base: &str, route: Route) -> Result<ClientSocket> {
+    let url = format!("{base}{}", route.path());
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    Ok(ws)
+}
+
+async fn send(ws: &mut ClientSocket, body: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string(body)?;
+    ws.send(Message::text(text))
+        .await
+        .context("the server closed the connection")
+}
+
+/// The next JSON message on the socket.
+async fn receive(ws: &mut ClientSocket) -> Result<Value> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(text.as_str()).context("server sent invalid JSON")
+            }
+            Some(Ok(Message::Close(_))) | None => bail!("the server closed the connection"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e).context("connection lost"),
+        }
+    }
+}
+
+/// Reads a reply of type `T`, or fails with the STATUS reason the server gave instead.
+fn typed<T: DeserializeOwned>(reply: Value) -> Result<T> {
+    match serde_json::from_value::<T>(reply.clone()) {
+        Ok(t) => Ok(t),
+        Err(_) => match reply.get("STATUS").and_then(Value::as_str) {
+            Some(reason) => bail!("server refused: {reason}"),
+            None => bail!("unexpected reply: {reply}"),
+        },
+    }
+}
+
+impl Session {
+    async fn connect(base: &str, name: &str) -> Result<Session> {
+        let (login, find, lobby, hero, action) = tokio::try_join!(
+            open(base, Route::Login),
+            open(base, Route::Find),
+            open(base, Route::Lobby),
+            open(base, Route::Hero),
+            open(base, Route::Action),
+        )?;
+        let mut login = login;
+        send(
+            &mut login,
+            &Request {
+                payload: LoginPayload {
+                    user: name.to_string(),
+                },
+            },
+        )
+        .await?;
+        let reply: LoginReply = typed(receive(&mut login).await?)?;
+        // The login socket is not needed again; close it politely.
+        let _ = login.close(None).await;
+        Ok(Session {
+            user_token: reply.payload.user_token,
+            find,
+            lobby,
+            hero,
+            action,
+        })
+    }
+
+    async fn play_game(&mut self, n: u8, settings: &Settings) -> Result<GameReport, Failure> {
+        let joined = async {
+            send(
+                &mut self.find,
+                &Request {
+                    payload: FindPayload {
+                        user_token: self.user_token.clone(),
+                        participants: n,
+                    },
+                },
+            )
+            .await?;
+            typed::<FindReply>(receive(&mut self.find).await?)
+        }
+        .await
+        .map_err(Failure::BeforeJoin)?;
+        let mut report = GameReport {
+            game_token: joined.payload.game_token,
+            hero_id: joined.payload.hero_id,
+            participants: Vec::new(),
+            outcome: Outcome::Aborted(String::new()),
+            rank: None,
+            attacks: 0,
+            turns: 0,
+        };
+        match self.lobby_loop(&mut report, n, settings).await {
+            Ok(()) => Ok(report),
+            Err(e) => Err(Failure::InGame(report, e)),
+        }
+    }
+
+    async fn lobby_loop(
+        &mut self,
+        report: &mut GameReport,
+        n: u8,
+        settings: &Settings,
+    ) -> Result<()> {
+        let g = report.game_token.clone();
+        send(
+            &mut self.lobby,
+            &Request {
+                payload: GameUserPayload {
+                    game_token: g.clone(),
+                    user_token: self.user_token.clone(),
+                },
+            },
+        )
+        .await?;
+        // Long enough for a full lobby wait and every other player timing out once in a row.
+        let idle_limit = settings.lobby_timeout
+            + (settings.turn_timeout + settings.server_sleep) * u32::from(n.max(2))
+            + Duration::from_secs(30);
+        loop {
+            let push = tokio::time::timeout(idle_limit, receive(&mut self.lobby))
+                .await
+                .context("the lobby went silent")??;
+            let game = push
+                .get("STATUS")
+                .and_then(|s| s.get("GAME"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match game.as_deref() {
+                Some(game_status::START) => {
+                    let start: StartPush = typed(push)?;
+                    report.participants = start.payload.participants;
+                }
+                Some(game_status::USERS_TURN) => {
+                    report.turns += 1;
+                    if self.take_turn(report).await? {
+                        report.attacks += 1;
+                    }
+                }
+                Some(game_status::COMPLETE) => {
+                    self.final_standing(report).await?;
+                    return Ok(());
+                }
+                Some(game_status::TIMED_OUT) => {
+                    report.outcome = Outcome::TimedOut;
+                    return Ok(());
+                }
+                _ => match push.get("STATUS").and_then(Value::as_str) {
+                    Some(reason) => bail!("lobby refused: {reason}"),
+                    None => bail!("unexpected lobby message: {push}"),
+                },
+            }
+        }
+    }
+
+    /// Heroes of `users` in the current game, asked over the hero socket in one burst.
+    async fn heroes(&mut self, g: &str, users: &[String]) -> Result<Vec<HeroReply>> {
+        for u in users {
+            send(
+                &mut self.hero,
+                &Request {
+                    payload: GameUserPayload {
+                        game_token: g.to_string(),
+                        user_token: u.clone(),
+                    },
+                },
+            )
+            .await?;
+        }
+        let mut heroes = Vec::with_capacity(users.len());
+        for _ in users {
+            heroes.push(typed::<HeroReply>(receive(&mut self.hero).await?)?);
+        }
+        Ok(heroes)
+    }
+
+    /// Attacks a random living opponent; false when there was none or the server refused.
+    async fn take_turn(&mut self, report: &GameReport) -> Result<bool> {
+        let g = report.game_token.clone();
+        let opponents: Vec<String> = report
+            .participants
+            .iter()
+            .filter(|u| **u != self.user_token)
+            .cloned()
+            .collect();
+        let living: Vec<String> = self
+            .heroes(&g, &opponents)
+            .await?
+            .into_iter()
+            .filter(|h| h.payload.hero.health > 0)
+            .map(|h| h.payload.user_token)
+            .collect();
+        if living.is_empty() {
+            return Ok(false);
+        }
+        let enemy = living[rand::rng().random_range(0..living.len())].clone();
+        send(
+            &mut self.action,
+            &Request {
+                payload: ActionPayload {
+                    game_token: g.clone(),
+                    user_token: self.user_token.clone(),
+                    enemy_token: enemy,
+                    action: "ATTACK".to_string(),
+                },
+            },
+        )
+        .await?;
+        let reply = receive(&mut self.action).await?;
+        if let Some(reason) = reply.get("STATUS").and_then(Value::as_str) {
+            // Typically NOT YOUR TURN after this bot was too slow and timed out.
+            tracing::debug!("game {g}: attack refused: {reason}");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn final_standing(&mut self, report: &mut GameReport) -> Result<()> {
+        let g = report.game_token.clone();
+        let everyone = report.participants.clone();
+        let heroes = self.heroes(&g, &everyone).await?;
+        let health_of = |u: &str| {
+            heroes
+                .iter()
+                .find(|h| h.payload.user_token == u)
+                .map(|h| h.payload.hero.health)
+                .unwrap_or(0)
+        };
+        let mine = health_of(&self.user_token);
+        if mine == 0 {
+            report.outcome = Outcome::Eliminated;
+            return Ok(());
+        }
+        let others: Vec<u64> = everyone
+            .iter()
+            .filter(|u| **u != self.user_token)
+            .map(|u| health_of(u))
+            .collect();
+        report.rank = Some(1 + others.iter().filter(|h| **h > mine).count());
+        report.outcome = if others.iter().all(|h| *h == 0) {
+            Outcome::Won
+        } else {
+            Outcome::Survived
+        };
+        Ok(())
+    }
+}

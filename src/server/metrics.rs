@@ -1,0 +1,73 @@
+//! The game server's Prometheus metrics (served when METRICS_ADDR is set).
+
+use crate::metrics::{latency_buckets, Counter, Gauge, Histogram, SharedRegistry};
+
+/// Metric handles; clones share the same values.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    pub connected_players: Gauge,
+    pub games_started: Counter,
+    pub games_completed: Counter,
+    pub games_timed_out: Counter,
+    pub attacks: Counter,
+    pub turn_latency: Histogram,
+    pub records_published: Counter,
+    pub records_backlogged: Counter,
+}
+
+impl ServerMetrics {
+    /// New metrics registered in `registry`.
+    pub fn register(registry: &SharedRegistry) -> Self {
+        let m = ServerMetrics {
+            connected_players: Gauge::default(),
+            games_started: Counter::default(),
+            games_completed: Counter::default(),
+            games_timed_out: Counter::default(),
+            attacks: Counter::default(),
+            turn_latency: Histogram::new(latency_buckets()),
+            records_published: Counter::default(),
+            records_backlogged: Counter::default(),
+        };
+        let mut r = registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        r.register(
+            "connected_players",
+            "Lobby sockets connected to this process",
+            m.connected_players.clone(),
+        );
+        r.register(
+            "games_started",
+            "Games this process started",
+            m.games_started.clone(),
+        );
+        r.register(
+            "games_completed",
+            "Games this process completed",
+            m.games_completed.clone(),
+        );
+        r.register(
+            "games_timed_out",
+            "Lobbies this process timed out",
+            m.games_timed_out.clone(),
+        );
+        r.register("attacks", "Attacks stored", m.attacks.clone());
+        r.register(
+            "turn_latency_seconds",
+            "Time from a stored turn change to the USER'S TURN push",
+            m.turn_latency.clone(),
+        );
+        r.register(
+            "records_published",
+            "Lifecycle records delivered to a subscriber",
+            m.records_published.clone(),
+        );
+        r.register(
+            "records_backlogged",
+            "Lifecycle records kept in the backlog (no subscriber)",
+            m.records_backlogged.clone(),
+        );
+        drop(r);
+        m
+    }
+}

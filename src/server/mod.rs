@@ -1,0 +1,299 @@
+//! `superhero server`: the WebSocket API v1 of SPEC §6 over game state kept in Redis.
+//!
+//! [`run`] takes a bound listener and a [`Shutdown`], so the CLI, tests and benchmarks start it
+//! the same way. Each connection is routed by its URL path: the request/reply routes (login,
+//! find, hero, action) live in [`routes`], the long-lived lobby socket in [`lobby`]. The process
+//! keeps no game state of its own: every change is a Lua script in [`game`], and scripts
+//! announce turn changes on a per-game channel that every server process hears through one
+//! pattern subscription ([`hub`]). Several processes on one Redis therefore serve one game.
+//! Lifecycle records go out through the [`publisher`] task.
+
+pub mod game;
+pub mod hub;
+pub mod lobby;
+pub mod metrics;
+pub mod protocol;
+pub mod publisher;
+pub mod routes;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::config::Settings;
+use crate::keys;
+use crate::redis_conn::{self, Outage, Redis, SubEvent};
+use crate::shutdown::Shutdown;
+use hub::Hub;
+use metrics::ServerMetrics;
+use protocol::{reason, Route, StatusReply};
+use publisher::Publisher;
+
+/// Largest accepted frame or message: the API's requests are a few hundred bytes.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// How long shutdown waits for connections to say goodbye and the publisher to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub type Socket = WebSocketStream<TcpStream>;
+
+/// What every connection task shares.
+pub struct Shared {
+    pub settings: Settings,
+    pub redis: Redis,
+    pub hub: Hub,
+    pub publisher: Publisher,
+    pub metrics: ServerMetrics,
+    pub shutdown: Shutdown,
+    outage: Mutex<Outage>,
+    redis_down: AtomicBool,
+}
+
+impl Shared {
+    /// Logs a Redis failure (once per outage) and gives the reason the client sees.
+    pub fn unavailable(&self, error: &anyhow::Error) -> &'static str {
+        self.redis_down.store(true, Ordering::Relaxed);
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        outage.failed(&format!("{error:#}"));
+        reason::SERVICE_UNAVAILABLE
+    }
+
+    /// Notes a Redis success, closing an outage if one was open.
+    pub fn available(&self) {
+        if self.redis_down.swap(false, Ordering::Relaxed) {
+            let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+            outage.recovered();
+        }
+    }
+
+    /// Publishes the per-participant `Cleaning Game Records` of a game this process completed.
+    pub async fn game_completed(&self, g: &str) {
+        self.metrics.games_completed.inc();
+        let mut conn = self.redis.conn();
+        let mut backoff = redis_conn::Backoff::default();
+        // The records are the only trigger of the game's ETL: keep trying while Redis is down.
+        let members = loop {
+            match game::members(&mut conn, g).await {
+                Ok(m) => break m,
+                Err(e) => {
+                    self.unavailable(&e);
+                    if !backoff.wait(&self.shutdown).await {
+                        tracing::error!("game {g} completed but its members are unreadable");
+                        return;
+                    }
+                }
+            }
+        };
+        tracing::debug!("game {g} completed");
+        for u in members {
+            self.publisher.publish(
+                crate::record::CLEANING_GAME_RECORDS,
+                serde_json::json!({"game_token": g, "user_token": u}),
+            );
+        }
+    }
+
+    /// Publishes `Game Timed Out` for a lobby this process timed out.
+    pub fn game_timed_out(&self, g: &str) {
+        self.metrics.games_timed_out.inc();
+        tracing::debug!("game {g} timed out in the lobby");
+        self.publisher.publish(
+            crate::record::GAME_TIMED_OUT,
+            serde_json::json!({"game_token": g}),
+        );
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`, then closes every socket and returns.
+pub async fn run(
+    settings: &Settings,
+    redis: Redis,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let registry = crate::metrics::registry("server");
+    let metrics = ServerMetrics::register(&registry);
+    crate::metrics::maybe_serve(settings.metrics_addr, &registry, &shutdown).await?;
+    let (publisher, publisher_task) =
+        publisher::spawn(settings, &redis, metrics.clone(), shutdown.clone());
+    let hub = Hub::default();
+    let mut events = redis_conn::subscribe(
+        &redis,
+        Vec::new(),
+        vec![keys::GAME_EVENTS_PATTERN.to_string()],
+        shutdown.clone(),
+    );
+    // Serve nobody before the subscription is live, or the first turn of a game could be missed.
+    tokio::select! {
+        first = events.recv() => if first.is_none() { return Ok(()); },
+        _ = shutdown.recv() => return Ok(()),
+    }
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        redis,
+        hub,
+        publisher,
+        metrics,
+        shutdown: shutdown.clone(),
+        outage: Mutex::new(Outage::new("game server")),
+        redis_down: AtomicBool::new(false),
+    });
+    let dispatcher = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    SubEvent::Subscribed => shared.hub.resync_all(),
+                    SubEvent::Message { channel, payload } => {
+                        shared.hub.dispatch(&channel, &payload)
+                    }
+                }
+            }
+        })
+    };
+    tracing::info!(
+        "game server listening on ws://{}/api/v1/",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve_connection(shared.clone(), stream));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.recv() => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        "game server stopping: closing {} connections",
+        connections.len()
+    );
+    let closing = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, closing).await.is_err() {
+        connections.abort_all();
+    }
+    dispatcher.abort();
+    drop(shared);
+    if let Some(task) = publisher_task {
+        if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+            tracing::error!("lifecycle publisher did not drain in time");
+        }
+    }
+    Ok(())
+}
+
+/// Upgrades one TCP connection, picks the route from its path and serves it.
+async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
+    let mut route = None;
+    // The handshake API fixes the callback's error type; it is built once per refused handshake.
+    #[allow(clippy::result_large_err)]
+    let pick_route =
+        |request: &Request, response: Response| match Route::from_path(request.uri().path()) {
+            Some(r) => {
+                route = Some(r);
+                Ok(response)
+            }
+            None => {
+                let mut refusal = ErrorResponse::new(Some(format!(
+                    "unknown route {}; try /api/v1/login",
+                    request.uri().path()
+                )));
+                *refusal.status_mut() = StatusCode::NOT_FOUND;
+                Err(refusal)
+            }
+        };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, pick_route, Some(config));
+    let ws = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!("websocket handshake refused: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let Some(route) = route else { return };
+    match route {
+        Route::Lobby => lobby::serve(shared, ws).await,
+        other => routes::serve(shared, ws, other).await,
+    }
+}
+
+/// What reading the next request off a socket gave.
+pub enum Incoming {
+    /// A text frame.
+    Text(String),
+    /// Something the client must be told about (binary frame).
+    Refused(&'static str),
+    /// The client left, broke the protocol or sent a frame over [`MAX_MESSAGE`].
+    Closed,
+}
+
+/// Reads the next request frame, answering pings along the way.
+pub async fn next_request(ws: &mut Socket) -> Incoming {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Incoming::Text(text.as_str().to_string()),
+            Some(Ok(Message::Binary(_))) => return Incoming::Refused(reason::BINARY_FRAMES),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => return Incoming::Closed,
+            Some(Err(e)) => {
+                tracing::debug!("websocket read failed: {e}");
+                return Incoming::Closed;
+            }
+        }
+    }
+}
+
+/// Sends one JSON message.
+pub async fn send_json(ws: &mut Socket, message: &impl Serialize) -> bool {
+    match serde_json::to_string(message) {
+        Ok(text) => ws.send(Message::text(text)).await.is_ok(),
+        Err(e) => {
+            tracing::error!("cannot encode a reply: {e}");
+            false
+        }
+    }
+}
+
+/// Sends `{"PAYLOAD": {}, "STATUS": reason}`.
+pub async fn send_status(ws: &mut Socket, reason: &str) -> bool {
+    send_json(ws, &StatusReply::new(reason)).await
+}
+
+/// Closes the socket with a "going away" close frame (server shutdown).
+pub async fn close_going_away(ws: &mut Socket) {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let frame = CloseFrame {
+        code: CloseCode::Away,
+        reason: "server shutting down".into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+}

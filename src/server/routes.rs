@@ -1,0 +1,196 @@
+//! The request/reply routes: login, find, hero and action. One socket serves any number of
+//! requests; a refused request gets a STATUS reason and the socket stays usable.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use futures_util::SinkExt;
+use serde_json::{Map, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::game::{self, Attacked, Found};
+use super::protocol::{self, game_status, reason, Route, StatusReply};
+use super::{close_going_away, next_request, Incoming, Shared, Socket};
+
+/// A route's answer: the reply text, or the reason the request was refused. `Err` of the outer
+/// result means Redis failed.
+type Answer = Result<Result<String, &'static str>>;
+
+pub async fn serve(shared: Arc<Shared>, mut ws: Socket, route: Route) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = next_request(&mut ws) => incoming,
+            _ = shared.shutdown.recv() => {
+                close_going_away(&mut ws).await;
+                return;
+            }
+        };
+        let reply = match incoming {
+            Incoming::Text(text) => handle(&shared, route, &text).await,
+            Incoming::Refused(r) => status_text(r),
+            Incoming::Closed => return,
+        };
+        if ws.send(Message::text(reply)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn status_text(reason: &str) -> String {
+    serde_json::to_string(&StatusReply::new(reason)).unwrap_or_default()
+}
+
+async fn handle(shared: &Arc<Shared>, route: Route, text: &str) -> String {
+    let payload = match protocol::payload_of(text) {
+        Ok(p) => p,
+        Err(r) => return status_text(r),
+    };
+    let answer = match route {
+        Route::Login => login(shared, &payload).await,
+        Route::Find => find(shared, &payload).await,
+        Route::Hero => hero(shared, &payload).await,
+        Route::Action => action(shared, &payload).await,
+        Route::Lobby => Ok(Err(reason::ALREADY_IN_LOBBY)),
+    };
+    match answer {
+        Ok(Ok(reply)) => {
+            shared.available();
+            reply
+        }
+        Ok(Err(r)) => {
+            shared.available();
+            status_text(r)
+        }
+        Err(e) => status_text(shared.unavailable(&e)),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Result<String> {
+    Ok(serde_json::to_string(value)?)
+}
+
+async fn login(shared: &Shared, payload: &Map<String, Value>) -> Answer {
+    let name = match protocol::user_name(payload) {
+        Ok(n) => n,
+        Err(r) => return Ok(Err(r)),
+    };
+    let (token, created) = game::login(&mut shared.redis.conn(), &name).await?;
+    Ok(Ok(json(&protocol::LoginReply {
+        payload: protocol::LoginReplyPayload { user_token: token },
+        status: created.then(|| "USER CREATED".to_string()),
+    })?))
+}
+
+async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
+    let user = match protocol::token(
+        payload,
+        "USER_TOKEN",
+        reason::MISSING_USER_TOKEN,
+        reason::UNKNOWN_USER_TOKEN,
+    ) {
+        Ok(u) => u,
+        Err(r) => return Ok(Err(r)),
+    };
+    let n = match protocol::participants(payload) {
+        Ok(n) => n,
+        Err(r) => return Ok(Err(r)),
+    };
+    let mut conn = shared.redis.conn();
+    if !game::is_user(&mut conn, &user).await? {
+        return Ok(Err(reason::UNKNOWN_USER_TOKEN));
+    }
+    let window = shared.settings.lobby_timeout.as_millis() as u64;
+    let found = game::find(&mut conn, &user, n, window, &mut |g| {
+        shared.game_timed_out(g)
+    })
+    .await?;
+    match found {
+        Found::Joined { game, hero_id } => Ok(Ok(json(&protocol::FindReply {
+            payload: protocol::FindReplyPayload {
+                game_token: game,
+                hero_id,
+            },
+            status: protocol::JoinedStatus {
+                joined: "SUCCESS".to_string(),
+            },
+        })?)),
+        Found::Refused(r) => Ok(Err(r)),
+    }
+}
+
+/// Game and user token of a payload, or the reason they are missing or malformed.
+fn game_and_user(payload: &Map<String, Value>) -> Result<(String, String), &'static str> {
+    let g = protocol::token(
+        payload,
+        "GAME_TOKEN",
+        reason::MISSING_GAME_TOKEN,
+        reason::UNKNOWN_GAME_TOKEN,
+    )?;
+    let u = protocol::token(
+        payload,
+        "USER_TOKEN",
+        reason::MISSING_USER_TOKEN,
+        reason::UNKNOWN_USER_TOKEN,
+    )?;
+    Ok((g, u))
+}
+
+async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
+    let (g, u) = match game_and_user(payload) {
+        Ok(t) => t,
+        Err(r) => return Ok(Err(r)),
+    };
+    let mut conn = shared.redis.conn();
+    match game::hero_spec(&mut conn, &g, &u).await? {
+        Some(hero) => Ok(Ok(json(&protocol::HeroReply {
+            payload: protocol::HeroReplyPayload {
+                game_token: g,
+                user_token: u,
+                hero,
+            },
+            status: protocol::GameStatus {
+                game: game_status::HERO_SPEC.to_string(),
+            },
+        })?)),
+        None if game::is_game(&mut conn, &g).await? => Ok(Err(reason::USER_NOT_IN_GAME)),
+        None => Ok(Err(reason::UNKNOWN_GAME_TOKEN)),
+    }
+}
+
+async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
+    let (g, u) = match game_and_user(payload) {
+        Ok(t) => t,
+        Err(r) => return Ok(Err(r)),
+    };
+    let e = match protocol::token(
+        payload,
+        "ENEMY_TOKEN",
+        reason::MISSING_ENEMY_TOKEN,
+        reason::INVALID_ENEMY,
+    ) {
+        Ok(e) => e,
+        Err(r) => return Ok(Err(r)),
+    };
+    if let Err(r) = protocol::action(payload) {
+        return Ok(Err(r));
+    }
+    let mut conn = shared.redis.conn();
+    match game::attack(&mut conn, &g, &u, &e, shared.settings.max_turns).await? {
+        Attacked::Refused(r) => Ok(Err(r)),
+        Attacked::Stored {
+            record,
+            completed,
+            turn,
+            next,
+        } => {
+            shared.metrics.attacks.inc();
+            tracing::trace!("game {g} turn {turn}: {u} attacked {e}; next {next:?}");
+            if completed {
+                // The attack is stored: this path alone made the game Completed.
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.game_completed(&g).await });
+            }
+            Ok(Ok(record))
+        }
+    }
+}
