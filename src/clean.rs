@@ -114,6 +114,16 @@ pub async fn everything(redis: &Redis, lobby: &str, dry_run: bool) -> Result<Cle
     })
 }
 
+/// Removes the keys under a lobby channel (a demo's or benchmark's private one), best effort.
+pub async fn remove_channel_keys(redis: &Redis, lobby: &str) {
+    let mut conn = redis.conn();
+    let pattern = format!("{}:*", keys::escape_glob(lobby));
+    if let Ok(found) = scan(&mut conn, &pattern).await {
+        let found: Vec<String> = found.into_iter().collect();
+        let _ = delete(&mut conn, &found).await;
+    }
+}
+
 /// The `clean` command, printing what it removed.
 pub async fn run(redis: &Redis, lobby: &str, all: bool, dry_run: bool) -> Result<Cleaned> {
     let cleaned = if all {

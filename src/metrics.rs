@@ -117,3 +117,99 @@ pub async fn maybe_serve(
         None => Ok(None),
     }
 }
+
+/// Estimates quantile `q` (0..1) of histogram `name` from exposition text, interpolating
+/// linearly inside the bucket the quantile falls in (as Prometheus' `histogram_quantile` does).
+pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|line| {
+            let le = line.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in &buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let width = count - lower.1;
+            let fraction = if width > 0.0 {
+                (rank - lower.1) / width
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (le - lower.0) * fraction);
+        }
+        lower = (le, count);
+    }
+    None
+}
+
+/// The value of counter or gauge `name` (summing over labels) from exposition text.
+pub fn sample_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
+/// Fetches `/metrics` from an endpoint (for `bench` and tests).
+pub async fn scrape(addr: SocketAddr) -> Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot reach the metrics endpoint at {addr}"))?;
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .context("malformed metrics response")?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let text = "x_bucket{le=\"1.0\"} 50\nx_bucket{le=\"2.0\"} 100\nx_bucket{le=\"+Inf\"} 100\nx_sum 120\nx_count 100\n";
+        assert_eq!(histogram_quantile(text, "x", 0.5), Some(1.0));
+        assert_eq!(histogram_quantile(text, "x", 0.75), Some(1.5));
+        assert_eq!(histogram_quantile(text, "y", 0.5), None);
+        assert_eq!(
+            sample_value("c_total 3\nc_total{a=\"b\"} 4\n", "c_total"),
+            Some(7.0)
+        );
+    }
+}
