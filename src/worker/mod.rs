@@ -1,0 +1,3 @@
+//! The worker role: turns each finished game into Parquet files.
+
+pub mod etl;
