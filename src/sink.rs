@@ -22,7 +22,7 @@ use arrow2::datatypes::{DataType, Field, Schema};
 use arrow2::io::parquet::read as pq_read;
 use arrow2::io::parquet::write::{
     self as pq_write, CompressedDataPage, CompressedPage, DynIter, DynStreamingIterator, Encoding,
-    FallibleStreamingIterator, FileWriter, Page, ParquetType, Version, WriteOptions,
+    FallibleStreamingIterator, FileWriter, KeyValue, Page, SchemaDescriptor, Version, WriteOptions,
 };
 use serde::Serialize;
 
@@ -103,14 +103,21 @@ pub fn write_game(
     meta: &[MetaRow],
     podium: &[PodiumRow],
 ) -> Result<()> {
-    SINK.with(|sink| {
-        sink.borrow_mut()
-            .write_game(output_dir, worker_id, game, meta, podium)
+    SINK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Sink::new()?);
+        }
+        match slot.as_mut() {
+            Some(sink) => sink.write_game(output_dir, worker_id, game, meta, podium),
+            None => bail!("Parquet sink unavailable"),
+        }
     })
 }
 
 thread_local! {
-    static SINK: RefCell<Sink> = RefCell::new(Sink::new());
+    /// Built on a thread's first write; None if the (constant) schemas could not be built.
+    static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
 }
 
 /// Reusable state for writing game files: schemas, buffers and a gzip encoder.
@@ -125,26 +132,30 @@ pub struct Sink {
 
 /// Everything about a table's layout that does not depend on the rows.
 struct TableSchema {
-    arrow: Schema,
-    parquet_types: Vec<ParquetType>,
+    parquet: SchemaDescriptor,
+    /// The `ARROW:schema` footer entry arrow2 writes, computed once (see [`arrow_schema_entry`]).
+    arrow_schema: Vec<KeyValue>,
 }
 
 impl TableSchema {
-    fn new(fields: Vec<Field>) -> Self {
+    fn new(fields: Vec<Field>) -> Result<Self> {
         let arrow = Schema::from(fields);
-        let parquet_types = arrow
-            .fields
-            .iter()
-            .map(pq_write::to_parquet_type)
-            .collect::<arrow2::error::Result<Vec<_>>>()
-            // The schemas are constants of this module: a failure is a programming error caught
-            // by every test that writes a file.
-            .unwrap_or_default();
-        TableSchema {
-            arrow,
-            parquet_types,
-        }
+        Ok(TableSchema {
+            parquet: pq_write::to_parquet_schema(&arrow).context("Parquet schema")?,
+            arrow_schema: arrow_schema_entry(&arrow)?,
+        })
     }
+}
+
+/// The key-value footer entries arrow2's own writer adds for `schema` (the IPC-encoded Arrow
+/// schema readers use to restore exact types), taken from an empty file written once.
+fn arrow_schema_entry(schema: &Schema) -> Result<Vec<KeyValue>> {
+    let mut writer = FileWriter::try_new(Vec::new(), schema.clone(), WRITE_OPTIONS)?;
+    writer.end(None)?;
+    let (_, metadata) = writer.into_inner_and_metadata();
+    metadata
+        .key_value_metadata
+        .context("arrow2 wrote no schema metadata")
 }
 
 /// The GAME_META schema of SPEC §7.
@@ -176,29 +187,26 @@ fn podium_fields() -> Vec<Field> {
     ]
 }
 
+/// `created_by` of the files: what a reader sees as the writing library.
+const CREATED_BY: &str = "superhero (arrow2 0.18 + parquet2 0.17)";
+
 const WRITE_OPTIONS: WriteOptions = WriteOptions {
-    write_statistics: true,
+    write_statistics: false,
     version: Version::V1,
     // Pages are encoded uncompressed and gzipped by [`Sink::gzip_page`] with a reused state.
     compression: pq_write::CompressionOptions::Uncompressed,
     data_pagesize_limit: None,
 };
 
-impl Default for Sink {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Sink {
-    pub fn new() -> Self {
-        Sink {
-            meta: TableSchema::new(meta_fields()),
-            podium: TableSchema::new(podium_fields()),
+    pub fn new() -> Result<Self> {
+        Ok(Sink {
+            meta: TableSchema::new(meta_fields())?,
+            podium: TableSchema::new(podium_fields())?,
             gzip: Gzip::new(),
             meta_bytes: Vec::with_capacity(4096),
             podium_bytes: Vec::with_capacity(4096),
-        }
+        })
     }
 
     /// See [`write_game`].
@@ -267,13 +275,10 @@ fn encode(
 ) -> Result<()> {
     out.clear();
     let mut compressed: Vec<CompressedPage> = Vec::with_capacity(columns.len());
-    for (array, parquet_type) in columns.iter().zip(&table.parquet_types) {
-        let ParquetType::PrimitiveType(primitive) = parquet_type else {
-            bail!("column {:?} is not a primitive Parquet type", parquet_type);
-        };
+    for (array, column) in columns.iter().zip(table.parquet.columns()) {
         let page = pq_write::array_to_page_simple(
             array.as_ref(),
-            primitive.clone(),
+            column.descriptor.primitive_type.clone(),
             WRITE_OPTIONS,
             Encoding::Plain,
         )
@@ -286,12 +291,21 @@ fn encode(
             current: None,
         }))
     }));
-    let mut writer = FileWriter::try_new(Cursor::new(out), table.arrow.clone(), WRITE_OPTIONS)
-        .context("cannot start a Parquet file")?;
+    let mut writer = parquet2::write::FileWriter::new(
+        Cursor::new(out),
+        table.parquet.clone(),
+        parquet2::write::WriteOptions {
+            write_statistics: WRITE_OPTIONS.write_statistics,
+            version: WRITE_OPTIONS.version,
+        },
+        Some(CREATED_BY.to_string()),
+    );
     writer
         .write(row_group)
         .context("cannot write a Parquet row group")?;
-    writer.end(None).context("cannot finish a Parquet file")?;
+    writer
+        .end(Some(table.arrow_schema.clone()))
+        .context("cannot finish a Parquet file")?;
     Ok(())
 }
 
@@ -322,7 +336,7 @@ struct OnePage {
 
 impl FallibleStreamingIterator for OnePage {
     type Item = CompressedPage;
-    type Error = arrow2::error::Error;
+    type Error = parquet2::error::Error;
 
     fn advance(&mut self) -> Result<(), Self::Error> {
         self.current = self.next.take();
