@@ -52,13 +52,19 @@ async fn run(
         .tempdir_in(&out_root)
         .with_context(|| format!("cannot create a directory in {}", out_root.display()))?;
 
+    // Seeded in batches so the games held in memory do not count in the peak RSS.
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let all: Vec<synth::SynthGame> = (0..games)
-        .map(|_| synth::random_game(&mut rng, players, attacks, 1000))
-        .collect();
-    let mean_attacks = all.iter().map(|g| g.attacks()).sum::<usize>() as f64 / games as f64;
-    synth::seed(&mut conn, &all).await?;
-    let tokens: Vec<String> = all.into_iter().map(|g| g.token).collect();
+    let mut tokens: Vec<String> = Vec::with_capacity(games);
+    let mut total_attacks = 0;
+    while tokens.len() < games {
+        let batch: Vec<synth::SynthGame> = (0..(games - tokens.len()).min(200))
+            .map(|_| synth::random_game(&mut rng, players, attacks, 1000))
+            .collect();
+        synth::seed(&mut conn, &batch).await?;
+        total_attacks += batch.iter().map(|g| g.attacks()).sum::<usize>();
+        tokens.extend(batch.into_iter().map(|g| g.token));
+    }
+    let mean_attacks = total_attacks as f64 / games as f64;
 
     let started = Instant::now();
     let mut handles = Vec::new();
