@@ -1,0 +1,3 @@
+//! The worker (SPEC §7).
+
+pub mod claim;
