@@ -55,6 +55,30 @@ pub fn game_logs(g: &str) -> String {
     format!("games:{g}:logs")
 }
 
+/// SORT ... GET pattern of a field of every hero hash of game `g` (`games:<g>:superheros:*->f`);
+/// `g` must be a validated token (no glob characters).
+pub fn game_hero_field_pattern(g: &str, field: &str) -> String {
+    format!("games:{g}:superheros:*->{field}")
+}
+
+/// Every key of game `g` except the per-player hero hashes ([`game_hero`]): the SPEC §3 keys
+/// and the server's additions. The clean routine expires them all.
+pub fn game_keys(g: &str) -> [String; 11] {
+    [
+        game(g),
+        game_participants(g),
+        game_status(g),
+        game_host(g),
+        game_order(g),
+        game_superheros(g),
+        game_logs(g),
+        game_created(g),
+        game_ready(g),
+        game_turns(g),
+        game_eliminated(g),
+    ]
+}
+
 /// Game statuses of SPEC §3.
 pub mod status {
     pub const WAITING_LOBBY: &str = "Waiting Lobby";

@@ -26,4 +26,6 @@ pub mod record;
 pub mod redis_conn;
 pub mod server;
 pub mod shutdown;
+pub mod sink;
+pub mod synth;
 pub mod worker;

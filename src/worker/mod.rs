@@ -1,3 +1,4 @@
 //! The worker (SPEC §7).
 
 pub mod claim;
+pub mod etl;
