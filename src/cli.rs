@@ -30,6 +30,13 @@ pub enum Command {
     Server,
     /// Run a player bot that plays CLIENT_GAMES games against the server.
     Player(PlayerArgs),
+    /// Run a worker: turn each finished game routed to <WORKER_CHANNEL>-<worker id> into Parquet
+    /// files under OUTPUT_DIR (worker id: --worker-id or HOSTNAME; ACK_TIMEOUT, CLEAN_ROUTINE,
+    /// REDIS_EXPIRY and METRICS_ADDR apply).
+    Worker,
+    /// Run the fanout: route each record of WORKER_CHANNEL to exactly one live worker, with
+    /// acknowledgements (ACK_TIMEOUT) and the server's backlog (METRICS_ADDR applies).
+    Fanout,
 }
 
 #[derive(Debug, Args)]

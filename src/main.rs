@@ -8,7 +8,7 @@ use superhero::cli::{Cli, Command};
 use superhero::config::{ConfigError, Layers, Settings};
 use superhero::redis_conn::Redis;
 use superhero::shutdown::Shutdown;
-use superhero::{build_db, clean, logging, player, server};
+use superhero::{build_db, clean, fanout, logging, player, server, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -79,6 +79,14 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 participants: args.participants,
             };
             player::run(&settings, &options, shutdown).await?;
+        }
+        Command::Worker => {
+            let redis = Redis::connect(&settings.redis).await?;
+            worker::run(&settings, redis, shutdown).await?;
+        }
+        Command::Fanout => {
+            let redis = Redis::connect(&settings.redis).await?;
+            fanout::run(&settings, redis, shutdown).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
