@@ -33,6 +33,9 @@ use claim::{Claim, Finish};
 /// Records handled at the same time: enough to hide Redis and disk latency.
 pub const MAX_IN_FLIGHT: usize = 16;
 
+/// How long a record of a game another worker is writing waits for that worker to finish.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
 /// What a worker did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerReport {
@@ -314,7 +317,7 @@ impl Worker {
             self.ack(&mut conn, record).await?;
             return Ok(Outcome::NothingToDo);
         }
-        let outcome = match claim::claim(&mut conn, &game, token).await? {
+        let outcome = match self.claim_or_wait(&mut conn, &game, token).await? {
             Claim::Done(_) => {
                 self.clean(&mut conn, &game).await?;
                 Outcome::AlreadyDone
@@ -338,6 +341,28 @@ impl Worker {
         };
         self.ack(&mut conn, record).await?;
         Ok(outcome)
+    }
+
+    /// Claims the game; while another worker holds it (a second delivery of the same record),
+    /// waits up to [`BUSY_WAIT`] for that worker to finish, so the duplicate is acknowledged at
+    /// once instead of coming back after ACK_TIMEOUT.
+    async fn claim_or_wait(
+        &self,
+        conn: &mut ConnectionManager,
+        game: &str,
+        token: &str,
+    ) -> Result<Claim, Failure> {
+        let give_up = Instant::now() + BUSY_WAIT;
+        loop {
+            let answer = claim::claim(conn, game, token).await?;
+            if !matches!(answer, Claim::Busy(_))
+                || Instant::now() >= give_up
+                || self.shutdown.is_triggered()
+            {
+                return Ok(answer);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Holds the claim for the steps after [`claim::claim`]; `None` when another worker took the
