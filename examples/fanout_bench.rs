@@ -15,7 +15,11 @@ use superhero::redis_conn::Redis;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let records: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20_000);
+    let records: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(20_000);
     let workers: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(4);
     let private = PrivateRedis::start(&[])?;
     let mut layers = Layers::default();
@@ -25,7 +29,14 @@ async fn main() -> anyhow::Result<()> {
         .insert("REDIS_PORT".into(), private.port().to_string());
     let settings = Settings::from_layers(layers)?;
     let redis = Redis::connect(&settings.redis).await?;
-    let report = bench::run(&settings, &redis, records, workers, Duration::from_secs(120)).await?;
+    let report = bench::run(
+        &settings,
+        &redis,
+        records,
+        workers,
+        Duration::from_secs(120),
+    )
+    .await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!(
         "routed {} records to {} workers in {:.3} s: {:.0} records/s; lost {}, duplicated {}; spread {:?}",

@@ -674,3 +674,101 @@ async fn start_counter(settings: &Settings, id: &str) -> Role<Vec<u64>> {
     });
     Role { trigger, task }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_pipeline_did() {
+    let redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let (fanout_port, worker_port) = (common::free_port(), common::free_port());
+    let base = [("OUTPUT_DIR", out.path().to_str().unwrap())];
+    let fanout_addr = format!("127.0.0.1:{fanout_port}");
+    let worker_addr = format!("127.0.0.1:{worker_port}");
+    let fanout_settings = redis.settings_with(&[base[0], ("METRICS_ADDR", &fanout_addr)]);
+    let worker_settings = redis.settings_with(&[base[0], ("METRICS_ADDR", &worker_addr)]);
+    let mut conn = connect(&fanout_settings).await.conn();
+    let games = games(20, 9);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let worker = start_worker(&worker_settings, "m1").await;
+    wait_subscribed(&mut conn, &worker_channels(&["m1"]), 1).await;
+    let fanout = start_fanout(&fanout_settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    publish_records(&mut conn, &games).await;
+    wait_files(out.path(), 20, Duration::from_secs(30)).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+
+    use superhero::metrics::{sample_value, scrape};
+    let w = scrape(worker_addr.parse().unwrap()).await.unwrap();
+    assert_eq!(
+        sample_value(&w, "superhero_worker_records_received_total"),
+        Some(60.0),
+        "{w}"
+    );
+    assert_eq!(
+        sample_value(&w, "superhero_worker_games_written_total"),
+        Some(20.0)
+    );
+    assert_eq!(
+        sample_value(&w, "superhero_worker_files_written_total"),
+        Some(40.0)
+    );
+    assert_eq!(
+        sample_value(&w, "superhero_worker_etl_duration_seconds_count"),
+        Some(20.0)
+    );
+    let f = scrape(fanout_addr.parse().unwrap()).await.unwrap();
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_records_received_total"),
+        Some(60.0),
+        "{f}"
+    );
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_records_routed_total"),
+        Some(60.0)
+    );
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_records_rerouted_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_routing_latency_seconds_count"),
+        Some(60.0)
+    );
+    assert!(sample_value(&f, "superhero_fanout_backlog_depth").is_some());
+    worker.stop().await;
+    fanout.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_and_worker_ride_out_a_redis_restart() {
+    let mut redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
+    let mut conn = connect(&settings).await.conn();
+    let before = games(10, 10);
+    synth::seed(&mut conn, &before).await.unwrap();
+    let worker = start_worker(&settings, "r1").await;
+    wait_subscribed(&mut conn, &worker_channels(&["r1"]), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    publish_records(&mut conn, &before).await;
+    wait_files(out.path(), 10, Duration::from_secs(30)).await;
+
+    redis.kill();
+    redis.restart();
+    // Both roles resubscribe by themselves.
+    wait_subscribed(
+        &mut conn,
+        &[LOBBY.to_string(), keys::worker_channel(LOBBY, "r1")],
+        1,
+    )
+    .await;
+    assert!(!worker.task.is_finished() && !fanout.task.is_finished());
+    let after = games(10, 11);
+    synth::seed(&mut conn, &after).await.unwrap();
+    publish_records(&mut conn, &after).await;
+    wait_files(out.path(), 20, Duration::from_secs(30)).await;
+    let all: Vec<SynthGame> = before.into_iter().chain(after).collect();
+    assert_exactly_once(out.path(), &all);
+    worker.stop().await;
+    fanout.stop().await;
+}
