@@ -5,7 +5,7 @@
 //! each with one row group and the exact field names and Arrow types of the contract.
 //!
 //! Writing is built for throughput: a [`Sink`] keeps the Arrow schemas, the Parquet schema
-//! descriptors and one reusable deflate state, encodes each file into a memory buffer and writes
+//! descriptors and one reusable gzip encoder ([`gzip`]), encodes each file into a memory buffer and writes
 //! it with a single `write` call. Every file goes to a temporary name in its final directory, is
 //! fsynced, and is then renamed into place, so no reader ever sees a partial file.
 
@@ -24,8 +24,11 @@ use arrow2::io::parquet::write::{
     self as pq_write, CompressedDataPage, CompressedPage, DynIter, DynStreamingIterator, Encoding,
     FallibleStreamingIterator, FileWriter, Page, ParquetType, Version, WriteOptions,
 };
-use flate2::{Compress, Compression, FlushCompress, Status};
 use serde::Serialize;
+
+use self::gzip::Gzip;
+
+mod gzip;
 
 /// Directory name of the per-participant hero table.
 pub const META_TABLE: &str = "GAME_META";
@@ -110,11 +113,11 @@ thread_local! {
     static SINK: RefCell<Sink> = RefCell::new(Sink::new());
 }
 
-/// Reusable state for writing game files: schemas, buffers and a deflate compressor.
+/// Reusable state for writing game files: schemas, buffers and a gzip encoder.
 pub struct Sink {
     meta: TableSchema,
     podium: TableSchema,
-    deflate: Compress,
+    gzip: Gzip,
     /// Encoded bytes of the META file, then of the PODIUM file.
     meta_bytes: Vec<u8>,
     podium_bytes: Vec<u8>,
@@ -173,9 +176,6 @@ fn podium_fields() -> Vec<Field> {
     ]
 }
 
-/// Gzip level: fast. The codec is still GZIP; the files are tiny and CPU is the bottleneck.
-const GZIP_LEVEL: u32 = 1;
-
 const WRITE_OPTIONS: WriteOptions = WriteOptions {
     write_statistics: true,
     version: Version::V1,
@@ -195,7 +195,7 @@ impl Sink {
         Sink {
             meta: TableSchema::new(meta_fields()),
             podium: TableSchema::new(podium_fields()),
-            deflate: Compress::new(Compression::new(GZIP_LEVEL), false),
+            gzip: Gzip::new(),
             meta_bytes: Vec::with_capacity(4096),
             podium_bytes: Vec::with_capacity(4096),
         }
@@ -239,7 +239,7 @@ impl Sink {
             utf8(rows.iter().map(|r| r.user_token.as_str())),
             PrimitiveArray::<u16>::from_vec(rows.iter().map(|r| r.superhero_id).collect()).boxed(),
         ];
-        encode(&self.meta, &mut self.deflate, columns, out)
+        encode(&self.meta, &mut self.gzip, columns, out)
     }
 
     /// Encodes GAME_PODIUM rows as a complete Parquet file into `out` (cleared first).
@@ -254,14 +254,14 @@ impl Sink {
             PrimitiveArray::<u64>::from_vec(rows.iter().map(|r| r.damage_received).collect())
                 .boxed(),
         ];
-        encode(&self.podium, &mut self.deflate, columns, out)
+        encode(&self.podium, &mut self.gzip, columns, out)
     }
 }
 
 /// One row group, one plain-encoded page per column, each page gzipped.
 fn encode(
     table: &TableSchema,
-    deflate: &mut Compress,
+    gzip: &mut Gzip,
     columns: Vec<Box<dyn Array>>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
@@ -278,7 +278,7 @@ fn encode(
             Encoding::Plain,
         )
         .context("cannot encode a Parquet page")?;
-        compressed.push(gzip_page(deflate, page)?);
+        compressed.push(gzip_page(gzip, page)?);
     }
     let row_group = DynIter::new(compressed.into_iter().map(|page| {
         Ok(DynStreamingIterator::new(OnePage {
@@ -295,14 +295,14 @@ fn encode(
     Ok(())
 }
 
-/// Gzips one data page with the reused deflate state.
-fn gzip_page(deflate: &mut Compress, page: Page) -> Result<CompressedPage> {
+/// Gzips one data page with the reused encoder.
+fn gzip_page(gzip: &mut Gzip, page: Page) -> Result<CompressedPage> {
     let Page::Data(page) = page else {
         bail!("unexpected dictionary page for a plain-encoded column");
     };
     let input = page.buffer();
     let mut buffer = Vec::with_capacity(input.len() / 2 + 64);
-    gzip_into(deflate, input, &mut buffer)?;
+    gzip.compress_into(input, &mut buffer);
     let rows = page.header().num_values();
     Ok(CompressedPage::Data(CompressedDataPage::new(
         page.header().clone(),
@@ -336,28 +336,6 @@ impl FallibleStreamingIterator for OnePage {
 
 fn utf8<'a>(values: impl Iterator<Item = &'a str>) -> Box<dyn Array> {
     Utf8Array::<i32>::from_iter_values(values).boxed()
-}
-
-/// A gzip member (RFC 1952) of `input` appended to `out`, using `deflate` (raw, reset here).
-fn gzip_into(deflate: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    // Header: magic, CM=deflate, no flags, no mtime, XFL=fastest, OS=unknown.
-    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255]);
-    deflate.reset();
-    loop {
-        let consumed = deflate.total_in() as usize;
-        out.reserve(input.len().max(64));
-        let status = deflate
-            .compress_vec(&input[consumed..], out, FlushCompress::Finish)
-            .context("gzip failed")?;
-        if status == Status::StreamEnd {
-            break;
-        }
-    }
-    let mut crc = flate2::Crc::new();
-    crc.update(input);
-    out.extend_from_slice(&crc.sum().to_le_bytes());
-    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
-    Ok(())
 }
 
 static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
