@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use superhero::player::{self, Outcome, PlayerOptions};
 use superhero::redis_conn::Redis;
 use superhero::shutdown;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -222,6 +224,56 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
             ),
             "UNKNOWN GAME TOKEN",
         ),
+        (
+            "enemy not a uuid",
+            "/api/v1/game/action",
+            text(
+                json!({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user, "ENEMY_TOKEN": "not-a-uuid", "ACTION": "ATTACK"}}),
+            ),
+            "INVALID ENEMY",
+        ),
+        (
+            "hero of a stranger",
+            "/api/v1/game/hero",
+            text(json!({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": stranger}})),
+            "USER NOT IN GAME",
+        ),
+        (
+            "lobby without game",
+            "/api/v1/game/lobby",
+            text(json!({"PAYLOAD": {"USER_TOKEN": user}})),
+            "MISSING GAME TOKEN IN PAYLOAD",
+        ),
+        (
+            "lobby without user",
+            "/api/v1/game/lobby",
+            text(json!({"PAYLOAD": {"GAME_TOKEN": game}})),
+            "MISSING USER TOKEN IN PAYLOAD",
+        ),
+        (
+            "lobby of an unknown game",
+            "/api/v1/game/lobby",
+            text(json!({"PAYLOAD": {"GAME_TOKEN": stranger, "USER_TOKEN": user}})),
+            "UNKNOWN GAME TOKEN",
+        ),
+        (
+            "lobby of a stranger",
+            "/api/v1/game/lobby",
+            text(json!({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": stranger}})),
+            "USER NOT IN GAME",
+        ),
+        (
+            "lobby binary frame",
+            "/api/v1/game/lobby",
+            Message::binary(vec![1, 2, 3]),
+            "BINARY FRAMES NOT SUPPORTED",
+        ),
+        (
+            "game token as a number",
+            "/api/v1/game/hero",
+            text(json!({"PAYLOAD": {"GAME_TOKEN": 7, "USER_TOKEN": user}})),
+            "UNKNOWN GAME TOKEN",
+        ),
     ];
     assert!(cases.len() >= 20);
     for (name, path, frame, want) in cases {
@@ -236,7 +288,39 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
                 again["PAYLOAD"]["USER_TOKEN"], user,
                 "case {name:?} left the socket unusable"
             );
+        } else {
+            let again = ask(&mut ws, text(json!({"PAYLOAD": {}}))).await;
+            assert!(
+                again["STATUS"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("MISSING")),
+                "case {name:?} left the socket unusable: {again}"
+            );
         }
+    }
+
+    // Invalid UTF-8 in a text frame must fail the connection (RFC 6455), with a reason first.
+    let mut ws = connect(port, "/api/v1/login").await;
+    let frame = Frame::message(vec![b'{', 0xc3, 0x28, b'}'], OpCode::Data(Data::Text), true);
+    let reply = ask(&mut ws, Message::Frame(frame)).await;
+    assert_eq!(reply["STATUS"], "INVALID UTF-8", "{reply}");
+
+    // Just over 64 KiB: refused with a reason, or at least the connection closes.
+    let mut ws = connect(port, "/api/v1/login").await;
+    let _ = ws.send(text("y".repeat(64 * 1024 + 1))).await;
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("an answer to an oversized frame");
+    if let Some(reply) = refused {
+        assert!(reply.contains("MESSAGE TOO LARGE"), "{reply}");
     }
 
     // A 1 MiB frame is refused (the connection closes) without harm to anyone else.
@@ -276,6 +360,7 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
             .await
         }));
     }
+    let mut finished = None;
     for p in players {
         let reports = tokio::time::timeout(Duration::from_secs(60), p)
             .await
@@ -283,6 +368,7 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
             .unwrap()
             .unwrap();
         assert_eq!(reports.len(), 1);
+        finished = Some(reports[0].clone());
         assert!(
             matches!(
                 reports[0].outcome,
@@ -292,6 +378,20 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
             reports[0].outcome
         );
     }
+
+    // Stale tokens: a move in the finished game is refused with a reason.
+    let finished = finished.expect("a finished game");
+    let (a, b) = (&finished.participants[0], &finished.participants[1]);
+    let mut ws = connect(port, "/api/v1/game/action").await;
+    let reply = ask(
+        &mut ws,
+        text(
+            json!({"PAYLOAD": {"GAME_TOKEN": finished.game_token, "USER_TOKEN": a, "ENEMY_TOKEN": b, "ACTION": "ATTACK"}}),
+        ),
+    )
+    .await;
+    assert_eq!(reply["STATUS"], "GAME IS OVER", "{reply}");
+
     stop.fire();
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
