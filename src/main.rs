@@ -77,6 +77,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             let options = player::PlayerOptions {
                 user: args.user,
                 participants: args.participants,
+                ..player::PlayerOptions::default()
             };
             player::run(&settings, &options, shutdown).await?;
         }
