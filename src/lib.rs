@@ -24,6 +24,7 @@ pub mod player;
 pub mod private_redis;
 pub mod record;
 pub mod redis_conn;
+pub mod report;
 pub mod server;
 pub mod shutdown;
 pub mod sink;

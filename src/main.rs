@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use superhero::cli::{Cli, Command};
+use superhero::cli::{Cli, Command, Format};
 use superhero::config::{ConfigError, Layers, Settings};
 use superhero::redis_conn::Redis;
 use superhero::shutdown::Shutdown;
-use superhero::{build_db, clean, fanout, logging, player, server, worker};
+use superhero::{build_db, clean, fanout, logging, player, report, server, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -77,6 +77,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             let options = player::PlayerOptions {
                 user: args.user,
                 participants: args.participants,
+                ..player::PlayerOptions::default()
             };
             player::run(&settings, &options, shutdown).await?;
         }
@@ -87,6 +88,16 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         Command::Fanout => {
             let redis = Redis::connect(&settings.redis).await?;
             fanout::run(&settings, redis, shutdown).await?;
+        }
+        Command::Report(args) => {
+            let report = report::build(&settings.output_dir)?;
+            match args.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Table => print!("{}", report::render_table(&report, args.top)),
+            }
+            if args.strict && report.has_problems() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
