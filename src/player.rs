@@ -34,6 +34,8 @@ pub struct PlayerOptions {
     pub user: Option<String>,
     /// Game size (default: 2 or 3 at random, per game).
     pub participants: Option<u8>,
+    /// Receives each finished game's report as soon as it is known (`demo`'s progress bar).
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<GameReport>>,
 }
 
 /// How a game ended for this bot.
@@ -132,6 +134,7 @@ pub async fn play(
         match played {
             Ok(report) => {
                 log_report(&name, &report);
+                send_progress(options, &report);
                 reports.push(report);
                 session = Some(current);
             }
@@ -144,6 +147,7 @@ pub async fn play(
             Err(Failure::InGame(mut report, e)) => {
                 report.outcome = Outcome::Aborted(format!("{e:#}"));
                 log_report(&name, &report);
+                send_progress(options, &report);
                 reports.push(report);
                 if !pause(settings, &shutdown).await {
                     break;
@@ -152,6 +156,13 @@ pub async fn play(
         }
     }
     Ok(reports)
+}
+
+fn send_progress(options: &PlayerOptions, report: &GameReport) {
+    if let Some(tx) = &options.progress {
+        // A listener that went away only loses its progress display.
+        let _ = tx.send(report.clone());
+    }
 }
 
 fn log_report(name: &str, r: &GameReport) {

@@ -370,16 +370,16 @@ fn place_file(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp_name.push(format!(".{}-{seq}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
     let written = write_synced(&tmp, bytes).or_else(|e| {
-        // The directories are made on the first write into an OUTPUT_DIR only.
-        if dir.is_dir() {
-            return Err(e);
+        // The directories are made on the first write into an OUTPUT_DIR only. Another thread
+        // may have just made them (its first write failed too): then simply try again.
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        write_synced(&tmp, bytes)
+        write_synced(&tmp, bytes).map_err(|again| again.context(e))
     });
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);

@@ -411,7 +411,8 @@ pub async fn attack(
     e: &str,
     max_turns: u32,
 ) -> Result<Attacked> {
-    let (kind, a, b, turn): (String, String, Option<String>, Option<u64>) = ATTACK
+    // Refusals are {'ERR', reason}; stored attacks {kind, record, next, turn}.
+    let reply: Vec<String> = ATTACK
         .key(keys::game(g))
         .key(keys::game_status(g))
         .key(keys::game_order(g))
@@ -429,14 +430,18 @@ pub async fn attack(
         .invoke_async(conn)
         .await
         .context("attack script")?;
+    let mut fields = reply.into_iter();
+    let kind = fields.next().unwrap_or_default();
+    let record = fields.next().unwrap_or_default();
     Ok(match kind.as_str() {
-        "ERR" => Attacked::Refused(static_reason(&a)),
-        _ => Attacked::Stored {
-            record: a,
-            next: b.filter(|n| !n.is_empty()),
+        "ERR" => Attacked::Refused(static_reason(&record)),
+        "NEXT" | "DONE" => Attacked::Stored {
+            record,
+            next: fields.next().filter(|n| !n.is_empty()),
             completed: kind == "DONE",
-            turn: turn.unwrap_or(0),
+            turn: fields.next().and_then(|t| t.parse().ok()).unwrap_or(0),
         },
+        other => anyhow::bail!("attack script answered {other:?}"),
     })
 }
 

@@ -18,7 +18,10 @@ use tokio::time::Instant;
 use super::game::{self, Eliminated, GameEvent, Ready};
 use super::hub::HubEvent;
 use super::protocol::{self, game_status, reason, GamePush};
-use super::{close_going_away, next_request, send_json, send_status, Incoming, Shared, Socket};
+use super::{
+    close_going_away, next_request, refuse_and_close, send_json, send_status, Incoming, Shared,
+    Socket,
+};
 use crate::keys::status;
 use crate::metrics::Gauge;
 
@@ -65,6 +68,7 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
                 }
                 continue;
             }
+            Incoming::Fatal(r, code) => return refuse_and_close(&mut ws, r, code).await,
             Incoming::Closed => return,
         };
         let tokens = protocol::payload_of(&text).and_then(|p| game_and_user(&p));
@@ -171,6 +175,11 @@ impl Lobby<'_> {
                 incoming = next_request(self.ws) => match incoming {
                     Incoming::Closed => {
                         self.leave().await;
+                        Flow::Closed
+                    }
+                    Incoming::Fatal(r, code) => {
+                        self.leave().await;
+                        refuse_and_close(self.ws, r, code).await;
                         Flow::Closed
                     }
                     Incoming::Refused(r) => self.reply(r).await,

@@ -27,8 +27,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Settings;
@@ -251,7 +252,10 @@ pub enum Incoming {
     Text(String),
     /// Something the client must be told about (binary frame).
     Refused(&'static str),
-    /// The client left, broke the protocol or sent a frame over [`MAX_MESSAGE`].
+    /// The client broke the protocol in a way that ends the connection (RFC 6455 requires it
+    /// for invalid UTF-8; an oversized frame cannot be skipped): tell it why, then close.
+    Fatal(&'static str, CloseCode),
+    /// The client left.
     Closed,
 }
 
@@ -263,6 +267,13 @@ pub async fn next_request(ws: &mut Socket) -> Incoming {
             Some(Ok(Message::Binary(_))) => return Incoming::Refused(reason::BINARY_FRAMES),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Close(_))) | None => return Incoming::Closed,
+            Some(Err(WsError::Utf8(_))) => {
+                return Incoming::Fatal(reason::INVALID_UTF8, CloseCode::Invalid)
+            }
+            Some(Err(WsError::Capacity(e))) => {
+                tracing::debug!("refusing an oversized frame: {e}");
+                return Incoming::Fatal(reason::MESSAGE_TOO_LARGE, CloseCode::Size);
+            }
             Some(Err(e)) => {
                 tracing::debug!("websocket read failed: {e}");
                 return Incoming::Closed;
@@ -289,11 +300,19 @@ pub async fn send_status(ws: &mut Socket, reason: &str) -> bool {
 
 /// Closes the socket with a "going away" close frame (server shutdown).
 pub async fn close_going_away(ws: &mut Socket) {
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    close_with(ws, CloseCode::Away, "server shutting down").await;
+}
+
+/// Sends the STATUS reason of a fatal protocol error, then closes with `code`.
+pub async fn refuse_and_close(ws: &mut Socket, reason: &'static str, code: CloseCode) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), send_status(ws, reason)).await;
+    close_with(ws, code, reason).await;
+}
+
+async fn close_with(ws: &mut Socket, code: CloseCode, reason: &str) {
     let frame = CloseFrame {
-        code: CloseCode::Away,
-        reason: "server shutting down".into(),
+        code,
+        reason: reason.to_string().into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
 }

@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 pub mod reason {
     pub const INVALID_JSON: &str = "INVALID JSON";
     pub const BINARY_FRAMES: &str = "BINARY FRAMES NOT SUPPORTED";
+    pub const INVALID_UTF8: &str = "INVALID UTF-8";
+    pub const MESSAGE_TOO_LARGE: &str = "MESSAGE TOO LARGE";
     pub const MISSING_PAYLOAD: &str = "MISSING PAYLOAD IN MESSAGE";
     pub const MISSING_USER: &str = "MISSING USER IN PAYLOAD";
     pub const MISSING_USER_TOKEN: &str = "MISSING USER TOKEN IN PAYLOAD";

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::game::{self, Attacked, Found};
 use super::protocol::{self, game_status, reason, Route, StatusReply};
-use super::{close_going_away, next_request, Incoming, Shared, Socket};
+use super::{close_going_away, next_request, refuse_and_close, Incoming, Shared, Socket};
 
 /// A route's answer: the reply text, or the reason the request was refused. `Err` of the outer
 /// result means Redis failed.
@@ -28,6 +28,7 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, route: Route) {
         let reply = match incoming {
             Incoming::Text(text) => handle(&shared, route, &text).await,
             Incoming::Refused(r) => status_text(r),
+            Incoming::Fatal(r, code) => return refuse_and_close(&mut ws, r, code).await,
             Incoming::Closed => return,
         };
         if ws.send(Message::text(reply)).await.is_err() {
