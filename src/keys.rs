@@ -61,9 +61,10 @@ pub fn game_hero_field_pattern(g: &str, field: &str) -> String {
     format!("games:{g}:superheros:*->{field}")
 }
 
-/// Every key of game `g` except the per-player hero hashes ([`game_hero`]): the SPEC §3 keys
-/// and the server's additions. The clean routine expires them all.
-pub fn game_keys(g: &str) -> [String; 11] {
+/// Every key of game `g` except the per-player hero hashes ([`game_hero`]) and the ETL lease
+/// (which keeps its own TTL): the SPEC §3 keys, the server's additions and the worker's record of
+/// the finished ETL. The clean routine expires them all.
+pub fn game_keys(g: &str) -> [String; 13] {
     [
         game(g),
         game_participants(g),
@@ -76,6 +77,8 @@ pub fn game_keys(g: &str) -> [String; 11] {
         game_ready(g),
         game_turns(g),
         game_eliminated(g),
+        etl_done(g),
+        etl_writer(g),
     ]
 }
 

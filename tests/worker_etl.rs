@@ -363,12 +363,15 @@ async fn expire_game_puts_a_ttl_on_every_key_and_unlists_the_game() {
     synth::seed(&mut conn, &[game.clone(), other.clone()])
         .await
         .unwrap();
+    let done = format!("games:{}:etl:done", game.token);
+    let _: () = redis.cmd(&["SET", &done, WORKER]);
     etl::expire_game(&mut conn, &game.token, Duration::from_secs(30))
         .await
         .unwrap();
 
     let keys: Vec<String> = redis.cmd(&["KEYS", &format!("games:{}*", game.token)]);
     assert!(keys.len() >= 8 + game.players.len(), "{keys:?}");
+    assert!(keys.contains(&done));
     for hero in &game.players {
         assert!(keys.contains(&format!("games:{}:superheros:{hero}", game.token)));
     }
