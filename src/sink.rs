@@ -4,10 +4,13 @@
 //! `OUTPUT_DIR/superhero/GAME_META/<game>_<worker>.gz` and `.../GAME_PODIUM/<game>_<worker>.gz`,
 //! each with one row group and the exact field names and Arrow types of the contract.
 //!
-//! Writing is built for throughput: a [`Sink`] keeps the Arrow schemas, the Parquet schema
-//! descriptors and one reusable gzip encoder ([`gzip`]), encodes each file into a memory buffer and writes
-//! it with a single `write` call. Every file goes to a temporary name in its final directory, is
-//! fsynced, and is then renamed into place, so no reader ever sees a partial file.
+//! Writing is built for throughput (a worker writes thousands of games a second): a [`Sink`]
+//! keeps the Parquet schema descriptors, the Arrow schema footer entry and one reusable gzip
+//! encoder (`sink/gzip.rs`); arrow2 encodes each column as one plain page, the page is gzipped, and
+//! parquet2 lays out the file in a memory buffer that is written with a single `write` call.
+//! Page statistics are off: a file holds one game, so min/max pruning buys readers nothing.
+//! Every file goes to a temporary name in its final directory, is fsynced, and is then renamed
+//! into place, so no reader ever sees a partial file.
 
 use std::cell::RefCell;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -193,7 +196,7 @@ const CREATED_BY: &str = "superhero (arrow2 0.18 + parquet2 0.17)";
 const WRITE_OPTIONS: WriteOptions = WriteOptions {
     write_statistics: false,
     version: Version::V1,
-    // Pages are encoded uncompressed and gzipped by [`Sink::gzip_page`] with a reused state.
+    // Pages are encoded uncompressed, then gzipped by [`gzip_page`] with the reused encoder.
     compression: pq_write::CompressionOptions::Uncompressed,
     data_pagesize_limit: None,
 };
