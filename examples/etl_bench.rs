@@ -66,6 +66,7 @@ async fn run(
     }
     let mean_attacks = total_attacks as f64 / games as f64;
 
+    let cpu_before = cpu_time();
     let started = Instant::now();
     let mut handles = Vec::new();
     for part in 0..tasks {
@@ -104,6 +105,9 @@ async fn run(
         }
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
     let written = std::fs::read_dir(sink::table_dir(out.path(), sink::PODIUM_TABLE))?.count();
@@ -123,7 +127,24 @@ async fn run(
         per_game(stages[1]),
         per_game(stages[2]),
     );
+    if let Some(cpu) = cpu {
+        // Load-independent view: the CPU this process (not redis-server) spent per game.
+        println!(
+            "bench process CPU (user+sys, 10 ms ticks): {:?} per game",
+            per_game(cpu)
+        );
+    }
     Ok(())
+}
+
+/// User + system CPU time of this process so far, from /proc (Linux only; 100 ticks/s).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// VmHWM of this process from /proc (Linux only).
