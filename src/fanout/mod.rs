@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::config::Settings;
 use crate::keys;
 use crate::metrics::{self, latency_buckets, Counter, Gauge, Histogram, SharedRegistry};
-use crate::record::{self, RecordError, DELIVERY_ID_FIELD, MAX_RECORD_BYTES};
+use crate::record::{self, RecordError, SkipLog, DELIVERY_ID_FIELD, MAX_RECORD_BYTES};
 use crate::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
 use crate::shutdown::Shutdown;
 
@@ -834,41 +834,6 @@ pub async fn inspect(conn: &mut ConnectionManager, lobby: &str) -> Result<Pipeli
         oldest_unacked_age,
         claimed_unfinished,
     })
-}
-
-/// Logs skipped records at most once per reason per second, with how many were not logged.
-#[derive(Default)]
-pub struct SkipLog {
-    last: std::collections::HashMap<&'static str, (Instant, u64)>,
-}
-
-impl SkipLog {
-    pub fn skip(&mut self, reason: &RecordError) {
-        self.skip_with(reason.label(), &reason.to_string());
-    }
-
-    /// Logs `message` under `label` unless one was logged in the last second.
-    pub fn skip_with(&mut self, label: &'static str, message: &str) {
-        let now = Instant::now();
-        match self.last.get_mut(label) {
-            Some((at, suppressed)) if now.duration_since(*at) < Duration::from_secs(1) => {
-                *suppressed += 1;
-            }
-            Some((at, suppressed)) => {
-                let more = std::mem::take(suppressed);
-                *at = now;
-                if more > 0 {
-                    tracing::warn!("skipped record: {message} ({more} more like it not logged)");
-                } else {
-                    tracing::warn!("skipped record: {message}");
-                }
-            }
-            None => {
-                self.last.insert(label, (now, 0));
-                tracing::warn!("skipped record: {message}");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

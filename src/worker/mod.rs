@@ -22,9 +22,9 @@ use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
 
 use crate::config::Settings;
-use crate::fanout::SkipLog;
 use crate::keys;
 use crate::metrics::{self, latency_buckets, Counter, Family, Histogram, SharedRegistry};
+use crate::record::SkipLog;
 use crate::record::{self, Event, Record, RecordError};
 use crate::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
 use crate::shutdown::Shutdown;
