@@ -37,8 +37,82 @@ pub enum Command {
     /// Run the fanout: route each record of WORKER_CHANNEL to exactly one live worker, with
     /// acknowledgements (ACK_TIMEOUT) and the server's backlog (METRICS_ADDR applies).
     Fanout,
+    /// Run the whole system in one process: build-db, server, fanout, workers and player bots.
+    Demo(DemoArgs),
+    /// Measure one stage of the pipeline under load (like redis-benchmark for this project).
+    Bench(BenchArgs),
     /// Summarise the Parquet output: games, files per worker, problems, a hero leaderboard.
     Report(ReportArgs),
+    /// One look at a running system through Redis: backlog, workers, unacknowledged records, games.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Player bots to run.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub players: usize,
+    /// Workers to run.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub workers: usize,
+    /// Games each bot plays.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub games: u64,
+    /// Players per game, 2 to 8 (default: 2 or 3 at random, per game).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub participants: Option<u8>,
+    /// No progress bars, only the summary.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub kind: BenchKindArgs,
+    /// Print the figures as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchKindArgs {
+    /// N synthetic finished games -> one worker: games/s, p50/p99 per game, CPU seconds, peak RSS.
+    Etl {
+        /// Synthetic games to process.
+        #[arg(long, default_value_t = 2000, value_name = "N")]
+        games: usize,
+        /// Players per game.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        players: usize,
+        /// Attacks per game (fewer when a game ends earlier).
+        #[arg(long, default_value_t = 30, value_name = "N")]
+        attacks: usize,
+    },
+    /// R records as one burst -> fanout -> K workers' channels: records/s, latency, spread, lost.
+    Fanout {
+        /// Records to publish.
+        #[arg(long, default_value_t = 20000, value_name = "N")]
+        records: usize,
+        /// Worker channels to spread over.
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        workers: usize,
+    },
+    /// B bots playing G games each with SERVER_SLEEP=0: games/s, p50/p99 turn latency.
+    Game {
+        /// Player bots.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        bots: usize,
+        /// Games each bot plays.
+        #[arg(long, default_value_t = 30, value_name = "N")]
+        games: u64,
+        /// Players per game.
+        #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=8))]
+        participants: u8,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +126,16 @@ pub struct ReportArgs {
     /// Heroes shown in the leaderboard.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Refresh in place every SECONDS until Ctrl-C.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<f64>,
 }
 
 /// How a command prints its result.

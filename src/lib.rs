@@ -10,11 +10,13 @@
 //! Shared pieces: [`config`] (settings), [`redis_conn`] (the one Redis connection layer),
 //! [`keys`] (every key and channel name), [`shutdown`], [`heroes`].
 
+pub mod bench;
 pub mod build_db;
 pub mod clean;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod fanout;
 pub mod heroes;
 pub mod keys;
@@ -28,5 +30,6 @@ pub mod report;
 pub mod server;
 pub mod shutdown;
 pub mod sink;
+pub mod status;
 pub mod synth;
 pub mod worker;

@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use superhero::cli::{Cli, Command, Format};
+use superhero::cli::{BenchKindArgs, Cli, Command, Format};
 use superhero::config::{ConfigError, Layers, Settings};
 use superhero::redis_conn::Redis;
 use superhero::shutdown::Shutdown;
-use superhero::{build_db, clean, fanout, logging, player, report, server, worker};
+use superhero::{
+    bench, build_db, clean, demo, fanout, logging, player, report, server, status, worker,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,6 +91,59 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             let redis = Redis::connect(&settings.redis).await?;
             fanout::run(&settings, redis, shutdown).await?;
         }
+        Command::Demo(args) => {
+            let options = demo::DemoOptions {
+                players: args.players,
+                workers: args.workers,
+                games: args.games,
+                output_dir: None,
+                participants: args.participants,
+                progress: !args.quiet,
+            };
+            let summary = demo::run(&settings, &options, shutdown).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", demo::render_summary(&summary));
+            }
+            if !summary.exactly_once() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Bench(args) => {
+            let kind = match args.kind {
+                BenchKindArgs::Etl {
+                    games,
+                    players,
+                    attacks,
+                } => bench::BenchKind::Etl {
+                    games,
+                    players,
+                    attacks,
+                    output_dir: None,
+                },
+                BenchKindArgs::Fanout { records, workers } => {
+                    bench::BenchKind::Fanout { records, workers }
+                }
+                BenchKindArgs::Game {
+                    bots,
+                    games,
+                    participants,
+                } => bench::BenchKind::Game {
+                    bots,
+                    games,
+                    participants,
+                },
+            };
+            let binary = std::env::current_exe().context("cannot find this executable")?;
+            let options = bench::BenchOptions { binary, kind };
+            let report = bench::run(&settings, &options, shutdown).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_table());
+            }
+        }
         Command::Report(args) => {
             let report = report::build(&settings.output_dir)?;
             match args.format {
@@ -98,6 +153,18 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             if args.strict && report.has_problems() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Status(args) => {
+            let redis = superhero::redis_conn::Redis::connect(&settings.redis).await?;
+            let watch = match args.watch {
+                Some(secs) if secs.is_finite() && secs > 0.0 => {
+                    Some(std::time::Duration::from_secs_f64(secs))
+                }
+                Some(_) => anyhow::bail!("--watch needs a positive number of seconds"),
+                None => None,
+            };
+            let json = args.format == Format::Json;
+            status::run(&redis, &settings.worker_channel, json, watch, shutdown).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,202 @@
+//! `superhero status`: one look at a running system through Redis alone.
+//!
+//! Answers the operator's two questions — is it keeping up, is anything stuck — from what the
+//! roles leave in Redis: subscribers of the lobby and worker channels, the backlog, records routed
+//! but not yet acknowledged, games by status, claimed games not yet written, heroes loaded.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use crate::clean::scan;
+use crate::keys;
+use crate::redis_conn::{numsub, Redis};
+use crate::shutdown::Shutdown;
+
+/// A live worker channel.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct WorkerChannel {
+    pub id: String,
+    pub channel: String,
+    pub subscribers: u64,
+}
+
+/// Routed records still waiting for their worker's acknowledgement.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Unacked {
+    pub count: u64,
+    /// Seconds since the oldest of them was routed.
+    pub oldest_age_secs: Option<f64>,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub redis: String,
+    pub lobby_channel: String,
+    /// Subscribers of the lobby channel: the fanouts.
+    pub fanouts: u64,
+    pub workers: Vec<WorkerChannel>,
+    /// Lifecycle records the server could not deliver, waiting for a fanout.
+    pub backlog: u64,
+    /// Records the fanout holds because no worker was subscribed.
+    pub waiting_for_worker: u64,
+    pub unacked: Unacked,
+    /// Games by status; every status of SPEC §3 is listed, zero or not.
+    pub games: BTreeMap<String, u64>,
+    /// Games a worker has claimed but not finished writing.
+    pub claimed_unfinished: u64,
+    pub heroes: u64,
+}
+
+/// Reads the status of the system from Redis.
+pub async fn collect(redis: &Redis, lobby: &str) -> Result<Status> {
+    let mut conn = redis.conn();
+    let fanouts = numsub(&mut conn, &[lobby.to_string()])
+        .await?
+        .first()
+        .map(|(_, n)| *n)
+        .unwrap_or(0);
+    let workers = worker_channels(&mut conn, lobby).await?;
+    let (backlog, heroes): (u64, u64) = redis::pipe()
+        .llen(keys::backlog(lobby))
+        .hlen(keys::SUPERHEROS)
+        .query_async(&mut conn)
+        .await?;
+    let games = games_by_status(&mut conn).await?;
+    let pipeline = crate::fanout::inspect(&mut conn, lobby).await?;
+    Ok(Status {
+        redis: redis.addr().to_string(),
+        lobby_channel: lobby.to_string(),
+        fanouts,
+        workers,
+        backlog,
+        waiting_for_worker: pipeline.waiting,
+        unacked: Unacked {
+            count: pipeline.unacked,
+            oldest_age_secs: pipeline.oldest_unacked_age.map(|d| d.as_secs_f64()),
+        },
+        games,
+        claimed_unfinished: pipeline.claimed_unfinished,
+        heroes,
+    })
+}
+
+/// Worker channels with at least one subscriber, by PUBSUB CHANNELS.
+async fn worker_channels(conn: &mut ConnectionManager, lobby: &str) -> Result<Vec<WorkerChannel>> {
+    let mut channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(keys::worker_channel_pattern(lobby))
+        .query_async(conn)
+        .await?;
+    channels.sort();
+    Ok(numsub(conn, &channels)
+        .await?
+        .into_iter()
+        .filter_map(|(channel, subscribers)| {
+            let id = keys::worker_id_of(lobby, &channel)?.to_string();
+            Some(WorkerChannel {
+                id,
+                channel,
+                subscribers,
+            })
+        })
+        .filter(|w| w.subscribers > 0)
+        .collect())
+}
+
+async fn games_by_status(conn: &mut ConnectionManager) -> Result<BTreeMap<String, u64>> {
+    let mut games: BTreeMap<String, u64> = [
+        keys::status::WAITING_LOBBY,
+        keys::status::STARTING,
+        keys::status::IN_PROGRESS,
+        keys::status::WAITING_PLAYER,
+        keys::status::COMPLETED,
+        keys::status::TIMED_OUT,
+    ]
+    .iter()
+    .map(|s| (s.to_string(), 0))
+    .collect();
+    let status_keys: Vec<String> = scan(conn, "games:*:status")
+        .await?
+        .into_iter()
+        .filter(|k| k.matches(':').count() == 2)
+        .collect();
+    for chunk in status_keys.chunks(500) {
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
+        for status in values.into_iter().flatten() {
+            *games.entry(status).or_default() += 1;
+        }
+    }
+    Ok(games)
+}
+
+/// Human-readable table.
+pub fn render_table(s: &Status) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<28} {v}\n"));
+    line("redis", s.redis.clone());
+    line("lobby channel", s.lobby_channel.clone());
+    line("fanouts subscribed", s.fanouts.to_string());
+    line("live workers", s.workers.len().to_string());
+    for w in &s.workers {
+        line(
+            &format!("  worker {}", w.id),
+            format!("{} subscriber(s) on {}", w.subscribers, w.channel),
+        );
+    }
+    line("backlog (no fanout)", s.backlog.to_string());
+    line("waiting for a worker", s.waiting_for_worker.to_string());
+    line(
+        "routed, not acknowledged",
+        match s.unacked.oldest_age_secs {
+            Some(age) => format!("{} (oldest {age:.1}s)", s.unacked.count),
+            None => s.unacked.count.to_string(),
+        },
+    );
+    line("games", String::new());
+    for (status, n) in &s.games {
+        line(&format!("  {status}"), n.to_string());
+    }
+    line("claimed, not yet written", s.claimed_unfinished.to_string());
+    line("heroes loaded", s.heroes.to_string());
+    out
+}
+
+/// The `status` command: print once, or every `watch` interval until Ctrl-C.
+pub async fn run(
+    redis: &Redis,
+    lobby: &str,
+    json: bool,
+    watch: Option<Duration>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    loop {
+        let status = collect(redis, lobby).await?;
+        let text = if json {
+            serde_json::to_string_pretty(&status)?
+        } else {
+            render_table(&status)
+        };
+        match watch {
+            None => {
+                println!("{text}");
+                return Ok(());
+            }
+            Some(every) => {
+                // Clear the screen and redraw in place.
+                print!(
+                    "\x1b[2J\x1b[H{text}\n(refreshing every {:.1}s; Ctrl-C to stop)\n",
+                    every.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.recv() => return Ok(()),
+                }
+            }
+        }
+    }
+}

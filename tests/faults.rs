@@ -1,0 +1,260 @@
+//! Issue 6: the whole pipeline, each role a real `superhero` process, survives Redis going away
+//! and coming back; games played after the recovery are processed exactly once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::{free_port, superhero, wait_until, TestRedis};
+
+/// A role process whose stderr goes to a file, killed if the test fails.
+struct Role {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Role {
+    fn spawn(name: &str, dir: &Path, mut cmd: Command) -> Role {
+        let log = dir.join(format!("{name}.log"));
+        let file = File::create(&log).expect("log file");
+        cmd.stdout(file.try_clone().expect("log file")).stderr(file);
+        let child = cmd.spawn().expect("spawn superhero");
+        Role {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let mut code = None;
+        wait_until(
+            &format!("{} to exit after SIGTERM", self.name),
+            Duration::from_secs(20),
+            || match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    code = status.code();
+                    true
+                }
+                _ => false,
+            },
+        );
+        code
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Files per game token in one table's folder.
+fn files_by_game(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(game) = name.get(..36) {
+            if name.ends_with(".gz") {
+                out.entry(game.to_string()).or_default().push(name);
+            }
+        }
+    }
+    out
+}
+
+fn completed_games(redis: &TestRedis) -> Vec<String> {
+    let mut conn = redis.client();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("games:*:status")
+        .query(&mut conn)
+        .unwrap_or_default();
+    keys.into_iter()
+        .filter(|k| {
+            let status: Option<String> = redis::cmd("GET").arg(k).query(&mut conn).ok();
+            status.as_deref() == Some("Completed")
+        })
+        .filter_map(|k| k.split(':').nth(1).map(str::to_string))
+        .collect()
+}
+
+fn run_players(dir: &Path, env: &[(String, String)], players: usize) {
+    let mut bots: Vec<Role> = (0..players)
+        .map(|i| {
+            let mut cmd = superhero(dir);
+            cmd.envs(env.iter().map(|(k, v)| (k, v)))
+                .args(["player", "--participants", "2"]);
+            Role::spawn(&format!("player-{i}"), dir, cmd)
+        })
+        .collect();
+    for bot in &mut bots {
+        let mut status = None;
+        wait_until("a player bot to finish", Duration::from_secs(60), || {
+            status = bot.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{} failed:\n{}",
+            bot.name,
+            bot.log_text()
+        );
+    }
+}
+
+#[test]
+fn redis_restart_mid_run_every_role_survives_and_later_games_are_processed_once() {
+    let mut redis = TestRedis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let ws_port = free_port();
+    let env: Vec<(String, String)> = [
+        ("REDIS_HOST", "127.0.0.1".to_string()),
+        ("REDIS_PORT", redis.port.to_string()),
+        ("WEBSOCKET_HOST", "127.0.0.1".to_string()),
+        ("WEBSOCKET_PORT", ws_port.to_string()),
+        ("LOGGER_MODULE", "redis".to_string()),
+        ("OUTPUT_DIR", out.display().to_string()),
+        ("ACK_TIMEOUT", "2".to_string()),
+        ("LOBBY_TIMEOUT", "10".to_string()),
+        ("TURN_TIMEOUT", "5".to_string()),
+        ("CLIENT_GAMES", "2".to_string()),
+        ("CLIENT_SLEEP", "0.2".to_string()),
+        ("LOG_LEVEL", "INFO".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let role = |name: &str, args: &[&str]| {
+        let mut cmd = superhero(dir.path());
+        cmd.envs(env.iter().map(|(k, v)| (k, v))).args(args);
+        Role::spawn(name, dir.path(), cmd)
+    };
+    let build_db = |redis: &TestRedis| {
+        wait_until("build-db to succeed", Duration::from_secs(20), || {
+            let mut cmd = superhero(dir.path());
+            cmd.envs(env.iter().map(|(k, v)| (k, v))).arg("build-db");
+            cmd.output().map(|o| o.status.success()).unwrap_or(false)
+        });
+        let heroes: u64 = redis.cmd(&["HLEN", "superheros"]);
+        assert!(heroes >= 100);
+    };
+
+    build_db(&redis);
+    let mut roles = vec![
+        role("server", &["server"]),
+        role("fanout", &["fanout"]),
+        role("worker-a", &["worker", "--worker-id", "worker-a"]),
+        role("worker-b", &["worker", "--worker-id", "worker-b"]),
+    ];
+    wait_until("two workers subscribed", Duration::from_secs(20), || {
+        let subs: Vec<redis::Value> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("redis.lib.server.lobby-worker-a")
+            .arg("redis.lib.server.lobby-worker-b")
+            .query(&mut redis.client())
+            .unwrap_or_default();
+        subs.iter()
+            .filter(|v| matches!(v, redis::Value::Int(1)))
+            .count()
+            == 2
+    });
+
+    // Before the outage: a few games, all processed.
+    run_players(dir.path(), &env, 4);
+    let before = completed_games(&redis);
+    assert!(!before.is_empty(), "no game completed before the outage");
+    let meta_dir = out.join("superhero").join("GAME_META");
+    let podium_dir = out.join("superhero").join("GAME_PODIUM");
+    wait_until(
+        "games before the outage to be processed",
+        Duration::from_secs(30),
+        || {
+            let (meta, podium) = (files_by_game(&meta_dir), files_by_game(&podium_dir));
+            before
+                .iter()
+                .all(|g| meta.contains_key(g) && podium.contains_key(g))
+        },
+    );
+
+    // The outage: every connection drops and (no persistence) every key is gone.
+    redis.kill();
+    wait_until(
+        "every role to notice the outage",
+        Duration::from_secs(30),
+        || roles.iter().all(|r| r.log_text().contains("lost Redis")),
+    );
+    redis.restart();
+    build_db(&redis);
+
+    // After the recovery: the same roles, still running, play and process new games.
+    for r in &mut roles {
+        assert!(
+            r.is_running(),
+            "{} exited during the outage:\n{}",
+            r.name,
+            r.log_text()
+        );
+    }
+    run_players(dir.path(), &env, 4);
+    let after = completed_games(&redis);
+    assert!(!after.is_empty(), "no game completed after the recovery");
+    wait_until(
+        "games after the recovery to be processed",
+        Duration::from_secs(30),
+        || {
+            let (meta, podium) = (files_by_game(&meta_dir), files_by_game(&podium_dir));
+            after
+                .iter()
+                .all(|g| meta.contains_key(g) && podium.contains_key(g))
+        },
+    );
+    let (meta, podium) = (files_by_game(&meta_dir), files_by_game(&podium_dir));
+    for g in before.iter().chain(&after) {
+        assert_eq!(meta[g].len(), 1, "game {g} META files: {:?}", meta[g]);
+        assert_eq!(podium[g].len(), 1, "game {g} PODIUM files: {:?}", podium[g]);
+    }
+    for table in [&meta_dir, &podium_dir] {
+        for entry in std::fs::read_dir(table).expect("table dir").flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            assert!(name.ends_with(".gz"), "partial file left: {name}");
+        }
+    }
+
+    // One line per outage, not one per retry.
+    for r in &roles {
+        let lost = r.log_text().matches("lost Redis").count();
+        assert!(
+            lost <= 2,
+            "{} logged {lost} outage lines:\n{}",
+            r.name,
+            r.log_text()
+        );
+    }
+    for r in &mut roles {
+        assert!(r.is_running(), "{} exited:\n{}", r.name, r.log_text());
+        let code = r.terminate();
+        assert_eq!(code, Some(0), "{} exit code:\n{}", r.name, r.log_text());
+    }
+}
