@@ -204,6 +204,43 @@ fn clip(text: &str) -> String {
     }
 }
 
+/// Logs skipped records at most once per reason per second, with how many were not logged.
+#[derive(Default)]
+pub struct SkipLog {
+    last: std::collections::HashMap<&'static str, (std::time::Instant, u64)>,
+}
+
+impl SkipLog {
+    pub fn skip(&mut self, reason: &RecordError) {
+        self.skip_with(reason.label(), &reason.to_string());
+    }
+
+    /// Logs `message` under `label` unless one was logged in the last second.
+    pub fn skip_with(&mut self, label: &'static str, message: &str) {
+        let now = std::time::Instant::now();
+        match self.last.get_mut(label) {
+            Some((at, suppressed))
+                if now.duration_since(*at) < std::time::Duration::from_secs(1) =>
+            {
+                *suppressed += 1;
+            }
+            Some((at, suppressed)) => {
+                let more = std::mem::take(suppressed);
+                *at = now;
+                if more > 0 {
+                    tracing::warn!("skipped record: {message} ({more} more like it not logged)");
+                } else {
+                    tracing::warn!("skipped record: {message}");
+                }
+            }
+            None => {
+                self.last.insert(label, (now, 0));
+                tracing::warn!("skipped record: {message}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

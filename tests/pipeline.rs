@@ -772,3 +772,26 @@ async fn fanout_and_worker_ride_out_a_redis_restart() {
     worker.stop().await;
     fanout.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fanout_benchmark_reports_what_it_measured() {
+    let redis = TestRedis::start();
+    let settings = redis.settings();
+    let conn = connect(&settings).await;
+    let report = fanout::bench::run(&settings, &conn, 2000, 4, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!((report.lost, report.duplicated), (0, 0));
+    assert_eq!(report.per_worker.iter().sum::<u64>(), 2000);
+    assert!(report.records_per_sec > 0.0);
+    assert!(report.spread().iter().all(|s| (0.8..=1.2).contains(s)));
+    assert!(report.latency_p50.is_some());
+    // It cleans up after itself.
+    let mut conn = conn.conn();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}

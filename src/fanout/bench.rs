@@ -117,6 +117,10 @@ pub async fn run(
         });
     }
 
+    // Everyone must be listening before the burst, or the burst would measure start-up; the
+    // workers first, so the fanout's first look at the worker channels finds them all.
+    let mut conn = redis.conn();
+    wait_subscribed(&mut conn, &channels).await?;
     let registry = metrics::registry("fanout");
     let fanout_metrics = FanoutMetrics::register(&registry);
     let fanout = {
@@ -125,24 +129,7 @@ pub async fn run(
             super::run_with_metrics(&settings, redis, stop, fanout_metrics).await
         })
     };
-
-    // Everyone must be listening before the burst, or the burst would measure start-up.
-    let mut conn = redis.conn();
-    let mut all = channels.clone();
-    all.push(lobby.clone());
-    let ready_by = Instant::now() + Duration::from_secs(10);
-    loop {
-        let counts = redis_conn::numsub(&mut conn, &all).await?;
-        if counts.iter().all(|(_, n)| *n > 0) {
-            break;
-        }
-        if Instant::now() > ready_by {
-            bail!("fanout benchmark: subscribers did not come up within 10 s");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // The fanout must also have seen the workers before the first record arrives.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_subscribed(&mut conn, std::slice::from_ref(&lobby)).await?;
 
     let mut publisher = redis.dedicated().await?;
     let started = Instant::now();
@@ -207,4 +194,21 @@ pub async fn run(
         latency_p50: histogram_quantile(&text, "superhero_fanout_routing_latency_seconds", 0.5),
         latency_p99: histogram_quantile(&text, "superhero_fanout_routing_latency_seconds", 0.99),
     })
+}
+
+async fn wait_subscribed(
+    conn: &mut redis::aio::ConnectionManager,
+    channels: &[String],
+) -> Result<()> {
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = redis_conn::numsub(conn, channels).await?;
+        if counts.iter().all(|(_, n)| *n > 0) {
+            return Ok(());
+        }
+        if Instant::now() > ready_by {
+            bail!("fanout benchmark: subscribers did not come up within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::config::Settings;
 use crate::keys;
 use crate::metrics::{self, latency_buckets, Counter, Gauge, Histogram, SharedRegistry};
-use crate::record::{self, RecordError, DELIVERY_ID_FIELD, MAX_RECORD_BYTES};
+use crate::record::{self, RecordError, SkipLog, DELIVERY_ID_FIELD, MAX_RECORD_BYTES};
 use crate::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
 use crate::shutdown::Shutdown;
 
@@ -221,15 +221,17 @@ static TAKE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         if not ids then return {} end
         local t = redis.call('TIME')
         local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
-        local out = {}
-        for _, id in ipairs(ids) do
-            local rec = redis.call('HGET', KEYS[2], id)
-            if rec then
-                redis.call('ZADD', KEYS[3], deadline, id)
+        local recs = redis.call('HMGET', KEYS[2], unpack(ids))
+        local out, scored = {}, {}
+        for i, id in ipairs(ids) do
+            if recs[i] then
+                scored[#scored + 1] = deadline
+                scored[#scored + 1] = id
                 out[#out + 1] = id
-                out[#out + 1] = rec
+                out[#out + 1] = recs[i]
             end
         end
+        if #scored > 0 then redis.call('ZADD', KEYS[3], unpack(scored)) end
         return out
         ",
     )
@@ -674,18 +676,21 @@ impl Router {
                 return Ok(());
             }
             let now_ms = crate::clock::now_ms();
+            let targets: Vec<String> = items
+                .iter()
+                .map(|item| self.pick(item.avoid.as_deref()))
+                .collect();
+            let routes: Vec<(&str, String)> = items
+                .iter()
+                .zip(&targets)
+                .map(|(item, worker)| (item.id.as_str(), format!("{now_ms} {worker}")))
+                .collect();
+            // Where each record went, in one command, then one PUBLISH per record.
             let mut pipe = redis::pipe();
-            let mut targets = Vec::with_capacity(items.len());
-            for item in &items {
-                let worker = self.pick(item.avoid.as_deref());
-                pipe.hset(
-                    keys::routes(&self.lobby),
-                    &item.id,
-                    format!("{now_ms} {worker}"),
-                )
+            pipe.hset_multiple(keys::routes(&self.lobby), &routes)
                 .ignore();
-                pipe.publish(keys::worker_channel(&self.lobby, &worker), &item.payload);
-                targets.push(worker);
+            for (item, worker) in items.iter().zip(&targets) {
+                pipe.publish(keys::worker_channel(&self.lobby, worker), &item.payload);
             }
             let receivers: Vec<u64> = pipe.query_async(&mut self.conn).await?;
             let mut missed = Vec::new();
@@ -829,41 +834,6 @@ pub async fn inspect(conn: &mut ConnectionManager, lobby: &str) -> Result<Pipeli
         oldest_unacked_age,
         claimed_unfinished,
     })
-}
-
-/// Logs skipped records at most once per reason per second, with how many were not logged.
-#[derive(Default)]
-pub struct SkipLog {
-    last: std::collections::HashMap<&'static str, (Instant, u64)>,
-}
-
-impl SkipLog {
-    pub fn skip(&mut self, reason: &RecordError) {
-        self.skip_with(reason.label(), &reason.to_string());
-    }
-
-    /// Logs `message` under `label` unless one was logged in the last second.
-    pub fn skip_with(&mut self, label: &'static str, message: &str) {
-        let now = Instant::now();
-        match self.last.get_mut(label) {
-            Some((at, suppressed)) if now.duration_since(*at) < Duration::from_secs(1) => {
-                *suppressed += 1;
-            }
-            Some((at, suppressed)) => {
-                let more = std::mem::take(suppressed);
-                *at = now;
-                if more > 0 {
-                    tracing::warn!("skipped record: {message} ({more} more like it not logged)");
-                } else {
-                    tracing::warn!("skipped record: {message}");
-                }
-            }
-            None => {
-                self.last.insert(label, (now, 0));
-                tracing::warn!("skipped record: {message}");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,16 +11,18 @@
 //!
 //! Every step that decides something is one Lua script, so two workers never both believe they
 //! hold the game. The order of the steps of a host record is:
-//! `claim` → (previous writer's pair complete? `finish` with it) → `start_writing` → remove the
-//! previous writer's files → write both files (temporary name, then rename) → `finish` → clean
+//! `claim` (which also checks the host, and records us as writer when nobody wrote before) →
+//! if there was a previous writer: its pair complete? `finish` with it; else `start_writing` and
+//! remove its files → write both files (temporary name, then rename) → `finish` → clean
 //! routine → [`ack`].
 //!
 //! What happens when a worker W is killed at each point (the record stays in `<lobby>:pending`
 //! until acknowledged, so the fanout routes it again after ACK_TIMEOUT to another worker X):
 //! 1. before `claim`: nothing changed; X claims as if W never existed.
-//! 2. after `claim`, before `start_writing`: the lease expires within [`LEASE`]; until then X
-//!    sees `Busy` and does not acknowledge, so the record keeps coming back. Then X claims.
-//! 3. after `start_writing`, while writing: W's files are partial (a temporary file, perhaps one
+//! 2. after `claim`, before writing: the lease expires within [`LEASE`]; until then X sees
+//!    `Busy` and does not acknowledge, so the record keeps coming back. Then X claims, finds W
+//!    recorded as writer with no files, and goes on as in 3.
+//! 3. while writing: W's files are partial (a temporary file, perhaps one
 //!    of the two final files). X claims, sees writer = W with an incomplete pair, makes itself
 //!    writer *first*, then removes W's files and writes its own pair.
 //! 4. after both renames, before `finish`: X sees W's pair complete and finishes with it
@@ -35,6 +37,7 @@
 //! is held by X but X has not yet decided (writer is still W), W keeps its files for X to judge.
 //! W never acknowledges unless `done` is set, so a record is never dropped while a game is open.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -48,11 +51,16 @@ pub const LEASE: Duration = Duration::from_secs(5);
 /// The answer of [`claim`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
+    /// The game has no host key: it does not exist (or was already cleaned).
+    UnknownGame,
+    /// The record's user is not the game's host: nothing to do.
+    NotHost,
     /// The game's files are already in place, written by this worker id.
     Done(String),
     /// Another worker holds a live lease (its `<worker id>:<nonce>`).
     Busy(String),
-    /// The lease is ours; `previous_writer` may have left files behind.
+    /// The lease is ours. `None`: nobody wrote before, and we are recorded as the writer
+    /// already. `Some(w)`: worker `w` started writing before us and may have left files.
     Claimed { previous_writer: Option<String> },
 }
 
@@ -70,36 +78,62 @@ pub fn lease_token(worker_id: &str) -> String {
     format!("{worker_id}:{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Takes the lease on game `g` unless the game is done or someone else holds it. Taking it again
-/// with the same token (a retry after a Redis error) succeeds.
-pub async fn claim(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<Claim> {
-    let script = Script::new(
+/// For the record of `user` in game `g`: checks that `user` is the game's host, then takes the
+/// lease unless the game is done or someone else holds it; when nobody has written the game
+/// before, also records `worker_id` as its writer (one round trip for the common case). Taking
+/// it again with the same token (a retry after a Redis error) succeeds.
+pub async fn claim(
+    conn: &mut ConnectionManager,
+    g: &str,
+    user: &str,
+    token: &str,
+    worker_id: &str,
+) -> RedisResult<Claim> {
+    let (answer, who): (String, String) = CLAIM
+        .key(keys::etl_lease(g))
+        .key(keys::etl_done(g))
+        .key(keys::etl_writer(g))
+        .key(keys::game_host(g))
+        .arg(token)
+        .arg(LEASE.as_millis() as u64)
+        .arg(user)
+        .arg(worker_id)
+        .invoke_async(conn)
+        .await?;
+    Ok(match answer.as_str() {
+        "unknown" => Claim::UnknownGame,
+        "not_host" => Claim::NotHost,
+        "done" => Claim::Done(who),
+        "busy" => Claim::Busy(who),
+        "fresh" => Claim::Claimed {
+            previous_writer: None,
+        },
+        _ => Claim::Claimed {
+            previous_writer: Some(who),
+        },
+    })
+}
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
         r"
+        local host = redis.call('GET', KEYS[4])
+        if not host then return {'unknown', ''} end
+        if host ~= ARGV[3] then return {'not_host', ''} end
         local done = redis.call('GET', KEYS[2])
         if done then return {'done', done} end
         local lease = redis.call('GET', KEYS[1])
         if lease and lease ~= ARGV[1] then return {'busy', lease} end
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
         local writer = redis.call('GET', KEYS[3])
-        return {'claimed', writer or ''}
+        if not writer then
+            redis.call('SET', KEYS[3], ARGV[4])
+            return {'fresh', ''}
+        end
+        return {'claimed', writer}
         ",
-    );
-    let (answer, who): (String, String) = script
-        .key(keys::etl_lease(g))
-        .key(keys::etl_done(g))
-        .key(keys::etl_writer(g))
-        .arg(token)
-        .arg(LEASE.as_millis() as u64)
-        .invoke_async(conn)
-        .await?;
-    Ok(match answer.as_str() {
-        "done" => Claim::Done(who),
-        "busy" => Claim::Busy(who),
-        _ => Claim::Claimed {
-            previous_writer: (!who.is_empty()).then_some(who),
-        },
-    })
-}
+    )
+});
 
 /// Extends the lease if it is still ours; false when it was lost.
 pub async fn renew(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<bool> {

@@ -8,6 +8,7 @@
 //! acknowledged. Records are handled concurrently (up to [`MAX_IN_FLIGHT`]); on shutdown the
 //! worker stops reading and finishes the games in hand.
 
+pub mod bench;
 pub mod claim;
 pub mod etl;
 
@@ -21,9 +22,9 @@ use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
 
 use crate::config::Settings;
-use crate::fanout::SkipLog;
 use crate::keys;
 use crate::metrics::{self, latency_buckets, Counter, Family, Histogram, SharedRegistry};
+use crate::record::SkipLog;
 use crate::record::{self, Event, Record, RecordError};
 use crate::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
 use crate::shutdown::Shutdown;
@@ -304,20 +305,16 @@ impl Worker {
                 return Ok(Outcome::NothingToDo);
             }
         };
-        let host: Option<String> = redis::cmd("GET")
-            .arg(keys::game_host(&game))
-            .query_async(&mut conn)
-            .await?;
-        let Some(host) = host else {
-            self.skip_game("unknown_game", &format!("unknown game {game}"));
-            self.ack(&mut conn, record).await?;
-            return Ok(Outcome::Skipped);
-        };
-        if host != user {
-            self.ack(&mut conn, record).await?;
-            return Ok(Outcome::NothingToDo);
-        }
-        let outcome = match self.claim_or_wait(&mut conn, &game, token).await? {
+        let outcome = match self.claim_or_wait(&mut conn, &game, &user, token).await? {
+            Claim::UnknownGame => {
+                self.skip_game("unknown_game", &format!("unknown game {game}"));
+                self.ack(&mut conn, record).await?;
+                return Ok(Outcome::Skipped);
+            }
+            Claim::NotHost => {
+                self.ack(&mut conn, record).await?;
+                return Ok(Outcome::NothingToDo);
+            }
             Claim::Done(_) => {
                 self.clean(&mut conn, &game).await?;
                 Outcome::AlreadyDone
@@ -350,11 +347,12 @@ impl Worker {
         &self,
         conn: &mut ConnectionManager,
         game: &str,
+        user: &str,
         token: &str,
     ) -> Result<Claim, Failure> {
         let give_up = Instant::now() + BUSY_WAIT;
         loop {
-            let answer = claim::claim(conn, game, token).await?;
+            let answer = claim::claim(conn, game, user, token, &self.id).await?;
             if !matches!(answer, Claim::Busy(_))
                 || Instant::now() >= give_up
                 || self.shutdown.is_triggered()
@@ -406,10 +404,10 @@ impl Worker {
             );
             return Ok(Some(Outcome::Skipped));
         };
-        if !claim::start_writing(conn, game, token, &self.id).await? {
-            return Ok(None);
-        }
         if let Some(previous) = previous_writer {
+            if !claim::start_writing(conn, game, token, &self.id).await? {
+                return Ok(None);
+            }
             // We are the writer now: whatever the previous one left is not the output.
             tracing::info!("game {game}: removing the incomplete files of worker {previous}");
             self.remove_files(game, &previous);
