@@ -30,6 +30,35 @@ pub enum Command {
     Server,
     /// Run a player bot that plays CLIENT_GAMES games against the server.
     Player(PlayerArgs),
+    /// Run a worker: turn each finished game routed to <WORKER_CHANNEL>-<worker id> into Parquet
+    /// files under OUTPUT_DIR (worker id: --worker-id or HOSTNAME; ACK_TIMEOUT, CLEAN_ROUTINE,
+    /// REDIS_EXPIRY and METRICS_ADDR apply).
+    Worker,
+    /// Run the fanout: route each record of WORKER_CHANNEL to exactly one live worker, with
+    /// acknowledgements (ACK_TIMEOUT) and the server's backlog (METRICS_ADDR applies).
+    Fanout,
+    /// Summarise the Parquet output: games, files per worker, problems, a hero leaderboard.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Exit non-zero when a file cannot be read or a game was written twice.
+    #[arg(long)]
+    pub strict: bool,
+    /// Heroes shown in the leaderboard.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+}
+
+/// How a command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]

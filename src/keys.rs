@@ -55,6 +55,30 @@ pub fn game_logs(g: &str) -> String {
     format!("games:{g}:logs")
 }
 
+/// SORT ... GET pattern of a field of every hero hash of game `g` (`games:<g>:superheros:*->f`);
+/// `g` must be a validated token (no glob characters).
+pub fn game_hero_field_pattern(g: &str, field: &str) -> String {
+    format!("games:{g}:superheros:*->{field}")
+}
+
+/// Every key of game `g` except the per-player hero hashes ([`game_hero`]): the SPEC §3 keys
+/// and the server's additions. The clean routine expires them all.
+pub fn game_keys(g: &str) -> [String; 11] {
+    [
+        game(g),
+        game_participants(g),
+        game_status(g),
+        game_host(g),
+        game_order(g),
+        game_superheros(g),
+        game_logs(g),
+        game_created(g),
+        game_ready(g),
+        game_turns(g),
+        game_eliminated(g),
+    ]
+}
+
 /// Game statuses of SPEC §3.
 pub mod status {
     pub const WAITING_LOBBY: &str = "Waiting Lobby";
@@ -139,6 +163,58 @@ pub fn worker_id_of<'a>(lobby: &str, channel: &'a str) -> Option<&'a str> {
 /// List: lifecycle records the server could not deliver (PUBLISH reached no subscriber).
 pub fn backlog(lobby: &str) -> String {
     format!("{lobby}:backlog")
+}
+
+/// Counter: the last delivery id handed out by any fanout of this lobby (INCR).
+pub fn delivery_seq(lobby: &str) -> String {
+    format!("{lobby}:delivery-seq")
+}
+
+/// List: delivery ids of records received but not yet routed, oldest first (also the records
+/// kept while no worker is subscribed).
+pub fn waiting(lobby: &str) -> String {
+    format!("{lobby}:waiting")
+}
+
+/// Hash: delivery id → record text, from arrival until a worker acknowledges it.
+pub fn pending(lobby: &str) -> String {
+    format!("{lobby}:pending")
+}
+
+/// Sorted set: delivery id → deadline (ms since the epoch, Redis clock) of a routed record; past
+/// it the record is routed again.
+pub fn deadlines(lobby: &str) -> String {
+    format!("{lobby}:deadlines")
+}
+
+/// Hash: delivery id → `<routed at ms> <worker id>` of its last routing.
+pub fn routes(lobby: &str) -> String {
+    format!("{lobby}:routes")
+}
+
+/// String: the claim lease on game `g`'s ETL, `<worker id>:<nonce>`, with a TTL.
+pub fn etl_lease(g: &str) -> String {
+    format!("games:{g}:etl:lease")
+}
+
+/// String: id of the worker whose files are game `g`'s output, set once both files are in place.
+pub fn etl_done(g: &str) -> String {
+    format!("games:{g}:etl:done")
+}
+
+/// String: id of the last worker that started writing game `g`'s files (they may be on disk).
+pub fn etl_writer(g: &str) -> String {
+    format!("games:{g}:etl:writer")
+}
+
+/// SCAN pattern of every game's ETL lease.
+pub const ETL_LEASE_PATTERN: &str = "games:*:etl:lease";
+
+/// The game token of an [`etl_lease`] key.
+pub fn game_of_etl_lease(key: &str) -> Option<&str> {
+    key.strip_prefix("games:")
+        .and_then(|rest| rest.strip_suffix(":etl:lease"))
+        .filter(|g| !g.is_empty() && !g.contains(':'))
 }
 
 /// Escapes Redis glob metacharacters so a name can be used literally inside a pattern.

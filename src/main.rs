@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use superhero::cli::{Cli, Command};
+use superhero::cli::{Cli, Command, Format};
 use superhero::config::{ConfigError, Layers, Settings};
 use superhero::redis_conn::Redis;
 use superhero::shutdown::Shutdown;
-use superhero::{build_db, clean, logging, player, server};
+use superhero::{build_db, clean, fanout, logging, player, report, server, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -80,6 +80,24 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 ..player::PlayerOptions::default()
             };
             player::run(&settings, &options, shutdown).await?;
+        }
+        Command::Worker => {
+            let redis = Redis::connect(&settings.redis).await?;
+            worker::run(&settings, redis, shutdown).await?;
+        }
+        Command::Fanout => {
+            let redis = Redis::connect(&settings.redis).await?;
+            fanout::run(&settings, redis, shutdown).await?;
+        }
+        Command::Report(args) => {
+            let report = report::build(&settings.output_dir)?;
+            match args.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Table => print!("{}", report::render_table(&report, args.top)),
+            }
+            if args.strict && report.has_problems() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,210 @@
+//! The fanout benchmark behind `superhero bench fanout`: one burst of records on a private lobby
+//! channel, the real fanout, and fake workers that count what they get and acknowledge it.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::FanoutMetrics;
+use crate::config::Settings;
+use crate::keys;
+use crate::metrics::{self, histogram_quantile};
+use crate::redis_conn::{self, Redis, SubEvent};
+use crate::shutdown;
+use crate::worker::claim::ack_many;
+
+/// What one run measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FanoutBenchReport {
+    pub records: usize,
+    pub workers: usize,
+    /// From the first PUBLISH of the burst to the last record reaching a worker.
+    pub elapsed: Duration,
+    pub records_per_sec: f64,
+    /// Records that reached no worker.
+    pub lost: usize,
+    /// Records that reached a worker more than once.
+    pub duplicated: usize,
+    /// Records each fake worker received, in worker order.
+    pub per_worker: Vec<u64>,
+    /// Routing latency quantiles (arrival on the lobby channel → PUBLISH to a worker), seconds.
+    pub latency_p50: Option<f64>,
+    pub latency_p99: Option<f64>,
+}
+
+impl FanoutBenchReport {
+    /// Each worker's share relative to an even split (1.0 = exactly even).
+    pub fn spread(&self) -> Vec<f64> {
+        let even = self.records as f64 / self.workers.max(1) as f64;
+        self.per_worker.iter().map(|&n| n as f64 / even).collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct BenchRecord {
+    delivery_id: Option<String>,
+    task: BenchTask,
+}
+
+#[derive(Deserialize)]
+struct BenchTask {
+    seq: usize,
+}
+
+/// Publishes `records` records as one pipelined burst to a private lobby channel (derived from
+/// WORKER_CHANNEL, so a live system is not disturbed), routed by the real fanout to `workers`
+/// fake workers. Gives up waiting after `timeout` and reports what was lost.
+pub async fn run(
+    settings: &Settings,
+    redis: &Redis,
+    records: usize,
+    workers: usize,
+    timeout: Duration,
+) -> Result<FanoutBenchReport> {
+    if workers == 0 {
+        bail!("the fanout benchmark needs at least one worker");
+    }
+    let lobby = format!(
+        "{}.bench-{}",
+        settings.worker_channel,
+        crate::config::random_worker_id()
+    );
+    let mut settings = settings.clone();
+    settings.worker_channel = lobby.clone();
+    let (trigger, stop) = shutdown::channel();
+
+    let seen: Arc<Vec<AtomicU32>> = Arc::new((0..records).map(|_| AtomicU32::new(0)).collect());
+    let received = Arc::new(AtomicU64::new(0));
+    let mut per_worker = Vec::new();
+    let mut channels = Vec::new();
+    for i in 0..workers {
+        let channel = keys::worker_channel(&lobby, &format!("bench{i}"));
+        let count = Arc::new(AtomicU64::new(0));
+        per_worker.push(count.clone());
+        let mut events =
+            redis_conn::subscribe(redis, vec![channel.clone()], Vec::new(), stop.clone());
+        channels.push(channel);
+        let (seen, received) = (seen.clone(), received.clone());
+        let (mut conn, lobby) = (redis.conn(), lobby.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let SubEvent::Message { payload, .. } = event else {
+                    continue;
+                };
+                let mut acks = Vec::new();
+                let mut next = Some(payload);
+                while let Some(payload) = next.take() {
+                    if let Ok(record) = serde_json::from_slice::<BenchRecord>(&payload) {
+                        if let Some(slot) = seen.get(record.task.seq) {
+                            slot.fetch_add(1, Ordering::Relaxed);
+                        }
+                        acks.extend(record.delivery_id);
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                    received.fetch_add(1, Ordering::Relaxed);
+                    if acks.len() < 1000 {
+                        next = match events.try_recv() {
+                            Ok(SubEvent::Message { payload, .. }) => Some(payload),
+                            _ => None,
+                        };
+                    }
+                }
+                let _ = ack_many(&mut conn, &lobby, &acks).await;
+            }
+        });
+    }
+
+    let registry = metrics::registry("fanout");
+    let fanout_metrics = FanoutMetrics::register(&registry);
+    let fanout = {
+        let (redis, stop) = (redis.clone(), stop.clone());
+        tokio::spawn(async move {
+            super::run_with_metrics(&settings, redis, stop, fanout_metrics).await
+        })
+    };
+
+    // Everyone must be listening before the burst, or the burst would measure start-up.
+    let mut conn = redis.conn();
+    let mut all = channels.clone();
+    all.push(lobby.clone());
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = redis_conn::numsub(&mut conn, &all).await?;
+        if counts.iter().all(|(_, n)| *n > 0) {
+            break;
+        }
+        if Instant::now() > ready_by {
+            bail!("fanout benchmark: subscribers did not come up within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The fanout must also have seen the workers before the first record arrives.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let mut publisher = redis.dedicated().await?;
+    let started = Instant::now();
+    for chunk in (0..records).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for &seq in chunk {
+            let record = format!(
+                r#"{{"level":"INFO","timestamp":"2026-11-26T16:14:48.123456","name":"{lobby}","log_message":"Bench Record","task":{{"seq":{seq}}}}}"#
+            );
+            pipe.publish(&lobby, record).ignore();
+        }
+        let _: () = pipe
+            .query_async(&mut publisher)
+            .await
+            .context("fanout benchmark: publishing the burst")?;
+    }
+    let give_up = Instant::now() + timeout;
+    let mut last_progress = (0, Instant::now());
+    while received.load(Ordering::Relaxed) < records as u64 && Instant::now() < give_up {
+        let now = received.load(Ordering::Relaxed);
+        if now != last_progress.0 {
+            last_progress = (now, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    let text = metrics::render(&registry);
+    trigger.fire();
+    let _ = fanout.await;
+
+    let lost = seen
+        .iter()
+        .filter(|n| n.load(Ordering::Relaxed) == 0)
+        .count();
+    let duplicated = seen
+        .iter()
+        .filter(|n| n.load(Ordering::Relaxed) > 1)
+        .count();
+    let delivered = records - lost;
+    let _: () = redis::pipe()
+        .del(&[
+            keys::pending(&lobby),
+            keys::waiting(&lobby),
+            keys::deadlines(&lobby),
+            keys::routes(&lobby),
+            keys::delivery_seq(&lobby),
+            keys::backlog(&lobby),
+        ])
+        .query_async(&mut conn)
+        .await?;
+    Ok(FanoutBenchReport {
+        records,
+        workers,
+        elapsed,
+        records_per_sec: delivered as f64 / elapsed.as_secs_f64().max(1e-9),
+        lost,
+        duplicated,
+        per_worker: per_worker
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect(),
+        latency_p50: histogram_quantile(&text, "superhero_fanout_routing_latency_seconds", 0.5),
+        latency_p99: histogram_quantile(&text, "superhero_fanout_routing_latency_seconds", 0.99),
+    })
+}

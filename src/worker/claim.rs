@@ -1,0 +1,241 @@
+//! The exactly-once claim on a game's ETL, and the acknowledgement of a routed record.
+//!
+//! Three keys per game (see docs/pipeline-keys.md):
+//! - `games:<g>:etl:lease` — `<worker id>:<nonce>` with a TTL of [`LEASE`], renewed while the
+//!   holder works. Only the holder may write the game; a dead holder loses it when the TTL runs out.
+//! - `games:<g>:etl:writer` — the worker that last *started* writing files for the game. The
+//!   output directory is shared, so a worker that takes over an expired lease looks at the
+//!   previous writer's files: a complete pair is kept, anything less is removed.
+//! - `games:<g>:etl:done` — the worker whose pair of files is the game's output. Set by a Lua
+//!   script only while the lease is still the caller's, so it is set once per game.
+//!
+//! Every step that decides something is one Lua script, so two workers never both believe they
+//! hold the game. The order of the steps of a host record is:
+//! `claim` → (previous writer's pair complete? `finish` with it) → `start_writing` → remove the
+//! previous writer's files → write both files (temporary name, then rename) → `finish` → clean
+//! routine → [`ack`].
+//!
+//! What happens when a worker W is killed at each point (the record stays in `<lobby>:pending`
+//! until acknowledged, so the fanout routes it again after ACK_TIMEOUT to another worker X):
+//! 1. before `claim`: nothing changed; X claims as if W never existed.
+//! 2. after `claim`, before `start_writing`: the lease expires within [`LEASE`]; until then X
+//!    sees `Busy` and does not acknowledge, so the record keeps coming back. Then X claims.
+//! 3. after `start_writing`, while writing: W's files are partial (a temporary file, perhaps one
+//!    of the two final files). X claims, sees writer = W with an incomplete pair, makes itself
+//!    writer *first*, then removes W's files and writes its own pair.
+//! 4. after both renames, before `finish`: X sees W's pair complete and finishes with it
+//!    (`done` = W): no second pair is written.
+//! 5. after `finish`, before the clean routine or the ack: X's claim answers `Done`; X runs the
+//!    clean routine (idempotent) and acknowledges.
+//! 6. after the ack: nothing is left to do.
+//!
+//! A worker that was only *slow* (its lease expired while it wrote) finds out in `finish`: if X
+//! finished with W's pair, `finish` answers `Done` by W and W is done too. If X became writer, W
+//! removes its own files (X removes them as well: whichever runs last leaves none). If the lease
+//! is held by X but X has not yet decided (writer is still W), W keeps its files for X to judge.
+//! W never acknowledges unless `done` is set, so a record is never dropped while a game is open.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script};
+
+use crate::keys;
+
+/// How long a claim lasts without renewal. A holder renews it every third of this.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// The answer of [`claim`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The game's files are already in place, written by this worker id.
+    Done(String),
+    /// Another worker holds a live lease (its `<worker id>:<nonce>`).
+    Busy(String),
+    /// The lease is ours; `previous_writer` may have left files behind.
+    Claimed { previous_writer: Option<String> },
+}
+
+/// The answer of [`finish`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The game's output is the pair written by this worker id (ours or the one we asked for).
+    Done(String),
+    /// Someone else holds the lease; `writer` is the last worker that started writing.
+    Lost { writer: Option<String> },
+}
+
+/// A lease token: unique per attempt, so a worker never mistakes an old lease for its own.
+pub fn lease_token(worker_id: &str) -> String {
+    format!("{worker_id}:{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Takes the lease on game `g` unless the game is done or someone else holds it. Taking it again
+/// with the same token (a retry after a Redis error) succeeds.
+pub async fn claim(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<Claim> {
+    let script = Script::new(
+        r"
+        local done = redis.call('GET', KEYS[2])
+        if done then return {'done', done} end
+        local lease = redis.call('GET', KEYS[1])
+        if lease and lease ~= ARGV[1] then return {'busy', lease} end
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+        local writer = redis.call('GET', KEYS[3])
+        return {'claimed', writer or ''}
+        ",
+    );
+    let (answer, who): (String, String) = script
+        .key(keys::etl_lease(g))
+        .key(keys::etl_done(g))
+        .key(keys::etl_writer(g))
+        .arg(token)
+        .arg(LEASE.as_millis() as u64)
+        .invoke_async(conn)
+        .await?;
+    Ok(match answer.as_str() {
+        "done" => Claim::Done(who),
+        "busy" => Claim::Busy(who),
+        _ => Claim::Claimed {
+            previous_writer: (!who.is_empty()).then_some(who),
+        },
+    })
+}
+
+/// Extends the lease if it is still ours; false when it was lost.
+pub async fn renew(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<bool> {
+    let script = Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        end
+        return 0
+        ",
+    );
+    let renewed: i64 = script
+        .key(keys::etl_lease(g))
+        .arg(token)
+        .arg(LEASE.as_millis() as u64)
+        .invoke_async(conn)
+        .await?;
+    Ok(renewed == 1)
+}
+
+/// Records `worker_id` as the game's writer if the lease is still ours; false when it was lost.
+pub async fn start_writing(
+    conn: &mut ConnectionManager,
+    g: &str,
+    token: &str,
+    worker_id: &str,
+) -> RedisResult<bool> {
+    let script = Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            redis.call('SET', KEYS[2], ARGV[2])
+            return 1
+        end
+        return 0
+        ",
+    );
+    let started: i64 = script
+        .key(keys::etl_lease(g))
+        .key(keys::etl_writer(g))
+        .arg(token)
+        .arg(worker_id)
+        .invoke_async(conn)
+        .await?;
+    Ok(started == 1)
+}
+
+/// Marks the game done with `files_of`'s pair of files, if the lease is still ours (or expired
+/// with nobody else having started since: the writer is still `files_of`), and drops the lease.
+pub async fn finish(
+    conn: &mut ConnectionManager,
+    g: &str,
+    token: &str,
+    files_of: &str,
+) -> RedisResult<Finish> {
+    let script = Script::new(
+        r"
+        local done = redis.call('GET', KEYS[2])
+        if done then return {'done', done} end
+        local lease = redis.call('GET', KEYS[1])
+        local writer = redis.call('GET', KEYS[3])
+        if lease == ARGV[1] or (not lease and writer == ARGV[2]) then
+            redis.call('SET', KEYS[2], ARGV[2])
+            if lease then redis.call('DEL', KEYS[1]) end
+            return {'done', ARGV[2]}
+        end
+        return {'lost', writer or ''}
+        ",
+    );
+    let (answer, who): (String, String) = script
+        .key(keys::etl_lease(g))
+        .key(keys::etl_done(g))
+        .key(keys::etl_writer(g))
+        .arg(token)
+        .arg(files_of)
+        .invoke_async(conn)
+        .await?;
+    Ok(if answer == "done" {
+        Finish::Done(who)
+    } else {
+        Finish::Lost {
+            writer: (!who.is_empty()).then_some(who),
+        }
+    })
+}
+
+/// Gives the lease back if it is ours (the game turned out to have nothing to write).
+pub async fn release(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<()> {
+    let script = Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+        return 0
+        ",
+    );
+    let _: i64 = script
+        .key(keys::etl_lease(g))
+        .arg(token)
+        .invoke_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// Acknowledges a routed record: the fanout forgets it. Returns false if it was already gone
+/// (acknowledged by another delivery of the same record).
+pub async fn ack(
+    conn: &mut ConnectionManager,
+    lobby: &str,
+    delivery_id: &str,
+) -> RedisResult<bool> {
+    let (removed, _, _): (u64, u64, u64) = redis::pipe()
+        .atomic()
+        .hdel(keys::pending(lobby), delivery_id)
+        .zrem(keys::deadlines(lobby), delivery_id)
+        .hdel(keys::routes(lobby), delivery_id)
+        .query_async(conn)
+        .await?;
+    Ok(removed == 1)
+}
+
+/// Acknowledges many records in one round trip (fake workers of tests and benchmarks).
+pub async fn ack_many(
+    conn: &mut ConnectionManager,
+    lobby: &str,
+    delivery_ids: &[String],
+) -> RedisResult<()> {
+    if delivery_ids.is_empty() {
+        return Ok(());
+    }
+    let _: () = redis::pipe()
+        .atomic()
+        .hdel(keys::pending(lobby), delivery_ids)
+        .ignore()
+        .zrem(keys::deadlines(lobby), delivery_ids)
+        .ignore()
+        .hdel(keys::routes(lobby), delivery_ids)
+        .ignore()
+        .query_async(conn)
+        .await?;
+    Ok(())
+}

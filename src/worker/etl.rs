@@ -1,0 +1,529 @@
+//! The worker's transform step (SPEC §7): read one finished game from Redis, turn it into
+//! GAME_META and GAME_PODIUM rows, and (CLEAN_ROUTINE) expire its keys afterwards.
+//!
+//! [`load_game`] is the only Redis read of the ETL: one pipeline, one round trip. [`rows`] is
+//! pure, so the podium rules are unit-tested here without Redis.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+
+use crate::keys::{self, status};
+use crate::sink::{MetaRow, PodiumRow};
+
+/// What the ETL needs of one finished game.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GameData {
+    /// User token of the player who created the game (None if the key is missing).
+    pub host: Option<String>,
+    /// The number of players the game was created for.
+    pub size: u8,
+    /// Participants, sorted by token.
+    pub players: Vec<Player>,
+    /// Attacks in the order they happened.
+    pub attacks: Vec<Attack>,
+    /// Indices into `players` in the order they fell (killed, timed out or disconnected).
+    pub fallen: Vec<usize>,
+}
+
+/// A participant and its hero at the end of the game.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Player {
+    pub token: String,
+    pub hero_id: u16,
+    /// Remaining health.
+    pub health: u64,
+}
+
+/// One attack of the game's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attack {
+    /// Index into [`GameData::players`].
+    pub attacker: usize,
+    /// Index into [`GameData::players`].
+    pub enemy: usize,
+    pub damage: u64,
+    pub enemy_health_post: u64,
+}
+
+/// The parts of an attack record (SPEC §6) the ETL reads, borrowed from the log entry: the
+/// worker parses ~30 of them per game, so it skips the owned `server::protocol::AttackRecord`.
+#[derive(Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+struct LogEntry<'a> {
+    #[serde(borrow)]
+    payload: LogPayload<'a>,
+    #[serde(borrow)]
+    status: LogStatus<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+struct LogPayload<'a> {
+    #[serde(borrow)]
+    user_token: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+struct LogStatus<'a> {
+    #[serde(borrow)]
+    details: LogDetails<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+struct LogDetails<'a> {
+    #[serde(borrow)]
+    enemy_token: Cow<'a, str>,
+    enemy_damage: u64,
+    enemy_health_post: u64,
+}
+
+/// Reads game `game` in one round trip. `None` when the game does not exist or is not
+/// `Completed`; an error when its state is malformed (a log entry that is not an attack record,
+/// an attack by or on a non-participant, a hero hash without an integer id or health).
+pub async fn load_game(conn: &mut ConnectionManager, game: &str) -> Result<Option<GameData>> {
+    // The token goes into a SORT pattern below: it must not carry glob characters.
+    uuid::Uuid::parse_str(game).with_context(|| format!("game token {game:?} is not a UUID"))?;
+    type Reply = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Vec<Option<String>>,
+        Vec<String>,
+        Vec<String>,
+    );
+    let (state, host, size, heroes, logs, fallen): Reply = redis::pipe()
+        .get(keys::game_status(game))
+        .get(keys::game_host(game))
+        .get(keys::game_participants(game))
+        // Members with their hero's id and health, without a second round trip.
+        .cmd("SORT")
+        .arg(keys::game(game))
+        .arg("BY")
+        .arg("nosort")
+        .arg("GET")
+        .arg("#")
+        .arg("GET")
+        .arg(keys::game_hero_field_pattern(game, "id"))
+        .arg("GET")
+        .arg(keys::game_hero_field_pattern(game, "health"))
+        .lrange(keys::game_logs(game), 0, -1)
+        .lrange(keys::game_eliminated(game), 0, -1)
+        .query_async(conn)
+        .await
+        .with_context(|| format!("cannot read game {game}"))?;
+    if state.as_deref() != Some(status::COMPLETED) {
+        return Ok(None);
+    }
+    parse_game(game, host, size, &heroes, &logs, &fallen)
+        .with_context(|| format!("game {game} is malformed"))
+        .map(Some)
+}
+
+fn parse_game(
+    game: &str,
+    host: Option<String>,
+    size: Option<String>,
+    heroes: &[Option<String>],
+    logs: &[String],
+    fallen: &[String],
+) -> Result<GameData> {
+    let size = match size {
+        Some(text) => text
+            .parse::<u8>()
+            .with_context(|| format!("participants {text:?} is not a small integer"))?,
+        None => 0,
+    };
+    if heroes.len() % 3 != 0 {
+        bail!("SORT returned {} values, not triples", heroes.len());
+    }
+    let mut players = Vec::with_capacity(heroes.len() / 3);
+    for triple in heroes.chunks_exact(3) {
+        let token = triple[0].clone().context("participant without a token")?;
+        let hero_id = triple[1]
+            .as_deref()
+            .with_context(|| format!("{token} has no hero in {game}"))?;
+        let hero_id = hero_id
+            .parse::<u16>()
+            .with_context(|| format!("hero id {hero_id:?} of {token} is not an integer"))?;
+        let health = triple[2]
+            .as_deref()
+            .with_context(|| format!("the hero of {token} has no health"))?;
+        let health = health
+            .parse::<u64>()
+            .with_context(|| format!("health {health:?} of {token} is not an integer"))?;
+        players.push(Player {
+            token,
+            hero_id,
+            health,
+        });
+    }
+    if players.is_empty() {
+        bail!("no participants");
+    }
+    players.sort_unstable_by(|a, b| a.token.cmp(&b.token));
+    let index_of = |token: &str| {
+        players
+            .binary_search_by(|p| p.token.as_str().cmp(token))
+            .ok()
+    };
+
+    let mut attacks = Vec::with_capacity(logs.len());
+    for (n, text) in logs.iter().enumerate() {
+        let entry: LogEntry = serde_json::from_str(text)
+            .with_context(|| format!("log entry {n} is not an attack record"))?;
+        let attacker = index_of(&entry.payload.user_token).with_context(|| {
+            format!(
+                "log entry {n}: attacker {} is not a participant",
+                entry.payload.user_token
+            )
+        })?;
+        let details = entry.status.details;
+        let enemy = index_of(&details.enemy_token).with_context(|| {
+            format!(
+                "log entry {n}: enemy {} is not a participant",
+                details.enemy_token
+            )
+        })?;
+        attacks.push(Attack {
+            attacker,
+            enemy,
+            damage: details.enemy_damage,
+            enemy_health_post: details.enemy_health_post,
+        });
+    }
+
+    let mut fallen_players = Vec::with_capacity(fallen.len());
+    for token in fallen {
+        let i = index_of(token)
+            .with_context(|| format!("eliminated player {token} is not a participant"))?;
+        if !fallen_players.contains(&i) {
+            fallen_players.push(i);
+        }
+    }
+    Ok(GameData {
+        host,
+        size,
+        players,
+        attacks,
+        fallen: fallen_players,
+    })
+}
+
+/// GAME_META and GAME_PODIUM rows of a game, one per participant, in token order.
+///
+/// Ranks (SPEC §7): the players who fell get n, n-1, … in the order they fell; the others are
+/// ranked above them by remaining health (higher first), then damage delivered (higher first),
+/// then token. The fall order is the game's elimination list, completed by kills in the log
+/// and then by any other player at 0 health (in token order), so every player at 0 health is
+/// ranked as fallen even when a key was missing.
+pub fn rows(game: &str, data: &GameData) -> (Vec<MetaRow>, Vec<PodiumRow>) {
+    let n = data.players.len();
+    let mut rounds = vec![0u64; n];
+    let mut delivered = vec![0u64; n];
+    let mut received = vec![0u64; n];
+    let mut fallen: Vec<usize> = Vec::with_capacity(n);
+    let mut is_fallen = vec![false; n];
+    for &i in &data.fallen {
+        if i < n && !is_fallen[i] {
+            is_fallen[i] = true;
+            fallen.push(i);
+        }
+    }
+    for a in &data.attacks {
+        if a.attacker >= n || a.enemy >= n {
+            continue;
+        }
+        rounds[a.attacker] += 1;
+        delivered[a.attacker] = delivered[a.attacker].saturating_add(a.damage);
+        received[a.enemy] = received[a.enemy].saturating_add(a.damage);
+        if a.enemy_health_post == 0 && !is_fallen[a.enemy] {
+            is_fallen[a.enemy] = true;
+            fallen.push(a.enemy);
+        }
+    }
+    for (i, p) in data.players.iter().enumerate() {
+        if p.health == 0 && !is_fallen[i] {
+            is_fallen[i] = true;
+            fallen.push(i);
+        }
+    }
+    let mut alive: Vec<usize> = (0..n).filter(|&i| !is_fallen[i]).collect();
+    alive.sort_by(|&a, &b| {
+        let (pa, pb) = (&data.players[a], &data.players[b]);
+        pb.health
+            .cmp(&pa.health)
+            .then(delivered[b].cmp(&delivered[a]))
+            .then(pa.token.cmp(&pb.token))
+    });
+    let mut rank = vec![0usize; n];
+    for (place, &i) in alive.iter().enumerate() {
+        rank[i] = place + 1;
+    }
+    for (order, &i) in fallen.iter().enumerate() {
+        rank[i] = n - order;
+    }
+
+    let meta = data
+        .players
+        .iter()
+        .map(|p| MetaRow {
+            game_token: game.to_string(),
+            user_token: p.token.clone(),
+            superhero_id: p.hero_id,
+        })
+        .collect();
+    let podium = data
+        .players
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PodiumRow {
+            game_token: game.to_string(),
+            user_token: p.token.clone(),
+            rounds: u16::try_from(rounds[i]).unwrap_or(u16::MAX),
+            rank: u8::try_from(rank[i]).unwrap_or(u8::MAX),
+            damage_delivered: delivered[i],
+            damage_received: received[i],
+        })
+        .collect();
+    (meta, podium)
+}
+
+/// The clean routine of SPEC §7: puts `expiry` on every key of the game (every hero hash
+/// included) and removes the game from `games:participants` and `games:players:<n>` (and from
+/// the open lobbies, should it still be listed there). Call it only once the files are in place.
+pub async fn expire_game(conn: &mut ConnectionManager, game: &str, expiry: Duration) -> Result<()> {
+    let (members, size): (Vec<String>, Option<String>) = redis::pipe()
+        .smembers(keys::game(game))
+        .get(keys::game_participants(game))
+        .query_async(conn)
+        .await
+        .with_context(|| format!("cannot read the keys of game {game}"))?;
+    let seconds = i64::try_from(expiry.as_secs().max(1)).unwrap_or(i64::MAX);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for key in keys::game_keys(game) {
+        pipe.expire(key, seconds).ignore();
+    }
+    for user in &members {
+        pipe.expire(keys::game_hero(game, user), seconds).ignore();
+    }
+    pipe.zrem(keys::GAMES_PARTICIPANTS, game).ignore();
+    if let Some(n) = size.as_deref().and_then(|s| s.parse::<u8>().ok()) {
+        pipe.lrem(keys::games_players(n), 0, game).ignore();
+        pipe.zrem(keys::games_lobbies(n), game).ignore();
+    }
+    pipe.query_async::<()>(conn)
+        .await
+        .with_context(|| format!("cannot expire game {game}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: &str = "6f1c0d6e-8a39-4d55-9b2a-3f3f0c9e2a10";
+
+    fn player(token: &str, hero_id: u16, health: u64) -> Player {
+        Player {
+            token: token.to_string(),
+            hero_id,
+            health,
+        }
+    }
+
+    fn attack(attacker: usize, enemy: usize, damage: u64, enemy_health_post: u64) -> Attack {
+        Attack {
+            attacker,
+            enemy,
+            damage,
+            enemy_health_post,
+        }
+    }
+
+    /// (user, rounds, rank, delivered, received) of each podium row.
+    fn podium(data: &GameData) -> Vec<(String, u16, u8, u64, u64)> {
+        let (meta, podium) = rows(G, data);
+        assert_eq!(meta.len(), data.players.len());
+        for (m, p) in meta.iter().zip(&data.players) {
+            assert_eq!((m.game_token.as_str(), &m.user_token), (G, &p.token));
+            assert_eq!(m.superhero_id, p.hero_id);
+        }
+        let mut ranks: Vec<u8> = podium.iter().map(|r| r.rank).collect();
+        ranks.sort_unstable();
+        assert_eq!(ranks, (1..=data.players.len() as u8).collect::<Vec<_>>());
+        podium
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.game_token, G);
+                (
+                    r.user_token,
+                    r.rounds,
+                    r.rank,
+                    r.damage_delivered,
+                    r.damage_received,
+                )
+            })
+            .collect()
+    }
+
+    fn row(
+        u: &str,
+        rounds: u16,
+        rank: u8,
+        delivered: u64,
+        received: u64,
+    ) -> (String, u16, u8, u64, u64) {
+        (u.to_string(), rounds, rank, delivered, received)
+    }
+
+    /// Three players, attacks a=100, b=50, c=30, healths 200/100/90. a kills c early, then b
+    /// and a trade until b falls: c is first to fall (rank 3), b second (rank 2), a wins.
+    #[test]
+    fn early_elimination_then_last_standing() {
+        let data = GameData {
+            host: Some("a".into()),
+            size: 3,
+            players: vec![
+                player("a", 1, 200 - 50 - 30),
+                player("b", 2, 0),
+                player("c", 3, 0),
+            ],
+            attacks: vec![
+                attack(0, 2, 100, 0),  // a hits c: 90 -> 0
+                attack(1, 0, 50, 150), // b hits a: 200 -> 150
+                attack(0, 1, 100, 0),  // a hits b: 100 -> 0 (order is now a, b)
+            ],
+            fallen: vec![2, 1],
+        };
+        // c attacked nobody: it fell before its first turn.
+        assert_eq!(
+            podium(&data),
+            vec![
+                row("a", 2, 1, 200, 50),
+                row("b", 1, 2, 50, 100),
+                row("c", 0, 3, 0, 100),
+            ]
+        );
+    }
+
+    /// Four players ended by the MAX_TURNS cap with three alive: ranked by remaining health,
+    /// ties by damage delivered, then by token.
+    #[test]
+    fn turn_cap_ranks_the_living_by_health_then_damage_then_token() {
+        let data = GameData {
+            host: Some("d".into()),
+            size: 4,
+            players: vec![
+                player("a", 11, 500),
+                player("b", 12, 500),
+                player("c", 13, 0),
+                player("d", 14, 700),
+            ],
+            attacks: vec![
+                attack(0, 2, 300, 300), // a hits c: 600 -> 300
+                attack(1, 2, 300, 0),   // b hits c: 300 -> 0
+                attack(3, 0, 200, 500), // d hits a: 700 -> 500
+                attack(0, 1, 300, 800), // a hits b: 1100 -> 800
+                attack(1, 3, 100, 700), // b hits d: 800 -> 700
+                attack(3, 1, 300, 500), // d hits b: 800 -> 500 — the cap (6 attacks)
+            ],
+            fallen: vec![2],
+        };
+        // Alive: d 700; a and b 500 each, a delivered 600 > b 400.
+        assert_eq!(
+            podium(&data),
+            vec![
+                row("a", 2, 2, 600, 200),
+                row("b", 2, 3, 400, 600),
+                row("c", 0, 4, 0, 600),
+                row("d", 2, 1, 500, 100),
+            ]
+        );
+    }
+
+    /// Equal health and damage: the token decides.
+    #[test]
+    fn full_ties_are_broken_by_token() {
+        let data = GameData {
+            host: None,
+            size: 2,
+            players: vec![player("x", 1, 10), player("y", 2, 10)],
+            attacks: vec![attack(1, 0, 5, 10), attack(0, 1, 5, 10)],
+            fallen: vec![],
+        };
+        assert_eq!(
+            podium(&data),
+            vec![row("x", 1, 1, 5, 5), row("y", 1, 2, 5, 5)]
+        );
+    }
+
+    /// A player eliminated by a turn timeout (in the fall list, no killing blow in the log)
+    /// falls before a player killed later; a player at 0 health missing from the list still
+    /// counts as fallen, after the listed ones.
+    #[test]
+    fn timeouts_and_missing_fall_records() {
+        let data = GameData {
+            host: None,
+            size: 4,
+            players: vec![
+                player("a", 1, 0),
+                player("b", 2, 40),
+                player("c", 3, 0),
+                player("d", 4, 0),
+            ],
+            attacks: vec![
+                attack(1, 0, 60, 0), // b kills a (not listed as fallen)
+                attack(1, 3, 60, 0), // b kills d (listed)
+            ],
+            // c timed out first, then d was killed.
+            fallen: vec![2, 3],
+        };
+        assert_eq!(
+            podium(&data),
+            vec![
+                row("a", 0, 2, 0, 60),
+                row("b", 2, 1, 120, 0),
+                row("c", 0, 4, 0, 0),
+                row("d", 0, 3, 0, 60),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_logs_are_errors() {
+        let heroes = vec![
+            Some("a".to_string()),
+            Some("1".to_string()),
+            Some("10".to_string()),
+            Some("b".to_string()),
+            Some("2".to_string()),
+            Some("0".to_string()),
+        ];
+        let good = r#"{"TIMESTAMP": "t", "PAYLOAD": {"GAME_TOKEN": "g", "USER_TOKEN": "a"}, "STATUS": {"ACTION": "ATTACK", "DETAILS": {"ENEMY_TOKEN": "b", "ENEMY_DAMAGE": 5, "ENEMY_HEALTH_PRIOR": 5, "ENEMY_HEALTH_POST": 0}}}"#;
+        let data =
+            parse_game(G, None, Some("2".into()), &heroes, &[good.to_string()], &[]).unwrap();
+        assert_eq!(data.attacks, vec![attack(0, 1, 5, 0)]);
+        for bad in [
+            "not json".to_string(),
+            "{}".to_string(),
+            good.replace("\"b\"", "\"zz\""),
+            good.replace("5,", "-5,"),
+        ] {
+            assert!(
+                parse_game(G, None, None, &heroes, std::slice::from_ref(&bad), &[]).is_err(),
+                "{bad}"
+            );
+        }
+        let mut no_health = heroes.clone();
+        no_health[5] = None;
+        assert!(parse_game(G, None, None, &no_health, &[], &[]).is_err());
+        assert!(parse_game(G, None, None, &heroes, &[], &["zz".to_string()]).is_err());
+    }
+}

@@ -1,0 +1,576 @@
+//! The worker (SPEC §7): subscribes to its own channel `<WORKER_CHANNEL>-<worker id>` and turns
+//! each finished game into two Parquet files, exactly once across all workers.
+//!
+//! For every record: parse it ([`crate::record::parse`]); a record that is not a `Cleaning Game
+//! Records` of the game's host needs nothing but an acknowledgement; for a host record the game
+//! is claimed ([`claim`]), read ([`etl::load_game`]), turned into rows ([`etl::rows`]) and
+//! written ([`crate::sink::write_game`]), then marked done, cleaned (CLEAN_ROUTINE) and
+//! acknowledged. Records are handled concurrently (up to [`MAX_IN_FLIGHT`]); on shutdown the
+//! worker stops reading and finishes the games in hand.
+
+pub mod claim;
+pub mod etl;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use prometheus_client::encoding::EncodeLabelSet;
+use redis::aio::ConnectionManager;
+use tokio::task::JoinSet;
+
+use crate::config::Settings;
+use crate::fanout::SkipLog;
+use crate::keys;
+use crate::metrics::{self, latency_buckets, Counter, Family, Histogram, SharedRegistry};
+use crate::record::{self, Event, Record, RecordError};
+use crate::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
+use crate::shutdown::Shutdown;
+use crate::sink;
+use claim::{Claim, Finish};
+
+/// Records handled at the same time: enough to hide Redis and disk latency.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// How long a record of a game another worker is writing waits for that worker to finish.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// What a worker did, returned when it stops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub records_received: u64,
+    /// Games whose output is this worker's pair of files.
+    pub games_written: u64,
+    /// Records skipped: malformed, unknown game, not finished.
+    pub skipped: u64,
+    /// Host records of games some worker had already finished.
+    pub already_done: u64,
+    /// Host records left unacknowledged because another worker held the game.
+    pub busy: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// The worker's Prometheus metrics.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    pub records_received: Counter,
+    pub games_written: Counter,
+    pub records_skipped: Family<ReasonLabel, Counter>,
+    pub etl_duration: Histogram,
+    pub files_written: Counter,
+}
+
+impl WorkerMetrics {
+    pub fn register(registry: &SharedRegistry) -> Self {
+        let m = WorkerMetrics {
+            records_received: Counter::default(),
+            games_written: Counter::default(),
+            records_skipped: Family::default(),
+            etl_duration: Histogram::new(latency_buckets()),
+            files_written: Counter::default(),
+        };
+        let mut r = registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        r.register(
+            "records_received",
+            "Records received on this worker's channel",
+            m.records_received.clone(),
+        );
+        r.register(
+            "games_written",
+            "Games whose two Parquet files this worker wrote",
+            m.games_written.clone(),
+        );
+        r.register(
+            "records_skipped",
+            "Records skipped, by reason",
+            m.records_skipped.clone(),
+        );
+        r.register(
+            "etl_duration_seconds",
+            "Time from claiming a game to both of its files being in place",
+            m.etl_duration.clone(),
+        );
+        r.register(
+            "files_written",
+            "Parquet files this worker put in place",
+            m.files_written.clone(),
+        );
+        drop(r);
+        m
+    }
+
+    fn skipped(&self, reason: &str) {
+        self.records_skipped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// How one record ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Written,
+    AlreadyDone,
+    /// Not a host record, or not a `Cleaning Game Records`: acknowledged, nothing to do.
+    NothingToDo,
+    Skipped,
+    Busy,
+    /// Stopped before the record was finished (shutdown during a Redis outage, or a file
+    /// error); not acknowledged, so it is routed again.
+    Abandoned,
+}
+
+/// State shared by the record handlers.
+struct Worker {
+    id: String,
+    lobby: String,
+    output_dir: PathBuf,
+    clean_routine: bool,
+    redis_expiry: Duration,
+    conn: ConnectionManager,
+    metrics: WorkerMetrics,
+    skips: Mutex<SkipLog>,
+    outage: Mutex<Outage>,
+    shutdown: Shutdown,
+}
+
+/// Runs a worker until shutdown, then finishes the records in hand and reports.
+pub async fn run(settings: &Settings, redis: Redis, shutdown: Shutdown) -> Result<WorkerReport> {
+    let registry = metrics::registry("worker");
+    let worker_metrics = WorkerMetrics::register(&registry);
+    run_with_metrics(settings, redis, shutdown, worker_metrics, &registry).await
+}
+
+/// [`run`] with metrics the caller registered (benchmarks and tests read them).
+pub async fn run_with_metrics(
+    settings: &Settings,
+    redis: Redis,
+    shutdown: Shutdown,
+    worker_metrics: WorkerMetrics,
+    registry: &SharedRegistry,
+) -> Result<WorkerReport> {
+    let lobby = settings.worker_channel.clone();
+    let id = settings.worker_id.clone();
+    let channel = keys::worker_channel(&lobby, &id);
+    let mut conn = redis.conn();
+    let subscribers = redis_conn::numsub(&mut conn, std::slice::from_ref(&channel)).await?;
+    if subscribers.iter().any(|(_, n)| *n > 0) {
+        bail!(
+            "worker id {id:?} is already in use: channel {channel} has a subscriber; \
+             give this worker another id (HOSTNAME or --worker-id)"
+        );
+    }
+    metrics::maybe_serve(settings.metrics_addr, registry, &shutdown).await?;
+    let worker = Arc::new(Worker {
+        id: id.clone(),
+        lobby,
+        output_dir: settings.output_dir.clone(),
+        clean_routine: settings.clean_routine,
+        redis_expiry: settings.redis_expiry,
+        conn,
+        metrics: worker_metrics,
+        skips: Mutex::new(SkipLog::default()),
+        outage: Mutex::new(Outage::new("worker")),
+        shutdown: shutdown.clone(),
+    });
+    let mut events =
+        redis_conn::subscribe(&redis, vec![channel.clone()], Vec::new(), shutdown.clone());
+    let mut report = WorkerReport::default();
+    let mut jobs: JoinSet<Outcome> = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.recv() => break,
+            Some(done) = jobs.join_next(), if !jobs.is_empty() => tally(&mut report, done),
+            event = events.recv(), if jobs.len() < MAX_IN_FLIGHT => match event {
+                None => break,
+                Some(SubEvent::Subscribed) => tracing::info!("worker {id} listening on {channel}"),
+                Some(SubEvent::Message { payload, .. }) => {
+                    report.records_received += 1;
+                    worker.metrics.records_received.inc();
+                    let worker = worker.clone();
+                    jobs.spawn(async move { worker.handle(&payload).await });
+                }
+            },
+        }
+    }
+    // Shutdown: the games in hand are finished; records not yet started stay unacknowledged and
+    // are routed again by the fanout.
+    while let Some(done) = jobs.join_next().await {
+        tally(&mut report, done);
+    }
+    tracing::info!(
+        "worker {id} stopped: {} record(s) received, {} game(s) written, {} skipped",
+        report.records_received,
+        report.games_written,
+        report.skipped
+    );
+    Ok(report)
+}
+
+fn tally(report: &mut WorkerReport, done: Result<Outcome, tokio::task::JoinError>) {
+    match done {
+        Ok(Outcome::Written) => report.games_written += 1,
+        Ok(Outcome::AlreadyDone) => report.already_done += 1,
+        Ok(Outcome::Skipped) => report.skipped += 1,
+        Ok(Outcome::Busy) => report.busy += 1,
+        Ok(Outcome::NothingToDo | Outcome::Abandoned) => {}
+        Err(e) => tracing::error!("record handler failed: {e}"),
+    }
+}
+
+/// Why the handling of one record stopped early.
+enum Failure {
+    /// Redis is unreachable: retry the whole record (every step can be repeated).
+    Redis(redis::RedisError),
+    /// Anything else (a file error, malformed game state): give up on this delivery.
+    Other(anyhow::Error),
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(e: redis::RedisError) -> Self {
+        let transient = e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || matches!(e.kind(), redis::ErrorKind::Server(_));
+        if transient {
+            Failure::Redis(e)
+        } else {
+            Failure::Other(e.into())
+        }
+    }
+}
+
+impl Worker {
+    async fn handle(&self, payload: &[u8]) -> Outcome {
+        let record = match record::parse(payload) {
+            Ok(record) => record,
+            Err(e) => {
+                self.skip(&e);
+                // A routed record carries its delivery id even when the rest is bad.
+                if let Some(id) = delivery_id_of(payload) {
+                    self.ack_until_done(&id).await;
+                }
+                return Outcome::Skipped;
+            }
+        };
+        // One lease token per record, so a retry after a Redis error is the same claimant.
+        let token = claim::lease_token(&self.id);
+        let mut backoff = Backoff::default();
+        loop {
+            match self.process(&record, &token).await {
+                Ok(outcome) => {
+                    self.outage().recovered();
+                    return outcome;
+                }
+                Err(Failure::Redis(e)) => {
+                    self.outage().failed(&redis_conn::describe(&e));
+                    if !backoff.wait(&self.shutdown).await {
+                        return Outcome::Abandoned;
+                    }
+                }
+                Err(Failure::Other(e)) => {
+                    tracing::error!("worker {}: {e:#}; the record will be routed again", self.id);
+                    if let Event::CleaningGameRecords { game_token, .. } = &record.event {
+                        let _ =
+                            claim::release(&mut self.conn.clone(), &game_token.to_string(), &token)
+                                .await;
+                    }
+                    return Outcome::Abandoned;
+                }
+            }
+        }
+    }
+
+    async fn process(&self, record: &Record, token: &str) -> Result<Outcome, Failure> {
+        let mut conn = self.conn.clone();
+        let (game, user) = match &record.event {
+            Event::CleaningGameRecords {
+                game_token,
+                user_token,
+            } => (game_token.to_string(), user_token.to_string()),
+            Event::Other => {
+                self.ack(&mut conn, record).await?;
+                return Ok(Outcome::NothingToDo);
+            }
+        };
+        let host: Option<String> = redis::cmd("GET")
+            .arg(keys::game_host(&game))
+            .query_async(&mut conn)
+            .await?;
+        let Some(host) = host else {
+            self.skip_game("unknown_game", &format!("unknown game {game}"));
+            self.ack(&mut conn, record).await?;
+            return Ok(Outcome::Skipped);
+        };
+        if host != user {
+            self.ack(&mut conn, record).await?;
+            return Ok(Outcome::NothingToDo);
+        }
+        let outcome = match self.claim_or_wait(&mut conn, &game, token).await? {
+            Claim::Done(_) => {
+                self.clean(&mut conn, &game).await?;
+                Outcome::AlreadyDone
+            }
+            Claim::Busy(holder) => {
+                tracing::debug!(
+                    "game {game} is being written by {holder}; leaving the record for later"
+                );
+                return Ok(Outcome::Busy);
+            }
+            Claim::Claimed { previous_writer } => {
+                let renewer = self.keep_lease(&game, token);
+                let written = self.write(&mut conn, &game, token, previous_writer).await;
+                renewer.abort();
+                match written? {
+                    Some(outcome) => outcome,
+                    // Lost the game to another worker: it acknowledges once the game is done.
+                    None => return Ok(Outcome::Busy),
+                }
+            }
+        };
+        self.ack(&mut conn, record).await?;
+        Ok(outcome)
+    }
+
+    /// Claims the game; while another worker holds it (a second delivery of the same record),
+    /// waits up to [`BUSY_WAIT`] for that worker to finish, so the duplicate is acknowledged at
+    /// once instead of coming back after ACK_TIMEOUT.
+    async fn claim_or_wait(
+        &self,
+        conn: &mut ConnectionManager,
+        game: &str,
+        token: &str,
+    ) -> Result<Claim, Failure> {
+        let give_up = Instant::now() + BUSY_WAIT;
+        loop {
+            let answer = claim::claim(conn, game, token).await?;
+            if !matches!(answer, Claim::Busy(_))
+                || Instant::now() >= give_up
+                || self.shutdown.is_triggered()
+            {
+                return Ok(answer);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Holds the claim for the steps after [`claim::claim`]; `None` when another worker took the
+    /// game over meanwhile.
+    async fn write(
+        &self,
+        conn: &mut ConnectionManager,
+        game: &str,
+        token: &str,
+        previous_writer: Option<String>,
+    ) -> Result<Option<Outcome>, Failure> {
+        let started = Instant::now();
+        if let Some(previous) = &previous_writer {
+            if self.pair_in_place(game, previous) {
+                // A writer died between its renames and `finish`: its pair is the output.
+                tracing::info!("game {game}: taking over the complete files of worker {previous}");
+                return match claim::finish(conn, game, token, previous).await? {
+                    Finish::Done(_) => {
+                        self.clean(conn, game).await?;
+                        Ok(Some(Outcome::AlreadyDone))
+                    }
+                    Finish::Lost { .. } => Ok(None),
+                };
+            }
+        }
+        let loaded = match etl::load_game(conn, game).await.map_err(anyhow_failure) {
+            Ok(loaded) => loaded,
+            Err(Failure::Other(e)) => {
+                // Malformed game state will not get better: skip it rather than retry forever.
+                claim::release(conn, game, token).await?;
+                self.skip_game("malformed_game", &format!("game {game}: {e:#}"));
+                return Ok(Some(Outcome::Skipped));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(data) = loaded else {
+            claim::release(conn, game, token).await?;
+            self.skip_game(
+                "game_not_finished",
+                &format!("game {game} does not exist or is not finished"),
+            );
+            return Ok(Some(Outcome::Skipped));
+        };
+        if !claim::start_writing(conn, game, token, &self.id).await? {
+            return Ok(None);
+        }
+        if let Some(previous) = previous_writer {
+            // We are the writer now: whatever the previous one left is not the output.
+            tracing::info!("game {game}: removing the incomplete files of worker {previous}");
+            self.remove_files(game, &previous);
+        }
+        let (meta, podium) = etl::rows(game, &data);
+        let (dir, id, g) = (self.output_dir.clone(), self.id.clone(), game.to_string());
+        tokio::task::spawn_blocking(move || sink::write_game(&dir, &id, &g, &meta, &podium))
+            .await
+            .map_err(|e| Failure::Other(anyhow::anyhow!("writing game {game}: {e}")))?
+            .map_err(Failure::Other)?;
+        match claim::finish(conn, game, token, &self.id).await? {
+            Finish::Done(by) if by == self.id => {
+                self.metrics
+                    .etl_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.files_written.inc_by(2);
+                self.metrics.games_written.inc();
+                self.clean(conn, game).await?;
+                Ok(Some(Outcome::Written))
+            }
+            Finish::Done(by) => {
+                tracing::info!("game {game} was finished by {by} meanwhile; removing our files");
+                self.remove_files(game, &self.id);
+                self.clean(conn, game).await?;
+                Ok(Some(Outcome::AlreadyDone))
+            }
+            Finish::Lost { writer } => {
+                if writer.as_deref() != Some(self.id.as_str()) {
+                    tracing::info!("game {game}: lease lost to another writer; removing our files");
+                    self.remove_files(game, &self.id);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renews the lease every third of its length until aborted.
+    fn keep_lease(&self, game: &str, token: &str) -> tokio::task::JoinHandle<()> {
+        let (mut conn, game, token) = (self.conn.clone(), game.to_string(), token.to_string());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(claim::LEASE / 3).await;
+                match claim::renew(&mut conn, &game, &token).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(_) => {} // Redis is down: keep trying, the lease may survive it.
+                }
+            }
+        })
+    }
+
+    fn pair_in_place(&self, game: &str, worker: &str) -> bool {
+        [sink::META_TABLE, sink::PODIUM_TABLE]
+            .iter()
+            .all(|table| sink::file_path(&self.output_dir, table, game, worker).is_file())
+    }
+
+    /// Removes `worker`'s files of `game`, final and temporary.
+    fn remove_files(&self, game: &str, worker: &str) {
+        for table in [sink::META_TABLE, sink::PODIUM_TABLE] {
+            let path = sink::file_path(&self.output_dir, table, game, worker);
+            remove_if_present(&path);
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let tmp_prefix = format!(".{name}.");
+            let dir = sink::table_dir(&self.output_dir, table);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let file = entry.file_name();
+                    let file = file.to_string_lossy();
+                    if file.starts_with(&tmp_prefix) && file.ends_with(".tmp") {
+                        remove_if_present(&entry.path());
+                    }
+                }
+            }
+        }
+    }
+
+    /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
+    async fn clean(&self, conn: &mut ConnectionManager, game: &str) -> Result<(), Failure> {
+        if !self.clean_routine {
+            return Ok(());
+        }
+        etl::expire_game(conn, game, self.redis_expiry)
+            .await
+            .map_err(anyhow_failure)?;
+        let seconds = self.redis_expiry.as_secs().max(1) as i64;
+        let _: () = redis::pipe()
+            .expire(keys::etl_done(game), seconds)
+            .ignore()
+            .expire(keys::etl_writer(game), seconds)
+            .ignore()
+            .query_async(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn ack(&self, conn: &mut ConnectionManager, record: &Record) -> Result<(), Failure> {
+        if let Some(id) = &record.delivery_id {
+            claim::ack(conn, &self.lobby, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges a bad record, retrying while Redis is down (until shutdown).
+    async fn ack_until_done(&self, id: &str) {
+        let mut conn = self.conn.clone();
+        let mut backoff = Backoff::default();
+        while let Err(e) = claim::ack(&mut conn, &self.lobby, id).await {
+            self.outage().failed(&redis_conn::describe(&e));
+            if !backoff.wait(&self.shutdown).await {
+                return;
+            }
+        }
+    }
+
+    fn skip(&self, e: &RecordError) {
+        self.metrics.skipped(e.label());
+        self.skips.lock().unwrap_or_else(|p| p.into_inner()).skip(e);
+    }
+
+    fn skip_game(&self, label: &'static str, message: &str) {
+        self.metrics.skipped(label);
+        self.skips
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .skip_with(label, message);
+    }
+
+    fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
+        self.outage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A Redis error inside an ETL step stays retryable; anything else is final for this delivery.
+fn anyhow_failure(e: anyhow::Error) -> Failure {
+    match e.downcast::<redis::RedisError>() {
+        Ok(e) => e.into(),
+        Err(e) => Failure::Other(e),
+    }
+}
+
+/// The delivery id of a record that did not parse, if it is at least a JSON object carrying one.
+fn delivery_id_of(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        delivery_id: Option<String>,
+    }
+    if payload.len() > record::MAX_RECORD_BYTES {
+        return None;
+    }
+    serde_json::from_slice::<IdOnly>(payload)
+        .ok()
+        .and_then(|r| r.delivery_id)
+}
+
+fn remove_if_present(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
+}

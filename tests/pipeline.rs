@@ -1,0 +1,774 @@
+//! The fanout and the workers together, against private redis-servers: exactly once, nothing
+//! lost, even spread, bad input skipped, workers killed or stopped while records flow.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{superhero, wait_for, TestRedis};
+use rand::SeedableRng;
+use redis::aio::ConnectionManager;
+use superhero::config::Settings;
+use superhero::redis_conn::{self, Redis, SubEvent};
+use superhero::shutdown::{self, ShutdownTrigger};
+use superhero::sink::{META_TABLE, PODIUM_TABLE};
+use superhero::synth::{self, SynthGame};
+use superhero::worker::{self, WorkerReport};
+use superhero::{fanout, keys};
+use tokio::task::JoinHandle;
+
+const LOBBY: &str = "redis.lib.server.lobby";
+
+fn games(n: usize, seed: u64) -> Vec<SynthGame> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| synth::random_game(&mut rng, 3, 12, 1000))
+        .collect()
+}
+
+async fn connect(settings: &Settings) -> Redis {
+    Redis::connect(&settings.redis).await.unwrap()
+}
+
+/// Final files of a table: game token → worker ids that wrote it.
+fn files(out: &Path, table: &str) -> BTreeMap<String, Vec<String>> {
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(superhero::sink::table_dir(out, table)) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some((game, worker)) = name.strip_suffix(".gz").and_then(|n| n.split_once('_')) {
+            found
+                .entry(game.to_string())
+                .or_default()
+                .push(worker.to_string());
+        }
+    }
+    found
+}
+
+/// Every file under `out`, final or not.
+fn all_files(out: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            } else {
+                names.push(entry.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    names
+}
+
+fn count_files(out: &Path) -> (usize, usize) {
+    let meta: usize = files(out, META_TABLE).values().map(Vec::len).sum();
+    let podium: usize = files(out, PODIUM_TABLE).values().map(Vec::len).sum();
+    (meta, podium)
+}
+
+/// Asserts one META and one PODIUM file per game, by the same worker, and nothing else.
+fn assert_exactly_once(out: &Path, games: &[SynthGame]) {
+    let meta = files(out, META_TABLE);
+    let podium = files(out, PODIUM_TABLE);
+    for g in games {
+        let m = meta.get(&g.token).cloned().unwrap_or_default();
+        let p = podium.get(&g.token).cloned().unwrap_or_default();
+        assert_eq!(m.len(), 1, "game {} META files: {m:?}", g.token);
+        assert_eq!(p, m, "game {} PODIUM files", g.token);
+    }
+    assert_eq!(
+        meta.len(),
+        games.len(),
+        "META files for games never published"
+    );
+    assert_eq!(podium.len(), games.len());
+    let stray: Vec<String> = all_files(out)
+        .into_iter()
+        .filter(|n| !n.ends_with(".gz") || n.starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "temporary or stray files left: {stray:?}");
+}
+
+struct Role<T> {
+    trigger: ShutdownTrigger,
+    task: JoinHandle<anyhow::Result<T>>,
+}
+
+impl<T> Role<T> {
+    async fn stop(self) -> T {
+        self.trigger.fire();
+        self.task.await.unwrap().unwrap()
+    }
+}
+
+async fn start_worker(settings: &Settings, id: &str) -> Role<WorkerReport> {
+    let mut settings = settings.clone();
+    settings.worker_id = id.to_string();
+    let redis = connect(&settings).await;
+    let (trigger, stop) = shutdown::channel();
+    let task = tokio::spawn(async move { worker::run(&settings, redis, stop).await });
+    Role { trigger, task }
+}
+
+async fn start_fanout(settings: &Settings) -> Role<()> {
+    let settings = settings.clone();
+    let redis = connect(&settings).await;
+    let (trigger, stop) = shutdown::channel();
+    let task = tokio::spawn(async move { fanout::run(&settings, redis, stop).await });
+    Role { trigger, task }
+}
+
+/// Waits until each channel has at least `n` subscribers.
+async fn wait_subscribed(conn: &mut ConnectionManager, channels: &[String], n: u64) {
+    let channels = channels.to_vec();
+    wait_for("subscriptions", Duration::from_secs(10), || {
+        let (mut conn, channels) = (conn.clone(), channels.clone());
+        async move {
+            redis_conn::numsub(&mut conn, &channels)
+                .await
+                .map(|c| c.iter().all(|(_, k)| *k >= n))
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
+
+fn worker_channels(ids: &[&str]) -> Vec<String> {
+    ids.iter()
+        .map(|id| keys::worker_channel(LOBBY, id))
+        .collect()
+}
+
+async fn publish_records(conn: &mut ConnectionManager, games: &[SynthGame]) {
+    let records: Vec<String> = games
+        .iter()
+        .flat_map(|g| synth::records(LOBBY, g))
+        .collect();
+    synth::publish_all(conn, LOBBY, &records, 200)
+        .await
+        .unwrap();
+}
+
+async fn wait_files(out: &Path, n: usize, timeout: Duration) {
+    let out = out.to_path_buf();
+    wait_for(&format!("{n} games' files"), timeout, || {
+        let out = out.clone();
+        async move { count_files(&out) == (n, n) }
+    })
+    .await;
+}
+
+/// Waits until the fanout has nothing left: no record waiting, none unacknowledged.
+async fn wait_drained(conn: &mut ConnectionManager, timeout: Duration) {
+    wait_for("every record acknowledged", timeout, || {
+        let mut conn = conn.clone();
+        async move {
+            fanout::inspect(&mut conn, LOBBY)
+                .await
+                .map(|s| s.waiting == 0 && s.unacked == 0 && s.backlog == 0)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_workers_share_500_games_exactly_once() {
+    let redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(500, 1);
+    synth::seed(&mut conn, &games).await.unwrap();
+
+    let ids = ["w1", "w2", "w3", "w4"];
+    let mut workers = Vec::new();
+    for id in ids {
+        workers.push(start_worker(&settings, id).await);
+    }
+    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+
+    publish_records(&mut conn, &games).await;
+    wait_files(out.path(), 500, Duration::from_secs(60)).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+    assert_exactly_once(out.path(), &games);
+
+    let total_records = (games.len() * 3) as f64;
+    let written_by: BTreeMap<String, usize> = files(out.path(), META_TABLE)
+        .into_values()
+        .flatten()
+        .fold(BTreeMap::new(), |mut m, w| {
+            *m.entry(w).or_default() += 1;
+            m
+        });
+    for (id, role) in ids.iter().zip(workers) {
+        let report = role.stop().await;
+        let share = report.records_received as f64 / (total_records / 4.0);
+        assert!(
+            (0.8..=1.2).contains(&share),
+            "worker {id} got {share:.2} of an even share of records"
+        );
+        let games_share = written_by.get(*id).copied().unwrap_or(0) as f64 / 125.0;
+        assert!(
+            (0.8..=1.2).contains(&games_share),
+            "worker {id} wrote {games_share:.2} of an even share of games: {written_by:?}"
+        );
+        assert_eq!(report.skipped, 0);
+    }
+    fanout.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_in_redis_until_a_worker_appears() {
+    let redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(40, 2);
+    synth::seed(&mut conn, &games).await.unwrap();
+
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    publish_records(&mut conn, &games).await;
+    wait_for("records kept in Redis", Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        async move {
+            fanout::inspect(&mut conn, LOBBY)
+                .await
+                .map(|s| s.waiting == 120)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    // A fanout restart must not lose them either.
+    fanout.stop().await;
+    let fanout = start_fanout(&settings).await;
+
+    let worker = start_worker(&settings, "late").await;
+    wait_files(out.path(), 40, Duration::from_secs(30)).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+    assert_exactly_once(out.path(), &games);
+    assert_eq!(worker.stop().await.games_written, 40);
+    fanout.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_backlog_is_delivered_when_the_fanout_starts() {
+    let redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(10, 3);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let records: Vec<String> = games
+        .iter()
+        .flat_map(|g| synth::records(LOBBY, g))
+        .collect();
+    let _: () = redis::cmd("RPUSH")
+        .arg(keys::backlog(LOBBY))
+        .arg(&records)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // A fake worker sees the order in which records arrive: oldest first.
+    let spy = start_spy(&settings, "spy").await;
+    wait_subscribed(&mut conn, &worker_channels(&["spy"]), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+    let seen = spy.stop().await;
+    let positions: Vec<usize> = seen
+        .iter()
+        .map(|r| records.iter().position(|x| strip_id(r) == *x).unwrap())
+        .collect();
+    assert_eq!(positions, (0..records.len()).collect::<Vec<_>>());
+
+    // Records backlogged while the fanout runs are found by its periodic look at the backlog.
+    let worker = start_worker(&settings, "w1").await;
+    wait_subscribed(&mut conn, &worker_channels(&["w1"]), 1).await;
+    let _: () = redis::cmd("RPUSH")
+        .arg(keys::backlog(LOBBY))
+        .arg(&records)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait_files(out.path(), 10, Duration::from_secs(30)).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+    assert_exactly_once(out.path(), &games);
+    worker.stop().await;
+    fanout.stop().await;
+}
+
+/// The record without the delivery id the fanout put first.
+fn strip_id(routed: &str) -> String {
+    let rest = routed.split_once(',').map(|(_, r)| r).unwrap_or(routed);
+    format!("{{{rest}")
+}
+
+/// A fake worker that acknowledges and keeps every record it gets.
+async fn start_spy(settings: &Settings, id: &str) -> Role<Vec<String>> {
+    let redis = connect(settings).await;
+    let (trigger, stop) = shutdown::channel();
+    let channel = keys::worker_channel(LOBBY, id);
+    let task = tokio::spawn(async move {
+        let mut events = redis_conn::subscribe(&redis, vec![channel], Vec::new(), stop.clone());
+        let mut conn = redis.conn();
+        let mut seen = Vec::new();
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = stop.recv() => None,
+            };
+            let Some(event) = event else { break };
+            if let SubEvent::Message { payload, .. } = event {
+                let record = superhero::record::parse(&payload)?;
+                if let Some(id) = record.delivery_id {
+                    worker::claim::ack(&mut conn, LOBBY, &id).await?;
+                }
+                seen.push(String::from_utf8(payload)?);
+            }
+        }
+        Ok(seen)
+    });
+    Role { trigger, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_fanouts_still_write_one_pair_per_game() {
+    let redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(100, 4);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let ids = ["a", "b", "c"];
+    let mut workers = Vec::new();
+    for id in ids {
+        workers.push(start_worker(&settings, id).await);
+    }
+    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    let f1 = start_fanout(&settings).await;
+    let f2 = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 2).await;
+    publish_records(&mut conn, &games).await;
+    wait_files(out.path(), 100, Duration::from_secs(60)).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+    assert_exactly_once(out.path(), &games);
+    let mut received = 0;
+    for w in workers {
+        received += w.stop().await.records_received;
+    }
+    assert_eq!(received, 600, "each fanout routes every record once");
+    f1.stop().await;
+    f2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_delivered_twice_gives_one_pair_of_files() {
+    let redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(5, 5);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let a = start_worker(&settings, "a").await;
+    let b = start_worker(&settings, "b").await;
+    wait_subscribed(&mut conn, &worker_channels(&["a", "b"]), 1).await;
+    for g in &games {
+        let record = synth::host_record(LOBBY, g);
+        for channel in worker_channels(&["a", "b", "a"]) {
+            synth::publish_all(&mut conn, &channel, std::slice::from_ref(&record), 1)
+                .await
+                .unwrap();
+        }
+    }
+    wait_files(out.path(), 5, Duration::from_secs(30)).await;
+    let (ra, rb) = (a.stop().await, b.stop().await);
+    assert_eq!(ra.records_received + rb.records_received, 15);
+    assert_eq!(ra.games_written + rb.games_written, 5);
+    assert_exactly_once(out.path(), &games);
+}
+
+/// A `superhero worker` process with its stderr in a file.
+fn worker_process(
+    redis: &TestRedis,
+    cwd: &Path,
+    out: &Path,
+    id: &str,
+    extra: &[(&str, &str)],
+) -> Child {
+    let log = std::fs::File::create(cwd.join(format!("{id}.log"))).unwrap();
+    let mut cmd = superhero(cwd);
+    cmd.arg("worker")
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .env("OUTPUT_DIR", out)
+        .env("HOSTNAME", id)
+        .env("ACK_TIMEOUT", "1")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn log_of(cwd: &Path, id: &str) -> String {
+    std::fs::read_to_string(cwd.join(format!("{id}.log"))).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_are_skipped_with_their_reason() {
+    let redis = TestRedis::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = cwd.path().join("out");
+    let settings = redis.settings();
+    let mut conn = connect(&settings).await.conn();
+    let games = games(2, 6);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let mut child = worker_process(&redis, cwd.path(), &out, "w1", &[]);
+    let channel = keys::worker_channel(LOBBY, "w1");
+    wait_subscribed(&mut conn, std::slice::from_ref(&channel), 1).await;
+
+    let good = synth::host_record(LOBBY, &games[0]);
+    let g = &games[1];
+    let unknown = good.replace(&games[0].token, "6f1c0d6e-8a39-4d55-9b2a-3f3f0c9e2a10");
+    let escape = good.replace(&games[0].token, "../../../../tmp/evil");
+    let bad: Vec<String> = vec![
+        "garbage".into(),
+        "x".repeat(100_000),
+        "[1, 2, 3]".into(),
+        r#"{"task": {}}"#.into(),
+        unknown,
+        escape,
+    ];
+    synth::publish_all(&mut conn, &channel, &bad, 10)
+        .await
+        .unwrap();
+    // A double-encoded record of a real game is processed.
+    let twice = serde_json::to_string(&synth::host_record(LOBBY, g)).unwrap();
+    synth::publish_all(&mut conn, &channel, &[twice, good], 10)
+        .await
+        .unwrap();
+    wait_files(&out, 2, Duration::from_secs(30)).await;
+    let log = log_of(cwd.path(), "w1");
+    for reason in [
+        "not JSON",
+        "record too large",
+        "not a JSON object",
+        "missing field log_message",
+        "unknown game 6f1c0d6e-8a39-4d55-9b2a-3f3f0c9e2a10",
+        "task.game_token is not a UUID: \"../../../../tmp/evil\"",
+    ] {
+        assert!(
+            log.contains(reason),
+            "no {reason:?} in the worker's log:\n{log}"
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the worker must keep running"
+    );
+    assert_exactly_once(&out, &games);
+    assert!(!Path::new("/tmp/evil_w1.gz").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_with_the_same_id_refuses_to_start() {
+    let redis = TestRedis::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let settings = redis.settings();
+    let mut conn = connect(&settings).await.conn();
+    let mut first = worker_process(&redis, cwd.path(), &cwd.path().join("out"), "same", &[]);
+    wait_subscribed(&mut conn, &worker_channels(&["same"]), 1).await;
+    let second = superhero(cwd.path())
+        .arg("worker")
+        .args(["--worker-id", "same", "--redis-host", "127.0.0.1"])
+        .args(["--redis-port", &redis.port.to_string()])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("already in use"), "{stderr}");
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Publishes the records of `games` in `chunks` pieces, calling `between` after the first piece.
+async fn publish_in_chunks(
+    conn: &mut ConnectionManager,
+    games: &[SynthGame],
+    chunks: usize,
+    mut between: impl FnMut(),
+) {
+    let size = games.len().div_ceil(chunks);
+    for (i, chunk) in games.chunks(size).enumerate() {
+        publish_records(conn, chunk).await;
+        if i == 0 {
+            between();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_and_duplicates_nothing() {
+    let redis = TestRedis::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = cwd.path().join("out");
+    let settings = redis.settings_with(&[("ACK_TIMEOUT", "1")]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(300, 7);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let ids = ["k1", "k2", "k3"];
+    let mut children: Vec<Child> = ids
+        .iter()
+        .map(|id| worker_process(&redis, cwd.path(), &out, id, &[]))
+        .collect();
+    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    publish_in_chunks(&mut conn, &games, 6, || signal(&children[0], "KILL")).await;
+    wait_files(&out, 300, Duration::from_secs(90)).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+    assert_exactly_once(&out, &games);
+    let state = fanout::inspect(&mut conn, LOBBY).await.unwrap();
+    assert_eq!(state.claimed_unfinished, 0);
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    fanout.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_worker_finish_and_exit_0() {
+    let redis = TestRedis::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = cwd.path().join("out");
+    let settings = redis.settings_with(&[("ACK_TIMEOUT", "1")]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(300, 8);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let ids = ["t1", "t2"];
+    let mut children: Vec<Child> = ids
+        .iter()
+        .map(|id| worker_process(&redis, cwd.path(), &out, id, &[]))
+        .collect();
+    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    publish_in_chunks(&mut conn, &games, 6, || signal(&children[0], "TERM")).await;
+    let status = children[0].wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log_of(cwd.path(), "t1"));
+    wait_files(&out, 300, Duration::from_secs(60)).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+    assert_exactly_once(&out, &games);
+    let _ = children[1].kill();
+    let _ = children[1].wait();
+    fanout.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_300000_records_all_reach_workers() {
+    let redis = TestRedis::start();
+    let settings = redis.settings();
+    let mut conn = connect(&settings).await.conn();
+    let ids = ["b1", "b2", "b3", "b4"];
+    let mut spies = Vec::new();
+    for id in ids {
+        spies.push(start_counter(&settings, id).await);
+    }
+    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+
+    const N: usize = 300_000;
+    let mut publisher = connect(&settings).await.dedicated().await.unwrap();
+    for chunk in (0..N).collect::<Vec<_>>().chunks(5000) {
+        let mut pipe = redis::pipe();
+        for seq in chunk {
+            let record = format!(
+                r#"{{"level":"INFO","timestamp":"2026-11-26T16:14:48.123456","name":"{LOBBY}","log_message":"Starting Match","task":{{"seq":{seq},"pad":"{}"}}}}"#,
+                "x".repeat(100)
+            );
+            pipe.publish(LOBBY, record).ignore();
+        }
+        let _: () = pipe.query_async(&mut publisher).await.unwrap();
+    }
+    wait_drained(&mut conn, Duration::from_secs(90)).await;
+    let subscribers = redis_conn::numsub(&mut conn, &[LOBBY.to_string()])
+        .await
+        .unwrap();
+    assert_eq!(subscribers[0].1, 1, "the fanout must still be subscribed");
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for spy in spies {
+        let seqs = spy.stop().await;
+        total += seqs.len();
+        seen.extend(seqs);
+    }
+    assert_eq!(seen.len(), N, "records lost");
+    assert_eq!(total, N, "records duplicated");
+    fanout.stop().await;
+}
+
+/// A fake worker that acknowledges in batches and keeps the `task.seq` of every record.
+async fn start_counter(settings: &Settings, id: &str) -> Role<Vec<u64>> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        delivery_id: String,
+        task: Task,
+    }
+    #[derive(serde::Deserialize)]
+    struct Task {
+        seq: u64,
+    }
+    let redis = connect(settings).await;
+    let (trigger, stop) = shutdown::channel();
+    let channel = keys::worker_channel(LOBBY, id);
+    let task = tokio::spawn(async move {
+        let mut events = redis_conn::subscribe(&redis, vec![channel], Vec::new(), stop.clone());
+        let mut conn = redis.conn();
+        let mut seen = Vec::new();
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = stop.recv() => None,
+            };
+            let Some(first) = event else { break };
+            let mut acks = Vec::new();
+            let mut next = Some(first);
+            while let Some(event) = next.take() {
+                if let SubEvent::Message { payload, .. } = event {
+                    let record: Seq = serde_json::from_slice(&payload)?;
+                    seen.push(record.task.seq);
+                    acks.push(record.delivery_id);
+                }
+                if acks.len() < 2000 {
+                    next = events.try_recv().ok();
+                }
+            }
+            worker::claim::ack_many(&mut conn, LOBBY, &acks).await?;
+        }
+        Ok(seen)
+    });
+    Role { trigger, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_pipeline_did() {
+    let redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let (fanout_port, worker_port) = (common::free_port(), common::free_port());
+    let base = [("OUTPUT_DIR", out.path().to_str().unwrap())];
+    let fanout_addr = format!("127.0.0.1:{fanout_port}");
+    let worker_addr = format!("127.0.0.1:{worker_port}");
+    let fanout_settings = redis.settings_with(&[base[0], ("METRICS_ADDR", &fanout_addr)]);
+    let worker_settings = redis.settings_with(&[base[0], ("METRICS_ADDR", &worker_addr)]);
+    let mut conn = connect(&fanout_settings).await.conn();
+    let games = games(20, 9);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let worker = start_worker(&worker_settings, "m1").await;
+    wait_subscribed(&mut conn, &worker_channels(&["m1"]), 1).await;
+    let fanout = start_fanout(&fanout_settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    publish_records(&mut conn, &games).await;
+    wait_files(out.path(), 20, Duration::from_secs(30)).await;
+    wait_drained(&mut conn, Duration::from_secs(30)).await;
+
+    use superhero::metrics::{sample_value, scrape};
+    let w = scrape(worker_addr.parse().unwrap()).await.unwrap();
+    assert_eq!(
+        sample_value(&w, "superhero_worker_records_received_total"),
+        Some(60.0),
+        "{w}"
+    );
+    assert_eq!(
+        sample_value(&w, "superhero_worker_games_written_total"),
+        Some(20.0)
+    );
+    assert_eq!(
+        sample_value(&w, "superhero_worker_files_written_total"),
+        Some(40.0)
+    );
+    assert_eq!(
+        sample_value(&w, "superhero_worker_etl_duration_seconds_count"),
+        Some(20.0)
+    );
+    let f = scrape(fanout_addr.parse().unwrap()).await.unwrap();
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_records_received_total"),
+        Some(60.0),
+        "{f}"
+    );
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_records_routed_total"),
+        Some(60.0)
+    );
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_records_rerouted_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_routing_latency_seconds_count"),
+        Some(60.0)
+    );
+    assert!(sample_value(&f, "superhero_fanout_backlog_depth").is_some());
+    worker.stop().await;
+    fanout.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_and_worker_ride_out_a_redis_restart() {
+    let mut redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
+    let mut conn = connect(&settings).await.conn();
+    let before = games(10, 10);
+    synth::seed(&mut conn, &before).await.unwrap();
+    let worker = start_worker(&settings, "r1").await;
+    wait_subscribed(&mut conn, &worker_channels(&["r1"]), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    publish_records(&mut conn, &before).await;
+    wait_files(out.path(), 10, Duration::from_secs(30)).await;
+
+    redis.kill();
+    redis.restart();
+    // Both roles resubscribe by themselves.
+    wait_subscribed(
+        &mut conn,
+        &[LOBBY.to_string(), keys::worker_channel(LOBBY, "r1")],
+        1,
+    )
+    .await;
+    assert!(!worker.task.is_finished() && !fanout.task.is_finished());
+    let after = games(10, 11);
+    synth::seed(&mut conn, &after).await.unwrap();
+    publish_records(&mut conn, &after).await;
+    wait_files(out.path(), 20, Duration::from_secs(30)).await;
+    let all: Vec<SynthGame> = before.into_iter().chain(after).collect();
+    assert_exactly_once(out.path(), &all);
+    worker.stop().await;
+    fanout.stop().await;
+}

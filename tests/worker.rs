@@ -1,0 +1,346 @@
+//! The worker's exactly-once claim at each crash point of `src/worker/claim.rs`, set up by hand:
+//! the state a worker killed at that instant leaves behind, then a live worker given the record
+//! again, as the fanout would after ACK_TIMEOUT.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{wait_for, TestRedis};
+use rand::SeedableRng;
+use redis::aio::ConnectionManager;
+use superhero::config::Settings;
+use superhero::redis_conn::{self, Redis};
+use superhero::shutdown::{self, ShutdownTrigger};
+use superhero::sink::{self, META_TABLE, PODIUM_TABLE};
+use superhero::synth::{self, SynthGame};
+use superhero::worker::{self, etl, WorkerReport};
+use superhero::{fanout, keys};
+use tokio::task::JoinHandle;
+
+const LOBBY: &str = "redis.lib.server.lobby";
+const GHOST: &str = "ghost";
+
+struct Setup {
+    _redis: TestRedis,
+    out: tempfile::TempDir,
+    settings: Settings,
+    conn: ConnectionManager,
+    game: SynthGame,
+}
+
+async fn setup() -> Setup {
+    let redis = TestRedis::start();
+    let out = tempfile::tempdir().unwrap();
+    let settings = redis.settings_with(&[
+        ("OUTPUT_DIR", out.path().to_str().unwrap()),
+        ("HOSTNAME", "live"),
+    ]);
+    let mut conn = Redis::connect(&settings.redis).await.unwrap().conn();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let game = synth::random_game(&mut rng, 3, 12, 1000);
+    synth::seed(&mut conn, std::slice::from_ref(&game))
+        .await
+        .unwrap();
+    Setup {
+        _redis: redis,
+        out,
+        settings,
+        conn,
+        game,
+    }
+}
+
+/// Writes the ghost worker's pair of files, as a worker that died after its renames would leave.
+async fn ghost_files(s: &mut Setup) {
+    let data = etl::load_game(&mut s.conn, &s.game.token)
+        .await
+        .unwrap()
+        .unwrap();
+    let (meta, podium) = etl::rows(&s.game.token, &data);
+    sink::write_game(s.out.path(), GHOST, &s.game.token, &meta, &podium).unwrap();
+}
+
+fn file(out: &Path, table: &str, game: &str, worker: &str) -> std::path::PathBuf {
+    sink::file_path(out, table, game, worker)
+}
+
+/// Every file name under the output folder.
+fn all_files(out: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for table in [META_TABLE, PODIUM_TABLE] {
+        for entry in std::fs::read_dir(sink::table_dir(out, table))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            names.push(format!("{table}/{}", entry.file_name().to_string_lossy()));
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Routes the host record as the fanout would: pending, with a deadline, then PUBLISH.
+async fn deliver(s: &mut Setup, delivery_id: &str) {
+    let record = synth::host_record(LOBBY, &s.game);
+    let routed = fanout::with_delivery_id(record.as_bytes(), delivery_id).unwrap();
+    let _: () = redis::pipe()
+        .hset(keys::pending(LOBBY), delivery_id, &record)
+        .ignore()
+        .zadd(keys::deadlines(LOBBY), delivery_id, u64::MAX / 2)
+        .ignore()
+        .publish(keys::worker_channel(LOBBY, "live"), routed)
+        .ignore()
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+}
+
+async fn unacked(conn: &mut ConnectionManager) -> u64 {
+    fanout::inspect(conn, LOBBY).await.unwrap().unacked
+}
+
+async fn wait_acked(s: &mut Setup) {
+    let conn = s.conn.clone();
+    wait_for("the record acknowledged", Duration::from_secs(20), || {
+        let mut conn = conn.clone();
+        async move { unacked(&mut conn).await == 0 }
+    })
+    .await;
+}
+
+async fn get(conn: &mut ConnectionManager, key: String) -> Option<String> {
+    redis::cmd("GET").arg(key).query_async(conn).await.unwrap()
+}
+
+struct Running {
+    metrics: worker::WorkerMetrics,
+    trigger: ShutdownTrigger,
+    task: JoinHandle<anyhow::Result<WorkerReport>>,
+}
+
+async fn start(s: &mut Setup) -> Running {
+    let settings = s.settings.clone();
+    let redis = Redis::connect(&settings.redis).await.unwrap();
+    let (trigger, stop) = shutdown::channel();
+    let registry = superhero::metrics::registry("worker");
+    let metrics = worker::WorkerMetrics::register(&registry);
+    let m = metrics.clone();
+    let task = tokio::spawn(async move {
+        worker::run_with_metrics(&settings, redis, stop, m, &registry).await
+    });
+    let channel = keys::worker_channel(LOBBY, "live");
+    let conn = s.conn.clone();
+    wait_for("the worker subscribed", Duration::from_secs(10), || {
+        let (mut conn, channel) = (conn.clone(), channel.clone());
+        async move {
+            redis_conn::numsub(&mut conn, &[channel])
+                .await
+                .map(|c| c[0].1 == 1)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    Running {
+        metrics,
+        trigger,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) -> WorkerReport {
+        self.trigger.fire();
+        self.task.await.unwrap().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_dead_writers_complete_pair_is_kept() {
+    // Crash point 4: both files renamed into place, killed before marking the game done.
+    let mut s = setup().await;
+    ghost_files(&mut s).await;
+    let g = s.game.token.clone();
+    let _: () = redis::cmd("SET")
+        .arg(keys::etl_writer(&g))
+        .arg(GHOST)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let worker = start(&mut s).await;
+    deliver(&mut s, "1").await;
+    wait_acked(&mut s).await;
+    let report = worker.stop().await;
+    assert_eq!(report.games_written, 0);
+    assert_eq!(
+        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+        Some(GHOST)
+    );
+    assert_eq!(
+        all_files(s.out.path()),
+        vec![
+            format!("{META_TABLE}/{g}_{GHOST}.gz"),
+            format!("{PODIUM_TABLE}/{g}_{GHOST}.gz")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_dead_writers_partial_files_are_replaced() {
+    // Crash point 3: META renamed, PODIUM still a temporary file.
+    let mut s = setup().await;
+    ghost_files(&mut s).await;
+    let g = s.game.token.clone();
+    let podium = file(s.out.path(), PODIUM_TABLE, &g, GHOST);
+    let tmp = podium.with_file_name(format!(".{g}_{GHOST}.gz.999-0.tmp"));
+    std::fs::rename(&podium, &tmp).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(keys::etl_writer(&g))
+        .arg(GHOST)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let worker = start(&mut s).await;
+    deliver(&mut s, "1").await;
+    wait_acked(&mut s).await;
+    assert_eq!(worker.stop().await.games_written, 1);
+    assert_eq!(
+        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+        Some("live")
+    );
+    assert_eq!(
+        all_files(s.out.path()),
+        vec![
+            format!("{META_TABLE}/{g}_live.gz"),
+            format!("{PODIUM_TABLE}/{g}_live.gz")
+        ]
+    );
+    // The replacement is a readable, correct file.
+    let (meta, podium) = synth::expected_rows(&s.game);
+    assert_eq!(
+        sink::read_meta(&file(s.out.path(), META_TABLE, &g, "live")).unwrap(),
+        meta
+    );
+    assert_eq!(
+        sink::read_podium(&file(s.out.path(), PODIUM_TABLE, &g, "live")).unwrap(),
+        podium
+    );
+}
+
+#[tokio::test]
+async fn a_game_already_done_is_only_acknowledged() {
+    // Crash point 5: done, killed before the ack.
+    let mut s = setup().await;
+    ghost_files(&mut s).await;
+    let g = s.game.token.clone();
+    let _: () = redis::cmd("SET")
+        .arg(keys::etl_done(&g))
+        .arg(GHOST)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let worker = start(&mut s).await;
+    deliver(&mut s, "1").await;
+    wait_acked(&mut s).await;
+    let report = worker.stop().await;
+    assert_eq!((report.games_written, report.already_done), (0, 1));
+    assert_eq!(all_files(s.out.path()).len(), 2);
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over() {
+    // Crash point 2: claimed, killed before writing; the lease runs out by itself.
+    let mut s = setup().await;
+    let g = s.game.token.clone();
+    let _: () = redis::cmd("SET")
+        .arg(keys::etl_lease(&g))
+        .arg("ghost:0")
+        .arg("PX")
+        .arg(300)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let worker = start(&mut s).await;
+    deliver(&mut s, "1").await;
+    wait_acked(&mut s).await;
+    assert_eq!(worker.stop().await.games_written, 1);
+    assert_eq!(all_files(s.out.path()).len(), 2);
+}
+
+#[tokio::test]
+async fn a_game_held_by_a_live_worker_is_not_acknowledged() {
+    let mut s = setup().await;
+    let g = s.game.token.clone();
+    let _: () = redis::cmd("SET")
+        .arg(keys::etl_lease(&g))
+        .arg("other:1")
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let worker = start(&mut s).await;
+    deliver(&mut s, "1").await;
+    let received = worker.metrics.records_received.clone();
+    wait_for("the record received", Duration::from_secs(10), || {
+        let received = received.clone();
+        async move { received.get() == 1 }
+    })
+    .await;
+    let report = worker.stop().await;
+    assert_eq!(report.records_received, 1);
+    assert_eq!(report.busy, 1);
+    assert_eq!(
+        unacked(&mut s.conn).await,
+        1,
+        "the record must stay for re-routing"
+    );
+    assert!(all_files(s.out.path()).is_empty());
+}
+
+#[tokio::test]
+async fn clean_routine_runs_only_after_the_files() {
+    let mut s = setup().await;
+    s.settings.clean_routine = true;
+    let g = s.game.token.clone();
+    let worker = start(&mut s).await;
+    // A non-host record first: acknowledged, cleans nothing.
+    let other = s
+        .game
+        .players
+        .iter()
+        .find(|p| **p != s.game.host)
+        .unwrap()
+        .clone();
+    let record = synth::host_record(LOBBY, &s.game).replace(&s.game.host, &other);
+    let routed = fanout::with_delivery_id(record.as_bytes(), "7").unwrap();
+    let _: () = redis::pipe()
+        .hset(keys::pending(LOBBY), "7", &record)
+        .ignore()
+        .zadd(keys::deadlines(LOBBY), "7", u64::MAX / 2)
+        .ignore()
+        .publish(keys::worker_channel(LOBBY, "live"), routed)
+        .ignore()
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    wait_acked(&mut s).await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(keys::game_logs(&g))
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "a non-host record must not clean the game");
+    deliver(&mut s, "8").await;
+    wait_acked(&mut s).await;
+    worker.stop().await;
+    assert_eq!(all_files(s.out.path()).len(), 2);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(keys::game_logs(&g))
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the clean routine puts a TTL on the game's keys");
+}
