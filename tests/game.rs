@@ -637,17 +637,17 @@ fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process:
     }
 }
 
-/// A `superhero server` child process, killed if a failing test leaves it running.
-struct ServerProcess(std::process::Child);
+/// A `superhero` child process, killed if a failing test leaves it running.
+struct KillOnDrop(std::process::Child);
 
-impl Drop for ServerProcess {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn server_process(redis: &TestRedis, dir: &std::path::Path, port: u16) -> ServerProcess {
+fn server_process(redis: &TestRedis, dir: &std::path::Path, port: u16) -> KillOnDrop {
     let child = superhero(dir)
         .arg("server")
         .env("REDIS_HOST", "127.0.0.1")
@@ -659,7 +659,7 @@ fn server_process(redis: &TestRedis, dir: &std::path::Path, port: u16) -> Server
         .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
         .spawn()
         .expect("start superhero server");
-    ServerProcess(child)
+    KillOnDrop(child)
 }
 
 async fn wait_listening(port: u16) {
@@ -779,4 +779,71 @@ async fn the_server_rides_out_a_redis_restart() {
             lost.join("\n")
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_processes_wait_for_a_late_server_and_exit_zero() {
+    let redis = TestRedis::start();
+    let settings = prepared(&redis, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let players: Vec<_> = (0..2)
+        .map(|i| {
+            let log = dir.path().join(format!("player{i}.log"));
+            let child = superhero(dir.path())
+                .args(["player", "--participants", "2"])
+                .env("WEBSOCKET_HOST", "127.0.0.1")
+                .env("WEBSOCKET_PORT", port.to_string())
+                .env("CLIENT_GAMES", "1")
+                .env("CLIENT_SLEEP", "0.2")
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start superhero player");
+            (KillOnDrop(child), log)
+        })
+        .collect();
+    // The server comes up after the players: they keep retrying until it does.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let redis_conn = Redis::connect(&settings.redis).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (stop, shutdown) = shutdown::channel();
+    let server = {
+        let s = settings.clone();
+        tokio::spawn(
+            async move { superhero::server::run(&s, redis_conn, listener, shutdown).await },
+        )
+    };
+    let mut game_lines = Vec::new();
+    for (mut player, log) in players {
+        let status = wait_exit(&mut player.0, Duration::from_secs(60));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.code(), Some(0), "player log:\n{text}");
+        assert!(text.contains("not reachable"), "the player waited:\n{text}");
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(": game ") && l.contains(" hero "))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(lines.len(), 1, "one line per game:\n{text}");
+        game_lines.extend(lines);
+    }
+    let token = |line: &str| {
+        line.split(": game ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        token(&game_lines[0]),
+        token(&game_lines[1]),
+        "{game_lines:?}"
+    );
+    stop.fire();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
