@@ -20,8 +20,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::config::Settings;
 use crate::server::protocol::{
-    game_status, ActionPayload, FindPayload, FindReply, GameUserPayload, HeroReply, LoginPayload,
-    LoginReply, Request, Route, StartPush,
+    game_status, reason, ActionPayload, FindPayload, FindReply, GameUserPayload, HeroReply,
+    LoginPayload, LoginReply, Request, Route, StartPush,
 };
 use crate::shutdown::Shutdown;
 
@@ -318,16 +318,15 @@ impl Session {
         settings: &Settings,
     ) -> Result<()> {
         let g = report.game_token.clone();
-        send(
-            &mut self.lobby,
-            &Request {
-                payload: GameUserPayload {
-                    game_token: g.clone(),
-                    user_token: self.user_token.clone(),
-                },
+        let register = Request {
+            payload: GameUserPayload {
+                game_token: g.clone(),
+                user_token: self.user_token.clone(),
             },
-        )
-        .await?;
+        };
+        send(&mut self.lobby, &register).await?;
+        // A server that briefly lost Redis refuses the registration; the game is still ours.
+        let mut retries_left = 5;
         // Long enough for a full lobby wait and every other player timing out once in a row.
         let idle_limit = settings.lobby_timeout
             + (settings.turn_timeout + settings.server_sleep) * u32::from(n.max(2))
@@ -361,6 +360,11 @@ impl Session {
                     return Ok(());
                 }
                 _ => match push.get("STATUS").and_then(Value::as_str) {
+                    Some(reason::SERVICE_UNAVAILABLE) if retries_left > 0 => {
+                        retries_left -= 1;
+                        tokio::time::sleep(settings.client_sleep).await;
+                        send(&mut self.lobby, &register).await?;
+                    }
                     Some(reason) => bail!("lobby refused: {reason}"),
                     None => bail!("unexpected lobby message: {push}"),
                 },
