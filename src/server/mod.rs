@@ -43,6 +43,8 @@ use publisher::Publisher;
 
 /// Largest accepted frame or message: the API's requests are a few hundred bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Per-connection read buffer.
+const READ_BUFFER: usize = 4 * 1024;
 /// How long shutdown waits for connections to say goodbye and the publisher to drain.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -226,7 +228,11 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
                 Err(refusal)
             }
         };
+    // tungstenite's default 128 KiB read buffer is zero-filled per connection: with five
+    // sockets per player that alone is ~64 MiB for 100 players. Requests are tiny; a larger
+    // one just takes a few reads.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let handshake =
