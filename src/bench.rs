@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::Settings;
 use crate::demo::connect_or_start;
 use crate::player::{self, PlayerOptions};
 use crate::redis_conn::{numsub, Redis};
-use crate::shutdown::{self, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::{build_db, keys, metrics, sink, synth};
 
 /// What to measure.
@@ -117,7 +117,7 @@ pub async fn run(
             .await
         }
         BenchKind::Fanout { records, workers } => {
-            fanout(&settings, &redis, &options.binary, *records, *workers).await
+            fanout(&settings, &redis, *records, *workers).await
         }
         BenchKind::Game {
             bots,
@@ -373,159 +373,34 @@ async fn etl(
 async fn fanout(
     settings: &Settings,
     redis: &Redis,
-    binary: &Path,
     records: usize,
     workers: usize,
 ) -> Result<BenchReport> {
     let mut report = BenchReport::new("fanout", redis);
-    let lobby = settings.worker_channel.clone();
-    // The fake workers: count what they get, note routing latency, acknowledge like a worker.
-    let epoch = Instant::now();
-    let (stop, stop_rx) = shutdown::channel();
-    let mut counters = Vec::new();
-    for k in 0..workers {
-        let channel = keys::worker_channel(&lobby, &format!("bench-{k}"));
-        let mut sub =
-            crate::redis_conn::subscribe(redis, vec![channel], Vec::new(), stop_rx.clone());
-        let (redis, lobby) = (redis.clone(), lobby.clone());
-        counters.push(tokio::spawn(async move {
-            let mut conn = redis.conn();
-            let mut seen: Vec<(u64, f64)> = Vec::new();
-            while let Some(event) = sub.recv().await {
-                let crate::redis_conn::SubEvent::Message { payload, .. } = event else {
-                    continue;
-                };
-                let received = epoch.elapsed().as_secs_f64();
-                let Ok(record) = serde_json::from_slice::<Value>(&payload) else {
-                    continue;
-                };
-                let id = record["task"]["bench_id"].as_u64().unwrap_or(u64::MAX);
-                let sent = record["task"]["sent"].as_f64().unwrap_or(received);
-                seen.push((id, received - sent));
-                if let Some(delivery) = record["delivery_id"].as_str() {
-                    let _ = crate::worker::claim::ack(&mut conn, &lobby, delivery).await;
-                }
-            }
-            seen
-        }));
-    }
-    for k in 0..workers {
-        wait_for_subscriber(redis, &keys::worker_channel(&lobby, &format!("bench-{k}"))).await?;
-    }
-    let child = Child::spawn(binary, settings, &["fanout"]).await?;
-    wait_for_subscriber(redis, &lobby).await?;
-    // The fanout refreshes its worker list periodically: wait until it has seen every fake worker.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    let mut conn = redis.conn();
-    let (cpu_before, _) = child.usage();
-    let started = Instant::now();
-    for chunk_start in (0..records).step_by(1000) {
-        let mut pipe = redis::pipe();
-        for id in chunk_start..(chunk_start + 1000).min(records) {
-            let record = json!({
-                "level": "INFO", "timestamp": "2026-11-26T16:14:48.123456", "name": lobby,
-                "log_message": "Bench Record",
-                "task": {"bench_id": id, "sent": epoch.elapsed().as_secs_f64()},
-            });
-            pipe.publish(&lobby, record.to_string()).ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await?;
-    }
-    let published = started.elapsed().as_secs_f64();
-    // Done when every record is acknowledged (nothing pending) or nothing moves for 10 s.
-    let mut last = (Instant::now(), usize::MAX);
-    loop {
-        let inspect = crate::fanout::inspect(&mut conn, &lobby).await?;
-        let backlog: u64 = redis::cmd("LLEN")
-            .arg(keys::backlog(&lobby))
-            .query_async(&mut conn)
+    let run =
+        crate::fanout::bench::run(settings, redis, records, workers, Duration::from_secs(120))
             .await?;
-        let outstanding = (inspect.unacked + inspect.waiting + backlog) as usize;
-        let routed = metrics::scrape(child.metrics)
-            .await
-            .ok()
-            .and_then(|t| metrics::sample_value(&t, "superhero_fanout_records_routed_total"))
-            .unwrap_or(0.0) as usize;
-        if routed >= records && outstanding == 0 {
-            break;
-        }
-        let progress = routed + records.saturating_sub(outstanding);
-        if progress != last.1 {
-            last = (Instant::now(), progress);
-        } else if last.0.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let (cpu_after, rss) = child.usage();
-    let text = metrics::scrape(child.metrics).await.unwrap_or_default();
-    child.stop().await?;
-    stop.fire();
-    let mut per_worker = Vec::new();
-    let mut ids = Vec::new();
-    let mut latencies = Vec::new();
-    for c in counters {
-        let seen = c.await.unwrap_or_default();
-        per_worker.push(seen.len());
-        for (id, latency) in seen {
-            ids.push(id);
-            latencies.push(latency);
-        }
-    }
-    ids.sort_unstable();
-    let received = ids.len();
-    ids.dedup();
-    let duplicates = received - ids.len();
-    let lost = records - ids.iter().filter(|id| (**id as usize) < records).count();
-    latencies.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-    };
-    let even = records as f64 / workers as f64;
-
-    report.set("records", records);
-    report.set("workers", workers);
-    report.set("publish_seconds", published);
-    report.set("seconds", elapsed);
-    report.set("records_per_second", records as f64 / elapsed);
-    report.set("lost", lost);
-    report.set("duplicated", duplicates);
-    report.set("per_worker", per_worker.clone());
+    let spread = run.spread();
+    report.set("records", run.records);
+    report.set("workers", run.workers);
+    report.set("seconds", run.elapsed.as_secs_f64());
+    report.set("records_per_second", run.records_per_sec);
+    report.set("lost", run.lost);
+    report.set("duplicated", run.duplicated);
+    report.set("per_worker", run.per_worker.clone());
     report.set(
         "spread_min_pct",
-        per_worker
-            .iter()
-            .map(|n| *n as f64 / even * 100.0)
-            .fold(f64::INFINITY, f64::min),
+        spread.iter().copied().fold(f64::INFINITY, f64::min) * 100.0,
     );
     report.set(
         "spread_max_pct",
-        per_worker
-            .iter()
-            .map(|n| *n as f64 / even * 100.0)
-            .fold(0.0, f64::max),
+        spread.iter().copied().fold(0.0, f64::max) * 100.0,
     );
-    if let Some(p) = pct(0.5) {
-        report.set("routing_p50_ms", p * 1000.0);
+    if let Some(p50) = run.latency_p50 {
+        report.set("routing_p50_ms", p50 * 1000.0);
     }
-    if let Some(p) = pct(0.99) {
-        report.set("routing_p99_ms", p * 1000.0);
-    }
-    quantiles(
-        &mut report,
-        &text,
-        "superhero_fanout_routing_latency_seconds",
-        "fanout_internal",
-    );
-    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-        report.set("fanout_cpu_seconds", b - a);
-    }
-    if let Some(rss) = rss {
-        report.set("fanout_peak_rss_mib", rss);
+    if let Some(p99) = run.latency_p99 {
+        report.set("routing_p99_ms", p99 * 1000.0);
     }
     Ok(report)
 }

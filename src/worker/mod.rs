@@ -8,7 +8,6 @@
 //! acknowledged. Records are handled concurrently (up to [`MAX_IN_FLIGHT`]); on shutdown the
 //! worker stops reading and finishes the games in hand.
 
-pub mod bench;
 pub mod claim;
 pub mod etl;
 
