@@ -332,13 +332,20 @@ async fn etl(
     synth::publish_all(&mut conn, &channel, &records, 500).await?;
     let meta_dir = sink::table_dir(&out, sink::META_TABLE);
     let podium_dir = sink::table_dir(&out, sink::PODIUM_TABLE);
+    // Watch the worker's own counter: listing thousands of files in a loop would steal the CPU
+    // the worker is being measured on.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while count_files(&meta_dir) < games || count_files(&podium_dir) < games {
+    loop {
+        let written = metrics::scrape(child.metrics)
+            .await
+            .ok()
+            .and_then(|t| metrics::sample_value(&t, "superhero_worker_games_written_total"))
+            .unwrap_or(0.0) as usize;
+        if written >= games {
+            break;
+        }
         if Instant::now() > deadline {
-            bail!(
-                "the worker wrote {} of {games} games in 600s",
-                count_files(&podium_dir)
-            );
+            bail!("the worker wrote {written} of {games} games in 600s");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -16,7 +16,7 @@
 //! Every step that moves a record between lists is one Lua script, so several fanouts can share
 //! the keys: a record in Redis is taken by one of them only. (Every fanout hears every lobby
 //! record, so with two fanouts each record is routed twice; the workers' claim keeps the output
-//! exactly once.) The key layout is in docs/pipeline-keys.md.
+//! exactly once.) The key layout is in the README, "Redis keys and channels".
 
 pub mod bench;
 

@@ -1,6 +1,6 @@
 //! The exactly-once claim on a game's ETL, and the acknowledgement of a routed record.
 //!
-//! Three keys per game (see docs/pipeline-keys.md):
+//! Three keys per game (see the README, "Redis keys and channels"):
 //! - `games:<g>:etl:lease` — `<worker id>:<nonce>` with a TTL of [`LEASE`], renewed while the
 //!   holder works. Only the holder may write the game; a dead holder loses it when the TTL runs out.
 //! - `games:<g>:etl:writer` — the worker that last *started* writing files for the game. The
