@@ -37,7 +37,7 @@ pub enum BenchKind {
     /// B bots playing G games each against one server.
     Game {
         bots: usize,
-        games: u64,
+        seconds: f64,
         participants: u8,
     },
 }
@@ -121,7 +121,7 @@ pub async fn run(
         }
         BenchKind::Game {
             bots,
-            games,
+            seconds,
             participants,
         } => {
             game(
@@ -129,7 +129,7 @@ pub async fn run(
                 &redis,
                 &options.binary,
                 *bots,
-                *games,
+                *seconds,
                 *participants,
                 shutdown,
             )
@@ -418,10 +418,13 @@ async fn game(
     redis: &Redis,
     binary: &Path,
     bots: usize,
-    games: u64,
+    seconds: f64,
     participants: u8,
     shutdown: Shutdown,
 ) -> Result<BenchReport> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("bench game needs a positive --seconds");
+    }
     let mut report = BenchReport::new("game", redis);
     let heroes = build_db::load_source(None)?;
     build_db::store(redis, &heroes).await?;
@@ -429,7 +432,9 @@ async fn game(
     let mut settings = settings.clone();
     settings.websocket_host = "127.0.0.1".into();
     settings.websocket_port = port;
-    settings.client_games = Some(games);
+    // Bots play until the window closes: the figure is steady-state throughput, not the tail of
+    // the last lobbies waiting LOBBY_TIMEOUT for players that have stopped.
+    settings.client_games = None;
     let port_text = port.to_string();
     let child = Child::spawn(
         binary,
@@ -447,40 +452,43 @@ async fn game(
         ],
     )
     .await?;
-    let started = Instant::now();
+    let (stop_bots, bots_shutdown) = crate::shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..bots {
-        let (s, sd) = (settings.clone(), shutdown.clone());
+        let (s, sd) = (settings.clone(), bots_shutdown.clone());
         let opts = PlayerOptions {
             participants: Some(participants),
             ..PlayerOptions::default()
         };
         tasks.spawn(async move { player::play(&s, &opts, sd).await });
     }
-    let mut finished = std::collections::BTreeSet::new();
-    let mut timed_out = 0usize;
-    while let Some(result) = tasks.join_next().await {
-        for r in result.context("a bot task failed")?? {
-            match r.outcome {
-                player::Outcome::TimedOut => timed_out += 1,
-                player::Outcome::Aborted(_) => {}
-                _ => {
-                    finished.insert(r.game_token);
-                }
-            }
-        }
+    let completed = |text: &str| {
+        metrics::sample_value(text, "superhero_server_games_completed_total").unwrap_or(0.0)
+    };
+    let window = Duration::from_secs_f64(seconds);
+    let before = completed(&metrics::scrape(child.metrics).await.unwrap_or_default());
+    let started = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(window) => {}
+        _ = shutdown.recv() => {}
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let (cpu, rss) = child.usage();
     let text = metrics::scrape(child.metrics).await.unwrap_or_default();
+    let finished = completed(&text) - before;
+    let (cpu, rss) = child.usage();
+    stop_bots.fire();
+    while tokio::time::timeout(Duration::from_secs(30), tasks.join_next())
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {}
     child.stop().await?;
     report.set("bots", bots);
-    report.set("games_per_bot", games);
     report.set("participants", participants);
-    report.set("games_finished", finished.len());
-    report.set("lobbies_timed_out", timed_out);
+    report.set("games_finished", finished);
     report.set("seconds", elapsed);
-    report.set("games_per_second", finished.len() as f64 / elapsed);
+    report.set("games_per_second", finished / elapsed);
     quantiles(
         &mut report,
         &text,

@@ -106,9 +106,9 @@ pub enum BenchKindArgs {
         /// Player bots.
         #[arg(long, default_value_t = 10, value_name = "N")]
         bots: usize,
-        /// Games each bot plays.
-        #[arg(long, default_value_t = 30, value_name = "N")]
-        games: u64,
+        /// Length of the measured window; bots play until it closes.
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        seconds: f64,
         /// Players per game.
         #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=8))]
         participants: u8,

@@ -127,11 +127,11 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 }
                 BenchKindArgs::Game {
                     bots,
-                    games,
+                    seconds,
                     participants,
                 } => bench::BenchKind::Game {
                     bots,
-                    games,
+                    seconds,
                     participants,
                 },
             };

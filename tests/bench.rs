@@ -53,7 +53,7 @@ fn bench_fanout_reports_records_per_second_and_nothing_lost() {
 #[test]
 fn bench_game_reports_games_per_second() {
     let redis = TestRedis::start();
-    let f = bench(&redis, &["game", "--bots", "4", "--games", "2"]);
+    let f = bench(&redis, &["game", "--bots", "4", "--seconds", "2"]);
     assert!(number(&f, "games_finished") >= 1.0, "{f}");
     assert!(number(&f, "games_per_second") > 0.0, "{f}");
 }
