@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -71,7 +70,7 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
             Incoming::Fatal(r, code) => return refuse_and_close(&mut ws, r, code).await,
             Incoming::Closed => return,
         };
-        let tokens = protocol::payload_of(&text).and_then(|p| game_and_user(&p));
+        let tokens = protocol::payload_of(&text).and_then(|p| protocol::game_and_user(&p));
         let (g, u) = match tokens {
             Ok(t) => t,
             Err(r) => {
@@ -99,22 +98,6 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
             return;
         }
     }
-}
-
-fn game_and_user(payload: &Map<String, Value>) -> Result<(String, String), &'static str> {
-    let g = protocol::token(
-        payload,
-        "GAME_TOKEN",
-        reason::MISSING_GAME_TOKEN,
-        reason::UNKNOWN_GAME_TOKEN,
-    )?;
-    let u = protocol::token(
-        payload,
-        "USER_TOKEN",
-        reason::MISSING_USER_TOKEN,
-        reason::UNKNOWN_USER_TOKEN,
-    )?;
-    Ok((g, u))
 }
 
 /// A turn timer: at `at`, eliminate `user` if turn `turn` is still running.

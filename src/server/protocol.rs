@@ -133,6 +133,23 @@ pub fn token(
     }
 }
 
+/// Game and user token of a payload, or the reason they are missing or malformed.
+pub fn game_and_user(payload: &Map<String, Value>) -> Result<(String, String), &'static str> {
+    let g = token(
+        payload,
+        "GAME_TOKEN",
+        reason::MISSING_GAME_TOKEN,
+        reason::UNKNOWN_GAME_TOKEN,
+    )?;
+    let u = token(
+        payload,
+        "USER_TOKEN",
+        reason::MISSING_USER_TOKEN,
+        reason::UNKNOWN_USER_TOKEN,
+    )?;
+    Ok((g, u))
+}
+
 /// PARTICIPANTS: a JSON integer from 2 to 8.
 pub fn participants(payload: &Map<String, Value>) -> Result<u8, &'static str> {
     match payload.get("PARTICIPANTS") {

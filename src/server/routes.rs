@@ -119,25 +119,8 @@ async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
     }
 }
 
-/// Game and user token of a payload, or the reason they are missing or malformed.
-fn game_and_user(payload: &Map<String, Value>) -> Result<(String, String), &'static str> {
-    let g = protocol::token(
-        payload,
-        "GAME_TOKEN",
-        reason::MISSING_GAME_TOKEN,
-        reason::UNKNOWN_GAME_TOKEN,
-    )?;
-    let u = protocol::token(
-        payload,
-        "USER_TOKEN",
-        reason::MISSING_USER_TOKEN,
-        reason::UNKNOWN_USER_TOKEN,
-    )?;
-    Ok((g, u))
-}
-
 async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
-    let (g, u) = match game_and_user(payload) {
+    let (g, u) = match protocol::game_and_user(payload) {
         Ok(t) => t,
         Err(r) => return Ok(Err(r)),
     };
@@ -159,7 +142,7 @@ async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
 }
 
 async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
-    let (g, u) = match game_and_user(payload) {
+    let (g, u) = match protocol::game_and_user(payload) {
         Ok(t) => t,
         Err(r) => return Ok(Err(r)),
     };
