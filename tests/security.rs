@@ -125,3 +125,32 @@ fn rediss_url_with_password_works_and_is_never_printed() {
     );
     assert!(!err.contains("tls-s3cret"), "{err}");
 }
+
+/// Every role (server, fanout, worker, player, build-db: `demo` runs them all through the same
+/// Redis layer) works against a password-protected Redis, and the password is never printed.
+#[test]
+fn every_role_connects_with_the_password_and_never_prints_it() {
+    let redis = TestRedis::start_with(&["--requirepass", "r0les-pw-777"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = superhero(dir.path())
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .env("REDIS_PASSWORD", "r0les-pw-777")
+        .env("LOG_LEVEL", "DEBUG")
+        .args(["demo", "--players", "2", "--workers", "1", "--games", "1"])
+        .args(["--participants", "2", "--quiet", "--json", "--output-dir"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("JSON summary");
+    assert_eq!(summary["private_redis"], false, "{summary}");
+    assert_eq!(summary["games_processed"], 1, "{summary}");
+    assert!(!stdout.contains("r0les-pw-777") && !stderr.contains("r0les-pw-777"));
+    assert!(
+        stderr.contains("effective settings"),
+        "config is logged at DEBUG"
+    );
+}
