@@ -31,11 +31,12 @@ pub enum Command {
     /// Run a player bot that plays CLIENT_GAMES games against the server.
     Player(PlayerArgs),
     /// Run a worker: turn each finished game routed to <WORKER_CHANNEL>-<worker id> into Parquet
-    /// files under OUTPUT_DIR (worker id: --worker-id or HOSTNAME; ACK_TIMEOUT, CLEAN_ROUTINE,
+    /// files under OUTPUT_DIR (worker id: --worker-id or HOSTNAME; WRITE_TIMEOUT, CLEAN_ROUTINE,
     /// REDIS_EXPIRY and METRICS_ADDR apply).
     Worker,
-    /// Run the fanout: route each record of WORKER_CHANNEL to exactly one live worker, with
-    /// acknowledgements (ACK_TIMEOUT) and the server's backlog (METRICS_ADDR applies).
+    /// Run the fanout: read the log stream <WORKER_CHANNEL>:log as a consumer group and route each
+    /// record to exactly one live worker, with acknowledgements (ACK_TIMEOUT, MAX_DELIVERIES,
+    /// LOG_RETENTION and METRICS_ADDR apply).
     Fanout,
     /// Run the whole system in one process: build-db, server, fanout, workers and player bots.
     Demo(DemoArgs),
@@ -219,6 +220,15 @@ pub struct SettingsArgs {
     /// Seconds a routed record may stay unacknowledged before it is routed again [env: ACK_TIMEOUT] [default: 30]
     #[arg(long, global = true, value_name = "SECS", help_heading = "Pipeline")]
     pub ack_timeout: Option<String>,
+    /// Routings of one record before it goes to the dead-letter stream [env: MAX_DELIVERIES] [default: 5]
+    #[arg(long, global = true, value_name = "N", help_heading = "Pipeline")]
+    pub max_deliveries: Option<String>,
+    /// Seconds acknowledged records stay in the log stream before they are trimmed [env: LOG_RETENTION] [default: 3600]
+    #[arg(long, global = true, value_name = "SECS", help_heading = "Pipeline")]
+    pub log_retention: Option<String>,
+    /// Seconds a worker may spend writing one game before it gives the game up [env: WRITE_TIMEOUT] [default: 60]
+    #[arg(long, global = true, value_name = "SECS", help_heading = "Pipeline")]
+    pub write_timeout: Option<String>,
     /// HOST:PORT of a Prometheus metrics endpoint; off when unset [env: METRICS_ADDR]
     #[arg(
         long,
@@ -280,6 +290,9 @@ impl SettingsArgs {
             ("OUTPUT_DIR", &self.output_dir),
             ("HOSTNAME", &self.worker_id),
             ("ACK_TIMEOUT", &self.ack_timeout),
+            ("MAX_DELIVERIES", &self.max_deliveries),
+            ("LOG_RETENTION", &self.log_retention),
+            ("WRITE_TIMEOUT", &self.write_timeout),
             ("METRICS_ADDR", &self.metrics_addr),
             ("WEBSOCKET_HOST", &self.websocket_host),
             ("WEBSOCKET_PORT", &self.websocket_port),
@@ -318,6 +331,9 @@ mod tests {
             output_dir: Some(String::new()),
             worker_id: Some(String::new()),
             ack_timeout: Some(String::new()),
+            max_deliveries: Some(String::new()),
+            log_retention: Some(String::new()),
+            write_timeout: Some(String::new()),
             metrics_addr: Some(String::new()),
             websocket_host: Some(String::new()),
             websocket_port: Some(String::new()),

@@ -131,6 +131,21 @@ pub const VARS: &[Var] = &[
         help: "seconds a routed record may stay unacknowledged before it is routed again",
     },
     Var {
+        name: "MAX_DELIVERIES",
+        default: Some("5"),
+        help: "routings of one record before it goes to the dead-letter stream",
+    },
+    Var {
+        name: "LOG_RETENTION",
+        default: Some("3600"),
+        help: "seconds acknowledged records stay in the log stream before they are trimmed",
+    },
+    Var {
+        name: "WRITE_TIMEOUT",
+        default: Some("60"),
+        help: "seconds a worker may spend writing one game before it gives the game up",
+    },
+    Var {
         name: "METRICS_ADDR",
         default: None,
         help: "HOST:PORT of a Prometheus metrics endpoint (off when unset)",
@@ -220,6 +235,9 @@ pub struct Settings {
     pub output_dir: PathBuf,
     pub worker_id: String,
     pub ack_timeout: Duration,
+    pub max_deliveries: u32,
+    pub log_retention: Duration,
+    pub write_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -460,6 +478,18 @@ impl Raw {
             })?),
         };
         let max_turns: u32 = self.parsed("MAX_TURNS", "a positive number of turns")?;
+        let max_deliveries: u32 = self.parsed("MAX_DELIVERIES", "a positive number")?;
+        if max_deliveries == 0 {
+            return Err(ConfigError(
+                "MAX_DELIVERIES: invalid value 0, expected a positive number".into(),
+            ));
+        }
+        let write_timeout = self.seconds("WRITE_TIMEOUT")?;
+        if write_timeout.is_zero() {
+            return Err(ConfigError(
+                "WRITE_TIMEOUT: invalid value 0, expected a positive number of seconds".into(),
+            ));
+        }
         if max_turns == 0 {
             return Err(ConfigError(
                 "MAX_TURNS: invalid value 0, expected a positive number of turns".into(),
@@ -483,6 +513,9 @@ impl Raw {
             output_dir: PathBuf::from(self.required("OUTPUT_DIR")?),
             worker_id,
             ack_timeout: self.seconds("ACK_TIMEOUT")?,
+            max_deliveries,
+            log_retention: self.seconds("LOG_RETENTION")?,
+            write_timeout,
             metrics_addr,
         })
     }

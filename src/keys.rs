@@ -163,36 +163,55 @@ pub fn worker_id_of<'a>(lobby: &str, channel: &'a str) -> Option<&'a str> {
         .filter(|id| !id.is_empty())
 }
 
-/// List: lifecycle records the server could not deliver (PUBLISH reached no subscriber).
-pub fn backlog(lobby: &str) -> String {
-    format!("{lobby}:backlog")
+/// Stream: the lifecycle log. The server appends every record (XADD) inside the Lua script that
+/// commits the state change the record reports; the fanouts read it as one consumer group.
+pub fn log_stream(lobby: &str) -> String {
+    format!("{lobby}:log")
 }
 
-/// Counter: the last delivery id handed out by any fanout of this lobby (INCR).
-pub fn delivery_seq(lobby: &str) -> String {
-    format!("{lobby}:delivery-seq")
+/// The fanouts' consumer group on [`log_stream`].
+pub fn fanout_group(lobby: &str) -> String {
+    format!("{lobby}:fanouts")
 }
 
-/// List: delivery ids of records received but not yet routed, oldest first (also the records
-/// kept while no worker is subscribed).
-pub fn waiting(lobby: &str) -> String {
-    format!("{lobby}:waiting")
+/// Stream: entries given up on after MAX_DELIVERIES, with the reason and the workers tried.
+pub fn dead_stream(lobby: &str) -> String {
+    format!("{lobby}:dead")
 }
 
-/// Hash: delivery id → record text, from arrival until a worker acknowledges it.
-pub fn pending(lobby: &str) -> String {
-    format!("{lobby}:pending")
+/// Sorted set: worker id → Redis time (ms) of its last heartbeat. A worker beats only while its
+/// processing loop makes progress; the fanout routes only to workers that beat recently.
+pub fn worker_heartbeats(lobby: &str) -> String {
+    format!("{lobby}:workers")
 }
 
-/// Sorted set: delivery id → deadline (ms since the epoch, Redis clock) of a routed record; past
-/// it the record is routed again.
-pub fn deadlines(lobby: &str) -> String {
-    format!("{lobby}:deadlines")
+/// Hash: stream entry id → the workers it was routed to before its current one (space-separated).
+pub fn delivery_tries(lobby: &str) -> String {
+    format!("{lobby}:tries")
 }
 
-/// Hash: delivery id → `<routed at ms> <worker id>` of its last routing.
-pub fn routes(lobby: &str) -> String {
-    format!("{lobby}:routes")
+/// Hash: stream entry id → `<worker id>: <reason>` of the last failed attempt to handle it.
+pub fn delivery_failures(lobby: &str) -> String {
+    format!("{lobby}:failures")
+}
+
+/// String with a TTL: marks a record from another publisher (no entry id) as appended to the
+/// log already, so several fanouts hearing it append it once. `digest` is its SHA-1.
+pub fn foreign_seen(lobby: &str, digest: &str) -> String {
+    format!("{lobby}:foreign:{digest}")
+}
+
+/// Keys of the pub/sub delivery of earlier versions; `clean --all` removes them.
+pub fn legacy_delivery_keys(lobby: &str) -> [String; 6] {
+    [
+        "backlog",
+        "delivery-seq",
+        "waiting",
+        "pending",
+        "deadlines",
+        "routes",
+    ]
+    .map(|suffix| format!("{lobby}:{suffix}"))
 }
 
 /// String: the claim lease on game `g`'s ETL, `<worker id>:<nonce>`, with a TTL.

@@ -16,6 +16,7 @@ pub mod clean;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod fanout;
 pub mod heroes;

@@ -54,6 +54,8 @@ pub struct Record {
     pub event: Event,
     /// Added by the fanout; absent on records published straight to a worker channel.
     pub delivery_id: Option<String>,
+    /// Added by our server to what it PUBLISHes: the record's entry in the log stream.
+    pub entry_id: Option<String>,
 }
 
 /// The part of a record the pipeline acts on.
@@ -102,6 +104,7 @@ struct WireRecord {
     log_message: Option<String>,
     task: Option<WireTask>,
     delivery_id: Option<String>,
+    entry_id: Option<String>,
 }
 
 /// A task is an object; its fields are only read for `Cleaning Game Records`.
@@ -163,6 +166,7 @@ fn parse_object(text: &str) -> Result<Record, RecordError> {
         log_message,
         event,
         delivery_id: wire.delivery_id,
+        entry_id: wire.entry_id,
     })
 }
 

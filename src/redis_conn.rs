@@ -55,13 +55,7 @@ impl Redis {
             .query_async(&mut conn)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at {addr}: {}", describe(&e)))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(MAX_BACKOFF)
-            .set_number_of_retries(usize::MAX / 2);
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
             .with_context(|| format!("cannot reach Redis at {addr}"))?;
         Ok(Redis {
             client,
@@ -73,6 +67,13 @@ impl Redis {
     /// A handle for commands; cheap to clone, shares one multiplexed connection.
     pub fn conn(&self) -> ConnectionManager {
         self.manager.clone()
+    }
+
+    /// A self-healing command connection of its own (not shared with [`Redis::conn`]), for a
+    /// loop that issues blocking reads (XREADGROUP BLOCK) without stalling everyone else.
+    pub fn own_conn(&self) -> Result<ConnectionManager> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config())
+            .with_context(|| format!("cannot reach Redis at {}", self.addr))
     }
 
     /// A fresh connection of its own, for blocking commands or heavy pipelines.
@@ -94,6 +95,17 @@ impl Redis {
     pub fn addr(&self) -> &str {
         &self.addr
     }
+}
+
+/// Reconnects forever with capped backoff; a reply slower than [`RESPONSE_TIMEOUT`] counts as a
+/// lost connection.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(MAX_BACKOFF)
+        .set_number_of_retries(usize::MAX / 2)
 }
 
 /// Builds the client from REDIS_URL, or from host, port, db and password.

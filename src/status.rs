@@ -1,8 +1,9 @@
 //! `superhero status`: one look at a running system through Redis alone.
 //!
 //! Answers the operator's two questions — is it keeping up, is anything stuck — from what the
-//! roles leave in Redis: subscribers of the lobby and worker channels, the backlog, records routed
-//! but not yet acknowledged, games by status, claimed games not yet written, heroes loaded.
+//! roles leave in Redis: subscribers of the lobby and worker channels, worker heartbeats, the log
+//! stream (length, records not yet read, records not yet acknowledged per worker and the age of
+//! the oldest, dead letters), games by status, claimed games not yet written, heroes loaded.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,19 +17,23 @@ use crate::keys;
 use crate::redis_conn::{numsub, Redis};
 use crate::shutdown::Shutdown;
 
-/// A live worker channel.
+/// A subscribed worker channel.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct WorkerChannel {
     pub id: String,
     pub channel: String,
     pub subscribers: u64,
+    /// Its heartbeat is fresh: the fanout routes to it.
+    pub live: bool,
+    /// Records routed to it and not yet acknowledged.
+    pub unacked: u64,
 }
 
-/// Routed records still waiting for their worker's acknowledgement.
+/// Records read from the log and not yet acknowledged.
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct Unacked {
     pub count: u64,
-    /// Seconds since the oldest of them was routed.
+    /// Seconds since the server appended the oldest of them.
     pub oldest_age_secs: Option<f64>,
 }
 
@@ -40,11 +45,13 @@ pub struct Status {
     /// Subscribers of the lobby channel: the fanouts.
     pub fanouts: u64,
     pub workers: Vec<WorkerChannel>,
-    /// Lifecycle records the server could not deliver, waiting for a fanout.
-    pub backlog: u64,
-    /// Records the fanout holds because no worker was subscribed.
-    pub waiting_for_worker: u64,
+    /// Entries in the log stream: in flight plus the retention window.
+    pub log_length: u64,
+    /// Entries of the log no fanout has read yet (none while no worker can take them).
+    pub undelivered: u64,
     pub unacked: Unacked,
+    /// Records given up on after MAX_DELIVERIES (`<lobby>:dead`).
+    pub dead_letters: u64,
     /// Games by status; every status of SPEC §3 is listed, zero or not.
     pub games: BTreeMap<String, u64>,
     /// Games a worker has claimed but not finished writing.
@@ -60,25 +67,33 @@ pub async fn collect(redis: &Redis, lobby: &str) -> Result<Status> {
         .first()
         .map(|(_, n)| *n)
         .unwrap_or(0);
-    let workers = worker_channels(&mut conn, lobby).await?;
-    let (backlog, heroes): (u64, u64) = redis::pipe()
-        .llen(keys::backlog(lobby))
-        .hlen(keys::SUPERHEROS)
+    let pipeline = crate::fanout::inspect(&mut conn, lobby).await?;
+    let mut workers = worker_channels(&mut conn, lobby).await?;
+    for w in &mut workers {
+        w.live = pipeline.live_workers.contains(&w.id);
+        w.unacked = pipeline
+            .unacked_per_consumer
+            .get(&w.id)
+            .copied()
+            .unwrap_or(0);
+    }
+    let heroes: u64 = redis::cmd("HLEN")
+        .arg(keys::SUPERHEROS)
         .query_async(&mut conn)
         .await?;
     let games = games_by_status(&mut conn).await?;
-    let pipeline = crate::fanout::inspect(&mut conn, lobby).await?;
     Ok(Status {
         redis: redis.addr().to_string(),
         lobby_channel: lobby.to_string(),
         fanouts,
         workers,
-        backlog,
-        waiting_for_worker: pipeline.waiting,
+        log_length: pipeline.stream_length,
+        undelivered: pipeline.undelivered,
         unacked: Unacked {
             count: pipeline.unacked,
             oldest_age_secs: pipeline.oldest_unacked_age.map(|d| d.as_secs_f64()),
         },
+        dead_letters: pipeline.dead_letters,
         games,
         claimed_unfinished: pipeline.claimed_unfinished,
         heroes,
@@ -102,6 +117,8 @@ async fn worker_channels(conn: &mut ConnectionManager, lobby: &str) -> Result<Ve
                 id,
                 channel,
                 subscribers,
+                live: false,
+                unacked: 0,
             })
         })
         .filter(|w| w.subscribers > 0)
@@ -141,15 +158,24 @@ pub fn render_table(s: &Status) -> String {
     line("redis", s.redis.clone());
     line("lobby channel", s.lobby_channel.clone());
     line("fanouts subscribed", s.fanouts.to_string());
-    line("live workers", s.workers.len().to_string());
+    line(
+        "live workers",
+        s.workers.iter().filter(|w| w.live).count().to_string(),
+    );
     for w in &s.workers {
         line(
             &format!("  worker {}", w.id),
-            format!("{} subscriber(s) on {}", w.subscribers, w.channel),
+            format!(
+                "{} subscriber(s) on {}, {}, {} unacknowledged",
+                w.subscribers,
+                w.channel,
+                if w.live { "live" } else { "no heartbeat" },
+                w.unacked
+            ),
         );
     }
-    line("backlog (no fanout)", s.backlog.to_string());
-    line("waiting for a worker", s.waiting_for_worker.to_string());
+    line("log length", s.log_length.to_string());
+    line("not yet delivered", s.undelivered.to_string());
     line(
         "routed, not acknowledged",
         match s.unacked.oldest_age_secs {
@@ -157,6 +183,7 @@ pub fn render_table(s: &Status) -> String {
             None => s.unacked.count.to_string(),
         },
     );
+    line("dead letters", s.dead_letters.to_string());
     line("games", String::new());
     for (status, n) in &s.games {
         line(&format!("  {status}"), n.to_string());

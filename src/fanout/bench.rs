@@ -1,5 +1,6 @@
-//! The fanout benchmark behind `superhero bench fanout`: one burst of records on a private lobby
-//! channel, the real fanout, and fake workers that count what they get and acknowledge it.
+//! The fanout benchmark behind `superhero bench fanout`: one burst of records appended to a
+//! private lobby's log stream (as the server's scripts append them), the real fanout, and fake
+//! workers that beat their heartbeat, count what they get and acknowledge it in batches.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,18 +11,18 @@ use serde::Deserialize;
 
 use super::FanoutMetrics;
 use crate::config::Settings;
+use crate::delivery;
 use crate::keys;
 use crate::metrics::{self, histogram_quantile};
 use crate::redis_conn::{self, Redis, SubEvent};
 use crate::shutdown;
-use crate::worker::claim::ack_many;
 
 /// What one run measured.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FanoutBenchReport {
     pub records: usize,
     pub workers: usize,
-    /// From the first PUBLISH of the burst to the last record reaching a worker.
+    /// From the first append of the burst to the last record reaching a worker.
     pub elapsed: Duration,
     pub records_per_sec: f64,
     /// Records that reached no worker.
@@ -30,7 +31,7 @@ pub struct FanoutBenchReport {
     pub duplicated: usize,
     /// Records each fake worker received, in worker order.
     pub per_worker: Vec<u64>,
-    /// Routing latency quantiles (arrival on the lobby channel → PUBLISH to a worker), seconds.
+    /// Routing latency quantiles (append to the log → PUBLISH to a worker), seconds.
     pub latency_p50: Option<f64>,
     pub latency_p99: Option<f64>,
 }
@@ -54,7 +55,7 @@ struct BenchTask {
     seq: usize,
 }
 
-/// Publishes `records` records as one pipelined burst to a private lobby channel (derived from
+/// Appends `records` records as one pipelined burst to the log of a private lobby (derived from
 /// WORKER_CHANNEL, so a live system is not disturbed), routed by the real fanout to `workers`
 /// fake workers. Gives up waiting after `timeout` and reports what was lost.
 pub async fn run(
@@ -80,8 +81,10 @@ pub async fn run(
     let received = Arc::new(AtomicU64::new(0));
     let mut per_worker = Vec::new();
     let mut channels = Vec::new();
+    let mut beats = Vec::new();
     for i in 0..workers {
-        let channel = keys::worker_channel(&lobby, &format!("bench{i}"));
+        let id = format!("bench{i}");
+        let channel = keys::worker_channel(&lobby, &id);
         let count = Arc::new(AtomicU64::new(0));
         per_worker.push(count.clone());
         let mut events =
@@ -112,15 +115,32 @@ pub async fn run(
                         };
                     }
                 }
-                let _ = ack_many(&mut conn, &lobby, &acks).await;
+                let _ = delivery::ack(&mut conn, &lobby, &acks).await;
             }
         });
+        beats.push(id);
     }
+    // The fake workers beat like real ones, or the fanout would give them nothing.
+    let heartbeat = {
+        let (mut conn, lobby, stop) = (redis.conn(), lobby.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                for id in &beats {
+                    let _ = delivery::heartbeat(&mut conn, &lobby, id).await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delivery::HEARTBEAT_EVERY) => {}
+                    _ = stop.recv() => return,
+                }
+            }
+        })
+    };
 
     // Everyone must be listening before the burst, or the burst would measure start-up; the
     // workers first, so the fanout's first look at the worker channels finds them all.
     let mut conn = redis.conn();
     wait_subscribed(&mut conn, &channels).await?;
+    let stream = keys::log_stream(&lobby);
     let registry = metrics::registry("fanout");
     let fanout_metrics = FanoutMetrics::register(&registry);
     let fanout = {
@@ -139,7 +159,12 @@ pub async fn run(
             let record = format!(
                 r#"{{"level":"INFO","timestamp":"2026-11-26T16:14:48.123456","name":"{lobby}","log_message":"Bench Record","task":{{"seq":{seq}}}}}"#
             );
-            pipe.publish(&lobby, record).ignore();
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg(delivery::RECORD_FIELD)
+                .arg(record)
+                .ignore();
         }
         let _: () = pipe
             .query_async(&mut publisher)
@@ -159,6 +184,7 @@ pub async fn run(
     let text = metrics::render(&registry);
     trigger.fire();
     let _ = fanout.await;
+    let _ = heartbeat.await;
 
     let lost = seen
         .iter()
@@ -171,12 +197,11 @@ pub async fn run(
     let delivered = records - lost;
     let _: () = redis::pipe()
         .del(&[
-            keys::pending(&lobby),
-            keys::waiting(&lobby),
-            keys::deadlines(&lobby),
-            keys::routes(&lobby),
-            keys::delivery_seq(&lobby),
-            keys::backlog(&lobby),
+            stream.clone(),
+            keys::dead_stream(&lobby),
+            keys::worker_heartbeats(&lobby),
+            keys::delivery_tries(&lobby),
+            keys::delivery_failures(&lobby),
         ])
         .query_async(&mut conn)
         .await?;

@@ -8,9 +8,9 @@
 //! - [`lobby_timeout`]: a lobby that did not fill in time becomes `Timed Out`, once.
 //!
 //! Scripts that change whose turn it is publish the change on the game's event channel inside
-//! the script, so no state change can happen without its announcement. The Rust caller whose
-//! script made the final transition (to Completed or Timed Out) is the only one that publishes
-//! the lifecycle records of that transition.
+//! the script, so no state change can happen without its announcement. Likewise the scripts
+//! that start, complete or time out a game append that transition's lifecycle records to the
+//! log stream themselves ([`Outbox`]): no record ever exists only in this process's memory.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -38,12 +38,37 @@ pub enum GameEvent {
     TimedOut,
 }
 
-/// Lua helpers shared by the scripts: integer formatting without exponents, the Redis clock.
+/// Lua helpers shared by the scripts: integer formatting without exponents, the Redis clock,
+/// and the outbox.
+///
+/// `emit` appends one lifecycle record to the log stream and PUBLISHes it on the lobby channel
+/// with its entry id added. It runs inside the script that commits the change the record
+/// reports, so the record exists in Redis from the instant the state does. The PUBLISH is for
+/// other subscribers and may fail (a forbidden channel, say) without undoing anything: the log
+/// is the record's home. Every script that emits takes the log stream as its last key and the
+/// lobby channel ('' when LOGGER_MODULE is not redis) and the record timestamp as its first two
+/// arguments after its own.
 const LUA_PRELUDE: &str = r#"
 local function int(x) return string.format('%d', x) end
 local function now_us()
   local t = redis.call('TIME')
   return int(tonumber(t[1]) * 1000000 + tonumber(t[2]))
+end
+local function emit(stream, channel, ts, message, task)
+  if channel == '' then return 0 end
+  local rec = '{"level":"INFO","timestamp":' .. cjson.encode(ts) .. ',"name":' ..
+    cjson.encode(channel) .. ',"log_message":"' .. message .. '","task":' .. task .. '}'
+  local id = redis.call('XADD', stream, '*', 'record', rec)
+  redis.pcall('PUBLISH', channel, string.sub(rec, 1, -2) .. ',"entry_id":"' .. id .. '"}')
+  return 1
+end
+local function emit_cleaning(stream, channel, ts, g, members)
+  table.sort(members)
+  for _, u in ipairs(members) do
+    emit(stream, channel, ts, 'Cleaning Game Records',
+      '{"game_token":"' .. g .. '","user_token":"' .. u .. '"}')
+  end
+  return #members
 end
 "#;
 
@@ -110,8 +135,8 @@ static READY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_PRELUDE}{}",
         r#"
--- KEYS: 1 game set, 2 status, 3 participants, 4 ready, 5 order, 6 turns
--- ARGV: 1 u, 2 events channel
+-- KEYS: 1 game set, 2 status, 3 participants, 4 ready, 5 order, 6 turns, 7 log stream
+-- ARGV: 1 u, 2 events channel, 3 lobby channel, 4 record timestamp, 5 g, 6 hero key prefix
 local u = ARGV[1]
 local st = redis.call('GET', KEYS[2])
 if not st then return {'UNKNOWN'} end
@@ -128,6 +153,21 @@ if redis.call('SCARD', KEYS[4]) >= n and redis.call('SCARD', KEYS[1]) >= n then
   redis.call('SET', KEYS[6], '1')
   redis.call('PUBLISH', ARGV[2], '{"kind":"start","turn":1,"user":"' .. order[1] ..
     '","at_us":' .. now_us() .. '}')
+  if ARGV[3] ~= '' then
+    -- Starting Match carries the START message (participants sorted, heroes by token).
+    local heroes = {}
+    for i, p in ipairs(order) do
+      local h = redis.call('HMGET', ARGV[6] .. p, 'id', 'attack', 'health')
+      local id = tonumber(h[1])
+      heroes[i] = '"' .. p .. '":{"token":"' .. p .. '","id":' ..
+        ((id and int(id)) or 'null') .. ',"attack":' .. int(tonumber(h[2]) or 0) ..
+        ',"health":' .. int(tonumber(h[3]) or 0) .. '}'
+    end
+    emit(KEYS[7], ARGV[3], ARGV[4], 'Starting Match',
+      '{"PAYLOAD":{"GAME_TOKEN":"' .. ARGV[5] .. '","PARTICIPANTS":["' ..
+      table.concat(order, '","') .. '"],"PARTICIPANTS_HEROS":{' .. table.concat(heroes, ',') ..
+      '}},"STATUS":{"GAME":"START"}}')
+  end
   return {'STARTED'}
 end
 return {'WAITING'}
@@ -139,8 +179,10 @@ static ATTACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_PRELUDE}{}",
         r#"
--- KEYS: 1 game set, 2 status, 3 order, 4 turns, 5 hero of u, 6 hero of e, 7 logs, 8 eliminated
--- ARGV: 1 g, 2 u, 3 e, 4 timestamp, 5 max turns, 6 events channel
+-- KEYS: 1 game set, 2 status, 3 order, 4 turns, 5 hero of u, 6 hero of e, 7 logs, 8 eliminated,
+--       9 log stream
+-- ARGV: 1 g, 2 u, 3 e, 4 timestamp, 5 max turns, 6 events channel, 7 lobby channel,
+--       8 record timestamp
 local g, u, e = ARGV[1], ARGV[2], ARGV[3]
 local st = redis.call('GET', KEYS[2])
 if not st then return {'ERR', 'UNKNOWN GAME TOKEN'} end
@@ -169,12 +211,13 @@ local turn = redis.call('INCR', KEYS[4])
 if redis.call('LLEN', KEYS[3]) <= 1 or attacks >= tonumber(ARGV[5]) then
   redis.call('SET', KEYS[2], 'Completed')
   redis.call('PUBLISH', ARGV[6], '{"kind":"complete","turn":' .. int(turn) .. '}')
-  return {'DONE', record, '', turn}
+  local emitted = emit_cleaning(KEYS[9], ARGV[7], ARGV[8], g, redis.call('SMEMBERS', KEYS[1]))
+  return {'DONE', record, '', turn, emitted}
 end
 local nxt = redis.call('LINDEX', KEYS[3], 0)
 redis.call('PUBLISH', ARGV[6], '{"kind":"turn","turn":' .. int(turn) .. ',"user":"' .. nxt ..
   '","at_us":' .. now_us() .. '}')
-return {'NEXT', record, nxt, turn}
+return {'NEXT', record, nxt, turn, 0}
 "#
     ))
 });
@@ -183,18 +226,21 @@ static ELIMINATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_PRELUDE}{}",
         r#"
--- KEYS: 1 status, 2 order, 3 turns, 4 hero of u, 5 eliminated, 6 ready
--- ARGV: 1 u, 2 expected turn ('' = whenever), 3 events channel
+-- KEYS: 1 status, 2 order, 3 turns, 4 hero of u, 5 eliminated, 6 ready, 7 game set, 8 log stream
+-- ARGV: 1 u, 2 expected turn ('' = whenever), 3 events channel, 4 lobby channel,
+--       5 record timestamp, 6 g
 local u = ARGV[1]
 local st = redis.call('GET', KEYS[1])
 if st == 'Waiting Lobby' then
   if ARGV[2] == '' then redis.call('SREM', KEYS[6], u) end
-  return 'NONE'
+  return {'NONE', 0}
 end
-if st ~= 'In-Progress' then return 'NONE' end
+if st ~= 'In-Progress' then return {'NONE', 0} end
 local head = redis.call('LINDEX', KEYS[2], 0)
-if ARGV[2] ~= '' and (redis.call('GET', KEYS[3]) ~= ARGV[2] or head ~= u) then return 'NONE' end
-if not redis.call('LPOS', KEYS[2], u) then return 'NONE' end
+if ARGV[2] ~= '' and (redis.call('GET', KEYS[3]) ~= ARGV[2] or head ~= u) then
+  return {'NONE', 0}
+end
+if not redis.call('LPOS', KEYS[2], u) then return {'NONE', 0} end
 redis.call('HSET', KEYS[4], 'health', '0')
 redis.call('LREM', KEYS[2], 0, u)
 redis.call('RPUSH', KEYS[5], u)
@@ -202,33 +248,54 @@ if redis.call('LLEN', KEYS[2]) <= 1 then
   redis.call('SET', KEYS[1], 'Completed')
   local turn = redis.call('INCR', KEYS[3])
   redis.call('PUBLISH', ARGV[3], '{"kind":"complete","turn":' .. int(turn) .. '}')
-  return 'DONE'
+  return {'DONE', emit_cleaning(KEYS[8], ARGV[4], ARGV[5], ARGV[6], redis.call('SMEMBERS', KEYS[7]))}
 end
 if head == u then
   local turn = redis.call('INCR', KEYS[3])
   redis.call('PUBLISH', ARGV[3], '{"kind":"turn","turn":' .. int(turn) .. ',"user":"' ..
     redis.call('LINDEX', KEYS[2], 0) .. '","at_us":' .. now_us() .. '}')
 end
-return 'ELIMINATED'
+return {'ELIMINATED', 0}
 "#
     ))
 });
 
 static LOBBY_TIMEOUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{LUA_PRELUDE}{}",
         r#"
--- KEYS: 1 status, 2 open lobbies of n, 3 created
--- ARGV: 1 g, 2 events channel, 3 now ms, 4 lobby window ms
+-- KEYS: 1 status, 2 open lobbies of n, 3 created, 4 log stream
+-- ARGV: 1 g, 2 events channel, 3 now ms, 4 lobby window ms, 5 lobby channel, 6 record timestamp
 if redis.call('GET', KEYS[1]) ~= 'Waiting Lobby' then return 0 end
 local created = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 if tonumber(ARGV[3]) - created < tonumber(ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], 'Timed Out')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2], '{"kind":"timed_out"}')
+emit(KEYS[4], ARGV[5], ARGV[6], 'Game Timed Out', '{"game_token":"' .. ARGV[1] .. '"}')
 return 1
-"#,
-    )
+"#
+    ))
 });
+
+/// Where the scripts put lifecycle records: the lobby's log stream and channel, or nowhere when
+/// LOGGER_MODULE is not `redis` (an empty channel tells the scripts so).
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    stream: String,
+    channel: String,
+}
+
+impl Outbox {
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        let lobby = &settings.worker_channel;
+        let on = settings.logger_module == crate::config::LoggerModule::Redis;
+        Outbox {
+            stream: keys::log_stream(lobby),
+            channel: if on { lobby.clone() } else { String::new() },
+        }
+    }
+}
 
 /// How a find ended.
 #[derive(Debug)]
@@ -243,6 +310,7 @@ pub async fn find(
     user: &str,
     n: u8,
     lobby_window_ms: u64,
+    outbox: &Outbox,
     on_timed_out: &mut impl FnMut(&str),
 ) -> Result<Found> {
     let lobbies = keys::games_lobbies(n);
@@ -260,7 +328,7 @@ pub async fn find(
             .query_async(conn)
             .await?;
         for g in stale {
-            if lobby_timeout(conn, &g, n, lobby_window_ms).await? {
+            if lobby_timeout(conn, &g, n, lobby_window_ms, outbox).await? {
                 on_timed_out(&g);
             }
         }
@@ -368,7 +436,12 @@ pub enum Ready {
     UnknownGame,
 }
 
-pub async fn ready(conn: &mut ConnectionManager, g: &str, u: &str) -> Result<Ready> {
+pub async fn ready(
+    conn: &mut ConnectionManager,
+    g: &str,
+    u: &str,
+    outbox: &Outbox,
+) -> Result<Ready> {
     let reply: Vec<String> = READY
         .key(keys::game(g))
         .key(keys::game_status(g))
@@ -376,8 +449,13 @@ pub async fn ready(conn: &mut ConnectionManager, g: &str, u: &str) -> Result<Rea
         .key(keys::game_ready(g))
         .key(keys::game_order(g))
         .key(keys::game_turns(g))
+        .key(&outbox.stream)
         .arg(u)
         .arg(keys::game_events(g))
+        .arg(&outbox.channel)
+        .arg(crate::clock::record_timestamp())
+        .arg(g)
+        .arg(keys::game_hero(g, ""))
         .invoke_async(conn)
         .await
         .context("ready script")?;
@@ -401,6 +479,9 @@ pub enum Attacked {
         next: Option<String>,
         completed: bool,
         turn: u64,
+        /// Lifecycle records the attack appended to the log (one per participant when it
+        /// completed the game).
+        records: u64,
     },
 }
 
@@ -410,6 +491,7 @@ pub async fn attack(
     u: &str,
     e: &str,
     max_turns: u32,
+    outbox: &Outbox,
 ) -> Result<Attacked> {
     // Refusals are {'ERR', reason}; stored attacks {kind, record, next, turn}.
     let reply: Vec<String> = ATTACK
@@ -421,12 +503,15 @@ pub async fn attack(
         .key(keys::game_hero(g, e))
         .key(keys::game_logs(g))
         .key(keys::game_eliminated(g))
+        .key(&outbox.stream)
         .arg(g)
         .arg(u)
         .arg(e)
         .arg(crate::clock::attack_timestamp())
         .arg(max_turns.max(1))
         .arg(keys::game_events(g))
+        .arg(&outbox.channel)
+        .arg(crate::clock::record_timestamp())
         .invoke_async(conn)
         .await
         .context("attack script")?;
@@ -440,6 +525,7 @@ pub async fn attack(
             next: fields.next().filter(|n| !n.is_empty()),
             completed: kind == "DONE",
             turn: fields.next().and_then(|t| t.parse().ok()).unwrap_or(0),
+            records: fields.next().and_then(|t| t.parse().ok()).unwrap_or(0),
         },
         other => anyhow::bail!("attack script answered {other:?}"),
     })
@@ -466,8 +552,10 @@ pub enum Eliminated {
     /// Nothing: not playing, already out, or the turn moved on meanwhile.
     Nothing,
     Eliminated,
-    /// The elimination ended the game.
-    Completed,
+    /// The elimination ended the game, appending this many lifecycle records to the log.
+    Completed {
+        records: u64,
+    },
 }
 
 /// Eliminates `u` (health 0). With `expected_turn`, only if it is still `u`'s turn number
@@ -477,22 +565,28 @@ pub async fn eliminate(
     g: &str,
     u: &str,
     expected_turn: Option<u64>,
+    outbox: &Outbox,
 ) -> Result<Eliminated> {
-    let reply: String = ELIMINATE
+    let (answer, records): (String, u64) = ELIMINATE
         .key(keys::game_status(g))
         .key(keys::game_order(g))
         .key(keys::game_turns(g))
         .key(keys::game_hero(g, u))
         .key(keys::game_eliminated(g))
         .key(keys::game_ready(g))
+        .key(keys::game(g))
+        .key(&outbox.stream)
         .arg(u)
         .arg(expected_turn.map(|t| t.to_string()).unwrap_or_default())
         .arg(keys::game_events(g))
+        .arg(&outbox.channel)
+        .arg(crate::clock::record_timestamp())
+        .arg(g)
         .invoke_async(conn)
         .await
         .context("eliminate script")?;
-    Ok(match reply.as_str() {
-        "DONE" => Eliminated::Completed,
+    Ok(match answer.as_str() {
+        "DONE" => Eliminated::Completed { records },
         "ELIMINATED" => Eliminated::Eliminated,
         _ => Eliminated::Nothing,
     })
@@ -505,15 +599,19 @@ pub async fn lobby_timeout(
     g: &str,
     n: u8,
     window_ms: u64,
+    outbox: &Outbox,
 ) -> Result<bool> {
     let flipped: i64 = LOBBY_TIMEOUT
         .key(keys::game_status(g))
         .key(keys::games_lobbies(n))
         .key(keys::game_created(g))
+        .key(&outbox.stream)
         .arg(g)
         .arg(keys::game_events(g))
         .arg(crate::clock::now_ms())
         .arg(window_ms)
+        .arg(&outbox.channel)
+        .arg(crate::clock::record_timestamp())
         .invoke_async(conn)
         .await
         .context("lobby timeout script")?;

@@ -130,15 +130,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
 impl Lobby<'_> {
     async fn play(&mut self, mut events: mpsc::UnboundedReceiver<HubEvent>) -> Flow {
         let mut conn = self.shared.redis.conn();
-        match game::ready(&mut conn, self.g, self.u).await {
+        match game::ready(&mut conn, self.g, self.u, &self.shared.outbox).await {
             Ok(Ready::UnknownGame) => return self.refuse(reason::UNKNOWN_GAME_TOKEN).await,
             Ok(Ready::NotInGame) => return self.refuse(reason::USER_NOT_IN_GAME).await,
-            Ok(Ready::Started) => {
-                self.shared.metrics.games_started.inc();
-                let shared = self.shared.clone();
-                let g = self.g.to_string();
-                tokio::spawn(async move { starting_match(shared, g).await });
-            }
+            Ok(Ready::Started) => self.shared.game_started(),
             Ok(Ready::Waiting | Ready::Status(_)) => {}
             Err(e) => {
                 let r = self.shared.unavailable(&e);
@@ -318,7 +313,8 @@ impl Lobby<'_> {
             return Flow::Stay;
         };
         let mut conn = self.shared.redis.conn();
-        match game::eliminate(&mut conn, self.g, &timer.user, Some(timer.turn)).await {
+        let outbox = &self.shared.outbox;
+        match game::eliminate(&mut conn, self.g, &timer.user, Some(timer.turn), outbox).await {
             Ok(outcome) => {
                 self.shared.available();
                 if outcome != Eliminated::Nothing {
@@ -328,8 +324,8 @@ impl Lobby<'_> {
                         timer.user
                     );
                 }
-                if outcome == Eliminated::Completed {
-                    self.shared.game_completed(self.g).await;
+                if let Eliminated::Completed { records } = outcome {
+                    self.shared.game_completed(self.g, records);
                 }
             }
             Err(e) => {
@@ -347,7 +343,8 @@ impl Lobby<'_> {
         self.lobby_timer = None;
         let mut conn = self.shared.redis.conn();
         let window = self.shared.settings.lobby_timeout.as_millis() as u64;
-        match game::lobby_timeout(&mut conn, self.g, self.participants, window).await {
+        let outbox = &self.shared.outbox;
+        match game::lobby_timeout(&mut conn, self.g, self.participants, window, outbox).await {
             Ok(true) => self.shared.game_timed_out(self.g),
             // Started meanwhile, or not quite due by the creator's clock: look again.
             Ok(false) => return self.resync().await,
@@ -362,8 +359,8 @@ impl Lobby<'_> {
     /// The player's lobby socket is gone: it falls (or leaves the lobby if not started).
     async fn leave(&mut self) {
         let mut conn = self.shared.redis.conn();
-        match game::eliminate(&mut conn, self.g, self.u, None).await {
-            Ok(Eliminated::Completed) => self.shared.game_completed(self.g).await,
+        match game::eliminate(&mut conn, self.g, self.u, None, &self.shared.outbox).await {
+            Ok(Eliminated::Completed { records }) => self.shared.game_completed(self.g, records),
             Ok(Eliminated::Eliminated) => {
                 tracing::info!(
                     "game {}: {} left its lobby and is eliminated",
@@ -375,22 +372,6 @@ impl Lobby<'_> {
             Err(e) => {
                 self.shared.unavailable(&e);
             }
-        }
-    }
-}
-
-/// Publishes `Starting Match` with the START message as its task.
-async fn starting_match(shared: Arc<Shared>, g: String) {
-    let mut conn = shared.redis.conn();
-    match game::start_push(&mut conn, &g).await {
-        Ok(start) => match serde_json::to_value(&start) {
-            Ok(task) => shared
-                .publisher
-                .publish(crate::record::STARTING_MATCH, task),
-            Err(e) => tracing::error!("cannot encode START of {g}: {e}"),
-        },
-        Err(e) => {
-            shared.unavailable(&e);
         }
     }
 }

@@ -12,7 +12,6 @@ pub struct ServerMetrics {
     pub attacks: Counter,
     pub turn_latency: Histogram,
     pub records_published: Counter,
-    pub records_backlogged: Counter,
 }
 
 impl ServerMetrics {
@@ -26,7 +25,6 @@ impl ServerMetrics {
             attacks: Counter::default(),
             turn_latency: Histogram::new(latency_buckets()),
             records_published: Counter::default(),
-            records_backlogged: Counter::default(),
         };
         let mut r = registry
             .lock()
@@ -59,13 +57,8 @@ impl ServerMetrics {
         );
         r.register(
             "records_published",
-            "Lifecycle records delivered to a subscriber",
+            "Lifecycle records appended to the log stream (and published on the lobby channel)",
             m.records_published.clone(),
-        );
-        r.register(
-            "records_backlogged",
-            "Lifecycle records kept in the backlog (no subscriber)",
-            m.records_backlogged.clone(),
         );
         drop(r);
         m

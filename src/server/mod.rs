@@ -6,14 +6,13 @@
 //! keeps no game state of its own: every change is a Lua script in [`game`], and scripts
 //! announce turn changes on a per-game channel that every server process hears through one
 //! pattern subscription ([`hub`]). Several processes on one Redis therefore serve one game.
-//! Lifecycle records go out through the [`publisher`] task.
+//! Lifecycle records are appended to the log stream by the same scripts ([`game::Outbox`]).
 
 pub mod game;
 pub mod hub;
 pub mod lobby;
 pub mod metrics;
 pub mod protocol;
-pub mod publisher;
 pub mod routes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,13 +38,12 @@ use crate::shutdown::Shutdown;
 use hub::Hub;
 use metrics::ServerMetrics;
 use protocol::{reason, Route, StatusReply};
-use publisher::Publisher;
 
 /// Largest accepted frame or message: the API's requests are a few hundred bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Per-connection read buffer.
 const READ_BUFFER: usize = 4 * 1024;
-/// How long shutdown waits for connections to say goodbye and the publisher to drain.
+/// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub type Socket = WebSocketStream<TcpStream>;
@@ -55,7 +53,8 @@ pub struct Shared {
     pub settings: Settings,
     pub redis: Redis,
     pub hub: Hub,
-    pub publisher: Publisher,
+    /// Where the game scripts append lifecycle records.
+    pub outbox: game::Outbox,
     pub metrics: ServerMetrics,
     pub shutdown: Shutdown,
     outage: Mutex<Outage>,
@@ -79,41 +78,28 @@ impl Shared {
         }
     }
 
-    /// Publishes the per-participant `Cleaning Game Records` of a game this process completed.
-    pub async fn game_completed(&self, g: &str) {
+    /// Counts a game this process completed; its script appended `records` lifecycle records.
+    pub fn game_completed(&self, g: &str, records: u64) {
         self.metrics.games_completed.inc();
-        let mut conn = self.redis.conn();
-        let mut backoff = redis_conn::Backoff::default();
-        // The records are the only trigger of the game's ETL: keep trying while Redis is down.
-        let members = loop {
-            match game::members(&mut conn, g).await {
-                Ok(m) => break m,
-                Err(e) => {
-                    self.unavailable(&e);
-                    if !backoff.wait(&self.shutdown).await {
-                        tracing::error!("game {g} completed but its members are unreadable");
-                        return;
-                    }
-                }
-            }
-        };
+        self.metrics.records_published.inc_by(records);
         tracing::debug!("game {g} completed");
-        for u in members {
-            self.publisher.publish(
-                crate::record::CLEANING_GAME_RECORDS,
-                serde_json::json!({"game_token": g, "user_token": u}),
-            );
-        }
     }
 
-    /// Publishes `Game Timed Out` for a lobby this process timed out.
+    /// Counts a lobby this process timed out (its script appended `Game Timed Out`).
     pub fn game_timed_out(&self, g: &str) {
         self.metrics.games_timed_out.inc();
+        if self.settings.logger_module == crate::config::LoggerModule::Redis {
+            self.metrics.records_published.inc();
+        }
         tracing::debug!("game {g} timed out in the lobby");
-        self.publisher.publish(
-            crate::record::GAME_TIMED_OUT,
-            serde_json::json!({"game_token": g}),
-        );
+    }
+
+    /// Counts a game this process started (its script appended `Starting Match`).
+    pub fn game_started(&self) {
+        self.metrics.games_started.inc();
+        if self.settings.logger_module == crate::config::LoggerModule::Redis {
+            self.metrics.records_published.inc();
+        }
     }
 }
 
@@ -127,8 +113,11 @@ pub async fn run(
     let registry = crate::metrics::registry("server");
     let metrics = ServerMetrics::register(&registry);
     crate::metrics::maybe_serve(settings.metrics_addr, &registry, &shutdown).await?;
-    let (publisher, publisher_task) =
-        publisher::spawn(settings, &redis, metrics.clone(), shutdown.clone());
+    if settings.logger_module != crate::config::LoggerModule::Redis {
+        tracing::warn!(
+            "LOGGER_MODULE is not 'redis': no lifecycle records are published, workers will receive nothing"
+        );
+    }
     let hub = Hub::default();
     let mut events = redis_conn::subscribe(
         &redis,
@@ -145,7 +134,7 @@ pub async fn run(
         settings: settings.clone(),
         redis,
         hub,
-        publisher,
+        outbox: game::Outbox::new(settings),
         metrics,
         shutdown: shutdown.clone(),
         outage: Mutex::new(Outage::new("game server")),
@@ -199,12 +188,6 @@ pub async fn run(
         connections.abort_all();
     }
     dispatcher.abort();
-    drop(shared);
-    if let Some(task) = publisher_task {
-        if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
-            tracing::error!("lifecycle publisher did not drain in time");
-        }
-    }
     Ok(())
 }
 

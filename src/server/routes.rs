@@ -101,7 +101,7 @@ async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
         return Ok(Err(reason::UNKNOWN_USER_TOKEN));
     }
     let window = shared.settings.lobby_timeout.as_millis() as u64;
-    let found = game::find(&mut conn, &user, n, window, &mut |g| {
+    let found = game::find(&mut conn, &user, n, window, &shared.outbox, &mut |g| {
         shared.game_timed_out(g)
     })
     .await?;
@@ -159,20 +159,21 @@ async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
         return Ok(Err(r));
     }
     let mut conn = shared.redis.conn();
-    match game::attack(&mut conn, &g, &u, &e, shared.settings.max_turns).await? {
+    let max_turns = shared.settings.max_turns;
+    match game::attack(&mut conn, &g, &u, &e, max_turns, &shared.outbox).await? {
         Attacked::Refused(r) => Ok(Err(r)),
         Attacked::Stored {
             record,
             completed,
             turn,
             next,
+            records,
         } => {
             shared.metrics.attacks.inc();
             tracing::trace!("game {g} turn {turn}: {u} attacked {e}; next {next:?}");
             if completed {
-                // The attack is stored: this path alone made the game Completed.
-                let shared = shared.clone();
-                tokio::spawn(async move { shared.game_completed(&g).await });
+                // The attack is stored, and with it the game's lifecycle records.
+                shared.game_completed(&g, records);
             }
             Ok(Ok(record))
         }

@@ -5,13 +5,22 @@
 //! Records` of the game's host needs nothing but an acknowledgement; for a host record the game
 //! is claimed ([`claim`]), read ([`etl::load_game`]), turned into rows ([`etl::rows`]) and
 //! written ([`crate::sink::write_game`]), then marked done, cleaned (CLEAN_ROUTINE) and
-//! acknowledged. Records are handled concurrently (up to [`MAX_IN_FLIGHT`]); on shutdown the
-//! worker stops reading and finishes the games in hand.
+//! acknowledged (XACK of its log entry, [`crate::delivery::ack`]). A host record whose game is
+//! unknown or unfinished, or whose handling failed, is not acknowledged: the fanout routes it
+//! again and, after MAX_DELIVERIES, dead-letters it with the reason noted here. Records are
+//! handled concurrently (up to [`MAX_IN_FLIGHT`]); on shutdown the worker stops reading and
+//! finishes the games in hand.
+//!
+//! The worker beats a heartbeat while its loop makes progress (no write stuck past
+//! WRITE_TIMEOUT), which is what keeps it in the fanout's rotation. At start it removes its own
+//! leftovers from OUTPUT_DIR ([`leftovers`]).
 
 pub mod claim;
 pub mod etl;
+pub mod leftovers;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +30,7 @@ use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
 
 use crate::config::Settings;
+use crate::delivery;
 use crate::keys;
 use crate::metrics::{self, latency_buckets, Counter, Family, Histogram, SharedRegistry};
 use crate::record::SkipLog;
@@ -123,9 +133,11 @@ enum Outcome {
     /// Not a host record, or not a `Cleaning Game Records`: acknowledged, nothing to do.
     NothingToDo,
     Skipped,
+    /// The game cannot be written (not finished, malformed), for this reason.
+    Unwritable(String),
     Busy,
-    /// Stopped before the record was finished (shutdown during a Redis outage, or a file
-    /// error); not acknowledged, so it is routed again.
+    /// Stopped before the record was finished (shutdown during a Redis outage, a file error,
+    /// a write past WRITE_TIMEOUT); not acknowledged, so it is routed again.
     Abandoned,
 }
 
@@ -136,6 +148,10 @@ struct Worker {
     output_dir: PathBuf,
     clean_routine: bool,
     redis_expiry: Duration,
+    write_timeout: Duration,
+    /// Writes that ran past WRITE_TIMEOUT and have not returned yet: while any is stuck the
+    /// worker stops beating, so the fanout gives it nothing new.
+    stuck_writes: Arc<AtomicUsize>,
     conn: ConnectionManager,
     metrics: WorkerMetrics,
     skips: Mutex<SkipLog>,
@@ -170,12 +186,15 @@ pub async fn run_with_metrics(
         );
     }
     metrics::maybe_serve(settings.metrics_addr, registry, &shutdown).await?;
+    leftovers::remove(&mut conn.clone(), &settings.output_dir, &id).await?;
     let worker = Arc::new(Worker {
         id: id.clone(),
-        lobby,
+        lobby: lobby.clone(),
         output_dir: settings.output_dir.clone(),
         clean_routine: settings.clean_routine,
         redis_expiry: settings.redis_expiry,
+        write_timeout: settings.write_timeout,
+        stuck_writes: Arc::new(AtomicUsize::new(0)),
         conn,
         metrics: worker_metrics,
         skips: Mutex::new(SkipLog::default()),
@@ -186,14 +205,23 @@ pub async fn run_with_metrics(
         redis_conn::subscribe(&redis, vec![channel.clone()], Vec::new(), shutdown.clone());
     let mut report = WorkerReport::default();
     let mut jobs: JoinSet<Outcome> = JoinSet::new();
+    let mut beat = tokio::time::interval(delivery::HEARTBEAT_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut subscribed = false;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.recv() => break,
             Some(done) = jobs.join_next(), if !jobs.is_empty() => tally(&mut report, done),
+            _ = beat.tick(), if subscribed => worker.heartbeat().await,
             event = events.recv(), if jobs.len() < MAX_IN_FLIGHT => match event {
                 None => break,
-                Some(SubEvent::Subscribed) => tracing::info!("worker {id} listening on {channel}"),
+                Some(SubEvent::Subscribed) => {
+                    tracing::info!("worker {id} listening on {channel}");
+                    // Only a subscribed worker may be routed to.
+                    subscribed = true;
+                    worker.heartbeat().await;
+                }
                 Some(SubEvent::Message { payload, .. }) => {
                     report.records_received += 1;
                     worker.metrics.records_received.inc();
@@ -203,8 +231,11 @@ pub async fn run_with_metrics(
             },
         }
     }
-    // Shutdown: the games in hand are finished; records not yet started stay unacknowledged and
-    // are routed again by the fanout.
+    // Shutdown: out of rotation at once; the games in hand are finished; records not yet
+    // started stay unacknowledged and are routed again by the fanout.
+    let mut conn = worker.conn.clone();
+    let left = delivery::leave(&mut conn, &lobby, &id);
+    let _ = tokio::time::timeout(Duration::from_secs(1), left).await;
     while let Some(done) = jobs.join_next().await {
         tally(&mut report, done);
     }
@@ -221,7 +252,7 @@ fn tally(report: &mut WorkerReport, done: Result<Outcome, tokio::task::JoinError
     match done {
         Ok(Outcome::Written) => report.games_written += 1,
         Ok(Outcome::AlreadyDone) => report.already_done += 1,
-        Ok(Outcome::Skipped) => report.skipped += 1,
+        Ok(Outcome::Skipped | Outcome::Unwritable(_)) => report.skipped += 1,
         Ok(Outcome::Busy) => report.busy += 1,
         Ok(Outcome::NothingToDo | Outcome::Abandoned) => {}
         Err(e) => tracing::error!("record handler failed: {e}"),
@@ -286,6 +317,7 @@ impl Worker {
                             claim::release(&mut self.conn.clone(), &game_token.to_string(), &token)
                                 .await;
                     }
+                    self.note_failure(&record, &format!("{e:#}")).await;
                     return Outcome::Abandoned;
                 }
             }
@@ -305,9 +337,13 @@ impl Worker {
             }
         };
         let outcome = match self.claim_or_wait(&mut conn, &game, &user, token).await? {
+            // (the outcomes below that return early leave the record unacknowledged)
             Claim::UnknownGame => {
-                self.skip_game("unknown_game", &format!("unknown game {game}"));
-                self.ack(&mut conn, record).await?;
+                // Not acknowledged: it may be a record that overtook its game (another
+                // publisher), and it must not vanish silently; it ends in the dead letters.
+                let why = format!("unknown game {game}");
+                self.skip_game("unknown_game", &why);
+                self.note_failure(record, &why).await;
                 return Ok(Outcome::Skipped);
             }
             Claim::NotHost => {
@@ -329,6 +365,12 @@ impl Worker {
                 let written = self.write(&mut conn, &game, token, previous_writer).await;
                 renewer.abort();
                 match written? {
+                    Some(Outcome::Unwritable(why)) => {
+                        // Unfinished or malformed: not acknowledged, so it is tried again and
+                        // ends in the dead letters with this reason if it never gets better.
+                        self.note_failure(record, &why).await;
+                        return Ok(Outcome::Skipped);
+                    }
                     Some(outcome) => outcome,
                     // Lost the game to another worker: it acknowledges once the game is done.
                     None => return Ok(Outcome::Busy),
@@ -388,20 +430,20 @@ impl Worker {
         let loaded = match etl::load_game(conn, game).await.map_err(anyhow_failure) {
             Ok(loaded) => loaded,
             Err(Failure::Other(e)) => {
-                // Malformed game state will not get better: skip it rather than retry forever.
+                // Malformed game state will not get better: no retry here; the fanout's
+                // delivery limit sends it to the dead letters with this reason.
                 claim::release(conn, game, token).await?;
-                self.skip_game("malformed_game", &format!("game {game}: {e:#}"));
-                return Ok(Some(Outcome::Skipped));
+                let why = format!("game {game}: {e:#}");
+                self.skip_game("malformed_game", &why);
+                return Ok(Some(Outcome::Unwritable(why)));
             }
             Err(e) => return Err(e),
         };
         let Some(data) = loaded else {
             claim::release(conn, game, token).await?;
-            self.skip_game(
-                "game_not_finished",
-                &format!("game {game} does not exist or is not finished"),
-            );
-            return Ok(Some(Outcome::Skipped));
+            let why = format!("game {game} does not exist or is not finished");
+            self.skip_game("game_not_finished", &why);
+            return Ok(Some(Outcome::Unwritable(why)));
         };
         if let Some(previous) = previous_writer {
             if !claim::start_writing(conn, game, token, &self.id).await? {
@@ -411,12 +453,7 @@ impl Worker {
             tracing::info!("game {game}: removing the incomplete files of worker {previous}");
             self.remove_files(game, &previous);
         }
-        let (meta, podium) = etl::rows(game, &data);
-        let (dir, id, g) = (self.output_dir.clone(), self.id.clone(), game.to_string());
-        tokio::task::spawn_blocking(move || sink::write_game(&dir, &id, &g, &meta, &podium))
-            .await
-            .map_err(|e| Failure::Other(anyhow::anyhow!("writing game {game}: {e}")))?
-            .map_err(Failure::Other)?;
+        self.write_files(game, &data).await?;
         match claim::finish(conn, game, token, &self.id).await? {
             Finish::Done(by) if by == self.id => {
                 self.metrics
@@ -466,24 +503,7 @@ impl Worker {
 
     /// Removes `worker`'s files of `game`, final and temporary.
     fn remove_files(&self, game: &str, worker: &str) {
-        for table in [sink::META_TABLE, sink::PODIUM_TABLE] {
-            let path = sink::file_path(&self.output_dir, table, game, worker);
-            remove_if_present(&path);
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let tmp_prefix = format!(".{name}.");
-            let dir = sink::table_dir(&self.output_dir, table);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    let file = entry.file_name();
-                    let file = file.to_string_lossy();
-                    if file.starts_with(&tmp_prefix) && file.ends_with(".tmp") {
-                        remove_if_present(&entry.path());
-                    }
-                }
-            }
-        }
+        remove_game_files(&self.output_dir, game, worker);
     }
 
     /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
@@ -507,7 +527,7 @@ impl Worker {
 
     async fn ack(&self, conn: &mut ConnectionManager, record: &Record) -> Result<(), Failure> {
         if let Some(id) = &record.delivery_id {
-            claim::ack(conn, &self.lobby, id).await?;
+            delivery::ack(conn, &self.lobby, std::slice::from_ref(id)).await?;
         }
         Ok(())
     }
@@ -516,10 +536,70 @@ impl Worker {
     async fn ack_until_done(&self, id: &str) {
         let mut conn = self.conn.clone();
         let mut backoff = Backoff::default();
-        while let Err(e) = claim::ack(&mut conn, &self.lobby, id).await {
+        let ids = [id.to_string()];
+        while let Err(e) = delivery::ack(&mut conn, &self.lobby, &ids).await {
             self.outage().failed(&redis_conn::describe(&e));
             if !backoff.wait(&self.shutdown).await {
                 return;
+            }
+        }
+    }
+
+    /// Leaves the reason a routed record could not be handled where the fanout's dead letter
+    /// will find it (best effort: the record comes back either way).
+    async fn note_failure(&self, record: &Record, reason: &str) {
+        if let Some(id) = &record.delivery_id {
+            let mut conn = self.conn.clone();
+            let _ = delivery::note_failure(&mut conn, &self.lobby, id, &self.id, reason).await;
+        }
+    }
+
+    /// Beats the heartbeat unless a write is stuck past WRITE_TIMEOUT.
+    async fn heartbeat(&self) {
+        if self.stuck_writes.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        if let Err(e) = delivery::heartbeat(&mut conn, &self.lobby, &self.id).await {
+            self.outage().failed(&redis_conn::describe(&e));
+        }
+    }
+
+    /// Writes the game's pair of files, giving up after WRITE_TIMEOUT. A write that overruns
+    /// keeps its thread (it cannot be cancelled); when it does return, its files are removed
+    /// unless they became the game's output meanwhile.
+    async fn write_files(&self, game: &str, data: &etl::GameData) -> Result<(), Failure> {
+        let (meta, podium) = etl::rows(game, data);
+        let (dir, id, g) = (self.output_dir.clone(), self.id.clone(), game.to_string());
+        let mut write =
+            tokio::task::spawn_blocking(move || sink::write_game(&dir, &id, &g, &meta, &podium));
+        match tokio::time::timeout(self.write_timeout, &mut write).await {
+            Ok(joined) => joined
+                .map_err(|e| Failure::Other(anyhow::anyhow!("writing game {game}: {e}")))?
+                .map_err(Failure::Other),
+            Err(_) => {
+                self.stuck_writes.fetch_add(1, Ordering::Relaxed);
+                let (stuck, mut conn) = (self.stuck_writes.clone(), self.conn.clone());
+                let (dir, id, g) = (self.output_dir.clone(), self.id.clone(), game.to_string());
+                tokio::spawn(async move {
+                    let _ = write.await;
+                    stuck.fetch_sub(1, Ordering::Relaxed);
+                    let done: Option<String> = redis::cmd("GET")
+                        .arg(keys::etl_done(&g))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or(None);
+                    if done.as_deref() != Some(id.as_str()) {
+                        tracing::warn!(
+                            "game {g}: a write that overran WRITE_TIMEOUT returned; removing its files"
+                        );
+                        remove_game_files(&dir, &g, &id);
+                    }
+                });
+                Err(Failure::Other(anyhow::anyhow!(
+                    "writing game {game} took longer than WRITE_TIMEOUT ({:?}); gave it up",
+                    self.write_timeout
+                )))
             }
         }
     }
@@ -564,7 +644,29 @@ fn delivery_id_of(payload: &[u8]) -> Option<String> {
         .and_then(|r| r.delivery_id)
 }
 
-fn remove_if_present(path: &Path) {
+/// Removes `worker`'s files of `game` under `output_dir`, final and temporary.
+pub(crate) fn remove_game_files(output_dir: &Path, game: &str, worker: &str) {
+    for table in [sink::META_TABLE, sink::PODIUM_TABLE] {
+        let path = sink::file_path(output_dir, table, game, worker);
+        remove_if_present(&path);
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let tmp_prefix = format!(".{name}.");
+        let dir = sink::table_dir(output_dir, table);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let file = entry.file_name();
+                let file = file.to_string_lossy();
+                if file.starts_with(&tmp_prefix) && file.ends_with(".tmp") {
+                    remove_if_present(&entry.path());
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn remove_if_present(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!("cannot remove {}: {e}", path.display());

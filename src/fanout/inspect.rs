@@ -1,0 +1,311 @@
+//! Reading the delivery state back from Redis: the replies of the stream commands, and the
+//! pipeline summary `superhero status` shows.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Value};
+
+use crate::delivery;
+use crate::keys;
+
+/// What `superhero status` shows of the pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PipelineState {
+    /// Entries in the log stream (in flight plus the retention window).
+    pub stream_length: u64,
+    /// Entries no fanout has read yet (the group's lag).
+    pub undelivered: u64,
+    /// Entries read and not yet acknowledged.
+    pub unacked: u64,
+    /// Unacknowledged entries per worker id; entries a fanout read but has not routed are
+    /// under `fanout:<id>`.
+    pub unacked_per_consumer: BTreeMap<String, u64>,
+    /// Age of the oldest unacknowledged entry (since the server appended it).
+    pub oldest_unacked_age: Option<Duration>,
+    /// Entries given up on after MAX_DELIVERIES.
+    pub dead_letters: u64,
+    /// Workers whose heartbeat is fresh.
+    pub live_workers: Vec<String>,
+    /// Games with an ETL lease but no done marker.
+    pub claimed_unfinished: u64,
+}
+
+/// The summary form of XPENDING.
+#[derive(Debug, Default)]
+pub(crate) struct PendingSummary {
+    pub count: u64,
+    pub oldest: Option<String>,
+    pub per_consumer: Vec<(String, u64)>,
+}
+
+impl PendingSummary {
+    pub fn parse(reply: &Value) -> Self {
+        let Value::Array(parts) = reply else {
+            return Self::default();
+        };
+        let mut summary = PendingSummary {
+            count: parts.first().and_then(int).unwrap_or(0),
+            oldest: parts.get(1).and_then(text),
+            per_consumer: Vec::new(),
+        };
+        if let Some(Value::Array(consumers)) = parts.get(3) {
+            for pair in consumers {
+                if let Value::Array(pair) = pair {
+                    if let (Some(name), Some(n)) =
+                        (pair.first().and_then(text), pair.get(1).and_then(int))
+                    {
+                        summary.per_consumer.push((name, n));
+                    }
+                }
+            }
+        }
+        summary
+    }
+}
+
+/// `(id, record)` of each entry of an XREADGROUP or XRANGE reply (entries without a record
+/// field are left out).
+pub(crate) fn stream_entries(reply: &Value) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let entries_of = |v: &Value| -> Vec<Value> {
+        match v {
+            Value::Array(a) => a.clone(),
+            _ => Vec::new(),
+        }
+    };
+    // XREADGROUP: [[stream, entries]] (RESP2) or {stream: entries} (RESP3).
+    let streams: Vec<Value> = match reply {
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => Some(pair[1].clone()),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(map) => map.iter().map(|(_, v)| v.clone()).collect(),
+        _ => Vec::new(),
+    };
+    for entries in streams {
+        for entry in entries_of(&entries) {
+            let Value::Array(entry) = entry else { continue };
+            let (Some(id), Some(Value::Array(fields))) =
+                (entry.first().and_then(text), entry.get(1))
+            else {
+                continue;
+            };
+            for pair in fields.chunks(2) {
+                if let [name, Value::BulkString(value)] = pair {
+                    if text(name).as_deref() == Some(delivery::RECORD_FIELD) {
+                        out.push((id.clone(), value.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The lag of `group` on `stream` (entries not yet read), when Redis knows it.
+pub(crate) async fn group_lag(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+) -> RedisResult<Option<u64>> {
+    let groups: RedisResult<Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(conn)
+        .await;
+    let groups = match groups {
+        Ok(g) => g,
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let Value::Array(groups) = groups else {
+        return Ok(None);
+    };
+    for g in groups {
+        let fields: Vec<(String, Value)> = match g {
+            Value::Array(flat) => flat
+                .chunks(2)
+                .filter_map(|p| Some((text(&p[0])?, p.get(1)?.clone())))
+                .collect(),
+            Value::Map(map) => map
+                .into_iter()
+                .filter_map(|(k, v)| Some((text(&k)?, v)))
+                .collect(),
+            _ => continue,
+        };
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        if field("name").and_then(text).as_deref() == Some(group) {
+            return Ok(field("lag").and_then(int));
+        }
+    }
+    Ok(None)
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).to_string()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => text(other).and_then(|t| t.parse().ok()),
+    }
+}
+
+/// Pipeline state for `superhero status`, read from Redis alone (SCAN, never KEYS).
+pub async fn inspect(conn: &mut ConnectionManager, lobby: &str) -> Result<PipelineState> {
+    let stream = keys::log_stream(lobby);
+    let group = keys::fanout_group(lobby);
+    type Row = (u64, u64, (u64, u64), Vec<(String, u64)>);
+    let (stream_length, dead_letters, time, heartbeats): Row = redis::pipe()
+        .cmd("XLEN")
+        .arg(&stream)
+        .cmd("XLEN")
+        .arg(keys::dead_stream(lobby))
+        .cmd("TIME")
+        .cmd("ZRANGE")
+        .arg(keys::worker_heartbeats(lobby))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await?;
+    let now_ms = time.0 * 1000 + time.1 / 1000;
+    let fresh_from = now_ms.saturating_sub(delivery::HEARTBEAT_STALE.as_millis() as u64);
+    let live_workers = heartbeats
+        .into_iter()
+        .filter(|(_, beat)| *beat >= fresh_from)
+        .map(|(id, _)| id)
+        .collect();
+    let pending: RedisResult<Value> = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg(&group)
+        .query_async(conn)
+        .await;
+    let summary = match pending {
+        Ok(v) => PendingSummary::parse(&v),
+        // No fanout has created the group yet.
+        Err(e) if e.code() == Some("NOGROUP") => PendingSummary::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let undelivered = match group_lag(conn, &stream, &group).await? {
+        Some(lag) => lag,
+        // No group yet: every entry is undelivered.
+        None => stream_length,
+    };
+    let oldest_unacked_age = summary
+        .oldest
+        .as_deref()
+        .and_then(delivery::entry_ms)
+        .map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+    Ok(PipelineState {
+        stream_length,
+        undelivered,
+        unacked: summary.count,
+        unacked_per_consumer: summary.per_consumer.into_iter().collect(),
+        oldest_unacked_age,
+        dead_letters,
+        live_workers,
+        claimed_unfinished: claimed_unfinished(conn).await?,
+    })
+}
+
+/// Games some worker claimed and has not finished (a lease but no done marker).
+async fn claimed_unfinished(conn: &mut ConnectionManager) -> Result<u64> {
+    let mut count = 0;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys::ETL_LEASE_PATTERN)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        let games: Vec<&str> = found
+            .iter()
+            .filter_map(|k| keys::game_of_etl_lease(k))
+            .collect();
+        if !games.is_empty() {
+            let mut pipe = redis::pipe();
+            for g in &games {
+                pipe.exists(keys::etl_done(g));
+            }
+            let done: Vec<bool> = pipe.query_async(conn).await?;
+            count += done.iter().filter(|d| !**d).count() as u64;
+        }
+        if next == 0 {
+            return Ok(count);
+        }
+        cursor = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn pending_summary_is_read() {
+        let reply = Value::Array(vec![
+            Value::Int(3),
+            bulk("5-0"),
+            bulk("9-0"),
+            Value::Array(vec![
+                Value::Array(vec![bulk("w1"), bulk("2")]),
+                Value::Array(vec![bulk("fanout:a"), bulk("1")]),
+            ]),
+        ]);
+        let s = PendingSummary::parse(&reply);
+        assert_eq!(s.count, 3);
+        assert_eq!(s.oldest.as_deref(), Some("5-0"));
+        assert_eq!(
+            s.per_consumer,
+            vec![("w1".to_string(), 2), ("fanout:a".to_string(), 1)]
+        );
+        let empty = PendingSummary::parse(&Value::Array(vec![
+            Value::Int(0),
+            Value::Nil,
+            Value::Nil,
+            Value::Nil,
+        ]));
+        assert_eq!(empty.count, 0);
+        assert!(empty.oldest.is_none());
+    }
+
+    #[test]
+    fn stream_entries_are_read() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("lobby:log"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("record"), bulk("{}")]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Array(vec![bulk("x"), bulk("y")])]),
+            ]),
+        ])]);
+        assert_eq!(
+            stream_entries(&reply),
+            vec![("1-0".to_string(), b"{}".to_vec())]
+        );
+        assert!(stream_entries(&Value::Nil).is_empty());
+    }
+}

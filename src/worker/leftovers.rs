@@ -1,0 +1,185 @@
+//! A worker's own leftovers in its OUTPUT_DIR, removed when it starts.
+//!
+//! Workers need not share OUTPUT_DIR (one volume per host). Then a worker X that takes a game
+//! over from a dead writer W cannot see W's files, and so cannot judge them as the claim does
+//! on a shared folder (see [`super::claim`]). Instead W, when it starts again under the same
+//! worker id, judges its own files by the game's claim keys:
+//!
+//! - a temporary file of W's is always a leftover (only one process runs under an id: a worker
+//!   whose channel has a subscriber refuses to start);
+//! - a pair of W's whose game is done by another worker is a duplicate: removed;
+//! - a pair of W's whose game is done by W is the output: kept;
+//! - a lone META or PODIUM file of a game not done by W is half a pair: removed (whoever writes
+//!   the game next writes both);
+//! - a complete pair of a game not yet done: if the lease is free and W is still the recorded
+//!   writer, W finishes the game with it (the same step a takeover on a shared folder takes);
+//!   if another worker became the writer, removed; while another worker holds the lease, W
+//!   waits for it to end (bounded) and judges again;
+//! - files of a game Redis no longer knows (its keys expired after it was done, or `clean
+//!   --force` removed it) are kept: nothing says they are not the output. Only a worker that
+//!   stays down longer than REDIS_EXPIRY after a takeover can leave a duplicate this way.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use redis::aio::ConnectionManager;
+
+use super::claim::{self, Finish};
+use crate::keys;
+use crate::sink;
+
+/// How long a start waits for another worker's lease on one of our games to end.
+const LEASE_WAIT: Duration = Duration::from_secs(12);
+
+/// What the start-up sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub temporary_removed: usize,
+    pub games_removed: usize,
+    pub games_finished: usize,
+    pub games_kept: usize,
+}
+
+/// Removes `worker`'s leftovers under `output_dir` (see the module docs).
+pub async fn remove(
+    conn: &mut ConnectionManager,
+    output_dir: &Path,
+    worker: &str,
+) -> Result<Sweep> {
+    let mut sweep = Sweep::default();
+    // game → tables holding a final file of ours
+    let mut games: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    for table in [sink::META_TABLE, sink::PODIUM_TABLE] {
+        let dir = sink::table_dir(output_dir, table);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(final_name) = temporary_of(&name) {
+                if owner_of(final_name).is_some_and(|(_, w)| w == worker) {
+                    super::remove_if_present(&entry.path());
+                    sweep.temporary_removed += 1;
+                }
+            } else if let Some((game, w)) = owner_of(&name) {
+                if w == worker {
+                    games.entry(game.to_string()).or_default().push(table);
+                }
+            }
+        }
+    }
+    for (game, tables) in games {
+        match judge(conn, worker, &game, tables.len() == 2).await? {
+            Verdict::Keep => sweep.games_kept += 1,
+            Verdict::Finished => sweep.games_finished += 1,
+            Verdict::Remove(why) => {
+                tracing::info!("worker {worker}: removing its files of game {game}: {why}");
+                super::remove_game_files(output_dir, &game, worker);
+                sweep.games_removed += 1;
+            }
+        }
+    }
+    if sweep != Sweep::default() {
+        tracing::info!(
+            "worker {worker}: start-up sweep of {}: {} temporary file(s) and {} game(s) removed, \
+             {} game(s) finished with files already written, {} kept",
+            output_dir.display(),
+            sweep.temporary_removed,
+            sweep.games_removed,
+            sweep.games_finished,
+            sweep.games_kept
+        );
+    }
+    Ok(sweep)
+}
+
+enum Verdict {
+    Keep,
+    Finished,
+    Remove(&'static str),
+}
+
+async fn judge(
+    conn: &mut ConnectionManager,
+    worker: &str,
+    game: &str,
+    complete: bool,
+) -> Result<Verdict> {
+    let give_up = Instant::now() + LEASE_WAIT;
+    loop {
+        let (host, done, lease, writer): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = redis::pipe()
+            .get(keys::game_host(game))
+            .get(keys::etl_done(game))
+            .get(keys::etl_lease(game))
+            .get(keys::etl_writer(game))
+            .query_async(conn)
+            .await?;
+        match done {
+            Some(by) if by == worker => return Ok(Verdict::Keep),
+            Some(_) => return Ok(Verdict::Remove("another worker's files are the output")),
+            None => {}
+        }
+        if host.is_none() {
+            return Ok(Verdict::Keep);
+        }
+        if !complete {
+            return Ok(Verdict::Remove("half a pair"));
+        }
+        if writer.as_deref() != Some(worker) {
+            return Ok(Verdict::Remove("another worker took the game over"));
+        }
+        if lease.is_none() {
+            // Finish with our pair, exactly as a takeover on a shared folder would.
+            let token = claim::lease_token(worker);
+            return Ok(match claim::finish(conn, game, &token, worker).await? {
+                Finish::Done(by) if by == worker => Verdict::Finished,
+                Finish::Done(_) | Finish::Lost { .. } => {
+                    // Someone moved first: judge again on the next pass.
+                    continue;
+                }
+            });
+        }
+        if Instant::now() >= give_up {
+            tracing::warn!(
+                "worker {worker}: game {game} is held by another worker; keeping our files for now"
+            );
+            return Ok(Verdict::Keep);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The final file name inside a temporary name `.<final>.<pid>-<seq>.tmp`.
+fn temporary_of(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (final_name, _) = inner.rsplit_once('.')?;
+    Some(final_name)
+}
+
+/// (game, worker) of a final file name `<game>_<worker>.gz`.
+fn owner_of(name: &str) -> Option<(&str, &str)> {
+    crate::report::parse_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_recognised() {
+        let g = "0b8f3a52-8a4b-4c55-9d3e-0123456789ab";
+        let tmp = format!(".{g}_w1.gz.1234-5.tmp");
+        assert_eq!(temporary_of(&tmp), Some(format!("{g}_w1.gz").as_str()));
+        assert_eq!(owner_of(&format!("{g}_w1.gz")), Some((g, "w1")));
+        assert_eq!(temporary_of(&format!("{g}_w1.gz")), None);
+    }
+}
