@@ -1,15 +1,19 @@
 //! Issue 12: operating the system safely. `clean` never loses a finished game whose output is not
-//! written yet, and `clean --all` removes what older versions left behind.
+//! written yet, `clean --all` removes what older versions left behind, and a server whose Redis
+//! lost everything reloads the built-in roster by itself.
 
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
-use common::{superhero, TestRedis};
+use common::{free_port, superhero, wait_until, TestRedis};
 
 /// The lobby channel every process here uses (WORKER_CHANNEL's default).
 const LOBBY: &str = "redis.lib.server.lobby";
+/// What the server logs when it reloads the roster; one line per reload.
+const RELOAD_LINE: &str = "loaded the built-in roster";
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("run superhero");
@@ -226,4 +230,138 @@ fn clean_all_removes_keys_older_versions_left_and_nothing_foreign() {
     let mut expected: Vec<String> = foreign.iter().map(|k| k.to_string()).collect();
     expected.sort();
     assert_eq!(left, expected, "only foreign keys are left");
+}
+
+/// A `superhero` child process, killed if a failing test leaves it running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server_process(redis: &TestRedis, dir: &Path, port: u16) -> KillOnDrop {
+    let child = superhero(dir)
+        .arg("server")
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .env("WEBSOCKET_HOST", "127.0.0.1")
+        .env("WEBSOCKET_PORT", port.to_string())
+        .env("LOBBY_TIMEOUT", "30")
+        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+        .spawn()
+        .expect("start superhero server");
+    KillOnDrop(child)
+}
+
+fn player_process(dir: &Path, port: u16, name: &str) -> KillOnDrop {
+    let child = superhero(dir)
+        .args(["player", "--participants", "2", "--user", name])
+        .env("WEBSOCKET_HOST", "127.0.0.1")
+        .env("WEBSOCKET_PORT", port.to_string())
+        .env("CLIENT_GAMES", "1")
+        .env("CLIENT_SLEEP", "0.2")
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+        .spawn()
+        .expect("start superhero player");
+    KillOnDrop(child)
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn server_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+fn reload_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(RELOAD_LINE)).collect()
+}
+
+/// Waits for the server to serve: its socket is bound before it starts, so the log says when.
+fn wait_serving(dir: &Path) {
+    wait_until("the server to serve", Duration::from_secs(20), || {
+        server_log(dir).contains("game server listening")
+    });
+}
+
+#[test]
+fn a_server_started_on_an_empty_redis_loads_the_roster() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = server_process(&redis, dir.path(), port);
+    wait_serving(dir.path());
+    let heroes: u64 = redis.cmd(&["HLEN", "superheros"]);
+    assert!(heroes >= 100, "only {heroes} heroes once the server serves");
+    let log = server_log(dir.path());
+    assert_eq!(reload_lines(&log).len(), 1, "one reload line:\n{log}");
+}
+
+#[test]
+fn a_server_serves_games_again_after_redis_lost_everything() {
+    let mut redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port_s = redis.port.to_string();
+    let (code, _, err) = run(superhero(dir.path()).args(["build-db", "--redis-port", &port_s]));
+    assert_eq!(code, 0, "{err}");
+    let port = free_port();
+    let mut server = server_process(&redis, dir.path(), port);
+    wait_serving(dir.path());
+    assert!(
+        reload_lines(&server_log(dir.path())).is_empty(),
+        "heroes were there at start"
+    );
+
+    // Redis restarts without persistence: every key is gone, the heroes too.
+    redis.kill();
+    redis.restart();
+    assert_eq!(redis.cmd::<u64>(&["DBSIZE"]), 0);
+
+    // Two players play one game together, with no hand build-db.
+    let mut players = [
+        player_process(dir.path(), port, "alice"),
+        player_process(dir.path(), port, "bob"),
+    ];
+    for (player, name) in players.iter_mut().zip(["alice", "bob"]) {
+        let code = wait_exit(&mut player.0, Duration::from_secs(60));
+        let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+        assert_eq!(
+            code,
+            Some(0),
+            "{name} finished its game:\n{log}\nserver:\n{}",
+            server_log(dir.path())
+        );
+    }
+    let completed: Vec<String> = redis.cmd(&["KEYS", "games:*:status"]);
+    let completed: Vec<&String> = completed
+        .iter()
+        .filter(|k| {
+            redis.cmd::<Option<String>>(&["GET", k.as_str()]).as_deref() == Some("Completed")
+        })
+        .collect();
+    assert_eq!(completed.len(), 1, "one game completed: {completed:?}");
+    assert!(redis.cmd::<u64>(&["HLEN", "superheros"]) >= 100);
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server kept running"
+    );
+    let log = server_log(dir.path());
+    assert_eq!(
+        reload_lines(&log).len(),
+        1,
+        "exactly one reload line:\n{log}"
+    );
 }
