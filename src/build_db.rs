@@ -3,6 +3,9 @@
 //! The heroes are written to a fresh temporary hash and RENAMEd over `superheros` in one step,
 //! so readers see either the old collection or the new one, never a half-loaded hash. Any error
 //! before the RENAME deletes the temporary hash and leaves the old collection untouched.
+//!
+//! [`reload_if_missing`] lets the game server put the built-in roster back by itself when Redis
+//! lost its data (a restart without persistence), instead of refusing every find.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,6 +72,34 @@ pub async fn store(redis: &Redis, heroes: &[Hero]) -> Result<usize> {
         return Err(e).context("loading heroes failed; the previous collection is unchanged");
     }
     Ok(heroes.len())
+}
+
+/// Serialises reloads within a process, so finds that all saw an empty collection load it and log
+/// it once.
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Loads the built-in roster if `superheros` is missing (Redis lost its data), with one warning.
+/// Returns whether it was missing, i.e. whether a find refused for lack of heroes is worth
+/// retrying. Servers in other processes may reload at the same moment: each load is atomic and
+/// the data identical, so the race is harmless.
+pub async fn reload_if_missing(redis: &Redis) -> Result<bool> {
+    let mut conn = redis.conn();
+    let mut heroes = redis::cmd("HLEN");
+    heroes.arg(keys::SUPERHEROS);
+    if heroes.query_async::<u64>(&mut conn).await? > 0 {
+        return Ok(false);
+    }
+    let _one_at_a_time = RELOADING.lock().await;
+    // Another task of this process may have reloaded while this one waited.
+    if heroes.query_async::<u64>(&mut conn).await? > 0 {
+        return Ok(true);
+    }
+    let n = store(redis, &load_source(None)?).await?;
+    tracing::warn!(
+        "no heroes in '{}' (a new Redis, or one that lost its data): loaded the built-in roster of {n} heroes",
+        keys::SUPERHEROS
+    );
+    Ok(true)
 }
 
 /// The `build-db` command: validate first (no Redis touched on a bad file), then load.

@@ -1,6 +1,10 @@
 //! `superhero clean`: removes the state of finished games, or with `--all` every key this
 //! project owns. It walks the keyspace with SCAN (never KEYS, never FLUSHDB), so it is safe on a
 //! busy Redis and leaves other applications' keys in the same database alone.
+//!
+//! A Completed game is removed only once a worker has written its output (`games:<g>:etl:done`):
+//! a worker that later receives the game's records would otherwise find no game and skip it, and
+//! the game would be lost without a word. `--force` removes such games anyway.
 
 use std::collections::BTreeSet;
 
@@ -13,12 +17,25 @@ use crate::redis_conn::Redis;
 /// Keys deleted per round trip.
 const DELETE_BATCH: usize = 500;
 
+/// What the `clean` command was asked to do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Every key this project owns, not only finished games.
+    pub all: bool,
+    /// Also Completed games whose output no worker has written yet.
+    pub force: bool,
+    /// Report, remove nothing.
+    pub dry_run: bool,
+}
+
 /// What a clean removed (or, with `dry_run`, would remove).
 #[derive(Debug, Default)]
 pub struct Cleaned {
     /// Finished games removed: token and status.
     pub games: Vec<(String, String)>,
     pub keys: Vec<String>,
+    /// Completed games left in place because their output is not written yet.
+    pub kept_unwritten: Vec<String>,
 }
 
 /// Every key matching `pattern`, by SCAN.
@@ -52,8 +69,9 @@ async fn delete(conn: &mut ConnectionManager, keys: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Removes every Completed or Timed Out game; games still being played are left alone.
-pub async fn finished_games(redis: &Redis, dry_run: bool) -> Result<Cleaned> {
+/// Removes every Timed Out game and every Completed game whose output is written (any Completed
+/// game with `force`); games still being played are left alone.
+pub async fn finished_games(redis: &Redis, force: bool, dry_run: bool) -> Result<Cleaned> {
     let mut conn = redis.conn();
     let mut cleaned = Cleaned::default();
     for status_key in scan(&mut conn, "games:*:status").await? {
@@ -71,6 +89,16 @@ pub async fn finished_games(redis: &Redis, dry_run: bool) -> Result<Cleaned> {
         let Some(status) = status.filter(|s| keys::status::FINISHED.contains(&s.as_str())) else {
             continue;
         };
+        if status == keys::status::COMPLETED && !force {
+            let written: bool = redis::cmd("EXISTS")
+                .arg(keys::etl_done(g))
+                .query_async(&mut conn)
+                .await?;
+            if !written {
+                cleaned.kept_unwritten.push(g.to_string());
+                continue;
+            }
+        }
         let mut game_keys: Vec<String> = scan(&mut conn, &keys::game_key_pattern(g))
             .await?
             .into_iter()
@@ -109,8 +137,8 @@ pub async fn everything(redis: &Redis, lobby: &str, dry_run: bool) -> Result<Cle
         delete(&mut conn, &found).await?;
     }
     Ok(Cleaned {
-        games: Vec::new(),
         keys: found,
+        ..Cleaned::default()
     })
 }
 
@@ -124,12 +152,17 @@ pub async fn remove_channel_keys(redis: &Redis, lobby: &str) {
     }
 }
 
-/// The `clean` command, printing what it removed.
-pub async fn run(redis: &Redis, lobby: &str, all: bool, dry_run: bool) -> Result<Cleaned> {
+/// The `clean` command, printing what it removed and what it kept.
+pub async fn run(redis: &Redis, lobby: &str, options: Options) -> Result<Cleaned> {
+    let Options {
+        all,
+        force,
+        dry_run,
+    } = options;
     let cleaned = if all {
         everything(redis, lobby, dry_run).await?
     } else {
-        finished_games(redis, dry_run).await?
+        finished_games(redis, force, dry_run).await?
     };
     let verb = if dry_run { "would remove" } else { "removed" };
     for (g, status) in &cleaned.games {
@@ -147,6 +180,15 @@ pub async fn run(redis: &Redis, lobby: &str, all: bool, dry_run: bool) -> Result
             "{verb} {} finished games ({} keys); live games left alone",
             cleaned.games.len(),
             cleaned.keys.len()
+        );
+    }
+    if !cleaned.kept_unwritten.is_empty() {
+        for g in &cleaned.kept_unwritten {
+            println!("kept game {g} (Completed, output not written yet)");
+        }
+        println!(
+            "kept {} finished games whose output is not written yet (use --force to remove them)",
+            cleaned.kept_unwritten.len()
         );
     }
     Ok(cleaned)

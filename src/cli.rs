@@ -24,7 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Load the hero collection into Redis (`superheros`), replacing the old one atomically.
     BuildDb(BuildDbArgs),
-    /// Remove the Redis state of finished games, or with --all every key this project owns.
+    /// Remove the Redis state of finished games (Timed Out, and Completed once a worker wrote its
+    /// output), or with --all every key this project owns. Live games are left alone.
     Clean(CleanArgs),
     /// Run the game server: WebSocket API v1 on WEBSOCKET_HOST:WEBSOCKET_PORT, state in Redis.
     Server,
@@ -165,9 +166,14 @@ pub struct BuildDbArgs {
 
 #[derive(Debug, Args)]
 pub struct CleanArgs {
-    /// Remove every key this project owns (a fresh slate); other keys in the database survive.
+    /// Remove every key this project owns (a fresh slate), the pipeline's keys under
+    /// <WORKER_CHANNEL>:* included; other keys in the database survive.
     #[arg(long)]
     pub all: bool,
+    /// Also remove Completed games whose output no worker has written yet (no
+    /// games:<g>:etl:done); their Parquet files will never be written.
+    #[arg(long)]
+    pub force: bool,
     /// After cleaning, load the built-in hero roster again.
     #[arg(long)]
     pub rebuild: bool,

@@ -59,7 +59,12 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         }
         Command::Clean(args) => {
             let redis = Redis::connect(&settings.redis).await?;
-            clean::run(&redis, &settings.worker_channel, args.all, args.dry_run).await?;
+            let options = clean::Options {
+                all: args.all,
+                force: args.force,
+                dry_run: args.dry_run,
+            };
+            clean::run(&redis, &settings.worker_channel, options).await?;
             if args.rebuild && !args.dry_run {
                 build_db::run(&redis, None).await?;
             }

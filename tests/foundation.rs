@@ -190,6 +190,8 @@ fn clean_removes_finished_games_only() {
         uuid::Uuid::new_v4().to_string(),
     );
     seed_game(&redis, &done, "Completed", 3);
+    // A worker wrote its output; without this marker clean keeps the game (see tests/ops.rs).
+    redis.cmd::<()>(&["SET", &format!("games:{done}:etl:done"), "w1"]);
     seed_game(&redis, &timed_out, "Timed Out", 2);
     seed_game(&redis, &live, "In-Progress", 3);
     let port = redis.port.to_string();

@@ -153,6 +153,10 @@ pub async fn run(
             }
         })
     };
+    // A Redis that restarted without persistence has no heroes: serve games anyway.
+    if let Err(e) = crate::build_db::reload_if_missing(&shared.redis).await {
+        tracing::warn!("cannot check the hero collection: {e:#}");
+    }
     tracing::info!(
         "game server listening on ws://{}/api/v1/",
         listener

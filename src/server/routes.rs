@@ -101,10 +101,19 @@ async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
         return Ok(Err(reason::UNKNOWN_USER_TOKEN));
     }
     let window = shared.settings.lobby_timeout.as_millis() as u64;
-    let found = game::find(&mut conn, &user, n, window, &shared.outbox, &mut |g| {
+    let mut found = game::find(&mut conn, &user, n, window, &shared.outbox, &mut |g| {
         shared.game_timed_out(g)
     })
     .await?;
+    // No heroes at all means Redis lost its data: put the roster back and try once more.
+    if matches!(found, Found::Refused(reason::NO_HEROES))
+        && crate::build_db::reload_if_missing(&shared.redis).await?
+    {
+        found = game::find(&mut conn, &user, n, window, &shared.outbox, &mut |g| {
+            shared.game_timed_out(g)
+        })
+        .await?;
+    }
     match found {
         Found::Joined { game, hero_id } => Ok(Ok(json(&protocol::FindReply {
             payload: protocol::FindReplyPayload {
