@@ -4,8 +4,9 @@
 //! a living enemy, health floors at 0, a hero at 0 leaves the order, the game ends when one is
 //! left or after `max_turns` attacks) and [`seed`] stores it exactly the way the game server
 //! stores a finished game (SPEC §3 plus the server's own keys), so the worker's `load_game`
-//! reads it like a real one. [`records`] and [`publish_all`] produce the lifecycle records
-//! (SPEC §5) that make a worker process them.
+//! reads it like a real one. [`records`] produces the lifecycle records (SPEC §5) that make a
+//! worker process them; [`append_all`] puts them in the log as the server does, [`publish_all`]
+//! on a channel as another publisher (or a test) would.
 
 use anyhow::{bail, Context, Result};
 use rand::Rng;
@@ -319,6 +320,34 @@ pub async fn publish_all(
             .with_context(|| format!("cannot publish to {channel}"))?;
     }
     Ok(())
+}
+
+/// Appends `records` to the lobby's log stream, as the server's scripts do, `batch` per
+/// pipeline. Returns their entry ids in order.
+pub async fn append_all(
+    conn: &mut ConnectionManager,
+    lobby: &str,
+    records: &[String],
+    batch: usize,
+) -> Result<Vec<String>> {
+    let stream = keys::log_stream(lobby);
+    let mut ids = Vec::with_capacity(records.len());
+    for chunk in records.chunks(batch.max(1)) {
+        let mut pipe = redis::pipe();
+        for record in chunk {
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg(crate::delivery::RECORD_FIELD)
+                .arg(record);
+        }
+        let appended: Vec<String> = pipe
+            .query_async(conn)
+            .await
+            .with_context(|| format!("cannot append to {stream}"))?;
+        ids.extend(appended);
+    }
+    Ok(ids)
 }
 
 /// The rows the ETL must produce for `game`, computed from the simulation itself (not from

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use redis::aio::ConnectionManager;
 
 use super::claim::{self, Finish};
@@ -56,7 +56,14 @@ pub async fn remove(
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+            Err(e) => {
+                // Writing there will fail too, and say so per game; the worker still serves.
+                tracing::warn!(
+                    "worker {worker}: cannot look for leftovers in {}: {e}",
+                    dir.display()
+                );
+                continue;
+            }
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();

@@ -128,3 +128,4 @@ where
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
+pub mod roles;

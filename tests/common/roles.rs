@@ -1,0 +1,189 @@
+//! Roles as real `superhero` processes: spawn with a log file, signal (STOP, CONT, TERM, KILL),
+//! wait for exit; and the Parquet pairs they leave behind.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::{superhero, TestRedis};
+
+/// A role process whose stdout and stderr go to a file; killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// `superhero <args>` in `dir` against `redis`, with LOGGER_MODULE=redis and `env`.
+    pub fn start(
+        name: &str,
+        dir: &Path,
+        redis: &TestRedis,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
+        let mut cmd = superhero(dir);
+        cmd.env("REDIS_HOST", "127.0.0.1")
+            .env("REDIS_PORT", redis.port.to_string())
+            .env("LOGGER_MODULE", "redis")
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::spawn(name, dir, cmd)
+    }
+
+    pub fn spawn(name: &str, dir: &Path, mut cmd: Command) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = File::create(&log).expect("log file");
+        cmd.stdout(file.try_clone().expect("log file")).stderr(file);
+        let child = cmd.spawn().expect("spawn superhero");
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {}", self.name);
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The exit code once the process ends within `timeout`; None if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Game token → the (table, worker id) of every finished Parquet file under the given output
+/// folders (workers may each have their own).
+pub fn pairs(dirs: &[&Path]) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for dir in dirs {
+        for table in ["GAME_META", "GAME_PODIUM"] {
+            let Ok(entries) = std::fs::read_dir(dir.join("superhero").join(table)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if let Some((game, worker)) = superhero::report::parse_file_name(&name) {
+                    out.entry(game.to_string())
+                        .or_default()
+                        .push((table.to_string(), worker.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every file under the output folders, temporary ones included (names only).
+pub fn every_file(dirs: &[&Path]) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        for table in ["GAME_META", "GAME_PODIUM"] {
+            if let Ok(entries) = std::fs::read_dir(dir.join("superhero").join(table)) {
+                out.extend(
+                    entries
+                        .flatten()
+                        .map(|e| format!("{table}/{}", e.file_name().to_string_lossy())),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Asserts that exactly `games` have output, each exactly one META and one PODIUM file by the
+/// same worker, and that no other file (temporary or stray) is left.
+pub fn assert_exactly_once(dirs: &[&Path], games: &[String]) {
+    let found = pairs(dirs);
+    let mut expected: Vec<&String> = games.iter().collect();
+    expected.sort();
+    expected.dedup();
+    let got: Vec<&String> = found.keys().collect();
+    assert_eq!(got, expected, "games with output vs games expected");
+    for (game, files) in &found {
+        let mut tables: Vec<&str> = files.iter().map(|(t, _)| t.as_str()).collect();
+        tables.sort();
+        assert_eq!(
+            tables,
+            ["GAME_META", "GAME_PODIUM"],
+            "game {game}: {files:?}"
+        );
+        assert_eq!(files[0].1, files[1].1, "game {game} written by two workers");
+    }
+    let all = every_file(dirs);
+    assert_eq!(all.len(), games.len() * 2, "stray files: {all:?}");
+}
+
+/// Completed games in Redis (SCAN over statuses).
+pub fn completed_games(redis: &TestRedis) -> Vec<String> {
+    let keys: Vec<String> = scan(redis, "games:*:status");
+    let mut games = Vec::new();
+    for key in keys {
+        if key.matches(':').count() != 2 {
+            continue;
+        }
+        let status: Option<String> = redis.cmd(&["GET", &key]);
+        if status.as_deref() == Some("Completed") {
+            games.push(key["games:".len()..key.len() - ":status".len()].to_string());
+        }
+    }
+    games.sort();
+    games
+}
+
+pub fn scan(redis: &TestRedis, pattern: &str) -> Vec<String> {
+    let mut conn = redis.client();
+    let mut cursor: u64 = 0;
+    let mut found = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)
+            .expect("SCAN");
+        found.extend(batch);
+        if next == 0 {
+            return found;
+        }
+        cursor = next;
+    }
+}

@@ -1,0 +1,615 @@
+//! Issue 12: nothing lost at the seams. Every role is a real `superhero` process against a
+//! private redis-server; records reach the log stream from the server's scripts (or, for the
+//! synthetic games, exactly as those scripts append them).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::roles::{assert_exactly_once, completed_games, pairs, Proc};
+use common::{free_port, superhero, wait_until, TestRedis};
+use superhero::keys;
+use superhero::synth::{self, SynthGame};
+
+const LOBBY: &str = "redis.lib.server.lobby";
+
+fn games(n: usize, seed: u64) -> Vec<SynthGame> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| synth::random_game(&mut rng, 3, 12, 1000))
+        .collect()
+}
+
+fn tokens(games: &[SynthGame]) -> Vec<String> {
+    games.iter().map(|g| g.token.clone()).collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn conn(redis: &TestRedis) -> redis::aio::ConnectionManager {
+    redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection_manager()
+        .await
+        .expect("connection")
+}
+
+/// Stores the games as the server does and appends their records to the log as its scripts do.
+fn seed_and_append(redis: &TestRedis, games: &[SynthGame]) -> Vec<String> {
+    runtime().block_on(async {
+        let mut conn = conn(redis).await;
+        synth::seed(&mut conn, games).await.expect("seed");
+        let records: Vec<String> = games
+            .iter()
+            .flat_map(|g| synth::records(LOBBY, g))
+            .collect();
+        synth::append_all(&mut conn, LOBBY, &records, 500)
+            .await
+            .expect("append")
+    })
+}
+
+fn out_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn worker(dir: &Path, redis: &TestRedis, id: &str, out: &Path, env: &[(&str, &str)]) -> Proc {
+    let out = out_str(out);
+    let mut all = vec![("OUTPUT_DIR", out.as_str()), ("ACK_TIMEOUT", "2")];
+    all.extend_from_slice(env);
+    Proc::start(id, dir, redis, &["worker", "--worker-id", id], &all)
+}
+
+fn fanout(dir: &Path, redis: &TestRedis, name: &str, env: &[(&str, &str)]) -> Proc {
+    let mut all = vec![("ACK_TIMEOUT", "2")];
+    all.extend_from_slice(env);
+    Proc::start(name, dir, redis, &["fanout"], &all)
+}
+
+/// Waits until `worker` beats (it is subscribed and in rotation).
+fn wait_live(redis: &TestRedis, worker: &str) {
+    wait_until(
+        &format!("worker {worker} to beat"),
+        Duration::from_secs(20),
+        || {
+            let beat: Option<f64> = redis.cmd(&["ZSCORE", &keys::worker_heartbeats(LOBBY), worker]);
+            beat.is_some()
+        },
+    );
+}
+
+fn wait_pairs(dirs: &[&Path], n: usize, timeout: Duration) {
+    wait_until(&format!("{n} games written"), timeout, || {
+        pairs(dirs).values().filter(|f| f.len() >= 2).count() >= n
+    });
+}
+
+fn unacked(redis: &TestRedis) -> u64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .query(&mut redis.client())
+        .unwrap_or(redis::Value::Nil);
+    match summary {
+        redis::Value::Array(parts) => match parts.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+fn dead_letters(redis: &TestRedis) -> Vec<std::collections::BTreeMap<String, String>> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(keys::dead_stream(LOBBY))
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.client())
+        .expect("XRANGE dead");
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields.into_iter().collect())
+        .collect()
+}
+
+fn build_db(dir: &Path, redis: &TestRedis) {
+    let status = superhero(dir)
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .arg("build-db")
+        .status()
+        .expect("build-db");
+    assert!(status.success());
+}
+
+/// Runs `n` player bots of 2-player games to the end.
+fn play(dir: &Path, redis: &TestRedis, ws_port: u16, n: usize, games: u32) {
+    let port = ws_port.to_string();
+    let games = games.to_string();
+    let mut bots: Vec<Proc> = (0..n)
+        .map(|i| {
+            Proc::start(
+                &format!("player-{i}"),
+                dir,
+                redis,
+                &["player", "--participants", "2"],
+                &[
+                    ("WEBSOCKET_HOST", "127.0.0.1"),
+                    ("WEBSOCKET_PORT", &port),
+                    ("CLIENT_GAMES", &games),
+                    ("CLIENT_SLEEP", "0.2"),
+                ],
+            )
+        })
+        .collect();
+    for bot in &mut bots {
+        let code = bot.wait_exit(Duration::from_secs(90));
+        assert_eq!(code, Some(Some(0)), "{}:\n{}", bot.name, bot.log_text());
+    }
+}
+
+fn server(dir: &Path, redis: &TestRedis, ws_port: u16, extra: &[(&str, &str)]) -> Proc {
+    let port = ws_port.to_string();
+    let mut env = vec![
+        ("WEBSOCKET_HOST", "127.0.0.1"),
+        ("WEBSOCKET_PORT", port.as_str()),
+        ("LOBBY_TIMEOUT", "20"),
+    ];
+    env.extend_from_slice(extra);
+    let s = Proc::start("server", dir, redis, &["server"], &env);
+    wait_until("the server to listen", Duration::from_secs(20), || {
+        s.log_text().contains("game server listening")
+    });
+    s
+}
+
+#[test]
+fn a_fanout_paused_then_killed_loses_no_game() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    build_db(dir.path(), &redis);
+    let ws = free_port();
+    let _server = server(dir.path(), &redis, ws, &[]);
+    let _w1 = worker(dir.path(), &redis, "w1", &out, &[]);
+    let mut f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
+    wait_live(&redis, "w1");
+    // The paused fanout is still subscribed to the lobby channel, so the server's PUBLISHes
+    // reach it (and only it): on a pub/sub hop that is where they would die with it.
+    f1.signal("STOP");
+    play(dir.path(), &redis, ws, 4, 2);
+    let games = completed_games(&redis);
+    assert!(!games.is_empty());
+    // A fanout that read entries and died before routing them leaves them pending under its
+    // name; the next fanout claims them after ACK_TIMEOUT.
+    let _: redis::Value = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut redis.client())
+        .unwrap_or(redis::Value::Nil);
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::fanout_group(LOBBY))
+        .arg("fanout:ghost")
+        .arg("COUNT")
+        .arg(3)
+        .arg("STREAMS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(">")
+        .query(&mut redis.client())
+        .expect("XREADGROUP");
+    f1.kill();
+    let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
+    wait_pairs(&[&out], games.len(), Duration::from_secs(60));
+    wait_until("every entry acknowledged", Duration::from_secs(30), || {
+        unacked(&redis) == 0
+    });
+    assert_exactly_once(&[&out], &games);
+    assert!(dead_letters(&redis).is_empty());
+}
+
+#[test]
+fn a_server_killed_after_its_publish_failed_loses_no_game() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    build_db(dir.path(), &redis);
+    // The server's user may not publish on the lobby channel: every PUBLISH of a lifecycle
+    // record fails, as if the server died between its commit and its publish.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("game")
+        .arg("on")
+        .arg(">game-pass")
+        .arg("~*")
+        .arg("resetchannels")
+        .arg("&games:*:events")
+        .arg("+@all")
+        .query(&mut redis.client())
+        .expect("ACL SETUSER");
+    let ws = free_port();
+    let url = format!("redis://game:game-pass@127.0.0.1:{}/0", redis.port);
+    let mut server = server(dir.path(), &redis, ws, &[("REDIS_URL", &url)]);
+    play(dir.path(), &redis, ws, 4, 2);
+    server.kill();
+    let games = completed_games(&redis);
+    assert!(!games.is_empty());
+    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
+    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    wait_pairs(&[&out], games.len(), Duration::from_secs(60));
+    assert_exactly_once(&[&out], &games);
+}
+
+#[test]
+fn a_late_acknowledgement_from_before_a_redis_restart_removes_nothing_new() {
+    let mut redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
+    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    wait_live(&redis, "w1");
+    let first = games(2, 1);
+    let old_ids = seed_and_append(&redis, &first);
+    wait_pairs(&[&out], 2, Duration::from_secs(30));
+    // Redis loses everything (no persistence); the roles ride it out.
+    redis.kill();
+    redis.restart();
+    wait_live(&redis, "w1");
+    // Park the next records: no worker may take them until the late ack has landed.
+    let second = games(2, 2);
+    let new_ids = runtime().block_on(async {
+        let mut c = conn(&redis).await;
+        synth::seed(&mut c, &second).await.expect("seed");
+        let records: Vec<String> = second
+            .iter()
+            .flat_map(|g| synth::records(LOBBY, g))
+            .collect();
+        let ids = synth::append_all(&mut c, LOBBY, &records, 100)
+            .await
+            .expect("append");
+        // An acknowledgement of every old id arrives late.
+        superhero::delivery::ack(&mut c, LOBBY, &old_ids)
+            .await
+            .expect("late ack");
+        ids
+    });
+    for id in &new_ids {
+        assert!(!old_ids.contains(id), "entry id {id} was handed out twice");
+    }
+    wait_pairs(&[&out], 4, Duration::from_secs(30));
+    let mut all = tokens(&first);
+    all.extend(tokens(&second));
+    assert_exactly_once(&[&out], &all);
+}
+
+#[test]
+fn a_record_whose_etl_always_fails_ends_in_the_dead_letters() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    // OUTPUT_DIR is a plain file: no game can ever be written there.
+    let out = dir.path().join("not-a-folder");
+    std::fs::write(&out, b"x").unwrap();
+    let env = [("ACK_TIMEOUT", "1"), ("MAX_DELIVERIES", "3")];
+    let _w = worker(dir.path(), &redis, "w1", &out, &env);
+    let _f = fanout(dir.path(), &redis, "fanout", &env);
+    wait_live(&redis, "w1");
+    let doomed = games(1, 3);
+    seed_and_append(&redis, &doomed);
+    // And a host record of a game that does not exist.
+    let ghost = uuid::Uuid::new_v4().to_string();
+    let record = format!(
+        r#"{{"level":"INFO","timestamp":"2026-11-27T00:00:00.000000","name":"{LOBBY}","log_message":"Cleaning Game Records","task":{{"game_token":"{ghost}","user_token":"{ghost}"}}}}"#
+    );
+    let _: String = redis.cmd(&["XADD", &keys::log_stream(LOBBY), "*", "record", &record]);
+    wait_until("two dead letters", Duration::from_secs(40), || {
+        dead_letters(&redis).len() >= 2
+    });
+    let dead = dead_letters(&redis);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for letter in &dead {
+        assert_eq!(letter["deliveries"], "3", "{letter:?}");
+        assert_eq!(letter["workers"], "w1 w1 w1", "{letter:?}");
+        assert!(letter["reason"].starts_with("w1: "), "{letter:?}");
+    }
+    let by_game = |g: &str| {
+        dead.iter()
+            .find(|l| l["record"].contains(g))
+            .unwrap_or_else(|| panic!("no dead letter for {g}: {dead:?}"))
+    };
+    assert!(by_game(&ghost)["reason"].contains("unknown game"));
+    assert!(
+        by_game(&doomed[0].token)["reason"].contains("writing game")
+            || by_game(&doomed[0].token)["reason"].contains("cannot")
+    );
+    // The other records of the doomed game needed no work: acknowledged, not dead.
+    wait_until(
+        "nothing left unacknowledged",
+        Duration::from_secs(10),
+        || unacked(&redis) == 0,
+    );
+    let status = superhero(dir.path())
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .args(["status", "--format", "json"])
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    assert_eq!(status["dead_letters"], 2, "{status}");
+}
+
+#[test]
+fn a_paused_worker_gets_nothing_new_and_its_games_are_written_by_another() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let w1 = worker(dir.path(), &redis, "w1", &out, &[]);
+    let _w2 = worker(dir.path(), &redis, "w2", &out, &[]);
+    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    wait_live(&redis, "w1");
+    wait_live(&redis, "w2");
+    w1.signal("STOP");
+    // Until its heartbeat goes stale some of these still go to w1, and wait there.
+    let first = games(20, 4);
+    seed_and_append(&redis, &first);
+    wait_pairs(&[&out], 20, Duration::from_secs(60));
+    let second = games(20, 5);
+    seed_and_append(&redis, &second);
+    wait_pairs(&[&out], 40, Duration::from_secs(60));
+    wait_until(
+        "nothing left unacknowledged",
+        Duration::from_secs(30),
+        || unacked(&redis) == 0,
+    );
+    let writers: Vec<String> = pairs(&[&out])
+        .values()
+        .flat_map(|f| f.iter().map(|(_, w)| w.clone()))
+        .collect();
+    assert!(writers.iter().all(|w| w == "w2"), "{writers:?}");
+    // Resumed, w1 works through what it was sent while paused: every game is done already.
+    w1.signal("CONT");
+    wait_until("w1 to beat again", Duration::from_secs(20), || {
+        let beat: Option<f64> = redis.cmd(&["ZSCORE", &keys::worker_heartbeats(LOBBY), "w1"]);
+        let now: Vec<String> = redis.cmd(&["TIME"]);
+        let now_ms = now[0].parse::<f64>().unwrap() * 1000.0;
+        beat.is_some_and(|b| now_ms - b < 1500.0)
+    });
+    let third = games(5, 6);
+    seed_and_append(&redis, &third);
+    wait_pairs(&[&out], 45, Duration::from_secs(60));
+    let mut all = tokens(&first);
+    all.extend(tokens(&second));
+    all.extend(tokens(&third));
+    assert_exactly_once(&[&out], &all);
+}
+
+#[test]
+fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (out_w, out_x) = (dir.path().join("out-w"), dir.path().join("out-x"));
+    let games = games(2, 7);
+    let (mid_pair, whole_pair) = (&games[0], &games[1]);
+    runtime().block_on(async {
+        let mut c = conn(&redis).await;
+        synth::seed(&mut c, &games).await.expect("seed");
+        for g in &games {
+            // W claimed and started writing; its lease has run out since.
+            let _: () = redis::cmd("SET")
+                .arg(keys::etl_writer(&g.token))
+                .arg("w")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let (meta, podium) = synth::expected_rows(g);
+            superhero::sink::write_game(&out_w, "w", &g.token, &meta, &podium).unwrap();
+        }
+    });
+    // W died mid-pair on the first game: its PODIUM file was still a temporary.
+    let podium = superhero::sink::file_path(&out_w, "GAME_PODIUM", &mid_pair.token, "w");
+    let tmp = podium.with_file_name(format!(
+        ".{}.4242-0.tmp",
+        podium.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::rename(&podium, &tmp).unwrap();
+    // X takes the first game over; it cannot see W's folder, so it writes its own pair.
+    let records: Vec<String> = synth::records(LOBBY, mid_pair);
+    runtime().block_on(async {
+        let mut c = conn(&redis).await;
+        synth::append_all(&mut c, LOBBY, &records, 100)
+            .await
+            .unwrap();
+    });
+    let _x = worker(dir.path(), &redis, "x", &out_x, &[]);
+    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    wait_pairs(&[&out_x], 1, Duration::from_secs(30));
+    // W comes back under the same id: the half pair of a game done by X goes; the whole pair of
+    // a game nobody took over is finished with (it becomes the output).
+    let w = worker(dir.path(), &redis, "w", &out_w, &[]);
+    wait_until("w's start-up sweep", Duration::from_secs(30), || {
+        w.log_text().contains("start-up sweep")
+    });
+    let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&whole_pair.token)]);
+    assert_eq!(done.as_deref(), Some("w"));
+    // The second game's record now arrives: it is done already, nobody writes it again.
+    let records: Vec<String> = synth::records(LOBBY, whole_pair);
+    runtime().block_on(async {
+        let mut c = conn(&redis).await;
+        synth::append_all(&mut c, LOBBY, &records, 100)
+            .await
+            .unwrap();
+    });
+    wait_until("every entry acknowledged", Duration::from_secs(30), || {
+        let len: u64 = redis.cmd(&["XLEN", &keys::log_stream(LOBBY)]);
+        len == 6 && unacked(&redis) == 0
+    });
+    assert_exactly_once(&[&out_w, &out_x], &tokens(&games));
+    let found = pairs(&[&out_w, &out_x]);
+    assert_eq!(found[&mid_pair.token][0].1, "x");
+    assert_eq!(found[&whole_pair.token][0].1, "w");
+}
+
+#[test]
+fn a_redis_restart_with_aof_loses_no_finished_game() {
+    let mut redis = TestRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    build_db(dir.path(), &redis);
+    let ws = free_port();
+    let _server = server(dir.path(), &redis, ws, &[]);
+    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
+    play(dir.path(), &redis, ws, 4, 2);
+    let before = completed_games(&redis);
+    assert!(!before.is_empty());
+    // No fanout ran yet: every finished game exists only as records in the log. Redis dies.
+    redis.kill();
+    redis.restart();
+    assert_eq!(
+        completed_games(&redis),
+        before,
+        "the AOF brought the games back"
+    );
+    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    play(dir.path(), &redis, ws, 4, 1);
+    let all = completed_games(&redis);
+    wait_pairs(&[&out], all.len(), Duration::from_secs(60));
+    assert_exactly_once(&[&out], &all);
+}
+
+#[test]
+fn two_fanouts_and_four_workers_write_2000_games_exactly_once() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let _workers: Vec<Proc> = ["w1", "w2", "w3", "w4"]
+        .iter()
+        .map(|id| worker(dir.path(), &redis, id, &out, &[]))
+        .collect();
+    let _f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
+    let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
+    for id in ["w1", "w2", "w3", "w4"] {
+        wait_live(&redis, id);
+    }
+    let games = games(2000, 8);
+    seed_and_append(&redis, &games);
+    wait_pairs(&[&out], 2000, Duration::from_secs(180));
+    wait_until("every entry acknowledged", Duration::from_secs(30), || {
+        unacked(&redis) == 0
+    });
+    assert_exactly_once(&[&out], &tokens(&games));
+    assert!(dead_letters(&redis).is_empty());
+    // Each fanout routed some: the group shares the work.
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .query(&mut redis.client())
+        .expect("XINFO CONSUMERS");
+    let names = format!("{consumers:?}");
+    assert!(names.matches("fanout:").count() >= 2, "{names}");
+}
+
+#[test]
+fn records_in_the_original_format_are_processed_exactly_once() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let _w1 = worker(dir.path(), &redis, "w1", &out, &[]);
+    let _w2 = worker(dir.path(), &redis, "w2", &out, &[]);
+    // Two fanouts hear every record of the other publisher: it must enter the log once.
+    let _f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
+    let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
+    wait_live(&redis, "w1");
+    wait_live(&redis, "w2");
+    wait_until("both fanouts subscribed", Duration::from_secs(20), || {
+        let n: Vec<(String, u64)> = redis.cmd(&["PUBSUB", "NUMSUB", LOBBY]);
+        n.first().is_some_and(|(_, n)| *n == 2)
+    });
+    let games = games(50, 9);
+    let records: Vec<String> = games
+        .iter()
+        .flat_map(|g| synth::records(LOBBY, g))
+        // The original Python publisher double-encoded: a JSON string holding the object.
+        .map(|r| serde_json::to_string(&r).unwrap())
+        .collect();
+    runtime().block_on(async {
+        let mut c = conn(&redis).await;
+        synth::seed(&mut c, &games).await.unwrap();
+        synth::publish_all(&mut c, LOBBY, &records, 100)
+            .await
+            .unwrap();
+    });
+    wait_pairs(&[&out], 50, Duration::from_secs(60));
+    wait_until("every entry acknowledged", Duration::from_secs(30), || {
+        unacked(&redis) == 0
+    });
+    assert_exactly_once(&[&out], &tokens(&games));
+    let len: u64 = redis.cmd(&["XLEN", &keys::log_stream(LOBBY)]);
+    assert_eq!(len as usize, records.len(), "each record appended once");
+}
+
+#[test]
+fn every_role_stops_promptly_on_sigterm_while_redis_is_down() {
+    let mut redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    build_db(dir.path(), &redis);
+    let ws = free_port();
+    let mut roles = vec![
+        server(dir.path(), &redis, ws, &[]),
+        worker(dir.path(), &redis, "w1", &out, &[]),
+        fanout(dir.path(), &redis, "fanout", &[]),
+    ];
+    wait_live(&redis, "w1");
+    redis.kill();
+    for role in &roles {
+        wait_until(
+            &format!("{} to notice Redis is gone", role.name),
+            Duration::from_secs(20),
+            || role.log_text().contains("lost Redis"),
+        );
+    }
+    for role in &mut roles {
+        role.signal("TERM");
+        // The issue asks for one second; allow some slack for a loaded test machine.
+        let code = role.wait_exit(Duration::from_secs(3));
+        assert_eq!(
+            code,
+            Some(Some(0)),
+            "{} did not exit promptly:\n{}",
+            role.name,
+            role.log_text()
+        );
+    }
+}
+
+#[test]
+fn acknowledged_history_is_trimmed_after_the_retention_window() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
+    let _f = fanout(dir.path(), &redis, "fanout", &[("LOG_RETENTION", "1")]);
+    wait_live(&redis, "w1");
+    let games = games(100, 10);
+    seed_and_append(&redis, &games);
+    wait_pairs(&[&out], 100, Duration::from_secs(60));
+    wait_until(
+        "the log trimmed to nothing",
+        Duration::from_secs(30),
+        || {
+            let len: u64 = redis.cmd(&["XLEN", &keys::log_stream(LOBBY)]);
+            len == 0
+        },
+    );
+    assert_exactly_once(&[&out], &tokens(&games));
+}
