@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use redis::aio::ConnectionManager;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -38,6 +39,48 @@ impl Publisher {
             }
         }
     }
+}
+
+/// PUBLISHes one record on the lobby channel, or RPUSHes it to the backlog when nobody listens;
+/// true when a subscriber received it.
+async fn deliver(
+    conn: &mut ConnectionManager,
+    channel: &str,
+    backlog: &str,
+    text: &str,
+) -> redis::RedisResult<bool> {
+    let receivers: u64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(text)
+        .query_async(conn)
+        .await?;
+    if receivers > 0 {
+        return Ok(true);
+    }
+    redis::cmd("RPUSH")
+        .arg(backlog)
+        .arg(text)
+        .query_async::<u64>(conn)
+        .await?;
+    Ok(false)
+}
+
+/// Sends one INFO record at once, outside any server's publisher task (for `demo`, which times
+/// out lobbies itself); a no-op unless LOGGER_MODULE=redis. One attempt: the error is the caller's.
+pub async fn publish_now(
+    settings: &Settings,
+    redis: &Redis,
+    log_message: &str,
+    task: Value,
+) -> anyhow::Result<()> {
+    if settings.logger_module != LoggerModule::Redis {
+        return Ok(());
+    }
+    let channel = &settings.worker_channel;
+    let record = LifecycleRecord::info(channel, log_message, task);
+    let text = serde_json::to_string(&record)?;
+    deliver(&mut redis.conn(), channel, &keys::backlog(channel), &text).await?;
+    Ok(())
 }
 
 /// Starts the publisher task when LOGGER_MODULE=redis. The task ends once every [`Publisher`]
@@ -72,22 +115,7 @@ pub fn spawn(
             };
             let mut giving_up_at = None;
             loop {
-                let sent: redis::RedisResult<u64> = redis::cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg(&text)
-                    .query_async(&mut conn)
-                    .await;
-                let stored = match sent {
-                    Ok(0) => redis::cmd("RPUSH")
-                        .arg(&backlog)
-                        .arg(&text)
-                        .query_async::<u64>(&mut conn)
-                        .await
-                        .map(|_| false),
-                    Ok(_) => Ok(true),
-                    Err(e) => Err(e),
-                };
-                match stored {
+                match deliver(&mut conn, &channel, &backlog, &text).await {
                     Ok(published) => {
                         outage.recovered();
                         backoff.reset();
