@@ -616,6 +616,7 @@ struct Progress {
     processed: ProgressBar,
     files: ProgressBar,
     console: Option<Console>,
+    shown: bool,
 }
 
 impl Progress {
@@ -654,6 +655,7 @@ impl Progress {
             processed,
             files,
             console,
+            shown: display.shows_bars(),
         }
     }
 
@@ -683,7 +685,11 @@ impl Progress {
         for bar in [&self.played, &self.processed, &self.files] {
             bar.finish();
         }
-        // The finished bars stay on screen above the summary; later lines go below them.
+        // The finished bars stay on screen above the summary; later lines go below them (the
+        // cursor is still at the end of the last bar).
+        if self.shown {
+            eprintln!();
+        }
         if let Some(console) = &self.console {
             console.plain();
         }
