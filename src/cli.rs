@@ -63,12 +63,26 @@ pub struct DemoArgs {
     /// Players per game, 2 to 8 (default: 2 or 3 at random, per game).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=8))]
     pub participants: Option<u8>,
-    /// No progress bars, only the summary.
+    /// No progress bars, only warnings and the summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Also print the roles' and bots' routine log lines (they always go to the demo's log file).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Progress bars: on a terminal only (auto), or always/never (tests, which have no terminal).
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto, hide = true)]
+    pub progress: ProgressArg,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `demo --progress`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Args)]

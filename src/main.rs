@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use superhero::cli::{BenchKindArgs, Cli, Command, Format};
+use superhero::cli::{BenchKindArgs, Cli, Command, Format, ProgressArg};
 use superhero::config::{ConfigError, Layers, Settings};
 use superhero::redis_conn::Redis;
 use superhero::shutdown::Shutdown;
@@ -23,8 +23,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(settings.log_level);
-    tracing::debug!("effective settings: {}", settings.describe());
+    // `demo` installs its own logging: a log file beside its output, the terminal under its bars.
+    if !matches!(cli.command, Command::Demo(_)) {
+        logging::init(settings.log_level);
+        tracing::debug!("effective settings: {}", settings.describe());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,13 +100,23 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             fanout::run(&settings, redis, shutdown).await?;
         }
         Command::Demo(args) => {
+            let display = demo::Display::choose(match args.progress {
+                _ if args.quiet => Some(false),
+                ProgressArg::Auto => None,
+                ProgressArg::Always => Some(true),
+                ProgressArg::Never => Some(false),
+            });
+            let (console, log_file) = demo::start_logging(&settings, display, args.verbose)?;
+            tracing::debug!("effective settings: {}", settings.describe());
             let options = demo::DemoOptions {
                 players: args.players,
                 workers: args.workers,
                 games: args.games,
                 output_dir: None,
                 participants: args.participants,
-                progress: !args.quiet,
+                display: Some(display),
+                console: Some(console),
+                log_file: Some(log_file),
             };
             let summary = demo::run(&settings, &options, shutdown).await?;
             if args.json {

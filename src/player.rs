@@ -36,6 +36,63 @@ pub struct PlayerOptions {
     pub participants: Option<u8>,
     /// Receives each finished game's report as soon as it is known (`demo`'s progress bar).
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<GameReport>>,
+    /// This bot's place on a board shared by bots run in one process (`demo`).
+    pub board: Option<BoardSeat>,
+}
+
+/// Where a bot of a group stands, as far as joining games goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BotState {
+    /// Between games: it may ask for a game (and so join any open lobby) at any moment.
+    Searching,
+    /// It joined this game and plays it, or waits in its lobby; it asks for no other game.
+    InGame { game: String, participants: u8 },
+    /// It has played all its games (or stopped) and will join nothing more.
+    Done,
+}
+
+/// The states of a group of bots run in one process, so their owner can tell when every bot
+/// still playing waits in a lobby none of them can fill (see `demo`). A bot takes the lock to
+/// become [`BotState::Searching`] before it asks for a game, so an owner holding the lock knows
+/// that no lobby gains a player meanwhile.
+#[derive(Debug)]
+pub struct BotBoard {
+    states: tokio::sync::Mutex<Vec<BotState>>,
+}
+
+impl BotBoard {
+    /// A board of `bots` bots, all searching.
+    pub fn new(bots: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(BotBoard {
+            states: tokio::sync::Mutex::new(vec![BotState::Searching; bots]),
+        })
+    }
+
+    /// The states, locked: no bot changes its state (or asks for a game) until the guard drops.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, Vec<BotState>> {
+        self.states.lock().await
+    }
+}
+
+/// One bot's place on a [`BotBoard`].
+#[derive(Clone, Debug)]
+pub struct BoardSeat {
+    pub board: std::sync::Arc<BotBoard>,
+    pub bot: usize,
+}
+
+impl BoardSeat {
+    async fn set(&self, state: BotState) {
+        if let Some(slot) = self.board.lock().await.get_mut(self.bot) {
+            *slot = state;
+        }
+    }
+}
+
+async fn mark(options: &PlayerOptions, state: BotState) {
+    if let Some(seat) = &options.board {
+        seat.set(state).await;
+    }
 }
 
 /// How a game ended for this bot.
@@ -98,6 +155,7 @@ pub async fn play(
         if shutdown.is_triggered() {
             break;
         }
+        mark(options, BotState::Searching).await;
         let mut current = match session.take() {
             Some(s) => s,
             None => {
@@ -128,7 +186,7 @@ pub async fn play(
             .participants
             .unwrap_or_else(|| rand::rng().random_range(2..=3));
         let played = tokio::select! {
-            r = current.play_game(n, settings) => r,
+            r = current.play_game(n, settings, options) => r,
             _ = shutdown.recv() => break,
         };
         match played {
@@ -155,6 +213,7 @@ pub async fn play(
             }
         }
     }
+    mark(options, BotState::Done).await;
     Ok(reports)
 }
 
@@ -280,7 +339,12 @@ impl Session {
         })
     }
 
-    async fn play_game(&mut self, n: u8, settings: &Settings) -> Result<GameReport, Failure> {
+    async fn play_game(
+        &mut self,
+        n: u8,
+        settings: &Settings,
+        options: &PlayerOptions,
+    ) -> Result<GameReport, Failure> {
         let joined = async {
             send(
                 &mut self.find,
@@ -296,6 +360,14 @@ impl Session {
         }
         .await
         .map_err(Failure::BeforeJoin)?;
+        mark(
+            options,
+            BotState::InGame {
+                game: joined.payload.game_token.clone(),
+                participants: n,
+            },
+        )
+        .await;
         let mut report = GameReport {
             game_token: joined.payload.game_token,
             hero_id: joined.payload.hero_id,

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{shared_data, superhero, TestRedis};
+use common::{fixture, superhero, TestRedis};
 
 fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
     let out = cmd.output().expect("run superhero");
@@ -27,24 +27,117 @@ fn build_db_loads_the_builtin_roster() {
     assert!(n >= 100, "only {n} heroes");
 }
 
+/// The stored hero `id` as a JSON document.
+fn stored_hero(redis: &TestRedis, id: &str) -> serde_json::Value {
+    let hero: String = redis.cmd(&["HGET", "superheros", id]);
+    serde_json::from_str(&hero).expect("stored hero is JSON")
+}
+
+/// `powerstats` as stored: the six cleaned stats, then health and attack.
+fn powerstats(stats: [u64; 6], health: u64, attack: u64) -> serde_json::Value {
+    let [intelligence, strength, speed, durability, power, combat] = stats;
+    serde_json::json!({
+        "intelligence": intelligence, "strength": strength, "speed": speed,
+        "durability": durability, "power": power, "combat": combat,
+        "health": health, "attack": attack,
+    })
+}
+
 #[test]
-fn build_db_source_loads_the_shared_collection() {
+fn build_db_source_cleans_every_awkward_hero_of_the_fixture() {
     let redis = TestRedis::start();
     let dir = tempfile::tempdir().unwrap();
-    let source = shared_data("superhero.json");
+    let source = fixture("heroes.json");
     let (code, out, err) = run(superhero(dir.path())
         .args(["build-db", "--source"])
         .arg(&source)
         .env("REDIS_PORT", redis.port.to_string()));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("732"), "{out}");
-    assert_eq!(redis.cmd::<u64>(&["HLEN", "superheros"]), 732);
-    let hero: String = redis.cmd(&["HGET", "superheros", "1"]);
-    let hero: serde_json::Value = serde_json::from_str(&hero).unwrap();
-    assert_eq!(hero["powerstats"]["health"], 3_040_000);
-    assert_eq!(hero["powerstats"]["attack"], 26_112);
-    assert!(hero.get("id").is_none() && hero.get("response").is_none());
-    assert_eq!(hero["powerstats"]["strength"], 100);
+    assert!(out.contains("loaded 5 heroes"), "{out}");
+    let mut ids: Vec<String> = redis.cmd(&["HKEYS", "superheros"]);
+    ids.sort();
+    assert_eq!(ids, ["1", "2", "3", "4", "65535"]);
+
+    // Plain strings: health = int × str × dur × 10, attack = speed × power × combat; every
+    // field but `id` and `response` is kept as it was.
+    let quartz = stored_hero(&redis, "1");
+    assert_eq!(
+        quartz["powerstats"],
+        powerstats([50, 40, 30, 20, 10, 5], 400_000, 1_500)
+    );
+    assert_eq!(quartz["name"], "Quartz Warden");
+    assert_eq!(
+        quartz["biography"]["aliases"],
+        serde_json::json!(["The Warden"])
+    );
+    assert_eq!(
+        quartz["image"]["url"],
+        "https://example.invalid/quartz-warden.jpg"
+    );
+    assert!(quartz.get("id").is_none() && quartz.get("response").is_none());
+
+    // JSON null and the string "null" both count as 1.
+    let comet = stored_hero(&redis, "2");
+    assert_eq!(
+        comet["powerstats"],
+        powerstats([1, 1, 12, 7, 3, 9], 70, 324)
+    );
+    assert_eq!(comet["biography"]["alignment"], "bad");
+
+    // "0" and 0 count as 1, so no hero has zero health.
+    let tide = stored_hero(&redis, "3");
+    assert_eq!(tide["powerstats"], powerstats([1, 1, 25, 1, 4, 2], 10, 200));
+
+    // A numeric id and no optional sections: stored with just its name and stats.
+    assert_eq!(
+        stored_hero(&redis, "4"),
+        serde_json::json!({
+            "name": "Bare Minimum",
+            "powerstats": powerstats([9, 8, 7, 6, 5, 4], 4_320, 140),
+        })
+    );
+
+    // A padded id at the top of the range; "" and "NULL" count as 1, " 3 " as 3.
+    let edge = stored_hero(&redis, "65535");
+    assert_eq!(
+        edge["powerstats"],
+        powerstats([1, 3, 100, 2, 1, 1], 60, 100)
+    );
+    assert_eq!(edge["image"], serde_json::json!({}));
+}
+
+#[test]
+fn build_db_refuses_a_file_with_one_bad_hero_naming_it() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = redis.port.to_string();
+    let (code, _, err) = run(superhero(dir.path()).args(["build-db", "--redis-port", &port]));
+    assert_eq!(code, 0, "{err}");
+    let before: Vec<String> = redis.cmd(&["HVALS", "superheros"]);
+    // The whole file is refused on its first bad hero, even after good ones.
+    for (file, reason) in [
+        (
+            "heroes_non_numeric_id.json",
+            "hero #2: has no integer id from 1 to 65535",
+        ),
+        (
+            "heroes_missing_stat.json",
+            "hero #1: id 12: powerstats.combat is missing",
+        ),
+        ("heroes_missing_name.json", "hero #1: id 13: has no name"),
+    ] {
+        let (code, out, err) = run(superhero(dir.path())
+            .args(["build-db", "--redis-port", &port, "--source"])
+            .arg(fixture(file)));
+        assert_ne!(code, 0, "{file}: {out}");
+        assert!(
+            err.contains(&format!("{file} is not a hero collection: {reason}")),
+            "{file}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+        let after: Vec<String> = redis.cmd(&["HVALS", "superheros"]);
+        assert_eq!(before, after, "{file} changed the collection");
+    }
 }
 
 #[test]
@@ -56,7 +149,7 @@ fn truncated_source_fails_and_keeps_the_previous_collection() {
     assert_eq!(code, 0, "{err}");
     let before: Vec<String> = redis.cmd(&["HVALS", "superheros"]);
 
-    let full = std::fs::read_to_string(shared_data("superhero.json")).unwrap();
+    let full = std::fs::read_to_string(fixture("heroes.json")).unwrap();
     let truncated = dir.path().join("truncated.json");
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     let (code, _, err) = run(superhero(dir.path())

@@ -103,6 +103,24 @@ impl Shared {
     }
 }
 
+/// Times lobby `g` (for `n` players) out now, as its LOBBY_TIMEOUT would: status `Timed Out`,
+/// TIMED OUT pushed to its waiting players (by the lobby sockets of whichever server holds
+/// them), and the `Game Timed Out` record. For a caller that knows no player can fill the lobby
+/// any more (`demo`, once every other bot is done); true when this call timed it out.
+pub async fn time_out_lobby_now(
+    settings: &Settings,
+    redis: &Redis,
+    g: &str,
+    n: u8,
+) -> Result<bool> {
+    let outbox = game::Outbox::new(settings);
+    if !game::lobby_timeout(&mut redis.conn(), g, n, 0, &outbox).await? {
+        return Ok(false);
+    }
+    tracing::debug!("game {g} timed out in the lobby: no player left to fill it");
+    Ok(true)
+}
+
 /// Serves the API on `listener` until `shutdown`, then closes every socket and returns.
 pub async fn run(
     settings: &Settings,

@@ -95,10 +95,12 @@ pub fn superhero(cwd: &std::path::Path) -> Command {
     cmd
 }
 
-/// Path of a file in the shared test data beside the repository.
-pub fn shared_data(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    root.join("..").join("shared").join("data").join(name)
+/// Path of a file under `tests/fixtures/`: the tests bring their own data.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
 }
 
 /// Polls `check` until it returns true or the deadline passes.
