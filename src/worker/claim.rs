@@ -16,8 +16,10 @@
 //! remove its files → write both files (temporary name, then rename) → `finish` → clean
 //! routine → [`ack`].
 //!
-//! What happens when a worker W is killed at each point (the record stays in `<lobby>:pending`
-//! until acknowledged, so the fanout routes it again after ACK_TIMEOUT to another worker X):
+//! What happens when a worker W is killed at each point (the record's log entry stays pending in
+//! the consumer group until acknowledged, so a fanout routes it again after ACK_TIMEOUT to
+//! another worker X). This is the analysis for a shared OUTPUT_DIR; for one folder per worker,
+//! where X cannot see W's files, see [`super::leftovers`]:
 //! 1. before `claim`: nothing changed; X claims as if W never existed.
 //! 2. after `claim`, before writing: the lease expires within [`LEASE`]; until then X sees
 //!    `Busy` and does not acknowledge, so the record keeps coming back. Then X claims, finds W
