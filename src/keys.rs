@@ -100,6 +100,11 @@ pub mod status {
 /// Set: every user token ever handed out by login (lets the server refuse unknown tokens in O(1)).
 pub const USER_TOKENS: &str = "games:user-tokens";
 
+/// Sorted set: game token → deadline (ms, Redis time) of its lobby or of its current turn. Set
+/// by the scripts that open a lobby or start a turn, removed when the game ends; every server
+/// process enforces every game's deadline from it, so a game ends whatever server died.
+pub const GAME_DEADLINES: &str = "games:deadlines";
+
 /// Sorted set: open lobbies for `n` players, game token → creation time (ms). A game leaves it
 /// when it fills up or times out.
 pub fn games_lobbies(n: u8) -> String {

@@ -2,7 +2,7 @@
 //! and routes each entry to exactly one live worker channel.
 //!
 //! The server appends every record to `<lobby>:log` in the script that commits the game state
-//! the record reports ([`crate::server::game::Outbox`]). The fanout's router loop:
+//! the record reports ([`crate::server::game::Rules`]). The fanout's router loop:
 //! - reads new entries with XREADGROUP (group `<lobby>:fanouts`, consumer `fanout:<id>`), only
 //!   as many as the live workers can take (each holds at most
 //!   [`delivery::MAX_UNACKED_PER_WORKER`] unacknowledged records);

@@ -10,7 +10,7 @@
 //! Scripts that change whose turn it is publish the change on the game's event channel inside
 //! the script, so no state change can happen without its announcement. Likewise the scripts
 //! that start, complete or time out a game append that transition's lifecycle records to the
-//! log stream themselves ([`Outbox`]): no record ever exists only in this process's memory.
+//! log stream themselves ([`Rules`]): no record ever exists only in this process's memory.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -39,7 +39,7 @@ pub enum GameEvent {
 }
 
 /// Lua helpers shared by the scripts: integer formatting without exponents, the Redis clock,
-/// and the outbox.
+/// and the rules.
 ///
 /// `emit` appends one lifecycle record to the log stream and PUBLISHes it on the lobby channel
 /// with its entry id added. It runs inside the script that commits the change the record
@@ -53,6 +53,10 @@ local function int(x) return string.format('%d', x) end
 local function now_us()
   local t = redis.call('TIME')
   return int(tonumber(t[1]) * 1000000 + tonumber(t[2]))
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function emit(stream, channel, ts, message, task)
   if channel == '' then return 0 end
@@ -77,10 +81,11 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
         "{LUA_PRELUDE}{}",
         r#"
 -- KEYS: 1 game set, 2 participants, 3 status, 4 host, 5 heroes taken, 6 hero of u, 7 created,
---       8 games:participants, 9 games:players:n, 10 open lobbies of n, 11 superheros
--- ARGV: 1 g, 2 u, 3 n, 4 now ms, 5 lobby window ms, 6 mode (join | create | create-force)
+--       8 games:participants, 9 games:players:n, 10 open lobbies of n, 11 superheros,
+--       12 game deadlines
+-- ARGV: 1 g, 2 u, 3 n, 4 (unused), 5 lobby window ms, 6 mode (join | create | create-force)
 local g, u, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local now, window, mode = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local now, window, mode = now_ms(), tonumber(ARGV[5]), ARGV[6]
 if mode == 'join' then
   if redis.call('GET', KEYS[3]) ~= 'Waiting Lobby' then return {'CLOSED'} end
   local created = tonumber(redis.call('GET', KEYS[7]) or '0') or 0
@@ -118,7 +123,10 @@ if mode ~= 'join' then
   redis.call('SET', KEYS[4], u)
   redis.call('SET', KEYS[7], int(now))
   redis.call('RPUSH', KEYS[9], g)
+  -- The SPEC's list of games per size only grows: keep its newest entries only.
+  redis.call('LTRIM', KEYS[9], -10000, -1)
   redis.call('ZADD', KEYS[10], int(now), g)
+  redis.call('ZADD', KEYS[12], int(now + window), g)
 end
 redis.call('SADD', KEYS[1], u)
 redis.call('SADD', KEYS[5], id)
@@ -135,8 +143,10 @@ static READY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_PRELUDE}{}",
         r#"
--- KEYS: 1 game set, 2 status, 3 participants, 4 ready, 5 order, 6 turns, 7 log stream
--- ARGV: 1 u, 2 events channel, 3 lobby channel, 4 record timestamp, 5 g, 6 hero key prefix
+-- KEYS: 1 game set, 2 status, 3 participants, 4 ready, 5 order, 6 turns, 7 game deadlines,
+--       8 log stream
+-- ARGV: 1 u, 2 events channel, 3 lobby channel, 4 record timestamp, 5 g, 6 hero key prefix,
+--       7 turn window ms
 local u = ARGV[1]
 local st = redis.call('GET', KEYS[2])
 if not st then return {'UNKNOWN'} end
@@ -151,6 +161,7 @@ if redis.call('SCARD', KEYS[4]) >= n and redis.call('SCARD', KEYS[1]) >= n then
   redis.call('DEL', KEYS[5])
   redis.call('RPUSH', KEYS[5], unpack(order))
   redis.call('SET', KEYS[6], '1')
+  redis.call('ZADD', KEYS[7], int(now_ms() + tonumber(ARGV[7])), ARGV[5])
   redis.call('PUBLISH', ARGV[2], '{"kind":"start","turn":1,"user":"' .. order[1] ..
     '","at_us":' .. now_us() .. '}')
   if ARGV[3] ~= '' then
@@ -163,7 +174,7 @@ if redis.call('SCARD', KEYS[4]) >= n and redis.call('SCARD', KEYS[1]) >= n then
         ((id and int(id)) or 'null') .. ',"attack":' .. int(tonumber(h[2]) or 0) ..
         ',"health":' .. int(tonumber(h[3]) or 0) .. '}'
     end
-    emit(KEYS[7], ARGV[3], ARGV[4], 'Starting Match',
+    emit(KEYS[8], ARGV[3], ARGV[4], 'Starting Match',
       '{"PAYLOAD":{"GAME_TOKEN":"' .. ARGV[5] .. '","PARTICIPANTS":["' ..
       table.concat(order, '","') .. '"],"PARTICIPANTS_HEROS":{' .. table.concat(heroes, ',') ..
       '}},"STATUS":{"GAME":"START"}}')
@@ -180,9 +191,9 @@ static ATTACK: LazyLock<Script> = LazyLock::new(|| {
         "{LUA_PRELUDE}{}",
         r#"
 -- KEYS: 1 game set, 2 status, 3 order, 4 turns, 5 hero of u, 6 hero of e, 7 logs, 8 eliminated,
---       9 log stream
+--       9 game deadlines, 10 log stream
 -- ARGV: 1 g, 2 u, 3 e, 4 timestamp, 5 max turns, 6 events channel, 7 lobby channel,
---       8 record timestamp
+--       8 record timestamp, 9 turn window ms
 local g, u, e = ARGV[1], ARGV[2], ARGV[3]
 local st = redis.call('GET', KEYS[2])
 if not st then return {'ERR', 'UNKNOWN GAME TOKEN'} end
@@ -210,11 +221,13 @@ end
 local turn = redis.call('INCR', KEYS[4])
 if redis.call('LLEN', KEYS[3]) <= 1 or attacks >= tonumber(ARGV[5]) then
   redis.call('SET', KEYS[2], 'Completed')
+  redis.call('ZREM', KEYS[9], g)
   redis.call('PUBLISH', ARGV[6], '{"kind":"complete","turn":' .. int(turn) .. '}')
-  local emitted = emit_cleaning(KEYS[9], ARGV[7], ARGV[8], g, redis.call('SMEMBERS', KEYS[1]))
+  local emitted = emit_cleaning(KEYS[10], ARGV[7], ARGV[8], g, redis.call('SMEMBERS', KEYS[1]))
   return {'DONE', record, '', turn, emitted}
 end
 local nxt = redis.call('LINDEX', KEYS[3], 0)
+redis.call('ZADD', KEYS[9], int(now_ms() + tonumber(ARGV[9])), g)
 redis.call('PUBLISH', ARGV[6], '{"kind":"turn","turn":' .. int(turn) .. ',"user":"' .. nxt ..
   '","at_us":' .. now_us() .. '}')
 return {'NEXT', record, nxt, turn, 0}
@@ -226,9 +239,10 @@ static ELIMINATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_PRELUDE}{}",
         r#"
--- KEYS: 1 status, 2 order, 3 turns, 4 hero of u, 5 eliminated, 6 ready, 7 game set, 8 log stream
+-- KEYS: 1 status, 2 order, 3 turns, 4 hero of u, 5 eliminated, 6 ready, 7 game set,
+--       8 game deadlines, 9 log stream
 -- ARGV: 1 u, 2 expected turn ('' = whenever), 3 events channel, 4 lobby channel,
---       5 record timestamp, 6 g
+--       5 record timestamp, 6 g, 7 turn window ms
 local u = ARGV[1]
 local st = redis.call('GET', KEYS[1])
 if st == 'Waiting Lobby' then
@@ -247,11 +261,13 @@ redis.call('RPUSH', KEYS[5], u)
 if redis.call('LLEN', KEYS[2]) <= 1 then
   redis.call('SET', KEYS[1], 'Completed')
   local turn = redis.call('INCR', KEYS[3])
+  redis.call('ZREM', KEYS[8], ARGV[6])
   redis.call('PUBLISH', ARGV[3], '{"kind":"complete","turn":' .. int(turn) .. '}')
-  return {'DONE', emit_cleaning(KEYS[8], ARGV[4], ARGV[5], ARGV[6], redis.call('SMEMBERS', KEYS[7]))}
+  return {'DONE', emit_cleaning(KEYS[9], ARGV[4], ARGV[5], ARGV[6], redis.call('SMEMBERS', KEYS[7]))}
 end
 if head == u then
   local turn = redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[8], int(now_ms() + tonumber(ARGV[7])), ARGV[6])
   redis.call('PUBLISH', ARGV[3], '{"kind":"turn","turn":' .. int(turn) .. ',"user":"' ..
     redis.call('LINDEX', KEYS[2], 0) .. '","at_us":' .. now_us() .. '}')
 end
@@ -264,35 +280,47 @@ static LOBBY_TIMEOUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_PRELUDE}{}",
         r#"
--- KEYS: 1 status, 2 open lobbies of n, 3 created, 4 log stream
--- ARGV: 1 g, 2 events channel, 3 now ms, 4 lobby window ms, 5 lobby channel, 6 record timestamp
-if redis.call('GET', KEYS[1]) ~= 'Waiting Lobby' then return 0 end
+-- KEYS: 1 status, 2 open lobbies of n, 3 created, 4 game deadlines, 5 log stream
+-- ARGV: 1 g, 2 events channel, 3 (unused), 4 lobby window ms, 5 lobby channel, 6 record timestamp
+if redis.call('GET', KEYS[1]) ~= 'Waiting Lobby' then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return 0
+end
 local created = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
-if tonumber(ARGV[3]) - created < tonumber(ARGV[4]) then return 0 end
+if now_ms() - created < tonumber(ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], 'Timed Out')
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('PUBLISH', ARGV[2], '{"kind":"timed_out"}')
-emit(KEYS[4], ARGV[5], ARGV[6], 'Game Timed Out', '{"game_token":"' .. ARGV[1] .. '"}')
+emit(KEYS[5], ARGV[5], ARGV[6], 'Game Timed Out', '{"game_token":"' .. ARGV[1] .. '"}')
 return 1
 "#
     ))
 });
 
-/// Where the scripts put lifecycle records: the lobby's log stream and channel, or nowhere when
-/// LOGGER_MODULE is not `redis` (an empty channel tells the scripts so).
+/// What the scripts need besides the game itself: where lifecycle records go (the lobby's log
+/// stream and channel, or nowhere when LOGGER_MODULE is not `redis`: an empty channel tells the
+/// scripts so), and how long a lobby and a turn may last. Deadlines are kept in Redis by Redis
+/// time ([`keys::GAME_DEADLINES`]), set by the same scripts that start a lobby or a turn.
 #[derive(Clone, Debug)]
-pub struct Outbox {
+pub struct Rules {
     stream: String,
     channel: String,
+    /// SERVER_SLEEP + TURN_TIMEOUT: a turn's deadline after it starts.
+    turn_ms: u64,
+    /// LOBBY_TIMEOUT.
+    pub lobby_ms: u64,
 }
 
-impl Outbox {
+impl Rules {
     pub fn new(settings: &crate::config::Settings) -> Self {
         let lobby = &settings.worker_channel;
         let on = settings.logger_module == crate::config::LoggerModule::Redis;
-        Outbox {
+        Rules {
             stream: keys::log_stream(lobby),
             channel: if on { lobby.clone() } else { String::new() },
+            turn_ms: (settings.server_sleep + settings.turn_timeout).as_millis() as u64,
+            lobby_ms: settings.lobby_timeout.as_millis() as u64,
         }
     }
 }
@@ -305,45 +333,20 @@ pub enum Found {
 }
 
 /// Joins the oldest open game for `n` players or creates one (the creator is its host).
-pub async fn find(
-    conn: &mut ConnectionManager,
-    user: &str,
-    n: u8,
-    lobby_window_ms: u64,
-    outbox: &Outbox,
-    on_timed_out: &mut impl FnMut(&str),
-) -> Result<Found> {
+/// Lobbies past their deadline are timed out by [`sweep_deadlines`], not here.
+pub async fn find(conn: &mut ConnectionManager, user: &str, n: u8, rules: &Rules) -> Result<Found> {
     let lobbies = keys::games_lobbies(n);
     for attempt in 0..50 {
-        let now = crate::clock::now_ms();
-        let fresh_from = now.saturating_sub(lobby_window_ms) + 1;
-        // Lobbies nobody will ever time out (their players never opened a lobby socket).
-        let stale: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        // Oldest first; the join script itself refuses one that is full, started or stale.
+        let open: Vec<String> = redis::cmd("ZRANGE")
             .arg(&lobbies)
-            .arg("-inf")
-            .arg(format!("({fresh_from}"))
-            .arg("LIMIT")
             .arg(0)
-            .arg(5)
-            .query_async(conn)
-            .await?;
-        for g in stale {
-            if lobby_timeout(conn, &g, n, lobby_window_ms, outbox).await? {
-                on_timed_out(&g);
-            }
-        }
-        let open: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&lobbies)
-            .arg(fresh_from)
-            .arg("+inf")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(8)
+            .arg(7)
             .query_async(conn)
             .await?;
         let mut already_in_one = false;
         for g in &open {
-            match join_one(conn, g, user, n, now, lobby_window_ms, "join").await? {
+            match join_one(conn, g, user, n, rules, "join").await? {
                 JoinReply::Ok(hero_id) => {
                     return Ok(Found::Joined {
                         game: g.clone(),
@@ -362,7 +365,7 @@ pub async fn find(
         } else {
             "create"
         };
-        match join_one(conn, &g, user, n, now, lobby_window_ms, mode).await? {
+        match join_one(conn, &g, user, n, rules, mode).await? {
             JoinReply::Ok(hero_id) => return Ok(Found::Joined { game: g, hero_id }),
             JoinReply::Refused(r) => return Ok(Found::Refused(r)),
             JoinReply::Already | JoinReply::Skip => {}
@@ -383,8 +386,7 @@ async fn join_one(
     g: &str,
     u: &str,
     n: u8,
-    now: u64,
-    window: u64,
+    rules: &Rules,
     mode: &str,
 ) -> Result<JoinReply> {
     let reply: Vec<String> = JOIN
@@ -399,11 +401,12 @@ async fn join_one(
         .key(keys::games_players(n))
         .key(keys::games_lobbies(n))
         .key(keys::SUPERHEROS)
+        .key(keys::GAME_DEADLINES)
         .arg(g)
         .arg(u)
         .arg(n)
-        .arg(now)
-        .arg(window)
+        .arg("")
+        .arg(rules.lobby_ms)
         .arg(mode)
         .invoke_async(conn)
         .await
@@ -436,12 +439,7 @@ pub enum Ready {
     UnknownGame,
 }
 
-pub async fn ready(
-    conn: &mut ConnectionManager,
-    g: &str,
-    u: &str,
-    outbox: &Outbox,
-) -> Result<Ready> {
+pub async fn ready(conn: &mut ConnectionManager, g: &str, u: &str, rules: &Rules) -> Result<Ready> {
     let reply: Vec<String> = READY
         .key(keys::game(g))
         .key(keys::game_status(g))
@@ -449,13 +447,15 @@ pub async fn ready(
         .key(keys::game_ready(g))
         .key(keys::game_order(g))
         .key(keys::game_turns(g))
-        .key(&outbox.stream)
+        .key(keys::GAME_DEADLINES)
+        .key(&rules.stream)
         .arg(u)
         .arg(keys::game_events(g))
-        .arg(&outbox.channel)
+        .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
         .arg(g)
         .arg(keys::game_hero(g, ""))
+        .arg(rules.turn_ms)
         .invoke_async(conn)
         .await
         .context("ready script")?;
@@ -491,7 +491,7 @@ pub async fn attack(
     u: &str,
     e: &str,
     max_turns: u32,
-    outbox: &Outbox,
+    rules: &Rules,
 ) -> Result<Attacked> {
     // Refusals are {'ERR', reason}; stored attacks {kind, record, next, turn}.
     let reply: Vec<String> = ATTACK
@@ -503,15 +503,17 @@ pub async fn attack(
         .key(keys::game_hero(g, e))
         .key(keys::game_logs(g))
         .key(keys::game_eliminated(g))
-        .key(&outbox.stream)
+        .key(keys::GAME_DEADLINES)
+        .key(&rules.stream)
         .arg(g)
         .arg(u)
         .arg(e)
         .arg(crate::clock::attack_timestamp())
         .arg(max_turns.max(1))
         .arg(keys::game_events(g))
-        .arg(&outbox.channel)
+        .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
+        .arg(rules.turn_ms)
         .invoke_async(conn)
         .await
         .context("attack script")?;
@@ -565,7 +567,7 @@ pub async fn eliminate(
     g: &str,
     u: &str,
     expected_turn: Option<u64>,
-    outbox: &Outbox,
+    rules: &Rules,
 ) -> Result<Eliminated> {
     let (answer, records): (String, u64) = ELIMINATE
         .key(keys::game_status(g))
@@ -575,13 +577,15 @@ pub async fn eliminate(
         .key(keys::game_eliminated(g))
         .key(keys::game_ready(g))
         .key(keys::game(g))
-        .key(&outbox.stream)
+        .key(keys::GAME_DEADLINES)
+        .key(&rules.stream)
         .arg(u)
         .arg(expected_turn.map(|t| t.to_string()).unwrap_or_default())
         .arg(keys::game_events(g))
-        .arg(&outbox.channel)
+        .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
         .arg(g)
+        .arg(rules.turn_ms)
         .invoke_async(conn)
         .await
         .context("eliminate script")?;
@@ -599,18 +603,19 @@ pub async fn lobby_timeout(
     g: &str,
     n: u8,
     window_ms: u64,
-    outbox: &Outbox,
+    rules: &Rules,
 ) -> Result<bool> {
     let flipped: i64 = LOBBY_TIMEOUT
         .key(keys::game_status(g))
         .key(keys::games_lobbies(n))
         .key(keys::game_created(g))
-        .key(&outbox.stream)
+        .key(keys::GAME_DEADLINES)
+        .key(&rules.stream)
         .arg(g)
         .arg(keys::game_events(g))
-        .arg(crate::clock::now_ms())
+        .arg("")
         .arg(window_ms)
-        .arg(&outbox.channel)
+        .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
         .invoke_async(conn)
         .await

@@ -2,17 +2,13 @@
 //! COMPLETE (or TIMED OUT). After a game ends the same socket may register for the next one.
 //!
 //! The handler holds no game state beyond what it has already told its player: it follows the
-//! game's events from the [`super::hub`], re-reads Redis when events may have been missed, and
-//! keeps the two timers that make every game end: the lobby timeout and the turn timeout. Every
-//! participant's handler arms the turn timer (the current player's first, the others a second
-//! later), so a turn times out even if the current player's server process died; the eliminate
-//! script only acts once per turn number.
+//! game's events from the [`super::hub`] and re-reads Redis when events may have been missed.
+//! It keeps no timers: lobby and turn deadlines live in Redis and every server enforces them
+//! ([`super::deadlines`]), so a game ends even when the server holding its sockets is gone.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::game::{self, Eliminated, GameEvent, Ready};
 use super::hub::HubEvent;
@@ -23,11 +19,6 @@ use super::{
 };
 use crate::keys::status;
 use crate::metrics::Gauge;
-
-/// Extra time the other participants give the current player before they time its turn out.
-const OBSERVER_GRACE: Duration = Duration::from_secs(1);
-/// Retry pause of a timer whose Redis call failed.
-const TIMER_RETRY: Duration = Duration::from_millis(250);
 
 /// What a finished registration leaves the socket to do.
 enum Flow {
@@ -89,8 +80,6 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
             participants: 0,
             start_sent: false,
             last_turn: 0,
-            turn_timer: None,
-            lobby_timer: None,
         };
         let flow = lobby.play(events).await;
         shared.hub.unregister(&g, id);
@@ -98,13 +87,6 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
             return;
         }
     }
-}
-
-/// A turn timer: at `at`, eliminate `user` if turn `turn` is still running.
-struct TurnTimer {
-    at: Instant,
-    user: String,
-    turn: u64,
 }
 
 struct Lobby<'a> {
@@ -116,21 +98,12 @@ struct Lobby<'a> {
     start_sent: bool,
     /// Highest turn number handled: each turn is announced at most once.
     last_turn: u64,
-    turn_timer: Option<TurnTimer>,
-    lobby_timer: Option<Instant>,
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Lobby<'_> {
     async fn play(&mut self, mut events: mpsc::UnboundedReceiver<HubEvent>) -> Flow {
         let mut conn = self.shared.redis.conn();
-        match game::ready(&mut conn, self.g, self.u, &self.shared.outbox).await {
+        match game::ready(&mut conn, self.g, self.u, &self.shared.rules).await {
             Ok(Ready::UnknownGame) => return self.refuse(reason::UNKNOWN_GAME_TOKEN).await,
             Ok(Ready::NotInGame) => return self.refuse(reason::USER_NOT_IN_GAME).await,
             Ok(Ready::Started) => self.shared.game_started(),
@@ -143,7 +116,6 @@ impl Lobby<'_> {
         self.shared.available();
         let mut flow = self.resync().await;
         while let Flow::Stay = flow {
-            let turn_at = self.turn_timer.as_ref().map(|t| t.at);
             flow = tokio::select! {
                 event = events.recv() => match event {
                     Some(HubEvent::Game(event)) => self.on_event(event).await,
@@ -163,8 +135,6 @@ impl Lobby<'_> {
                     Incoming::Refused(r) => self.reply(r).await,
                     Incoming::Text(_) => self.reply(reason::ALREADY_IN_LOBBY).await,
                 },
-                _ = sleep_until_opt(turn_at) => self.turn_expired().await,
-                _ = sleep_until_opt(self.lobby_timer) => self.lobby_expired().await,
                 _ = self.shared.shutdown.recv() => {
                     // This server stops serving the player: like a closed socket, it leaves.
                     self.leave().await;
@@ -200,7 +170,6 @@ impl Lobby<'_> {
     async fn on_event(&mut self, event: GameEvent) -> Flow {
         match event {
             GameEvent::Start { turn, user, at_us } | GameEvent::Turn { turn, user, at_us } => {
-                self.lobby_timer = None;
                 self.on_turn(turn, &user, Some(at_us)).await
             }
             GameEvent::Complete { .. } => self.finish(game_status::COMPLETE).await,
@@ -216,7 +185,7 @@ impl Lobby<'_> {
         }
     }
 
-    /// Announces turn `turn` if it is this player's and was not announced yet; arms its timer.
+    /// Announces turn `turn` if it is this player's and was not announced yet.
     async fn on_turn(&mut self, turn: u64, user: &str, at_us: Option<u64>) -> Flow {
         if turn <= self.last_turn {
             return Flow::Stay;
@@ -240,9 +209,7 @@ impl Lobby<'_> {
         }
         self.last_turn = turn;
         let settings = &self.shared.settings;
-        let mine = user == self.u;
-        let timeout = settings.server_sleep + settings.turn_timeout;
-        if mine {
+        if user == self.u {
             if !settings.server_sleep.is_zero() {
                 tokio::time::sleep(settings.server_sleep).await;
             }
@@ -263,16 +230,6 @@ impl Lobby<'_> {
                 );
             }
         }
-        let grace = if mine {
-            settings.turn_timeout
-        } else {
-            timeout + OBSERVER_GRACE
-        };
-        self.turn_timer = Some(TurnTimer {
-            at: Instant::now() + grace,
-            user: user.to_string(),
-            turn,
-        });
         Flow::Stay
     }
 
@@ -290,76 +247,20 @@ impl Lobby<'_> {
         self.participants = view.participants;
         match view.status.as_deref() {
             None => self.refuse(reason::UNKNOWN_GAME_TOKEN).await,
-            Some(status::WAITING_LOBBY) => {
-                let window = self.shared.settings.lobby_timeout.as_millis() as u64;
-                let left = (view.created_ms + window).saturating_sub(crate::clock::now_ms());
-                self.lobby_timer = Some(Instant::now() + Duration::from_millis(left));
-                Flow::Stay
-            }
+            Some(status::WAITING_LOBBY) => Flow::Stay,
             Some(status::COMPLETED) => self.finish(game_status::COMPLETE).await,
             Some(status::TIMED_OUT) => self.finish(game_status::TIMED_OUT).await,
-            Some(_) => {
-                self.lobby_timer = None;
-                match view.head {
-                    Some(head) => self.on_turn(view.turn, &head, None).await,
-                    None => Flow::Stay,
-                }
-            }
+            Some(_) => match view.head {
+                Some(head) => self.on_turn(view.turn, &head, None).await,
+                None => Flow::Stay,
+            },
         }
-    }
-
-    async fn turn_expired(&mut self) -> Flow {
-        let Some(timer) = self.turn_timer.take() else {
-            return Flow::Stay;
-        };
-        let mut conn = self.shared.redis.conn();
-        let outbox = &self.shared.outbox;
-        match game::eliminate(&mut conn, self.g, &timer.user, Some(timer.turn), outbox).await {
-            Ok(outcome) => {
-                self.shared.available();
-                if outcome != Eliminated::Nothing {
-                    tracing::info!(
-                        "game {}: {} did not act within TURN_TIMEOUT and is eliminated",
-                        self.g,
-                        timer.user
-                    );
-                }
-                if let Eliminated::Completed { records } = outcome {
-                    self.shared.game_completed(self.g, records);
-                }
-            }
-            Err(e) => {
-                self.shared.unavailable(&e);
-                self.turn_timer = Some(TurnTimer {
-                    at: Instant::now() + TIMER_RETRY,
-                    ..timer
-                });
-            }
-        }
-        Flow::Stay
-    }
-
-    async fn lobby_expired(&mut self) -> Flow {
-        self.lobby_timer = None;
-        let mut conn = self.shared.redis.conn();
-        let window = self.shared.settings.lobby_timeout.as_millis() as u64;
-        let outbox = &self.shared.outbox;
-        match game::lobby_timeout(&mut conn, self.g, self.participants, window, outbox).await {
-            Ok(true) => self.shared.game_timed_out(self.g),
-            // Started meanwhile, or not quite due by the creator's clock: look again.
-            Ok(false) => return self.resync().await,
-            Err(e) => {
-                self.shared.unavailable(&e);
-                self.lobby_timer = Some(Instant::now() + TIMER_RETRY);
-            }
-        }
-        Flow::Stay
     }
 
     /// The player's lobby socket is gone: it falls (or leaves the lobby if not started).
     async fn leave(&mut self) {
         let mut conn = self.shared.redis.conn();
-        match game::eliminate(&mut conn, self.g, self.u, None, &self.shared.outbox).await {
+        match game::eliminate(&mut conn, self.g, self.u, None, &self.shared.rules).await {
             Ok(Eliminated::Completed { records }) => self.shared.game_completed(self.g, records),
             Ok(Eliminated::Eliminated) => {
                 tracing::info!(

@@ -6,8 +6,9 @@
 //! keeps no game state of its own: every change is a Lua script in [`game`], and scripts
 //! announce turn changes on a per-game channel that every server process hears through one
 //! pattern subscription ([`hub`]). Several processes on one Redis therefore serve one game.
-//! Lifecycle records are appended to the log stream by the same scripts ([`game::Outbox`]).
+//! Lifecycle records are appended to the log stream by the same scripts ([`game::Rules`]).
 
+pub mod deadlines;
 pub mod game;
 pub mod hub;
 pub mod lobby;
@@ -54,7 +55,7 @@ pub struct Shared {
     pub redis: Redis,
     pub hub: Hub,
     /// Where the game scripts append lifecycle records.
-    pub outbox: game::Outbox,
+    pub rules: game::Rules,
     pub metrics: ServerMetrics,
     pub shutdown: Shutdown,
     outage: Mutex<Outage>,
@@ -113,8 +114,8 @@ pub async fn time_out_lobby_now(
     g: &str,
     n: u8,
 ) -> Result<bool> {
-    let outbox = game::Outbox::new(settings);
-    if !game::lobby_timeout(&mut redis.conn(), g, n, 0, &outbox).await? {
+    let rules = game::Rules::new(settings);
+    if !game::lobby_timeout(&mut redis.conn(), g, n, 0, &rules).await? {
         return Ok(false);
     }
     tracing::debug!("game {g} timed out in the lobby: no player left to fill it");
@@ -152,12 +153,13 @@ pub async fn run(
         settings: settings.clone(),
         redis,
         hub,
-        outbox: game::Outbox::new(settings),
+        rules: game::Rules::new(settings),
         metrics,
         shutdown: shutdown.clone(),
         outage: Mutex::new(Outage::new("game server")),
         redis_down: AtomicBool::new(false),
     });
+    let sweeper = tokio::spawn(deadlines::run(shared.clone()));
     let dispatcher = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -210,6 +212,7 @@ pub async fn run(
         connections.abort_all();
     }
     dispatcher.abort();
+    sweeper.abort();
     Ok(())
 }
 

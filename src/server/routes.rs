@@ -100,19 +100,12 @@ async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
     if !game::is_user(&mut conn, &user).await? {
         return Ok(Err(reason::UNKNOWN_USER_TOKEN));
     }
-    let window = shared.settings.lobby_timeout.as_millis() as u64;
-    let mut found = game::find(&mut conn, &user, n, window, &shared.outbox, &mut |g| {
-        shared.game_timed_out(g)
-    })
-    .await?;
+    let mut found = game::find(&mut conn, &user, n, &shared.rules).await?;
     // No heroes at all means Redis lost its data: put the roster back and try once more.
     if matches!(found, Found::Refused(reason::NO_HEROES))
         && crate::build_db::reload_if_missing(&shared.redis).await?
     {
-        found = game::find(&mut conn, &user, n, window, &shared.outbox, &mut |g| {
-            shared.game_timed_out(g)
-        })
-        .await?;
+        found = game::find(&mut conn, &user, n, &shared.rules).await?;
     }
     match found {
         Found::Joined { game, hero_id } => Ok(Ok(json(&protocol::FindReply {
@@ -169,7 +162,7 @@ async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
     }
     let mut conn = shared.redis.conn();
     let max_turns = shared.settings.max_turns;
-    match game::attack(&mut conn, &g, &u, &e, max_turns, &shared.outbox).await? {
+    match game::attack(&mut conn, &g, &u, &e, max_turns, &shared.rules).await? {
         Attacked::Refused(r) => Ok(Err(r)),
         Attacked::Stored {
             record,

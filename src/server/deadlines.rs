@@ -1,0 +1,100 @@
+//! Every server process enforces every game's deadlines, whichever server holds its sockets.
+//!
+//! The scripts that open a lobby or start a turn put the game in `games:deadlines` with its
+//! deadline by Redis time; the ones that end a lobby or a game take it out. This task looks
+//! every [`SWEEP_EVERY`] for games past their deadline (by Redis's clock, never this
+//! process's) and applies the rule: a lobby still waiting times out, and the player whose turn
+//! it is falls, exactly as when its socket closes. The scripts check the state they act on, so
+//! any number of servers may sweep at once and each deadline acts once. A game whose servers
+//! all died therefore ends as soon as one server runs again: within TURN_TIMEOUT per living
+//! player.
+
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::game::{self, Eliminated};
+use super::Shared;
+use crate::keys::{self, status};
+
+/// How often the deadlines are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+/// Games handled per sweep round trip.
+const SWEEP_BATCH: usize = 100;
+
+static DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        -- KEYS: 1 game deadlines   ARGV: 1 limit
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now),
+          'LIMIT', 0, ARGV[1])
+        ",
+    )
+});
+
+/// Sweeps until shutdown.
+pub async fn run(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = shared.shutdown.recv() => return,
+        }
+        if let Err(e) = sweep(&shared).await {
+            shared.unavailable(&e);
+        }
+    }
+}
+
+/// Applies every deadline that has passed; the number of games it acted on.
+pub async fn sweep(shared: &Shared) -> anyhow::Result<usize> {
+    let mut conn = shared.redis.conn();
+    let due: Vec<String> = DUE
+        .key(keys::GAME_DEADLINES)
+        .arg(SWEEP_BATCH)
+        .invoke_async(&mut conn)
+        .await?;
+    let rules = &shared.rules;
+    let mut acted = 0;
+    for g in due {
+        let view = game::view(&mut conn, &g).await?;
+        match view.status.as_deref() {
+            Some(status::WAITING_LOBBY) => {
+                if game::lobby_timeout(&mut conn, &g, view.participants, rules.lobby_ms, rules)
+                    .await?
+                {
+                    shared.game_timed_out(&g);
+                    acted += 1;
+                }
+            }
+            Some(status::IN_PROGRESS) => {
+                let Some(head) = view.head else { continue };
+                match game::eliminate(&mut conn, &g, &head, Some(view.turn), rules).await? {
+                    Eliminated::Nothing => {}
+                    outcome => {
+                        tracing::info!(
+                            "game {g}: {head} did not act within TURN_TIMEOUT and is eliminated"
+                        );
+                        if let Eliminated::Completed { records } = outcome {
+                            shared.game_completed(&g, records);
+                        }
+                        acted += 1;
+                    }
+                }
+            }
+            // Over, or gone: nothing is due any more.
+            _ => {
+                let _: () = redis::cmd("ZREM")
+                    .arg(keys::GAME_DEADLINES)
+                    .arg(&g)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+        }
+    }
+    shared.available();
+    Ok(acted)
+}
