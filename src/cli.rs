@@ -289,6 +289,13 @@ pub struct SettingsArgs {
     #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
     pub client_sleep: Option<String>,
 
+    /// Open WebSocket connections one server process allows; at the cap the longest-idle one makes room [env: MAX_CONNECTIONS] [default: 1024]
+    #[arg(long, global = true, value_name = "N", help_heading = "Game")]
+    pub max_connections: Option<String>,
+    /// Seconds the server keeps a socket that owes it a request before closing it [env: IDLE_TIMEOUT] [default: 30]
+    #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
+    pub idle_timeout: Option<String>,
+
     /// TRACE, DEBUG, INFO, WARNING/WARN, ERROR, CRITICAL [env: LOG_LEVEL] [default: INFO]
     #[arg(long, global = true, value_name = "LEVEL", help_heading = "Settings")]
     pub log_level: Option<String>,
@@ -322,6 +329,8 @@ impl SettingsArgs {
             ("MAX_TURNS", &self.max_turns),
             ("CLIENT_GAMES", &self.client_games),
             ("CLIENT_SLEEP", &self.client_sleep),
+            ("MAX_CONNECTIONS", &self.max_connections),
+            ("IDLE_TIMEOUT", &self.idle_timeout),
             ("LOG_LEVEL", &self.log_level),
         ];
         given
@@ -363,6 +372,8 @@ mod tests {
             max_turns: Some(String::new()),
             client_games: Some(String::new()),
             client_sleep: Some(String::new()),
+            max_connections: Some(String::new()),
+            idle_timeout: Some(String::new()),
             log_level: Some(String::new()),
             config: None,
         };

@@ -150,7 +150,21 @@ pub const VARS: &[Var] = &[
         default: None,
         help: "HOST:PORT of a Prometheus metrics endpoint (off when unset)",
     },
+    Var {
+        name: "MAX_CONNECTIONS",
+        default: Some("1024"),
+        help: "open WebSocket connections one server process allows; at the cap the longest-idle one makes room",
+    },
+    Var {
+        name: "IDLE_TIMEOUT",
+        default: Some("30"),
+        help: "seconds the server keeps a socket that owes it a request (not a lobby socket in a game) before closing it",
+    },
 ];
+
+/// Largest MAX_CONNECTIONS accepted: tokio's semaphore holds at most about 2^61 permits, and
+/// a cap beyond any process's file descriptors is a typo.
+const MAX_CONNECTIONS_LIMIT: usize = 1 << 24;
 
 /// A setting that could not be parsed. The binary exits with code 2 on it.
 #[derive(Debug)]
@@ -239,6 +253,10 @@ pub struct Settings {
     pub log_retention: Duration,
     pub write_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
+    /// Open WebSocket connections one server process allows.
+    pub max_connections: usize,
+    /// How long the server waits for a socket's next request (never zero).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -495,6 +513,19 @@ impl Raw {
                 "MAX_TURNS: invalid value 0, expected a positive number of turns".into(),
             ));
         }
+        let max_connections: usize =
+            self.parsed("MAX_CONNECTIONS", "a positive number of connections")?;
+        if max_connections == 0 || max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(ConfigError(format!(
+                "MAX_CONNECTIONS: invalid value {max_connections}, expected a number of connections from 1 to {MAX_CONNECTIONS_LIMIT}"
+            )));
+        }
+        let idle_timeout = self.seconds("IDLE_TIMEOUT")?;
+        if idle_timeout.is_zero() {
+            return Err(ConfigError(
+                "IDLE_TIMEOUT: invalid value 0, expected a positive number of seconds".into(),
+            ));
+        }
         Ok(Settings {
             redis,
             redis_expiry: self.seconds("REDIS_EXPIRY")?,
@@ -517,6 +548,8 @@ impl Raw {
             log_retention: self.seconds("LOG_RETENTION")?,
             write_timeout,
             metrics_addr,
+            max_connections,
+            idle_timeout,
         })
     }
 }
@@ -595,6 +628,49 @@ mod tests {
         assert_eq!(s.ack_timeout, Duration::from_secs(30));
         assert_eq!(s.worker_id.len(), 12);
         assert!(s.metrics_addr.is_none());
+        assert_eq!(s.max_connections, 1024);
+        assert_eq!(s.idle_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn connection_limits_must_be_positive() {
+        let s = Settings::from_layers(layers(&[
+            ("MAX_CONNECTIONS", "50"),
+            ("IDLE_TIMEOUT", "1.5"),
+        ]))
+        .unwrap();
+        assert_eq!(s.max_connections, 50);
+        assert_eq!(s.idle_timeout, Duration::from_millis(1500));
+        for (name, bad) in [
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "-1"),
+            ("MAX_CONNECTIONS", "many"),
+            ("MAX_CONNECTIONS", "99999999999"),
+            ("IDLE_TIMEOUT", "0"),
+            ("IDLE_TIMEOUT", "-1"),
+            ("IDLE_TIMEOUT", "soon"),
+        ] {
+            let err = Settings::from_layers(layers(&[(name, bad)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_readme_settings_table_lists_every_variable_with_its_default() {
+        let readme = include_str!("../README.md");
+        for var in VARS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| {} |", var.name)))
+                .unwrap_or_else(|| panic!("README settings table lacks {}", var.name));
+            if let Some(default) = var.default {
+                assert!(
+                    row.starts_with(&format!("| {} | {default} |", var.name)),
+                    "README gives another default for {}: {row}",
+                    var.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - the Parquet sink (`sink`) writes them as gzip-compressed Parquet files.
 //!
 //! Shared pieces: [`config`] (settings), [`redis_conn`] (the one Redis connection layer),
-//! [`keys`] (every key and channel name), [`shutdown`], [`heroes`].
+//! [`keys`] (every key and channel name), [`shutdown`], [`heroes`], [`connections`] (the cap,
+//! idle timeout and accept backoff of the server's and the metrics endpoint's listeners).
 
 pub mod bench;
 pub mod build_db;
@@ -16,6 +17,7 @@ pub mod clean;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod demo;
 pub mod fanout;

@@ -3,11 +3,24 @@
 //! Roles define their own metric families with `prometheus-client` (which does the exposition
 //! format), register them in a [`Registry`], and call [`serve`] when METRICS_ADDR is set. With
 //! METRICS_ADDR unset nothing listens.
+//!
+//! HTTP is hyper's (HTTP/1.1, one request per connection), under the same connection limits as
+//! the game server ([`crate::connections`]): a small fixed cap, a short idle timeout, an idle
+//! connection making room at the cap, and accept errors backing off.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
@@ -15,9 +28,18 @@ pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 pub use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
+use crate::connections::{self, AcceptErrors, Limits, Slot, Throttle};
 use crate::shutdown::Shutdown;
+
+/// Scrapers are few: a handful of connections is plenty, and bounds what a flood can hold.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may take to send its request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The content type of the exposition format `prometheus-client` writes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A registry shared between the role that fills it and the endpoint that serves it.
 pub type SharedRegistry = Arc<Mutex<Registry>>;
@@ -45,8 +67,8 @@ pub fn render(registry: &SharedRegistry) -> String {
     text
 }
 
-/// Binds `addr` and serves `GET /metrics` until shutdown. Returns the bound address, so
-/// `127.0.0.1:0` works in tests.
+/// Binds `addr` and serves `GET /metrics` (and `/`) until shutdown; other paths get 404.
+/// Returns the bound address, so `127.0.0.1:0` works in tests.
 pub async fn serve(
     addr: SocketAddr,
     registry: SharedRegistry,
@@ -58,52 +80,76 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     tracing::info!("metrics at http://{bound}/metrics");
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = shutdown.recv() => return,
-            };
-            let Ok((mut socket, _)) = accepted else {
-                continue;
-            };
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                // One small request per connection; anything longer than a request line is ignored.
-                let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    socket.read(&mut buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("");
-                let (status, content_type, body) = if path == "/metrics" || path == "/" {
-                    (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        render(&registry),
-                    )
-                } else {
-                    (
-                        "404 Not Found",
-                        "text/plain",
-                        "not found: try /metrics\n".to_string(),
-                    )
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
+        let limits = Limits::new(MAX_CONNECTIONS, IDLE_TIMEOUT);
+        let mut errors = AcceptErrors::new("metrics endpoint");
+        let mut refusals = Throttle::default();
+        while let Some(stream) = connections::accept(&listener, &mut errors, &shutdown).await {
+            match limits.admit().await {
+                Some(slot) => {
+                    tokio::spawn(serve_connection(stream, slot, registry.clone()));
+                }
+                None => connections::log_refusal(&mut refusals, "metrics endpoint", &limits),
+            }
         }
     });
     Ok(bound)
+}
+
+/// Serves one HTTP connection. It counts as idle until its request has arrived: it is dropped
+/// after [`IDLE_TIMEOUT`] or when its slot is wanted by a newcomer.
+async fn serve_connection(stream: TcpStream, slot: Slot, registry: SharedRegistry) {
+    let (arrived, request_in) = oneshot::channel::<()>();
+    let arrived = Mutex::new(Some(arrived));
+    let service = service_fn(move |request: Request<Incoming>| {
+        if let Some(tx) = arrived.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(());
+        }
+        let response = respond(&request, &registry);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = http1::Builder::new()
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(IDLE_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let idle = slot.idle();
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        Ok(()) = request_in => {}
+        // Dropping the connection closes the socket; no request was being served.
+        _ = idle.ended() => return,
+    }
+    drop(idle);
+    if let Err(e) = connection.await {
+        tracing::debug!("metrics connection failed: {e}");
+    }
+}
+
+/// The answer to one request: the exposition text for `GET /metrics` (or `/`), else 404/405.
+fn respond(request: &Request<Incoming>, registry: &SharedRegistry) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let (status, content_type, body) = if path != "/metrics" && path != "/" {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics\n".to_string(),
+        )
+    } else if request.method() != Method::GET && request.method() != Method::HEAD {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".to_string(),
+        )
+    } else {
+        (StatusCode::OK, OPENMETRICS, render(registry))
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// Starts the endpoint when an address is configured; with none, opens no port.

@@ -3,8 +3,9 @@
 //! It logs in under a name of its own, then plays CLIENT_GAMES games: find a game of
 //! PARTICIPANTS players, wait in the lobby, and on each USER'S TURN look up the opponents'
 //! heroes and attack a random living one. One socket per route is opened once and reused for
-//! every request; after any error the bot drops its sockets, waits CLIENT_SLEEP and reconnects,
-//! so it can be started before the server.
+//! every request; one the server closed while it sat unused (IDLE_TIMEOUT, or to make room at
+//! its connection cap) is reopened and the request sent again. After any other error the bot
+//! drops its sockets, waits CLIENT_SLEEP and reconnects, so it can be started before the server.
 
 use std::time::Duration;
 
@@ -262,15 +263,14 @@ enum Failure {
 /// A logged-in bot with one open socket per route.
 struct Session {
     user_token: String,
-    find: ClientSocket,
-    lobby: ClientSocket,
-    hero: ClientSocket,
-    action: ClientSocket,
+    find: RouteSocket,
+    lobby: RouteSocket,
+    hero: RouteSocket,
+    action: RouteSocket,
 }
 
-async fn open(base: &str, route: Route) -> Result<ClientSocket> {
-    let url = format!("{base}{}", route.path());
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+async fn connect(url: &str) -> Result<ClientSocket> {
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
     Ok(ws)
@@ -281,6 +281,72 @@ async fn send(ws: &mut ClientSocket, body: &impl Serialize) -> Result<()> {
     ws.send(Message::text(text))
         .await
         .context("the server closed the connection")
+}
+
+/// One route's socket, kept open between requests.
+struct RouteSocket {
+    url: String,
+    ws: ClientSocket,
+}
+
+/// How a round of requests failed.
+enum AskError {
+    /// The socket was gone before the first reply: the server read none of the requests.
+    NoReply(anyhow::Error),
+    /// Some replies came, then the socket failed.
+    Broken(anyhow::Error),
+}
+
+impl RouteSocket {
+    async fn open(base: &str, route: Route) -> Result<Self> {
+        let url = format!("{base}{}", route.path());
+        let ws = connect(&url).await?;
+        Ok(RouteSocket { url, ws })
+    }
+
+    /// Sends `requests` in one burst and reads one reply to each. The server closes a socket
+    /// only while it waits for a request, so a socket gone before the first reply means none
+    /// was read: they are sent once more, on a new socket.
+    async fn ask(&mut self, requests: &[String]) -> Result<Vec<Value>> {
+        match self.try_ask(requests).await {
+            Ok(replies) => Ok(replies),
+            Err(AskError::Broken(e)) => Err(e),
+            Err(AskError::NoReply(e)) => {
+                tracing::debug!("{}: closed before replying ({e:#}); reopening", self.url);
+                self.ws = connect(&self.url).await?;
+                match self.try_ask(requests).await {
+                    Ok(replies) => Ok(replies),
+                    Err(AskError::NoReply(e) | AskError::Broken(e)) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// [`RouteSocket::ask`] for one request.
+    async fn ask_one(&mut self, request: &impl Serialize) -> Result<Value> {
+        let text = serde_json::to_string(request)?;
+        let mut replies = self.ask(&[text]).await?;
+        replies.pop().context("no reply")
+    }
+
+    async fn try_ask(&mut self, requests: &[String]) -> Result<Vec<Value>, AskError> {
+        for text in requests {
+            self.ws
+                .send(Message::text(text.as_str()))
+                .await
+                .context("the server closed the connection")
+                .map_err(AskError::NoReply)?;
+        }
+        let mut replies = Vec::with_capacity(requests.len());
+        for _ in requests {
+            match receive(&mut self.ws).await {
+                Ok(reply) => replies.push(reply),
+                Err(e) if replies.is_empty() => return Err(AskError::NoReply(e)),
+                Err(e) => return Err(AskError::Broken(e)),
+            }
+        }
+        Ok(replies)
+    }
 }
 
 /// The next JSON message on the socket.
@@ -311,25 +377,24 @@ fn typed<T: DeserializeOwned>(reply: Value) -> Result<T> {
 impl Session {
     async fn connect(base: &str, name: &str) -> Result<Session> {
         let (login, find, lobby, hero, action) = tokio::try_join!(
-            open(base, Route::Login),
-            open(base, Route::Find),
-            open(base, Route::Lobby),
-            open(base, Route::Hero),
-            open(base, Route::Action),
+            RouteSocket::open(base, Route::Login),
+            RouteSocket::open(base, Route::Find),
+            RouteSocket::open(base, Route::Lobby),
+            RouteSocket::open(base, Route::Hero),
+            RouteSocket::open(base, Route::Action),
         )?;
         let mut login = login;
-        send(
-            &mut login,
-            &Request {
-                payload: LoginPayload {
-                    user: name.to_string(),
-                },
-            },
-        )
-        .await?;
-        let reply: LoginReply = typed(receive(&mut login).await?)?;
+        let reply: LoginReply = typed(
+            login
+                .ask_one(&Request {
+                    payload: LoginPayload {
+                        user: name.to_string(),
+                    },
+                })
+                .await?,
+        )?;
         // The login socket is not needed again; close it politely.
-        let _ = login.close(None).await;
+        let _ = login.ws.close(None).await;
         Ok(Session {
             user_token: reply.payload.user_token,
             find,
@@ -346,17 +411,13 @@ impl Session {
         options: &PlayerOptions,
     ) -> Result<GameReport, Failure> {
         let joined = async {
-            send(
-                &mut self.find,
-                &Request {
-                    payload: FindPayload {
-                        user_token: self.user_token.clone(),
-                        participants: n,
-                    },
+            let request = Request {
+                payload: FindPayload {
+                    user_token: self.user_token.clone(),
+                    participants: n,
                 },
-            )
-            .await?;
-            typed::<FindReply>(receive(&mut self.find).await?)
+            };
+            typed::<FindReply>(self.find.ask_one(&request).await?)
         }
         .await
         .map_err(Failure::BeforeJoin)?;
@@ -396,17 +457,25 @@ impl Session {
                 user_token: self.user_token.clone(),
             },
         };
-        send(&mut self.lobby, &register).await?;
         // A server that briefly lost Redis refuses the registration; the game is still ours.
         let mut retries_left = 5;
         // Long enough for a full lobby wait and every other player timing out once in a row.
         let idle_limit = settings.lobby_timeout
             + (settings.turn_timeout + settings.server_sleep) * u32::from(n.max(2))
             + Duration::from_secs(30);
-        loop {
-            let push = tokio::time::timeout(idle_limit, receive(&mut self.lobby))
+        // The first push answers the registration (the socket may have idled out between games).
+        let mut first = Some(
+            tokio::time::timeout(idle_limit, self.lobby.ask_one(&register))
                 .await
-                .context("the lobby went silent")??;
+                .context("the lobby went silent")??,
+        );
+        loop {
+            let push = match first.take() {
+                Some(push) => push,
+                None => tokio::time::timeout(idle_limit, receive(&mut self.lobby.ws))
+                    .await
+                    .context("the lobby went silent")??,
+            };
             let game = push
                 .get("STATUS")
                 .and_then(|s| s.get("GAME"))
@@ -435,7 +504,7 @@ impl Session {
                     Some(reason::SERVICE_UNAVAILABLE) if retries_left > 0 => {
                         retries_left -= 1;
                         tokio::time::sleep(settings.client_sleep).await;
-                        send(&mut self.lobby, &register).await?;
+                        send(&mut self.lobby.ws, &register).await?;
                     }
                     Some(reason) => bail!("lobby refused: {reason}"),
                     None => bail!("unexpected lobby message: {push}"),
@@ -446,23 +515,23 @@ impl Session {
 
     /// Heroes of `users` in the current game, asked over the hero socket in one burst.
     async fn heroes(&mut self, g: &str, users: &[String]) -> Result<Vec<HeroReply>> {
-        for u in users {
-            send(
-                &mut self.hero,
-                &Request {
+        let requests = users
+            .iter()
+            .map(|u| {
+                serde_json::to_string(&Request {
                     payload: GameUserPayload {
                         game_token: g.to_string(),
                         user_token: u.clone(),
                     },
-                },
-            )
-            .await?;
-        }
-        let mut heroes = Vec::with_capacity(users.len());
-        for _ in users {
-            heroes.push(typed::<HeroReply>(receive(&mut self.hero).await?)?);
-        }
-        Ok(heroes)
+                })
+            })
+            .collect::<Result<Vec<String>, _>>()?;
+        self.hero
+            .ask(&requests)
+            .await?
+            .into_iter()
+            .map(typed::<HeroReply>)
+            .collect()
     }
 
     /// Attacks a random living opponent; false when there was none or the server refused.
@@ -485,19 +554,17 @@ impl Session {
             return Ok(false);
         }
         let enemy = living[rand::rng().random_range(0..living.len())].clone();
-        send(
-            &mut self.action,
-            &Request {
+        let reply = self
+            .action
+            .ask_one(&Request {
                 payload: ActionPayload {
                     game_token: g.clone(),
                     user_token: self.user_token.clone(),
                     enemy_token: enemy,
                     action: "ATTACK".to_string(),
                 },
-            },
-        )
-        .await?;
-        let reply = receive(&mut self.action).await?;
+            })
+            .await?;
         if let Some(reason) = reply.get("STATUS").and_then(Value::as_str) {
             // Typically NOT YOUR TURN after this bot was too slow and timed out.
             tracing::debug!("game {g}: attack refused: {reason}");

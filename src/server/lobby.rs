@@ -14,9 +14,10 @@ use super::game::{self, Eliminated, GameEvent, Ready};
 use super::hub::HubEvent;
 use super::protocol::{self, game_status, reason, GamePush};
 use super::{
-    close_going_away, next_request, refuse_and_close, send_json, send_status, Incoming, Shared,
-    Socket,
+    close_going_away, next_request, next_request_or_idle, refuse_and_close, send_json, send_status,
+    Incoming, Shared, Socket,
 };
+use crate::connections::Slot;
 use crate::keys::status;
 use crate::metrics::Gauge;
 
@@ -39,12 +40,15 @@ impl Drop for Connected {
     }
 }
 
-pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
+/// Serves lobby registrations until the client leaves or the server shuts down. Between games
+/// (and before the first) the socket waits for a request and counts as idle; inside a game it
+/// never does, however long the lobby or a turn takes.
+pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
     shared.metrics.connected_players.inc();
     let _connected = Connected(shared.metrics.connected_players.clone());
     loop {
         let incoming = tokio::select! {
-            incoming = next_request(&mut ws) => incoming,
+            incoming = next_request_or_idle(&mut ws, &mut slot) => incoming,
             _ = shared.shutdown.recv() => {
                 close_going_away(&mut ws).await;
                 return;

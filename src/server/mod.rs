@@ -6,7 +6,12 @@
 //! keeps no game state of its own: every change is a Lua script in [`game`], and scripts
 //! announce turn changes on a per-game channel that every server process hears through one
 //! pattern subscription ([`hub`]). Several processes on one Redis therefore serve one game.
-//! Lifecycle records are appended to the log stream by the same scripts ([`game::Rules`]).
+//! Lifecycle records are appended to the log stream by the same scripts ([`game::Rules`]);
+//! lobby and turn deadlines are enforced by every process ([`deadlines`]).
+//!
+//! Open sockets are capped at MAX_CONNECTIONS and a socket that owes the server a request is
+//! closed after IDLE_TIMEOUT; at the cap an idle socket makes room for a newcomer. The policy
+//! and why it is so are in [`crate::connections`].
 
 pub mod deadlines;
 pub mod game;
@@ -33,6 +38,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Settings;
+use crate::connections::{self, AcceptErrors, Limits, Slot, Throttle};
 use crate::keys;
 use crate::redis_conn::{self, Outage, Redis, SubEvent};
 use crate::shutdown::Shutdown;
@@ -46,6 +52,13 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Longest WebSocket handshake; a shorter IDLE_TIMEOUT applies to the handshake too.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle socket's close frame may take: its slot may be wanted by a newcomer.
+const IDLE_CLOSE_WAIT: Duration = Duration::from_millis(250);
+/// Sent, without reading the request, to a connection refused at the cap.
+const REFUSAL: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 pub type Socket = WebSocketStream<TcpStream>;
 
@@ -184,20 +197,26 @@ pub async fn run(
             .map(|a| a.to_string())
             .unwrap_or_default()
     );
+    let limits = Limits::new(settings.max_connections, settings.idle_timeout);
+    let mut accept_errors = AcceptErrors::new("game server");
+    let mut refusals = Throttle::default();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(shared.clone(), stream));
+            accepted = connections::accept(&listener, &mut accept_errors, &shutdown) => {
+                let Some(stream) = accepted else { break };
+                match limits.admit().await {
+                    Some(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        connections.spawn(serve_connection(shared.clone(), stream, slot));
+                    }
+                    None => {
+                        connections::log_refusal(&mut refusals, "game server", &limits);
+                        // Best effort and never blocking: the socket is closed right after.
+                        let _ = stream.try_write(REFUSAL);
+                    }
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.recv() => break,
         }
@@ -216,8 +235,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Upgrades one TCP connection, picks the route from its path and serves it.
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
+/// Upgrades one TCP connection, picks the route from its path and serves it; `slot` is its
+/// place under MAX_CONNECTIONS, held until it closes.
+async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, slot: Slot) {
     let mut route = None;
     // The handshake API fixes the callback's error type; it is built once per refused handshake.
     #[allow(clippy::result_large_err)]
@@ -245,18 +265,23 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
         .max_frame_size(Some(MAX_MESSAGE));
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, pick_route, Some(config));
-    let ws = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
+    // Until its first request a socket is idle, the handshake included: a silent TCP socket
+    // is dropped after IDLE_TIMEOUT, or sooner when its slot is wanted.
+    let ws = match slot
+        .wait(tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake))
+        .await
+    {
+        Ok(Ok(Ok(ws))) => ws,
+        Ok(Ok(Err(e))) => {
             tracing::debug!("websocket handshake refused: {e}");
             return;
         }
-        Err(_) => return,
+        Ok(Err(_)) | Err(_) => return,
     };
     let Some(route) = route else { return };
     match route {
-        Route::Lobby => lobby::serve(shared, ws).await,
-        other => routes::serve(shared, ws, other).await,
+        Route::Lobby => lobby::serve(shared, ws, slot).await,
+        other => routes::serve(shared, ws, slot, other).await,
     }
 }
 
@@ -296,6 +321,23 @@ pub async fn next_request(ws: &mut Socket) -> Incoming {
     }
 }
 
+/// Waits for the next request on a socket that is owed nothing (request/reply sockets between
+/// requests, lobby sockets outside a game). Closes the socket, and says `Closed`, once it has
+/// been idle for IDLE_TIMEOUT or its slot went to a newcomer at the connection cap.
+pub async fn next_request_or_idle(ws: &mut Socket, slot: &mut Slot) -> Incoming {
+    match slot.wait(next_request(ws)).await {
+        Ok(incoming) => {
+            slot.served();
+            incoming
+        }
+        Err(idled) => {
+            tracing::debug!("closing a socket: {}", idled.reason());
+            close_within(ws, CloseCode::Away, idled.reason(), IDLE_CLOSE_WAIT).await;
+            Incoming::Closed
+        }
+    }
+}
+
 /// Sends one JSON message.
 pub async fn send_json(ws: &mut Socket, message: &impl Serialize) -> bool {
     match serde_json::to_string(message) {
@@ -324,9 +366,13 @@ pub async fn refuse_and_close(ws: &mut Socket, reason: &'static str, code: Close
 }
 
 async fn close_with(ws: &mut Socket, code: CloseCode, reason: &str) {
+    close_within(ws, code, reason, Duration::from_secs(1)).await;
+}
+
+async fn close_within(ws: &mut Socket, code: CloseCode, reason: &str, within: Duration) {
     let frame = CloseFrame {
         code,
         reason: reason.to_string().into(),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    let _ = tokio::time::timeout(within, ws.close(Some(frame))).await;
 }

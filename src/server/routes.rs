@@ -10,16 +10,19 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::game::{self, Attacked, Found};
 use super::protocol::{self, game_status, reason, Route, StatusReply};
-use super::{close_going_away, next_request, refuse_and_close, Incoming, Shared, Socket};
+use super::{close_going_away, next_request_or_idle, refuse_and_close, Incoming, Shared, Socket};
+use crate::connections::Slot;
 
 /// A route's answer: the reply text, or the reason the request was refused. `Err` of the outer
 /// result means Redis failed.
 type Answer = Result<Result<String, &'static str>>;
 
-pub async fn serve(shared: Arc<Shared>, mut ws: Socket, route: Route) {
+/// Serves requests until the client leaves, the socket sits idle for IDLE_TIMEOUT (or is
+/// displaced at the connection cap) or the server shuts down.
+pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot, route: Route) {
     loop {
         let incoming = tokio::select! {
-            incoming = next_request(&mut ws) => incoming,
+            incoming = next_request_or_idle(&mut ws, &mut slot) => incoming,
             _ = shared.shutdown.recv() => {
                 close_going_away(&mut ws).await;
                 return;
