@@ -545,6 +545,74 @@ async fn bad_records_are_skipped_with_their_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_record_of_an_unknown_game_ends_in_the_dead_letters() {
+    // Routed (with a delivery id), a host record of a game Redis does not know is skipped with
+    // its reason but NOT acknowledged: it may have overtaken its game, and must not vanish
+    // silently. The fanout routes it again after ACK_TIMEOUT and, after MAX_DELIVERIES, moves
+    // it to <lobby>:dead with the worker's reason.
+    let redis = TestRedis::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = cwd.path().join("out");
+    let settings = redis.settings_with(&[("ACK_TIMEOUT", "1"), ("MAX_DELIVERIES", "2")]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(1, 12);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let mut child = worker_process(&redis, cwd.path(), &out, "w1", &[]);
+    wait_subscribed(&mut conn, &worker_channels(&["w1"]), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    let unknown_game = "6f1c0d6e-8a39-4d55-9b2a-3f3f0c9e2a10";
+    let unknown = synth::host_record(LOBBY, &games[0]).replace(&games[0].token, unknown_game);
+    synth::publish_all(&mut conn, LOBBY, std::slice::from_ref(&unknown), 1)
+        .await
+        .unwrap();
+    // A good record after it is written and acknowledged meanwhile.
+    publish_records(&mut conn, &games).await;
+    wait_files(&out, 1, Duration::from_secs(30)).await;
+
+    let dead = keys::dead_stream(LOBBY);
+    wait_for("the dead letter", Duration::from_secs(30), || {
+        let (mut conn, dead) = (conn.clone(), dead.clone());
+        async move {
+            redis::cmd("XLEN")
+                .arg(&dead)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+                == 1
+        }
+    })
+    .await;
+    let letters: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(&dead)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fields = &letters[0].1;
+    assert_eq!(fields["record"], unknown, "{fields:?}");
+    assert_eq!(
+        fields["reason"],
+        format!("w1: unknown game {unknown_game}"),
+        "{fields:?}"
+    );
+    assert_eq!(fields["deliveries"], "2", "{fields:?}");
+    assert_eq!(fields["workers"], "w1 w1", "{fields:?}");
+    // Dead-lettered is done with: nothing is left unacknowledged or unread.
+    wait_drained(&mut conn, Duration::from_secs(10)).await;
+    let log = log_of(cwd.path(), "w1");
+    assert!(
+        log.contains(&format!("unknown game {unknown_game}")),
+        "no reason in the worker's log:\n{log}"
+    );
+    assert_exactly_once(&out, &games);
+    let _ = child.kill();
+    let _ = child.wait();
+    fanout.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_worker_with_the_same_id_refuses_to_start() {
     let redis = TestRedis::start();
     let cwd = tempfile::tempdir().unwrap();
