@@ -140,6 +140,22 @@ async fn wait_subscribed(conn: &mut ConnectionManager, channels: &[String], n: u
     .await;
 }
 
+/// Waits until every worker of `ids` has beaten its heartbeat: a fanout started earlier would
+/// share the first records among the others only.
+async fn wait_live(conn: &mut ConnectionManager, ids: &[&str]) {
+    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    wait_for("live workers", Duration::from_secs(10), || {
+        let (mut conn, ids) = (conn.clone(), ids.clone());
+        async move {
+            fanout::inspect(&mut conn, LOBBY)
+                .await
+                .map(|s| ids.iter().all(|id| s.live_workers.contains(id)))
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
+
 fn worker_channels(ids: &[&str]) -> Vec<String> {
     ids.iter()
         .map(|id| keys::worker_channel(LOBBY, id))
@@ -239,6 +255,7 @@ async fn four_workers_share_500_games_exactly_once() {
         workers.push(start_worker(&settings, id).await);
     }
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
 
@@ -330,6 +347,7 @@ async fn records_logged_before_the_fanout_starts_are_delivered_oldest_first() {
     // A fake worker sees the order in which records arrive: oldest first.
     let spy = start_spy(&settings, "spy").await;
     wait_subscribed(&mut conn, &worker_channels(&["spy"]), 1).await;
+    wait_live(&mut conn, &["spy"]).await;
     let fanout = start_fanout(&settings).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
     let seen = spy.stop().await;
@@ -411,6 +429,7 @@ async fn two_fanouts_still_write_one_pair_per_game() {
         workers.push(start_worker(&settings, id).await);
     }
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let f1 = start_fanout(&settings).await;
     let f2 = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 2).await;
@@ -673,6 +692,7 @@ async fn a_killed_worker_loses_and_duplicates_nothing() {
         .map(|id| worker_process(&redis, cwd.path(), &out, id, &[]))
         .collect();
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
     publish_in_chunks(&mut conn, &games, 6, || signal(&children[0], "KILL")).await;
@@ -703,6 +723,7 @@ async fn sigterm_lets_a_worker_finish_and_exit_0() {
         .map(|id| worker_process(&redis, cwd.path(), &out, id, &[]))
         .collect();
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
     publish_in_chunks(&mut conn, &games, 6, || signal(&children[0], "TERM")).await;
@@ -727,6 +748,7 @@ async fn a_burst_of_300000_records_all_reach_workers() {
         spies.push(start_counter(&settings, id).await);
     }
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
 
