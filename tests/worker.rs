@@ -334,7 +334,7 @@ async fn a_game_held_by_a_live_worker_is_not_acknowledged() {
         .await
         .unwrap();
     let worker = start(&mut s).await;
-    deliver(&mut s).await;
+    let id = deliver(&mut s).await;
     let received = worker.metrics.records_received.clone();
     wait_for("the record received", Duration::from_secs(10), || {
         let received = received.clone();
@@ -345,8 +345,8 @@ async fn a_game_held_by_a_live_worker_is_not_acknowledged() {
     assert_eq!(report.records_received, 1);
     assert_eq!(report.busy, 1);
     assert_eq!(
-        unacked(&mut s.conn).await,
-        1,
+        pending_ids(&mut s.conn).await,
+        vec![id],
         "the record must stay for re-routing"
     );
     assert!(all_files(s.out.path()).is_empty());
