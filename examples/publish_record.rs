@@ -1,11 +1,14 @@
-//! Publishes one hand-made lifecycle record on the lobby channel, the way the game server does.
+//! Publishes one hand-made lifecycle record on the lobby channel, the way another publisher
+//! (the original server) does: without an `entry_id`.
 //!
 //! ```sh
 //! cargo run --example publish_record -- <game_token> <user_token>
 //! ```
-//! With a fanout and a worker running, and game `<game_token>` finished in Redis with
-//! `<user_token>` as its host, the worker writes that game's Parquet files. Uses REDIS_URL (or
-//! redis://localhost:6379/0) and WORKER_CHANNEL (or the default lobby).
+//! A running fanout hears it and appends it to the log stream `<WORKER_CHANNEL>:log` (our game
+//! server appends its records there itself), then routes it to a live worker. With game
+//! `<game_token>` finished in Redis and `<user_token>` as its host, the worker writes that
+//! game's Parquet files; with no fanout running, nobody hears it and it is lost. Uses REDIS_URL
+//! (or redis://localhost:6379/0) and WORKER_CHANNEL (or the default lobby).
 
 use anyhow::{bail, Context, Result};
 use redis::AsyncCommands;

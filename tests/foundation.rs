@@ -328,7 +328,7 @@ fn clean_all_spares_other_keys_and_rebuild_reloads() {
     assert_eq!(code, 0);
     seed_game(&redis, &uuid::Uuid::new_v4().to_string(), "In-Progress", 2);
     redis.cmd::<()>(&["HSET", "users", "alice", "x"]);
-    redis.cmd::<()>(&["RPUSH", "redis.lib.server.lobby:backlog", "{}"]);
+    redis.cmd::<String>(&["XADD", "redis.lib.server.lobby:log", "*", "record", "{}"]);
     redis.cmd::<()>(&["SET", "someone:else", "keep me"]);
     redis.cmd::<()>(&["SET", "gamesx", "keep me too"]);
 

@@ -185,6 +185,10 @@ fn clean_all_removes_keys_older_versions_left_and_nothing_foreign() {
         .arg("*")
         .arg("record")
         .arg("{}")
+        .zadd(format!("{LOBBY}:workers"), "w1", 1)
+        .hset(format!("{LOBBY}:tries"), "1-0", "w1")
+        .hset(format!("{LOBBY}:failures"), "1-0", "w1: unknown game")
+        .set(format!("{LOBBY}:foreign:0123abcd"), 1)
         .query::<()>(&mut conn)
         .unwrap();
     let g = seed_game(&redis, "Completed");
@@ -219,6 +223,10 @@ fn clean_all_removes_keys_older_versions_left_and_nothing_foreign() {
         "backlog",
         "log",
         "dead",
+        "workers",
+        "tries",
+        "failures",
+        "foreign:0123abcd",
     ] {
         assert!(
             out.contains(&format!("removed key {LOBBY}:{suffix}")),

@@ -17,7 +17,7 @@ use superhero::shutdown::{self, ShutdownTrigger};
 use superhero::sink::{META_TABLE, PODIUM_TABLE};
 use superhero::synth::{self, SynthGame};
 use superhero::worker::{self, WorkerReport};
-use superhero::{fanout, keys};
+use superhero::{delivery, fanout, keys};
 use tokio::task::JoinHandle;
 
 const LOBBY: &str = "redis.lib.server.lobby";
@@ -140,6 +140,22 @@ async fn wait_subscribed(conn: &mut ConnectionManager, channels: &[String], n: u
     .await;
 }
 
+/// Waits until every worker of `ids` has beaten its heartbeat: a fanout started earlier would
+/// share the first records among the others only.
+async fn wait_live(conn: &mut ConnectionManager, ids: &[&str]) {
+    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    wait_for("live workers", Duration::from_secs(10), || {
+        let (mut conn, ids) = (conn.clone(), ids.clone());
+        async move {
+            fanout::inspect(&mut conn, LOBBY)
+                .await
+                .map(|s| ids.iter().all(|id| s.live_workers.contains(id)))
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
+
 fn worker_channels(ids: &[&str]) -> Vec<String> {
     ids.iter()
         .map(|id| keys::worker_channel(LOBBY, id))
@@ -165,18 +181,63 @@ async fn wait_files(out: &Path, n: usize, timeout: Duration) {
     .await;
 }
 
-/// Waits until the fanout has nothing left: no record waiting, none unacknowledged.
+/// Waits until the fanout has nothing left: no entry of the log unread, none unacknowledged.
 async fn wait_drained(conn: &mut ConnectionManager, timeout: Duration) {
     wait_for("every record acknowledged", timeout, || {
         let mut conn = conn.clone();
         async move {
             fanout::inspect(&mut conn, LOBBY)
                 .await
-                .map(|s| s.waiting == 0 && s.unacked == 0 && s.backlog == 0)
+                .map(|s| s.undelivered == 0 && s.unacked == 0)
                 .unwrap_or(false)
         }
     })
     .await;
+}
+
+/// Waits until the log holds `n` entries: the fanout appended every record published on the
+/// lobby channel (nothing is trimmed within LOG_RETENTION).
+async fn wait_logged(conn: &mut ConnectionManager, n: u64, timeout: Duration) {
+    wait_for(&format!("{n} records in the log"), timeout, || {
+        let mut conn = conn.clone();
+        async move {
+            fanout::inspect(&mut conn, LOBBY)
+                .await
+                .map(|s| s.stream_length == n)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
+
+/// Appends records to the log as the server's scripts do; returns their entry ids.
+async fn append_to_log(conn: &mut ConnectionManager, records: &[String]) -> Vec<String> {
+    let mut pipe = redis::pipe();
+    for record in records {
+        pipe.cmd("XADD")
+            .arg(keys::log_stream(LOBBY))
+            .arg("*")
+            .arg(delivery::RECORD_FIELD)
+            .arg(record);
+    }
+    pipe.query_async(conn).await.unwrap()
+}
+
+/// Beats `id`'s heartbeat every second until `stop`, as a real worker does while it makes
+/// progress: the fanout routes only to workers with a fresh heartbeat.
+fn keep_beating(redis: &Redis, id: &str, stop: shutdown::Shutdown) -> JoinHandle<()> {
+    let (mut conn, id) = (redis.conn(), id.to_string());
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(delivery::HEARTBEAT_EVERY);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {
+                    let _ = delivery::heartbeat(&mut conn, LOBBY, &id).await;
+                }
+                _ = stop.recv() => return,
+            }
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -194,6 +255,7 @@ async fn four_workers_share_500_games_exactly_once() {
         workers.push(start_worker(&settings, id).await);
     }
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
 
@@ -239,12 +301,13 @@ async fn records_wait_in_redis_until_a_worker_appears() {
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
     publish_records(&mut conn, &games).await;
+    // No worker is live: the fanout appends the records to the log and reads none of them.
     wait_for("records kept in Redis", Duration::from_secs(10), || {
         let mut conn = conn.clone();
         async move {
             fanout::inspect(&mut conn, LOBBY)
                 .await
-                .map(|s| s.waiting == 120)
+                .map(|s| s.stream_length == 120 && s.undelivered == 120 && s.unacked == 0)
                 .unwrap_or(false)
         }
     })
@@ -262,7 +325,7 @@ async fn records_wait_in_redis_until_a_worker_appears() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_servers_backlog_is_delivered_when_the_fanout_starts() {
+async fn records_logged_before_the_fanout_starts_are_delivered_oldest_first() {
     let redis = TestRedis::start();
     let out = tempfile::tempdir().unwrap();
     let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
@@ -273,16 +336,18 @@ async fn the_servers_backlog_is_delivered_when_the_fanout_starts() {
         .iter()
         .flat_map(|g| synth::records(LOBBY, g))
         .collect();
-    let _: () = redis::cmd("RPUSH")
-        .arg(keys::backlog(LOBBY))
-        .arg(&records)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // The server appended them while no fanout ran: they wait in the log, undelivered.
+    let ids = append_to_log(&mut conn, &records).await;
+    let state = fanout::inspect(&mut conn, LOBBY).await.unwrap();
+    assert_eq!(
+        (state.stream_length, state.undelivered, state.unacked),
+        (30, 30, 0)
+    );
 
     // A fake worker sees the order in which records arrive: oldest first.
     let spy = start_spy(&settings, "spy").await;
     wait_subscribed(&mut conn, &worker_channels(&["spy"]), 1).await;
+    wait_live(&mut conn, &["spy"]).await;
     let fanout = start_fanout(&settings).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
     let seen = spy.stop().await;
@@ -291,16 +356,22 @@ async fn the_servers_backlog_is_delivered_when_the_fanout_starts() {
         .map(|r| records.iter().position(|x| strip_id(r) == *x).unwrap())
         .collect();
     assert_eq!(positions, (0..records.len()).collect::<Vec<_>>());
+    // Each carries its log entry's id as the delivery id.
+    let delivered: Vec<String> = seen
+        .iter()
+        .map(|r| {
+            superhero::record::parse(r.as_bytes())
+                .unwrap()
+                .delivery_id
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(delivered, ids);
 
-    // Records backlogged while the fanout runs are found by its periodic look at the backlog.
+    // Records the server appends while the fanout runs are read from the log as they come.
     let worker = start_worker(&settings, "w1").await;
     wait_subscribed(&mut conn, &worker_channels(&["w1"]), 1).await;
-    let _: () = redis::cmd("RPUSH")
-        .arg(keys::backlog(LOBBY))
-        .arg(&records)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    append_to_log(&mut conn, &records).await;
     wait_files(out.path(), 10, Duration::from_secs(30)).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
     assert_exactly_once(out.path(), &games);
@@ -314,12 +385,14 @@ fn strip_id(routed: &str) -> String {
     format!("{{{rest}")
 }
 
-/// A fake worker that acknowledges and keeps every record it gets.
+/// A fake worker that beats its heartbeat, acknowledges and keeps every record it gets.
 async fn start_spy(settings: &Settings, id: &str) -> Role<Vec<String>> {
     let redis = connect(settings).await;
     let (trigger, stop) = shutdown::channel();
     let channel = keys::worker_channel(LOBBY, id);
+    let beating = keep_beating(&redis, id, stop.clone());
     let task = tokio::spawn(async move {
+        let _beating = AbortOnDrop(beating);
         let mut events = redis_conn::subscribe(&redis, vec![channel], Vec::new(), stop.clone());
         let mut conn = redis.conn();
         let mut seen = Vec::new();
@@ -332,7 +405,7 @@ async fn start_spy(settings: &Settings, id: &str) -> Role<Vec<String>> {
             if let SubEvent::Message { payload, .. } = event {
                 let record = superhero::record::parse(&payload)?;
                 if let Some(id) = record.delivery_id {
-                    worker::claim::ack(&mut conn, LOBBY, &id).await?;
+                    delivery::ack(&mut conn, LOBBY, &[id]).await?;
                 }
                 seen.push(String::from_utf8(payload)?);
             }
@@ -356,6 +429,7 @@ async fn two_fanouts_still_write_one_pair_per_game() {
         workers.push(start_worker(&settings, id).await);
     }
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let f1 = start_fanout(&settings).await;
     let f2 = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 2).await;
@@ -367,7 +441,12 @@ async fn two_fanouts_still_write_one_pair_per_game() {
     for w in workers {
         received += w.stop().await.records_received;
     }
-    assert_eq!(received, 600, "each fanout routes every record once");
+    // The two fanouts read the log as one consumer group and append a record heard by both
+    // once: each record reaches one worker once.
+    assert_eq!(
+        received, 300,
+        "the fanouts share the log: every record routed once"
+    );
     f1.stop().await;
     f2.stop().await;
 }
@@ -485,6 +564,74 @@ async fn bad_records_are_skipped_with_their_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_record_of_an_unknown_game_ends_in_the_dead_letters() {
+    // Routed (with a delivery id), a host record of a game Redis does not know is skipped with
+    // its reason but NOT acknowledged: it may have overtaken its game, and must not vanish
+    // silently. The fanout routes it again after ACK_TIMEOUT and, after MAX_DELIVERIES, moves
+    // it to <lobby>:dead with the worker's reason.
+    let redis = TestRedis::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = cwd.path().join("out");
+    let settings = redis.settings_with(&[("ACK_TIMEOUT", "1"), ("MAX_DELIVERIES", "2")]);
+    let mut conn = connect(&settings).await.conn();
+    let games = games(1, 12);
+    synth::seed(&mut conn, &games).await.unwrap();
+    let mut child = worker_process(&redis, cwd.path(), &out, "w1", &[]);
+    wait_subscribed(&mut conn, &worker_channels(&["w1"]), 1).await;
+    let fanout = start_fanout(&settings).await;
+    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    let unknown_game = "6f1c0d6e-8a39-4d55-9b2a-3f3f0c9e2a10";
+    let unknown = synth::host_record(LOBBY, &games[0]).replace(&games[0].token, unknown_game);
+    synth::publish_all(&mut conn, LOBBY, std::slice::from_ref(&unknown), 1)
+        .await
+        .unwrap();
+    // A good record after it is written and acknowledged meanwhile.
+    publish_records(&mut conn, &games).await;
+    wait_files(&out, 1, Duration::from_secs(30)).await;
+
+    let dead = keys::dead_stream(LOBBY);
+    wait_for("the dead letter", Duration::from_secs(30), || {
+        let (mut conn, dead) = (conn.clone(), dead.clone());
+        async move {
+            redis::cmd("XLEN")
+                .arg(&dead)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+                == 1
+        }
+    })
+    .await;
+    let letters: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(&dead)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fields = &letters[0].1;
+    assert_eq!(fields["record"], unknown, "{fields:?}");
+    assert_eq!(
+        fields["reason"],
+        format!("w1: unknown game {unknown_game}"),
+        "{fields:?}"
+    );
+    assert_eq!(fields["deliveries"], "2", "{fields:?}");
+    assert_eq!(fields["workers"], "w1 w1", "{fields:?}");
+    // Dead-lettered is done with: nothing is left unacknowledged or unread.
+    wait_drained(&mut conn, Duration::from_secs(10)).await;
+    let log = log_of(cwd.path(), "w1");
+    assert!(
+        log.contains(&format!("unknown game {unknown_game}")),
+        "no reason in the worker's log:\n{log}"
+    );
+    assert_exactly_once(&out, &games);
+    let _ = child.kill();
+    let _ = child.wait();
+    fanout.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_worker_with_the_same_id_refuses_to_start() {
     let redis = TestRedis::start();
     let cwd = tempfile::tempdir().unwrap();
@@ -545,6 +692,7 @@ async fn a_killed_worker_loses_and_duplicates_nothing() {
         .map(|id| worker_process(&redis, cwd.path(), &out, id, &[]))
         .collect();
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
     publish_in_chunks(&mut conn, &games, 6, || signal(&children[0], "KILL")).await;
@@ -575,6 +723,7 @@ async fn sigterm_lets_a_worker_finish_and_exit_0() {
         .map(|id| worker_process(&redis, cwd.path(), &out, id, &[]))
         .collect();
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
     publish_in_chunks(&mut conn, &games, 6, || signal(&children[0], "TERM")).await;
@@ -599,6 +748,7 @@ async fn a_burst_of_300000_records_all_reach_workers() {
         spies.push(start_counter(&settings, id).await);
     }
     wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
+    wait_live(&mut conn, &ids).await;
     let fanout = start_fanout(&settings).await;
     wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
 
@@ -615,6 +765,7 @@ async fn a_burst_of_300000_records_all_reach_workers() {
         }
         let _: () = pipe.query_async(&mut publisher).await.unwrap();
     }
+    wait_logged(&mut conn, N as u64, Duration::from_secs(90)).await;
     wait_drained(&mut conn, Duration::from_secs(90)).await;
     let subscribers = redis_conn::numsub(&mut conn, &[LOBBY.to_string()])
         .await
@@ -632,7 +783,16 @@ async fn a_burst_of_300000_records_all_reach_workers() {
     fanout.stop().await;
 }
 
-/// A fake worker that acknowledges in batches and keeps the `task.seq` of every record.
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A fake worker that beats its heartbeat, acknowledges in batches and keeps the `task.seq` of every record.
 async fn start_counter(settings: &Settings, id: &str) -> Role<Vec<u64>> {
     #[derive(serde::Deserialize)]
     struct Seq {
@@ -646,7 +806,9 @@ async fn start_counter(settings: &Settings, id: &str) -> Role<Vec<u64>> {
     let redis = connect(settings).await;
     let (trigger, stop) = shutdown::channel();
     let channel = keys::worker_channel(LOBBY, id);
+    let beating = keep_beating(&redis, id, stop.clone());
     let task = tokio::spawn(async move {
+        let _beating = AbortOnDrop(beating);
         let mut events = redis_conn::subscribe(&redis, vec![channel], Vec::new(), stop.clone());
         let mut conn = redis.conn();
         let mut seen = Vec::new();
@@ -668,7 +830,7 @@ async fn start_counter(settings: &Settings, id: &str) -> Role<Vec<u64>> {
                     next = events.try_recv().ok();
                 }
             }
-            worker::claim::ack_many(&mut conn, LOBBY, &acks).await?;
+            delivery::ack(&mut conn, LOBBY, &acks).await?;
         }
         Ok(seen)
     });
@@ -733,7 +895,18 @@ async fn metrics_count_what_the_pipeline_did() {
         sample_value(&f, "superhero_fanout_routing_latency_seconds_count"),
         Some(60.0)
     );
-    assert!(sample_value(&f, "superhero_fanout_backlog_depth").is_some());
+    for gauge in [
+        "superhero_fanout_stream_length",
+        "superhero_fanout_group_lag",
+        "superhero_fanout_unacked",
+        "superhero_fanout_dead_letters",
+    ] {
+        assert!(sample_value(&f, gauge).is_some(), "no {gauge} in\n{f}");
+    }
+    assert_eq!(
+        sample_value(&f, "superhero_fanout_records_dead_lettered_total"),
+        Some(0.0)
+    );
     worker.stop().await;
     fanout.stop().await;
 }
@@ -784,7 +957,11 @@ async fn the_fanout_benchmark_reports_what_it_measured() {
     assert_eq!((report.lost, report.duplicated), (0, 0));
     assert_eq!(report.per_worker.iter().sum::<u64>(), 2000);
     assert!(report.records_per_sec > 0.0);
-    assert!(report.spread().iter().all(|s| (0.8..=1.2).contains(s)));
+    assert!(
+        report.spread().iter().all(|s| (0.8..=1.2).contains(s)),
+        "{:?}",
+        report.per_worker
+    );
     assert!(report.latency_p50.is_some());
     // It cleans up after itself.
     let mut conn = conn.conn();

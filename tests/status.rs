@@ -21,10 +21,42 @@ fn status_json_reports_exactly_the_prepared_numbers() {
     };
     assert!(run(&["build-db"]).status.success());
 
-    // A backlog of 3 records the server could not deliver.
-    for i in 0..3 {
-        let _: i64 = redis.cmd(&["RPUSH", &keys::backlog(lobby), &format!("{{\"n\":{i}}}")]);
+    // A log of 5 records: 2 routed to worker alpha and not acknowledged, 3 not read yet.
+    let log = keys::log_stream(lobby);
+    let group = keys::fanout_group(lobby);
+    for i in 0..5 {
+        let _: String = redis.cmd(&["XADD", &log, "*", "record", &format!("{{\"n\":{i}}}")]);
     }
+    let _: () = redis.cmd(&["XGROUP", "CREATE", &log, &group, "0"]);
+    let _: redis::Value = redis.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        &group,
+        "alpha",
+        "COUNT",
+        "2",
+        "STREAMS",
+        &log,
+        ">",
+    ]);
+    // One record given up on.
+    let _: String = redis.cmd(&[
+        "XADD",
+        &keys::dead_stream(lobby),
+        "*",
+        "entry",
+        "1-0",
+        "record",
+        "{}",
+        "reason",
+        "test",
+    ]);
+    // alpha beats now (Redis time); beta's last beat is a minute old.
+    let (secs, micros): (u64, u64) = redis.cmd(&["TIME"]);
+    let now_ms = secs * 1000 + micros / 1000;
+    let heartbeats = keys::worker_heartbeats(lobby);
+    let _: i64 = redis.cmd(&["ZADD", &heartbeats, &now_ms.to_string(), "alpha"]);
+    let _: i64 = redis.cmd(&["ZADD", &heartbeats, &(now_ms - 60_000).to_string(), "beta"]);
     // Two workers: subscribers of their channels (kept open for the test's duration).
     let mut subscribers = Vec::new();
     for id in ["alpha", "beta"] {
@@ -57,7 +89,9 @@ fn status_json_reports_exactly_the_prepared_numbers() {
         String::from_utf8_lossy(&result.stderr)
     );
     let status: serde_json::Value = serde_json::from_str(&stdout).expect("JSON status");
-    assert_eq!(status["backlog"], 3, "{status}");
+    assert_eq!(status["log_length"], 5, "{status}");
+    assert_eq!(status["undelivered"], 3, "{status}");
+    assert_eq!(status["dead_letters"], 1, "{status}");
     assert_eq!(status["fanouts"], 0, "{status}");
     let workers: Vec<&str> = status["workers"]
         .as_array()
@@ -66,12 +100,17 @@ fn status_json_reports_exactly_the_prepared_numbers() {
         .map(|w| w["id"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(workers, ["alpha", "beta"], "{status}");
+    assert_eq!(status["workers"][0]["live"], true, "{status}");
+    assert_eq!(status["workers"][0]["unacked"], 2, "{status}");
+    assert_eq!(status["workers"][1]["live"], false, "{status}");
+    assert_eq!(status["workers"][1]["unacked"], 0, "{status}");
     for (name, n) in statuses {
         assert_eq!(status["games"][name], n, "{name}: {status}");
     }
     assert_eq!(status["games"][keys::status::WAITING_PLAYER], 0, "{status}");
-    assert_eq!(status["unacked"]["count"], 0, "{status}");
-    assert_eq!(status["waiting_for_worker"], 0, "{status}");
+    assert_eq!(status["unacked"]["count"], 2, "{status}");
+    let age = status["unacked"]["oldest_age_secs"].as_f64();
+    assert!(age.is_some_and(|a| (0.0..60.0).contains(&a)), "{status}");
     assert_eq!(status["claimed_unfinished"], 0, "{status}");
     assert!(status["heroes"].as_u64().unwrap_or(0) >= 100, "{status}");
 
@@ -79,6 +118,16 @@ fn status_json_reports_exactly_the_prepared_numbers() {
     let table = run(&["status"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(table.status.success() && text.contains("alpha"), "{text}");
+    for line in [
+        "log length                   5",
+        "not yet delivered            3",
+        "dead letters                 1",
+        "live workers                 1",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+    assert!(text.contains("live, 2 unacknowledged"), "{text}");
+    assert!(text.contains("no heartbeat, 0 unacknowledged"), "{text}");
     drop(subscribers);
 }
 

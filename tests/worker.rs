@@ -16,7 +16,7 @@ use superhero::shutdown::{self, ShutdownTrigger};
 use superhero::sink::{self, META_TABLE, PODIUM_TABLE};
 use superhero::synth::{self, SynthGame};
 use superhero::worker::{self, etl, WorkerReport};
-use superhero::{fanout, keys};
+use superhero::{delivery, fanout, keys};
 use tokio::task::JoinHandle;
 
 const LOBBY: &str = "redis.lib.server.lobby";
@@ -82,20 +82,72 @@ fn all_files(out: &Path) -> Vec<String> {
     names
 }
 
-/// Routes the host record as the fanout would: pending, with a deadline, then PUBLISH.
-async fn deliver(s: &mut Setup, delivery_id: &str) {
+/// Routes the host record as the fanout would: appended to the log, pending in the group, then
+/// PUBLISHed with its entry id as the delivery id. Returns the entry id.
+async fn deliver(s: &mut Setup) -> String {
     let record = synth::host_record(LOBBY, &s.game);
-    let routed = fanout::with_delivery_id(record.as_bytes(), delivery_id).unwrap();
-    let _: () = redis::pipe()
-        .hset(keys::pending(LOBBY), delivery_id, &record)
-        .ignore()
-        .zadd(keys::deadlines(LOBBY), delivery_id, u64::MAX / 2)
-        .ignore()
-        .publish(keys::worker_channel(LOBBY, "live"), routed)
-        .ignore()
-        .query_async(&mut s.conn)
+    route(&mut s.conn, &record).await
+}
+
+/// XADD to the log, XREADGROUP as a fanout would (the entry becomes pending), then PUBLISH on
+/// the live worker's channel with `delivery_id` = the entry id.
+async fn route(conn: &mut ConnectionManager, record: &str) -> String {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    if let Err(e) = created {
+        assert_eq!(e.code(), Some("BUSYGROUP"), "{e}");
+    }
+    let id: String = redis::cmd("XADD")
+        .arg(keys::log_stream(LOBBY))
+        .arg("*")
+        .arg(delivery::RECORD_FIELD)
+        .arg(record)
+        .query_async(conn)
         .await
         .unwrap();
+    let read: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::fanout_group(LOBBY))
+        .arg("fanout:test")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(">")
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_ne!(read, redis::Value::Nil, "the entry was read");
+    assert_eq!(pending_ids(conn).await, vec![id.clone()]);
+    let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
+    let receivers: u64 = redis::cmd("PUBLISH")
+        .arg(keys::worker_channel(LOBBY, "live"))
+        .arg(routed)
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1, "the live worker listens");
+    id
+}
+
+/// Ids of the log entries not yet acknowledged (XPENDING).
+async fn pending_ids(conn: &mut ConnectionManager) -> Vec<String> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query_async(conn)
+        .await
+        .unwrap();
+    rows.into_iter().map(|(id, ..)| id).collect()
 }
 
 async fn unacked(conn: &mut ConnectionManager) -> u64 {
@@ -170,7 +222,7 @@ async fn a_dead_writers_complete_pair_is_kept() {
         .await
         .unwrap();
     let worker = start(&mut s).await;
-    deliver(&mut s, "1").await;
+    deliver(&mut s).await;
     wait_acked(&mut s).await;
     let report = worker.stop().await;
     assert_eq!(report.games_written, 0);
@@ -203,7 +255,7 @@ async fn a_dead_writers_partial_files_are_replaced() {
         .await
         .unwrap();
     let worker = start(&mut s).await;
-    deliver(&mut s, "1").await;
+    deliver(&mut s).await;
     wait_acked(&mut s).await;
     assert_eq!(worker.stop().await.games_written, 1);
     assert_eq!(
@@ -242,7 +294,7 @@ async fn a_game_already_done_is_only_acknowledged() {
         .await
         .unwrap();
     let worker = start(&mut s).await;
-    deliver(&mut s, "1").await;
+    deliver(&mut s).await;
     wait_acked(&mut s).await;
     let report = worker.stop().await;
     assert_eq!((report.games_written, report.already_done), (0, 1));
@@ -263,7 +315,7 @@ async fn an_expired_lease_is_taken_over() {
         .await
         .unwrap();
     let worker = start(&mut s).await;
-    deliver(&mut s, "1").await;
+    deliver(&mut s).await;
     wait_acked(&mut s).await;
     assert_eq!(worker.stop().await.games_written, 1);
     assert_eq!(all_files(s.out.path()).len(), 2);
@@ -282,7 +334,7 @@ async fn a_game_held_by_a_live_worker_is_not_acknowledged() {
         .await
         .unwrap();
     let worker = start(&mut s).await;
-    deliver(&mut s, "1").await;
+    let id = deliver(&mut s).await;
     let received = worker.metrics.records_received.clone();
     wait_for("the record received", Duration::from_secs(10), || {
         let received = received.clone();
@@ -293,8 +345,8 @@ async fn a_game_held_by_a_live_worker_is_not_acknowledged() {
     assert_eq!(report.records_received, 1);
     assert_eq!(report.busy, 1);
     assert_eq!(
-        unacked(&mut s.conn).await,
-        1,
+        pending_ids(&mut s.conn).await,
+        vec![id],
         "the record must stay for re-routing"
     );
     assert!(all_files(s.out.path()).is_empty());
@@ -315,17 +367,7 @@ async fn clean_routine_runs_only_after_the_files() {
         .unwrap()
         .clone();
     let record = synth::host_record(LOBBY, &s.game).replace(&s.game.host, &other);
-    let routed = fanout::with_delivery_id(record.as_bytes(), "7").unwrap();
-    let _: () = redis::pipe()
-        .hset(keys::pending(LOBBY), "7", &record)
-        .ignore()
-        .zadd(keys::deadlines(LOBBY), "7", u64::MAX / 2)
-        .ignore()
-        .publish(keys::worker_channel(LOBBY, "live"), routed)
-        .ignore()
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
+    route(&mut s.conn, &record).await;
     wait_acked(&mut s).await;
     let ttl: i64 = redis::cmd("TTL")
         .arg(keys::game_logs(&g))
@@ -333,7 +375,7 @@ async fn clean_routine_runs_only_after_the_files() {
         .await
         .unwrap();
     assert_eq!(ttl, -1, "a non-host record must not clean the game");
-    deliver(&mut s, "8").await;
+    deliver(&mut s).await;
     wait_acked(&mut s).await;
     worker.stop().await;
     assert_eq!(all_files(s.out.path()).len(), 2);

@@ -140,6 +140,7 @@ pub async fn run(
     // workers first, so the fanout's first look at the worker channels finds them all.
     let mut conn = redis.conn();
     wait_subscribed(&mut conn, &channels).await?;
+    wait_beating(&mut conn, &lobby, workers).await?;
     let stream = keys::log_stream(&lobby);
     let registry = metrics::registry("fanout");
     let fanout_metrics = FanoutMetrics::register(&registry);
@@ -233,6 +234,29 @@ async fn wait_subscribed(
         }
         if Instant::now() > ready_by {
             bail!("fanout benchmark: subscribers did not come up within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until all `workers` fake workers have beaten once: a fanout that started before would
+/// route the burst among the ones it saw.
+async fn wait_beating(
+    conn: &mut redis::aio::ConnectionManager,
+    lobby: &str,
+    workers: usize,
+) -> Result<()> {
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let beating: usize = redis::cmd("ZCARD")
+            .arg(keys::worker_heartbeats(lobby))
+            .query_async(conn)
+            .await?;
+        if beating >= workers {
+            return Ok(());
+        }
+        if Instant::now() > ready_by {
+            bail!("fanout benchmark: the fake workers did not beat within 10 s");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
