@@ -225,7 +225,7 @@ pub struct SettingsArgs {
     /// Lobby channel; worker channels are <WORKER_CHANNEL>-<worker id> [env: WORKER_CHANNEL] [default: redis.lib.server.lobby]
     #[arg(long, global = true, value_name = "NAME", help_heading = "Pipeline")]
     pub worker_channel: Option<String>,
-    /// Worker expires a game's keys after writing its files [env: CLEAN_ROUTINE] [default: false]
+    /// Worker expires a game's keys after writing its files [env: CLEAN_ROUTINE] [default: true]
     #[arg(long, global = true, value_name = "BOOL", help_heading = "Pipeline")]
     pub clean_routine: Option<String>,
     /// default: log to stderr only; redis: also publish lifecycle records [env: LOGGER_MODULE] [default: default]
@@ -295,6 +295,9 @@ pub struct SettingsArgs {
     /// Seconds the server keeps a socket that owes it a request before closing it [env: IDLE_TIMEOUT] [default: 30]
     #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
     pub idle_timeout: Option<String>,
+    /// Seconds after its last login or find that a user and its token are forgotten [env: USER_EXPIRY] [default: 86400]
+    #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
+    pub user_expiry: Option<String>,
 
     /// TRACE, DEBUG, INFO, WARNING/WARN, ERROR, CRITICAL [env: LOG_LEVEL] [default: INFO]
     #[arg(long, global = true, value_name = "LEVEL", help_heading = "Settings")]
@@ -331,6 +334,7 @@ impl SettingsArgs {
             ("CLIENT_SLEEP", &self.client_sleep),
             ("MAX_CONNECTIONS", &self.max_connections),
             ("IDLE_TIMEOUT", &self.idle_timeout),
+            ("USER_EXPIRY", &self.user_expiry),
             ("LOG_LEVEL", &self.log_level),
         ];
         given
@@ -374,6 +378,7 @@ mod tests {
             client_sleep: Some(String::new()),
             max_connections: Some(String::new()),
             idle_timeout: Some(String::new()),
+            user_expiry: Some(String::new()),
             log_level: Some(String::new()),
             config: None,
         };

@@ -62,7 +62,7 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "CLEAN_ROUTINE",
-        default: Some("false"),
+        default: Some("true"),
         help: "worker also expires a game's keys after writing its files",
     },
     Var {
@@ -159,6 +159,11 @@ pub const VARS: &[Var] = &[
         name: "IDLE_TIMEOUT",
         default: Some("30"),
         help: "seconds the server keeps a socket that owes it a request (not a lobby socket in a game) before closing it",
+    },
+    Var {
+        name: "USER_EXPIRY",
+        default: Some("86400"),
+        help: "seconds after its last login or find that a user and its token are forgotten",
     },
 ];
 
@@ -257,6 +262,7 @@ pub struct Settings {
     pub max_connections: usize,
     /// How long the server waits for a socket's next request (never zero).
     pub idle_timeout: Duration,
+    pub user_expiry: Duration,
 }
 
 impl Default for Settings {
@@ -550,6 +556,7 @@ impl Raw {
             metrics_addr,
             max_connections,
             idle_timeout,
+            user_expiry: self.seconds("USER_EXPIRY")?,
         })
     }
 }
@@ -617,7 +624,7 @@ mod tests {
         assert_eq!(s.redis.host, "localhost");
         assert_eq!(s.redis.port, 6379);
         assert_eq!(s.worker_channel, "redis.lib.server.lobby");
-        assert!(!s.clean_routine);
+        assert!(s.clean_routine);
         assert_eq!(s.logger_module, LoggerModule::Default);
         assert_eq!(s.websocket_port, 5678);
         assert_eq!(s.lobby_timeout, Duration::from_secs(5));

@@ -105,6 +105,27 @@ pub const USER_TOKENS: &str = "games:user-tokens";
 /// process enforces every game's deadline from it, so a game ends whatever server died.
 pub const GAME_DEADLINES: &str = "games:deadlines";
 
+/// Sorted set: user token → last login or find (ms, Redis time); users idle for USER_EXPIRY are
+/// removed from `users`, [`USER_TOKENS`] and [`USER_NAMES`].
+pub const USERS_LAST_USE: &str = "games:users:last-use";
+
+/// Hash: user token → user name (to remove an idle user from `users`, which maps the other way).
+pub const USER_NAMES: &str = "games:users:names";
+
+/// Hash: user token → the open lobby it waits in; a user has one open lobby at most.
+pub const USERS_OPEN_LOBBY: &str = "games:users:open-lobby";
+
+/// The parts of a per-game key name around the game token (`games:` and `:status` for
+/// [`game_status`]), for scripts that name another game's key.
+pub fn split_around_game(key: fn(&str) -> String) -> (String, String) {
+    const MARK: &str = "\u{1}";
+    let full = key(MARK);
+    match full.split_once(MARK) {
+        Some((before, after)) => (before.to_string(), after.to_string()),
+        None => (full, String::new()),
+    }
+}
+
 /// Sorted set: open lobbies for `n` players, game token → creation time (ms). A game leaves it
 /// when it fills up or times out.
 pub fn games_lobbies(n: u8) -> String {

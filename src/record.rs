@@ -63,6 +63,8 @@ pub struct Record {
 pub enum Event {
     /// `Cleaning Game Records` of one participant; ETL runs when `user_token` is the host.
     CleaningGameRecords { game_token: Uuid, user_token: Uuid },
+    /// `Game Timed Out`: nothing to write; the clean routine expires the lobby's keys.
+    GameTimedOut { game_token: Uuid },
     /// Any other lifecycle record: nothing to do beyond acknowledging it.
     Other,
 }
@@ -158,6 +160,12 @@ fn parse_object(text: &str) -> Result<Record, RecordError> {
         Event::CleaningGameRecords {
             game_token: token(task.game_token, "task.game_token")?,
             user_token: token(task.user_token, "task.user_token")?,
+        }
+    } else if log_message == GAME_TIMED_OUT {
+        // A malformed one needs no work either: the lobby is over whatever the record says.
+        match wire.task.map(|t| token(t.game_token, "task.game_token")) {
+            Some(Ok(game_token)) => Event::GameTimedOut { game_token },
+            _ => Event::Other,
         }
     } else {
         Event::Other

@@ -570,6 +570,14 @@ fn every_role_stops_promptly_on_sigterm_while_redis_is_down() {
         fanout(dir.path(), &redis, "fanout", &[]),
     ];
     wait_live(&redis, "w1");
+    wait_until("the fanout to be up", Duration::from_secs(20), || {
+        let n: Vec<(String, u64)> = redis.cmd(&["PUBSUB", "NUMSUB", LOBBY]);
+        let groups: u64 = redis::cmd("EXISTS")
+            .arg(keys::log_stream(LOBBY))
+            .query(&mut redis.client())
+            .unwrap_or(0);
+        n.first().is_some_and(|(_, n)| *n == 1) && groups == 1
+    });
     redis.kill();
     for role in &roles {
         wait_until(

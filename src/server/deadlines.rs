@@ -23,6 +23,32 @@ use crate::keys::{self, status};
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 /// Games handled per sweep round trip.
 const SWEEP_BATCH: usize = 100;
+/// How often idle users are looked for.
+const USER_SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+static EXPIRE_USERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        -- Forgets users idle for USER_EXPIRY: their name, token and last use.
+        -- KEYS: 1 users, 2 user tokens, 3 users' last use, 4 user names
+        -- ARGV: 1 idle ms, 2 limit
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local idle = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf',
+          string.format('(%d', now - tonumber(ARGV[1])), 'LIMIT', 0, ARGV[2])
+        for _, token in ipairs(idle) do
+          local name = redis.call('HGET', KEYS[4], token)
+          if name and redis.call('HGET', KEYS[1], name) == token then
+            redis.call('HDEL', KEYS[1], name)
+          end
+          redis.call('HDEL', KEYS[4], token)
+          redis.call('SREM', KEYS[2], token)
+          redis.call('ZREM', KEYS[3], token)
+        end
+        return #idle
+        ",
+    )
+});
 
 static DUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -38,6 +64,7 @@ static DUE: LazyLock<Script> = LazyLock::new(|| {
 
 /// Sweeps until shutdown.
 pub async fn run(shared: Arc<Shared>) {
+    let mut users_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
@@ -46,7 +73,30 @@ pub async fn run(shared: Arc<Shared>) {
         if let Err(e) = sweep(&shared).await {
             shared.unavailable(&e);
         }
+        if tokio::time::Instant::now() >= users_due {
+            users_due += USER_SWEEP_EVERY.min(shared.settings.user_expiry.max(SWEEP_EVERY));
+            if let Err(e) = forget_idle_users(&shared).await {
+                shared.unavailable(&e.into());
+            }
+        }
     }
+}
+
+/// Forgets users whose last login or find is older than USER_EXPIRY.
+async fn forget_idle_users(shared: &Shared) -> redis::RedisResult<u64> {
+    let forgotten: u64 = EXPIRE_USERS
+        .key(keys::USERS)
+        .key(keys::USER_TOKENS)
+        .key(keys::USERS_LAST_USE)
+        .key(keys::USER_NAMES)
+        .arg(shared.settings.user_expiry.as_millis() as u64)
+        .arg(1000)
+        .invoke_async(&mut shared.redis.conn())
+        .await?;
+    if forgotten > 0 {
+        tracing::debug!("forgot {forgotten} user(s) idle for USER_EXPIRY");
+    }
+    Ok(forgotten)
 }
 
 /// Applies every deadline that has passed; the number of games it acted on.

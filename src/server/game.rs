@@ -82,15 +82,23 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
         r#"
 -- KEYS: 1 game set, 2 participants, 3 status, 4 host, 5 heroes taken, 6 hero of u, 7 created,
 --       8 games:participants, 9 games:players:n, 10 open lobbies of n, 11 superheros,
---       12 game deadlines
--- ARGV: 1 g, 2 u, 3 n, 4 (unused), 5 lobby window ms, 6 mode (join | create | create-force)
+--       12 game deadlines, 13 users' last use, 14 users' open lobby
+-- ARGV: 1 g, 2 u, 3 n, 4 (unused), 5 lobby window ms, 6 mode (join | create | create-force),
+--       7 and 8: a game's status key is ARGV[7] .. game .. ARGV[8]
 local g, u, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now, window, mode = now_ms(), tonumber(ARGV[5]), ARGV[6]
+redis.call('ZADD', KEYS[13], 'XX', int(now), u)
+-- A user waits in one open lobby at most: asking again finds the same one.
+local mine = redis.call('HGET', KEYS[14], u)
+if mine then
+  if redis.call('GET', ARGV[7] .. mine .. ARGV[8]) == 'Waiting Lobby' then return {'MINE', mine} end
+  redis.call('HDEL', KEYS[14], u)
+end
 if mode == 'join' then
   if redis.call('GET', KEYS[3]) ~= 'Waiting Lobby' then return {'CLOSED'} end
   local created = tonumber(redis.call('GET', KEYS[7]) or '0') or 0
   if now - created >= window then return {'STALE'} end
-  if redis.call('SISMEMBER', KEYS[1], u) == 1 then return {'ALREADY'} end
+  if redis.call('SISMEMBER', KEYS[1], u) == 1 then return {'MINE', g} end
   n = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
   if redis.call('SCARD', KEYS[1]) >= n then return {'FULL'} end
 else
@@ -131,6 +139,7 @@ end
 redis.call('SADD', KEYS[1], u)
 redis.call('SADD', KEYS[5], id)
 redis.call('HSET', KEYS[6], 'id', id, 'attack', int(attack), 'health', int(health))
+redis.call('HSET', KEYS[14], u, g)
 local count = redis.call('SCARD', KEYS[1])
 redis.call('ZADD', KEYS[8], count, g)
 if count >= n then redis.call('ZREM', KEYS[10], g) end
@@ -144,7 +153,7 @@ static READY: LazyLock<Script> = LazyLock::new(|| {
         "{LUA_PRELUDE}{}",
         r#"
 -- KEYS: 1 game set, 2 status, 3 participants, 4 ready, 5 order, 6 turns, 7 game deadlines,
---       8 log stream
+--       8 log stream, 9 users' open lobby
 -- ARGV: 1 u, 2 events channel, 3 lobby channel, 4 record timestamp, 5 g, 6 hero key prefix,
 --       7 turn window ms
 local u = ARGV[1]
@@ -162,6 +171,7 @@ if redis.call('SCARD', KEYS[4]) >= n and redis.call('SCARD', KEYS[1]) >= n then
   redis.call('RPUSH', KEYS[5], unpack(order))
   redis.call('SET', KEYS[6], '1')
   redis.call('ZADD', KEYS[7], int(now_ms() + tonumber(ARGV[7])), ARGV[5])
+  redis.call('HDEL', KEYS[9], unpack(order))
   redis.call('PUBLISH', ARGV[2], '{"kind":"start","turn":1,"user":"' .. order[1] ..
     '","at_us":' .. now_us() .. '}')
   if ARGV[3] ~= '' then
@@ -280,7 +290,8 @@ static LOBBY_TIMEOUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_PRELUDE}{}",
         r#"
--- KEYS: 1 status, 2 open lobbies of n, 3 created, 4 game deadlines, 5 log stream
+-- KEYS: 1 status, 2 open lobbies of n, 3 created, 4 game deadlines, 5 log stream, 6 game set,
+--       7 users' open lobby
 -- ARGV: 1 g, 2 events channel, 3 (unused), 4 lobby window ms, 5 lobby channel, 6 record timestamp
 if redis.call('GET', KEYS[1]) ~= 'Waiting Lobby' then
   redis.call('ZREM', KEYS[4], ARGV[1])
@@ -291,6 +302,8 @@ if now_ms() - created < tonumber(ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], 'Timed Out')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+local members = redis.call('SMEMBERS', KEYS[6])
+if #members > 0 then redis.call('HDEL', KEYS[7], unpack(members)) end
 redis.call('PUBLISH', ARGV[2], '{"kind":"timed_out"}')
 emit(KEYS[5], ARGV[5], ARGV[6], 'Game Timed Out', '{"game_token":"' .. ARGV[1] .. '"}')
 return 1
@@ -310,6 +323,8 @@ pub struct Rules {
     turn_ms: u64,
     /// LOBBY_TIMEOUT.
     pub lobby_ms: u64,
+    /// A game's status key is `.0 + game + .1` (for scripts that look at another game).
+    status_key: (String, String),
 }
 
 impl Rules {
@@ -321,6 +336,7 @@ impl Rules {
             channel: if on { lobby.clone() } else { String::new() },
             turn_ms: (settings.server_sleep + settings.turn_timeout).as_millis() as u64,
             lobby_ms: settings.lobby_timeout.as_millis() as u64,
+            status_key: keys::split_around_game(keys::game_status),
         }
     }
 }
@@ -344,7 +360,6 @@ pub async fn find(conn: &mut ConnectionManager, user: &str, n: u8, rules: &Rules
             .arg(7)
             .query_async(conn)
             .await?;
-        let mut already_in_one = false;
         for g in &open {
             match join_one(conn, g, user, n, rules, "join").await? {
                 JoinReply::Ok(hero_id) => {
@@ -353,30 +368,45 @@ pub async fn find(conn: &mut ConnectionManager, user: &str, n: u8, rules: &Rules
                         hero_id,
                     })
                 }
+                JoinReply::Mine(g) => return mine(conn, g, user).await,
                 JoinReply::Refused(r) => return Ok(Found::Refused(r)),
-                JoinReply::Already => already_in_one = true,
                 JoinReply::Skip => {}
             }
         }
         let g = uuid::Uuid::new_v4().to_string();
-        // A player already waiting in every open lobby may still open a new one.
-        let mode = if already_in_one || attempt > 40 {
+        // Under heavy contention, stop deferring to lobbies others are opening at once.
+        let mode = if attempt > 40 {
             "create-force"
         } else {
             "create"
         };
         match join_one(conn, &g, user, n, rules, mode).await? {
             JoinReply::Ok(hero_id) => return Ok(Found::Joined { game: g, hero_id }),
+            JoinReply::Mine(g) => return mine(conn, g, user).await,
             JoinReply::Refused(r) => return Ok(Found::Refused(r)),
-            JoinReply::Already | JoinReply::Skip => {}
+            JoinReply::Skip => {}
         }
     }
     Ok(Found::Refused(reason::SERVICE_UNAVAILABLE))
 }
 
+/// The open lobby `user` already waits in, answered again (one open lobby per user).
+async fn mine(conn: &mut ConnectionManager, game: String, user: &str) -> Result<Found> {
+    let hero: Option<u32> = redis::cmd("HGET")
+        .arg(keys::game_hero(&game, user))
+        .arg("id")
+        .query_async(conn)
+        .await?;
+    Ok(match hero {
+        Some(hero_id) => Found::Joined { game, hero_id },
+        None => Found::Refused(reason::SERVICE_UNAVAILABLE),
+    })
+}
+
 enum JoinReply {
     Ok(u32),
-    Already,
+    /// The user already waits in this open lobby.
+    Mine(String),
     Skip,
     Refused(&'static str),
 }
@@ -402,12 +432,16 @@ async fn join_one(
         .key(keys::games_lobbies(n))
         .key(keys::SUPERHEROS)
         .key(keys::GAME_DEADLINES)
+        .key(keys::USERS_LAST_USE)
+        .key(keys::USERS_OPEN_LOBBY)
         .arg(g)
         .arg(u)
         .arg(n)
         .arg("")
         .arg(rules.lobby_ms)
         .arg(mode)
+        .arg(&rules.status_key.0)
+        .arg(&rules.status_key.1)
         .invoke_async(conn)
         .await
         .context("join script")?;
@@ -416,7 +450,7 @@ async fn join_one(
             Some(id) => JoinReply::Ok(id),
             None => anyhow::bail!("join script returned a hero id that is not an integer"),
         },
-        Some("ALREADY") => JoinReply::Already,
+        Some("MINE") => JoinReply::Mine(reply.get(1).cloned().unwrap_or_default()),
         Some("NO HEROES") => JoinReply::Refused(reason::NO_HEROES),
         Some("BAD HERO") => anyhow::bail!(
             "hero {} in {} has no health/attack",
@@ -449,6 +483,7 @@ pub async fn ready(conn: &mut ConnectionManager, g: &str, u: &str, rules: &Rules
         .key(keys::game_turns(g))
         .key(keys::GAME_DEADLINES)
         .key(&rules.stream)
+        .key(keys::USERS_OPEN_LOBBY)
         .arg(u)
         .arg(keys::game_events(g))
         .arg(&rules.channel)
@@ -611,6 +646,8 @@ pub async fn lobby_timeout(
         .key(keys::game_created(g))
         .key(keys::GAME_DEADLINES)
         .key(&rules.stream)
+        .key(keys::game(g))
+        .key(keys::USERS_OPEN_LOBBY)
         .arg(g)
         .arg(keys::game_events(g))
         .arg("")
@@ -734,11 +771,19 @@ pub async fn view(conn: &mut ConnectionManager, g: &str) -> Result<GameView> {
 static LOGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
--- KEYS: 1 users, 2 user tokens   ARGV: 1 name, 2 fresh token
+-- KEYS: 1 users, 2 user tokens, 3 users' last use, 4 user names   ARGV: 1 name, 2 fresh token
+local t = redis.call('TIME')
+local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 local known = redis.call('HGET', KEYS[1], ARGV[1])
-if known then return {known, 0} end
+if known then
+  redis.call('ZADD', KEYS[3], now, known)
+  redis.call('HSET', KEYS[4], known, ARGV[1])
+  return {known, 0}
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], now, ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
 return {ARGV[2], 1}
 "#,
     )
@@ -749,6 +794,8 @@ pub async fn login(conn: &mut ConnectionManager, name: &str) -> Result<(String, 
     let (token, created): (String, i64) = LOGIN
         .key(keys::USERS)
         .key(keys::USER_TOKENS)
+        .key(keys::USERS_LAST_USE)
+        .key(keys::USER_NAMES)
         .arg(name)
         .arg(uuid::Uuid::new_v4().to_string())
         .invoke_async(conn)

@@ -314,10 +314,12 @@ pub async fn expire_game(conn: &mut ConnectionManager, game: &str, expiry: Durat
         pipe.expire(keys::game_hero(game, user), seconds).ignore();
     }
     pipe.zrem(keys::GAMES_PARTICIPANTS, game).ignore();
+    // `games:players:<n>` is capped at its newest entries by the join script instead of an
+    // O(n) LREM per game here.
     if let Some(n) = size.as_deref().and_then(|s| s.parse::<u8>().ok()) {
-        pipe.lrem(keys::games_players(n), 0, game).ignore();
         pipe.zrem(keys::games_lobbies(n), game).ignore();
     }
+    pipe.zrem(keys::GAME_DEADLINES, game).ignore();
     pipe.query_async::<()>(conn)
         .await
         .with_context(|| format!("cannot expire game {game}"))?;

@@ -331,6 +331,12 @@ impl Worker {
                 game_token,
                 user_token,
             } => (game_token.to_string(), user_token.to_string()),
+            Event::GameTimedOut { game_token } => {
+                // A lobby that never played: no files, but its keys must not stay forever.
+                self.clean(&mut conn, &game_token.to_string()).await?;
+                self.ack(&mut conn, record).await?;
+                return Ok(Outcome::NothingToDo);
+            }
             Event::Other => {
                 self.ack(&mut conn, record).await?;
                 return Ok(Outcome::NothingToDo);

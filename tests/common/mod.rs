@@ -131,3 +131,4 @@ where
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 pub mod roles;
+pub mod ws;

@@ -1,0 +1,301 @@
+//! Issue 13: every game ends whatever crashes, no server judges another's clock, and Redis stays
+//! bounded with the default settings. Every role is a real process on a private redis-server.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::roles::{assert_exactly_once, scan, Proc};
+use common::ws;
+use common::{free_port, superhero, wait_until, TestRedis};
+
+const LOBBY: &str = "redis.lib.server.lobby";
+
+fn build_db(dir: &Path, redis: &TestRedis) {
+    let status = superhero(dir)
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .arg("build-db")
+        .status()
+        .expect("build-db");
+    assert!(status.success());
+}
+
+fn server(dir: &Path, redis: &TestRedis, name: &str, port: u16, env: &[(&str, &str)]) -> Proc {
+    let port = port.to_string();
+    let mut all = vec![
+        ("WEBSOCKET_HOST", "127.0.0.1"),
+        ("WEBSOCKET_PORT", port.as_str()),
+    ];
+    all.extend_from_slice(env);
+    let s = Proc::start(name, dir, redis, &["server"], &all);
+    wait_until(
+        &format!("{name} to listen"),
+        Duration::from_secs(20),
+        || s.log_text().contains("game server listening"),
+    );
+    s
+}
+
+fn status_of(redis: &TestRedis, g: &str) -> Option<String> {
+    redis.cmd(&["GET", &format!("games:{g}:status")])
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn games_whose_server_was_killed_end_under_a_new_server() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    build_db(dir.path(), &redis);
+    let timers = [("TURN_TIMEOUT", "8"), ("LOBBY_TIMEOUT", "15")];
+    let port = free_port();
+    let mut first = server(dir.path(), &redis, "server-1", port, &timers);
+    let rt = runtime();
+    // 20 two-player games started (both lobby sockets open, nobody acts), 5 lobbies full but
+    // never started (nobody opened a lobby socket).
+    let (playing, full, _sockets) = rt.block_on(async {
+        let mut playing = Vec::new();
+        let mut sockets = Vec::new();
+        for i in 0..20 {
+            let a = ws::login(port, &format!("a{i}")).await;
+            let b = ws::login(port, &format!("b{i}")).await;
+            let g = ws::find(port, &a, 2).await;
+            assert_eq!(ws::find(port, &b, 2).await, g);
+            sockets.push(ws::open_lobby(port, &g, &a).await);
+            sockets.push(ws::open_lobby(port, &g, &b).await);
+            playing.push(g);
+        }
+        let mut full = Vec::new();
+        for i in 0..5 {
+            let a = ws::login(port, &format!("c{i}")).await;
+            let b = ws::login(port, &format!("d{i}")).await;
+            let g = ws::find(port, &a, 2).await;
+            assert_eq!(ws::find(port, &b, 2).await, g);
+            full.push(g);
+        }
+        (playing, full, sockets)
+    });
+    wait_until("20 games in progress", Duration::from_secs(20), || {
+        playing
+            .iter()
+            .all(|g| status_of(&redis, g).as_deref() == Some("In-Progress"))
+    });
+    for g in &full {
+        assert_eq!(status_of(&redis, g).as_deref(), Some("Waiting Lobby"));
+    }
+    first.kill();
+    // A new server (on another port: nobody reconnects), a fanout and a worker.
+    let _second = server(dir.path(), &redis, "server-2", free_port(), &timers);
+    let env = [("OUTPUT_DIR", out.to_str().unwrap()), ("ACK_TIMEOUT", "2")];
+    let _worker = Proc::start(
+        "w1",
+        dir.path(),
+        &redis,
+        &["worker", "--worker-id", "w1"],
+        &env,
+    );
+    let _fanout = Proc::start("fanout", dir.path(), &redis, &["fanout"], &env);
+    // Each game has two players: at most two turn deadlines (TURN_TIMEOUT × participants), plus
+    // a few seconds for the new server to start and sweep.
+    wait_until("every game over", Duration::from_secs(16 + 10), || {
+        playing
+            .iter()
+            .all(|g| status_of(&redis, g).as_deref() == Some("Completed"))
+            && full
+                .iter()
+                .all(|g| status_of(&redis, g).as_deref() == Some("Timed Out"))
+    });
+    wait_until("every game written", Duration::from_secs(30), || {
+        common::roles::pairs(&[&out])
+            .values()
+            .filter(|f| f.len() == 2)
+            .count()
+            == playing.len()
+    });
+    assert_exactly_once(&[&out], &playing);
+    let due: u64 = redis.cmd(&["ZCARD", "games:deadlines"]);
+    assert_eq!(due, 0, "no deadline is left behind");
+}
+
+#[test]
+fn a_server_whose_clock_runs_ahead_times_out_no_lobby_early() {
+    let faketime = std::process::Command::new("faketime").arg("-h").output();
+    assert!(
+        faketime.is_ok(),
+        "faketime is needed for this test (.ci/run installs it with apt-get)"
+    );
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    build_db(dir.path(), &redis);
+    let (port_a, port_b) = (free_port(), free_port());
+    let timers = [("LOBBY_TIMEOUT", "3")];
+    let _a = server(dir.path(), &redis, "server-a", port_a, &timers);
+    // Server B's clock is 10 s ahead of server A's (and of Redis's).
+    let mut cmd = std::process::Command::new("faketime");
+    cmd.current_dir(dir.path())
+        .args(["-f", "+10s"])
+        .arg(env!("CARGO_BIN_EXE_superhero"))
+        .arg("server");
+    for var in superhero::config::VARS {
+        cmd.env_remove(var.name);
+    }
+    cmd.env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .env("LOGGER_MODULE", "redis")
+        .env("WEBSOCKET_HOST", "127.0.0.1")
+        .env("WEBSOCKET_PORT", port_b.to_string())
+        .env("LOBBY_TIMEOUT", "3");
+    let b = Proc::spawn("server-b", dir.path(), cmd);
+    wait_until("server-b to listen", Duration::from_secs(20), || {
+        b.log_text().contains("game server listening")
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let u1 = ws::login(port_a, "first").await;
+        let u2 = ws::login(port_b, "second").await;
+        let u3 = ws::login(port_b, "third").await;
+        // A lobby for three opened on A, with its socket on A.
+        let g = ws::find(port_a, &u1, 3).await;
+        let _s1 = ws::open_lobby(port_a, &g, &u1).await;
+        // Joined through B a moment later: B must not take it for 10 s old.
+        assert_eq!(
+            ws::find(port_b, &u2, 3).await,
+            g,
+            "server B timed the lobby out"
+        );
+        let _s2 = ws::open_lobby(port_b, &g, &u2).await;
+        assert_eq!(status_of(&redis, &g).as_deref(), Some("Waiting Lobby"));
+        assert_eq!(ws::find(port_b, &u3, 3).await, g);
+        let mut s3 = ws::open_lobby(port_b, &g, &u3).await;
+        let start = ws::next_json(&mut s3, Duration::from_secs(10))
+            .await
+            .expect("START");
+        assert_eq!(start["STATUS"]["GAME"], "START", "{start}");
+    });
+}
+
+#[test]
+fn with_default_settings_written_games_leave_no_keys_behind() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    build_db(dir.path(), &redis);
+    let port = free_port();
+    // Default settings but a short REDIS_EXPIRY, so the test need not wait 30 s.
+    let env = [
+        ("OUTPUT_DIR", out.to_str().unwrap()),
+        ("REDIS_EXPIRY", "2"),
+        ("LOBBY_TIMEOUT", "2"),
+        ("USER_EXPIRY", "3"),
+    ];
+    let _server = server(dir.path(), &redis, "server", port, &env);
+    let _w = Proc::start(
+        "w1",
+        dir.path(),
+        &redis,
+        &["worker", "--worker-id", "w1"],
+        &env,
+    );
+    let _f = Proc::start("fanout", dir.path(), &redis, &["fanout"], &env);
+    let port_s = port.to_string();
+    let mut bots: Vec<Proc> = (0..6)
+        .map(|i| {
+            Proc::start(
+                &format!("player-{i}"),
+                dir.path(),
+                &redis,
+                &["player"],
+                &[
+                    ("WEBSOCKET_HOST", "127.0.0.1"),
+                    ("WEBSOCKET_PORT", &port_s),
+                    ("CLIENT_GAMES", "5"),
+                    ("CLIENT_SLEEP", "0.2"),
+                    ("LOBBY_TIMEOUT", "2"),
+                ],
+            )
+        })
+        .collect();
+    for bot in &mut bots {
+        assert_eq!(
+            bot.wait_exit(Duration::from_secs(120)),
+            Some(Some(0)),
+            "{}",
+            bot.log_text()
+        );
+    }
+    let written: Vec<String> = common::roles::pairs(&[&out]).into_keys().collect();
+    assert!(!written.is_empty());
+    // Every game's keys (played or timed out) expire; only the roster, the users and the
+    // pipeline's own bookkeeping remain.
+    wait_until(
+        "every game's keys to expire",
+        Duration::from_secs(30),
+        || {
+            scan(&redis, "games:*")
+                .iter()
+                .all(|k| !k.starts_with("games:") || is_shared_game_key(k))
+        },
+    );
+    let left = scan(&redis, "games:*");
+    for g in &written {
+        assert!(
+            !left.iter().any(|k| k.contains(g.as_str())),
+            "{g}: {left:?}"
+        );
+    }
+    // Users idle for USER_EXPIRY are forgotten: name, token and last use.
+    wait_until(
+        "idle users to be forgotten",
+        Duration::from_secs(30),
+        || {
+            let users: u64 = redis.cmd(&["HLEN", "users"]);
+            let tokens: u64 = redis.cmd(&["SCARD", "games:user-tokens"]);
+            let names: u64 = redis.cmd(&["HLEN", "games:users:names"]);
+            users == 0 && tokens == 0 && names == 0
+        },
+    );
+    let _ = LOBBY;
+}
+
+#[test]
+fn a_user_waits_in_one_open_lobby_at_most() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    build_db(dir.path(), &redis);
+    let port = free_port();
+    let _server = server(
+        dir.path(),
+        &redis,
+        "server",
+        port,
+        &[("LOBBY_TIMEOUT", "30")],
+    );
+    runtime().block_on(async {
+        let u = ws::login(port, "patient").await;
+        let first = ws::find(port, &u, 3).await;
+        for _ in 0..5 {
+            assert_eq!(ws::find(port, &u, 3).await, first, "a second open lobby");
+        }
+        let open: u64 = redis.cmd(&["ZCARD", "games:lobbies:3"]);
+        assert_eq!(open, 1);
+    });
+}
+
+/// Keys under `games:` that are not one game's: indexes shared by all games.
+fn is_shared_game_key(key: &str) -> bool {
+    key == "games:participants"
+        || key == "games:deadlines"
+        || key == "games:user-tokens"
+        || key.starts_with("games:players:")
+        || key.starts_with("games:lobbies:")
+        || key.starts_with("games:user")
+}
