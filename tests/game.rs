@@ -407,6 +407,9 @@ async fn a_silent_player_is_eliminated_after_turn_timeout() {
 /// game's LLEN logs and status read at the moment of receipt.
 struct Recorded {
     record: LifecycleRecord,
+    /// The id of the record's entry in the log stream, which the server adds to what it
+    /// publishes.
+    entry_id: Option<String>,
     logs_at_receipt: Option<u64>,
     status_at_receipt: Option<String>,
 }
@@ -437,6 +440,8 @@ async fn lifecycle_records_follow_the_logs() {
             while let Some(msg) = stream.next().await {
                 let record: LifecycleRecord =
                     serde_json::from_slice(msg.get_payload_bytes()).expect("record JSON");
+                let raw: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+                let entry_id = raw["entry_id"].as_str().map(str::to_string);
                 let g = record.task["game_token"]
                     .as_str()
                     .unwrap_or_default()
@@ -449,6 +454,7 @@ async fn lifecycle_records_follow_the_logs() {
                     .unwrap();
                 let recorded = Recorded {
                     record,
+                    entry_id,
                     logs_at_receipt: logs,
                     status_at_receipt: status,
                 };
@@ -469,12 +475,19 @@ async fn lifecycle_records_follow_the_logs() {
     let mut cleaning: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut starting: BTreeMap<String, usize> = BTreeMap::new();
     let mut seen = 0;
+    // entry id → record, of everything the subscriber heard.
+    let mut heard: BTreeMap<String, LifecycleRecord> = BTreeMap::new();
     while seen < expected_cleaning {
         let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("every Cleaning record arrives")
             .expect("reader alive");
         let g = game_of(&r.record);
+        let entry = r
+            .entry_id
+            .clone()
+            .expect("a published record names its log entry");
+        assert!(heard.insert(entry, r.record.clone()).is_none());
         match r.record.log_message.as_str() {
             "Cleaning Game Records" => {
                 seen += 1;
@@ -519,30 +532,48 @@ async fn lifecycle_records_follow_the_logs() {
         assert_eq!(r.record.log_message, "Starting Match");
         let g = game_of(&r.record);
         *starting.entry(g).or_default() += 1;
+        let entry = r
+            .entry_id
+            .clone()
+            .expect("a published record names its log entry");
+        assert!(heard.insert(entry, r.record).is_none());
     }
     for g in &games {
         assert_eq!(starting.get(g), Some(&1), "game {g}: one Starting Match");
     }
     reader.abort();
-    let backlog: u64 = redis.cmd(&["LLEN", &keys::backlog(&settings.worker_channel)]);
-    assert_eq!(backlog, 0, "with a subscriber nothing is backlogged");
+    // What was published is exactly what the log holds, each under the entry id it carried.
+    let logged: BTreeMap<String, LifecycleRecord> =
+        logged_records(&redis, &settings).into_iter().collect();
+    assert_eq!(logged, heard, "the log and the published records differ");
 }
 
-fn backlog_records(redis: &TestRedis, settings: &Settings) -> Vec<LifecycleRecord> {
-    let texts: Vec<String> = redis.cmd(&[
-        "LRANGE",
-        &keys::backlog(&settings.worker_channel),
-        "0",
-        "-1",
+/// The log stream's entries: (entry id, record), oldest first.
+fn logged_records(redis: &TestRedis, settings: &Settings) -> Vec<(String, LifecycleRecord)> {
+    let entries: Vec<(String, HashMap<String, String>)> = redis.cmd(&[
+        "XRANGE",
+        &keys::log_stream(&settings.worker_channel),
+        "-",
+        "+",
     ]);
-    texts
-        .iter()
-        .map(|t| serde_json::from_str(t).expect("backlog record JSON"))
+    entries
+        .into_iter()
+        .map(|(id, fields)| {
+            let text = fields.get("record").expect("a log entry holds a record");
+            (id, serde_json::from_str(text).expect("log record JSON"))
+        })
+        .collect()
+}
+
+fn log_records(redis: &TestRedis, settings: &Settings) -> Vec<LifecycleRecord> {
+    logged_records(redis, settings)
+        .into_iter()
+        .map(|(_, r)| r)
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_subscriber_records_land_in_the_backlog() {
+async fn without_a_subscriber_records_wait_in_the_log() {
     let redis = TestRedis::start();
     let settings = prepared(&redis, &[("LOGGER_MODULE", "redis")]).await;
     let server = Server::start(&settings).await;
@@ -550,9 +581,10 @@ async fn without_a_subscriber_records_land_in_the_backlog() {
     let bots = spawn_bots(&settings, server.port, 4, Some(1), Some(2), &shutdown);
     let reports = join_bots(bots, Duration::from_secs(60)).await;
     let games = check_reports(&redis, &reports, 1000);
-    // Stopping drains the publisher, so every record is in Redis afterwards.
+    // The scripts append each record as they commit the state it reports: no fanout, no
+    // subscriber, and every record is in the log.
     server.stop().await;
-    let records = backlog_records(&redis, &settings);
+    let records = log_records(&redis, &settings);
     for g in &games {
         let members: BTreeSet<String> = redis.cmd(&["SMEMBERS", &keys::game(g)]);
         let cleaned: Vec<String> = records
@@ -587,7 +619,7 @@ async fn a_lobby_that_never_fills_times_out() {
     let status: String = redis.cmd(&["GET", &keys::game_status(g)]);
     assert_eq!(status, "Timed Out");
     server.stop().await;
-    let timed_out: Vec<_> = backlog_records(&redis, &settings)
+    let timed_out: Vec<_> = log_records(&redis, &settings)
         .into_iter()
         .filter(|r| r.log_message == "Game Timed Out")
         .collect();
