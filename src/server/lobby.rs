@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::game::{self, Eliminated, GameEvent, Ready};
 use super::hub::HubEvent;
+use super::identity;
 use super::protocol::{self, game_status, reason, GamePush};
 use super::{
     close_going_away, next_request, refuse_and_close, send_json, send_status, Incoming, Shared,
@@ -81,6 +82,18 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
             }
         };
         let (id, events) = shared.hub.register(&g);
+        // One registered lobby socket per (game, user), across every server process.
+        let socket = format!("{}:{id}", shared.server_id);
+        let held = match identity::claim_lobby(&shared, &g, &u, &socket).await {
+            Ok(held) => held,
+            Err(r) => {
+                shared.hub.unregister(&g, id);
+                if !send_status(&mut ws, r).await {
+                    return;
+                }
+                continue;
+            }
+        };
         let mut lobby = Lobby {
             shared: &shared,
             ws: &mut ws,
@@ -94,6 +107,10 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
         };
         let flow = lobby.play(events).await;
         shared.hub.unregister(&g, id);
+        if held {
+            // After play: a player that left was taken out of the ready set first.
+            identity::release_lobby(&shared, &g, &u, &socket).await;
+        }
         if let Flow::Closed = flow {
             return;
         }
@@ -223,7 +240,7 @@ impl Lobby<'_> {
         }
         if !self.start_sent {
             let mut conn = self.shared.redis.conn();
-            match game::start_push(&mut conn, self.g).await {
+            match identity::start_for(&mut conn, self.g, self.u).await {
                 Ok(start) => {
                     if !send_json(self.ws, &start).await {
                         self.leave().await;

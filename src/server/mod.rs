@@ -7,9 +7,11 @@
 //! announce turn changes on a per-game channel that every server process hears through one
 //! pattern subscription ([`hub`]). Several processes on one Redis therefore serve one game.
 //! Lifecycle records are appended to the log stream by the same scripts ([`game::Outbox`]).
+//! Players see each other by per-game aliases, never by user token ([`identity`]).
 
 pub mod game;
 pub mod hub;
+pub mod identity;
 pub mod lobby;
 pub mod metrics;
 pub mod protocol;
@@ -51,6 +53,8 @@ pub type Socket = WebSocketStream<TcpStream>;
 /// What every connection task shares.
 pub struct Shared {
     pub settings: Settings,
+    /// This process among the servers sharing Redis (names its lobby registrations).
+    pub server_id: String,
     pub redis: Redis,
     pub hub: Hub,
     /// Where the game scripts append lifecycle records.
@@ -150,6 +154,7 @@ pub async fn run(
     }
     let shared = Arc::new(Shared {
         settings: settings.clone(),
+        server_id: uuid::Uuid::new_v4().simple().to_string(),
         redis,
         hub,
         outbox: game::Outbox::new(settings),
