@@ -131,7 +131,7 @@ pub fn game_eliminated(g: &str) -> String {
 }
 
 /// Hash: user token → id of the one lobby socket registered for it in game `g`
-/// (`<server id>:<registration>`); a second registration of the same user is refused.
+/// (`<server id>:<socket id>`); a second registration of the same user is refused.
 pub fn game_lobby_sockets(g: &str) -> String {
     format!("games:{g}:lobby-sockets")
 }

@@ -55,7 +55,12 @@ pub async fn claim_lobby(
         .context("claim lobby script");
     let answer = match answer {
         Ok(a) => a,
-        Err(e) => return Err(shared.unavailable(&e)),
+        Err(e) => {
+            let r = shared.unavailable(&e);
+            // The claim may be stored with only its answer lost: give it up (if it is ours).
+            release_lobby(shared, g, u, socket).await;
+            return Err(r);
+        }
     };
     shared.available();
     match answer.as_str() {

@@ -52,6 +52,8 @@ impl Drop for Connected {
 pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
     shared.metrics.connected_players.inc();
     let _connected = Connected(shared.metrics.connected_players.clone());
+    // Names this socket in its lobby registrations (identity::claim_lobby).
+    let socket = format!("{}:{}", shared.server_id, uuid::Uuid::new_v4().simple());
     loop {
         let incoming = tokio::select! {
             incoming = next_request(&mut ws) => incoming,
@@ -83,7 +85,6 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket) {
         };
         let (id, events) = shared.hub.register(&g);
         // One registered lobby socket per (game, user), across every server process.
-        let socket = format!("{}:{id}", shared.server_id);
         let held = match identity::claim_lobby(&shared, &g, &u, &socket).await {
             Ok(held) => held,
             Err(r) => {
