@@ -235,11 +235,15 @@ impl MiniBot {
                 let body = json!({"PAYLOAD": {"GAME_TOKEN": self.game, "USER_TOKEN": self.token,
                     "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}});
                 let reply = self.request("action", body).await;
-                // Too slow (turn timed out) is the only acceptable refusal.
-                if let Some(r) = reply["STATUS"].as_str() {
-                    assert_eq!(r, "NOT YOUR TURN", "{}: {reply}", self.name);
-                } else {
-                    assert_eq!(reply["STATUS"]["DETAILS"]["ENEMY_TOKEN"], enemy.as_str());
+                match reply["STATUS"].as_str() {
+                    // It fell meanwhile (its lobby socket closed): try the next one.
+                    Some("ENEMY IS DEAD") => continue,
+                    // Too slow: the turn timed out.
+                    Some("NOT YOUR TURN") => {}
+                    Some(_) => panic!("{}: attack refused: {reply}", self.name),
+                    None => {
+                        assert_eq!(reply["STATUS"]["DETAILS"]["ENEMY_TOKEN"], enemy.as_str())
+                    }
                 }
                 return;
             }
