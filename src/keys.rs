@@ -64,7 +64,7 @@ pub fn game_hero_field_pattern(g: &str, field: &str) -> String {
 /// Every key of game `g` except the per-player hero hashes ([`game_hero`]) and the ETL lease
 /// (which keeps its own TTL): the SPEC §3 keys, the server's additions and the worker's record of
 /// the finished ETL. The clean routine expires them all.
-pub fn game_keys(g: &str) -> [String; 13] {
+pub fn game_keys(g: &str) -> [String; 16] {
     [
         game(g),
         game_participants(g),
@@ -77,6 +77,9 @@ pub fn game_keys(g: &str) -> [String; 13] {
         game_ready(g),
         game_turns(g),
         game_eliminated(g),
+        game_lobby_sockets(g),
+        game_aliases(g),
+        game_alias_of(g),
         etl_done(g),
         etl_writer(g),
     ]
@@ -151,6 +154,22 @@ pub fn game_turns(g: &str) -> String {
 /// List: user tokens in the order they fell (killed, timed out or disconnected).
 pub fn game_eliminated(g: &str) -> String {
     format!("games:{g}:eliminated")
+}
+
+/// Hash: user token → id of the one lobby socket registered for it in game `g`
+/// (`<server id>:<socket id>`); a second registration of the same user is refused.
+pub fn game_lobby_sockets(g: &str) -> String {
+    format!("games:{g}:lobby-sockets")
+}
+
+/// Hash: alias → user token of game `g`. Players see each other under these aliases only.
+pub fn game_aliases(g: &str) -> String {
+    format!("games:{g}:aliases")
+}
+
+/// Hash: user token → its alias in game `g` (the inverse of [`game_aliases`]).
+pub fn game_alias_of(g: &str) -> String {
+    format!("games:{g}:alias-of")
 }
 
 /// Pub/sub channel of game `g`'s events (start, turn, complete, timed out) between servers.

@@ -379,9 +379,24 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
         );
     }
 
-    // Stale tokens: a move in the finished game is refused with a reason.
+    // Stale tokens: a move in the finished game is refused with a reason. The bot's START lists
+    // its own user token and the others' aliases: attack as the bot, naming an alias.
     let finished = finished.expect("a finished game");
-    let (a, b) = (&finished.participants[0], &finished.participants[1]);
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(superhero::keys::game(&finished.game_token))
+        .query_async(&mut redis.conn())
+        .await
+        .unwrap();
+    let a = finished
+        .participants
+        .iter()
+        .find(|p| members.contains(p))
+        .expect("the bot sees itself by its user token");
+    let b = finished
+        .participants
+        .iter()
+        .find(|p| *p != a)
+        .expect("an opponent's alias");
     let mut ws = connect(port, "/api/v1/game/action").await;
     let reply = ask(
         &mut ws,

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::game::{self, Eliminated, GameEvent, Ready};
 use super::hub::HubEvent;
+use super::identity;
 use super::protocol::{self, game_status, reason, GamePush};
 use super::{
     close_going_away, next_request, next_request_or_idle, refuse_and_close, send_json, send_status,
@@ -46,6 +47,8 @@ impl Drop for Connected {
 pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
     shared.metrics.connected_players.inc();
     let _connected = Connected(shared.metrics.connected_players.clone());
+    // Names this socket in its lobby registrations (identity::claim_lobby).
+    let socket = format!("{}:{}", shared.server_id, uuid::Uuid::new_v4().simple());
     loop {
         let incoming = tokio::select! {
             incoming = next_request_or_idle(&mut ws, &mut slot) => incoming,
@@ -76,6 +79,17 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
             }
         };
         let (id, events) = shared.hub.register(&g);
+        // One registered lobby socket per (game, user), across every server process.
+        let held = match identity::claim_lobby(&shared, &g, &u, &socket).await {
+            Ok(held) => held,
+            Err(r) => {
+                shared.hub.unregister(&g, id);
+                if !send_status(&mut ws, r).await {
+                    return;
+                }
+                continue;
+            }
+        };
         let mut lobby = Lobby {
             shared: &shared,
             ws: &mut ws,
@@ -87,6 +101,10 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
         };
         let flow = lobby.play(events).await;
         shared.hub.unregister(&g, id);
+        if held {
+            // After play: a player that left was taken out of the ready set first.
+            identity::release_lobby(&shared, &g, &u, &socket).await;
+        }
         if let Flow::Closed = flow {
             return;
         }
@@ -196,7 +214,7 @@ impl Lobby<'_> {
         }
         if !self.start_sent {
             let mut conn = self.shared.redis.conn();
-            match game::start_push(&mut conn, self.g).await {
+            match identity::start_for(&mut conn, self.g, self.u).await {
                 Ok(start) => {
                     if !send_json(self.ws, &start).await {
                         self.leave().await;

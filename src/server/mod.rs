@@ -7,7 +7,8 @@
 //! announce turn changes on a per-game channel that every server process hears through one
 //! pattern subscription ([`hub`]). Several processes on one Redis therefore serve one game.
 //! Lifecycle records are appended to the log stream by the same scripts ([`game::Rules`]);
-//! lobby and turn deadlines are enforced by every process ([`deadlines`]).
+//! lobby and turn deadlines are enforced by every process ([`deadlines`]). Players see each
+//! other by per-game aliases, never by user token ([`identity`]).
 //!
 //! Open sockets are capped at MAX_CONNECTIONS and a socket that owes the server a request is
 //! closed after IDLE_TIMEOUT; at the cap an idle socket makes room for a newcomer. The policy
@@ -16,6 +17,7 @@
 pub mod deadlines;
 pub mod game;
 pub mod hub;
+pub mod identity;
 pub mod lobby;
 pub mod metrics;
 pub mod protocol;
@@ -65,6 +67,8 @@ pub type Socket = WebSocketStream<TcpStream>;
 /// What every connection task shares.
 pub struct Shared {
     pub settings: Settings,
+    /// This process among the servers sharing Redis (names its lobby registrations).
+    pub server_id: String,
     pub redis: Redis,
     pub hub: Hub,
     /// Where the game scripts append lifecycle records.
@@ -164,6 +168,7 @@ pub async fn run(
     }
     let shared = Arc::new(Shared {
         settings: settings.clone(),
+        server_id: uuid::Uuid::new_v4().simple().to_string(),
         redis,
         hub,
         rules: game::Rules::new(settings),

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::game::{self, Attacked, Found};
+use super::identity;
 use super::protocol::{self, game_status, reason, Route, StatusReply};
 use super::{close_going_away, next_request_or_idle, refuse_and_close, Incoming, Shared, Socket};
 use crate::connections::Slot;
@@ -130,7 +131,7 @@ async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
         Err(r) => return Ok(Err(r)),
     };
     let mut conn = shared.redis.conn();
-    match game::hero_spec(&mut conn, &g, &u).await? {
+    match identity::hero_spec(&mut conn, &g, &u).await? {
         Some(hero) => Ok(Ok(json(&protocol::HeroReply {
             payload: protocol::HeroReplyPayload {
                 game_token: g,
@@ -165,6 +166,9 @@ async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
     }
     let mut conn = shared.redis.conn();
     let max_turns = shared.settings.max_turns;
+    // Players name their enemies by alias only; the game script works on user tokens.
+    let alias = e;
+    let e = identity::enemy(&mut conn, &g, &alias).await?;
     match game::attack(&mut conn, &g, &u, &e, max_turns, &shared.rules).await? {
         Attacked::Refused(r) => Ok(Err(r)),
         Attacked::Stored {
@@ -180,7 +184,7 @@ async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
                 // The attack is stored, and with it the game's lifecycle records.
                 shared.game_completed(&g, records);
             }
-            Ok(Ok(record))
+            Ok(Ok(identity::record_for_attacker(&record, &alias)?))
         }
     }
 }
