@@ -57,11 +57,17 @@ impl PrivateRedis {
     }
 
     fn spawn(&mut self) -> Result<()> {
+        // The server's own log says when *it* listens: a connect alone could reach another
+        // test's server that took the port first (ours then exits on the failed bind).
+        let log = self.dir.path().join("redis-server.log");
+        let seen = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,7 +82,13 @@ impl PrivateRedis {
                     bail!("redis-server exited at start ({status})");
                 }
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            let ours = std::fs::read(&log)
+                .map(|text| {
+                    let new = &text[(seen as usize).min(text.len())..];
+                    String::from_utf8_lossy(new).contains("Ready to accept connections")
+                })
+                .unwrap_or(false);
+            if ours && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -149,8 +149,12 @@ fn every_role_connects_with_the_password_and_never_prints_it() {
     assert_eq!(summary["private_redis"], false, "{summary}");
     assert_eq!(summary["games_processed"], 1, "{summary}");
     assert!(!stdout.contains("r0les-pw-777") && !stderr.contains("r0les-pw-777"));
+    // Off a terminal without -v the roles' lines go to the demo's log file.
+    let log = std::fs::read_to_string(dir.path().join("out").join("superhero-demo.log"))
+        .expect("the demo's log file");
+    assert!(!log.contains("r0les-pw-777"), "{log}");
     assert!(
-        stderr.contains("effective settings"),
+        log.contains("effective settings"),
         "config is logged at DEBUG"
     );
 }
