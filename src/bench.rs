@@ -30,7 +30,8 @@ pub enum BenchKind {
         games: usize,
         players: usize,
         attacks: usize,
-        output_dir: Option<PathBuf>,
+        /// Where the worker writes; `None`: a scratch folder on tmpfs.
+        output_dir: Option<crate::sink::OutputDir>,
     },
     /// R records → fanout → K workers' channels.
     Fanout { records: usize, workers: usize },
@@ -112,7 +113,7 @@ pub async fn run(
                 *games,
                 *players,
                 *attacks,
-                output_dir.as_deref(),
+                output_dir.as_ref(),
             )
             .await
         }
@@ -163,7 +164,7 @@ impl Child {
                 "ACK_TIMEOUT",
                 settings.ack_timeout.as_secs_f64().to_string(),
             )
-            .env("OUTPUT_DIR", &settings.output_dir)
+            .env("OUTPUT_DIR", settings.output_dir.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true);
@@ -258,18 +259,10 @@ async fn wait_for_subscriber(redis: &Redis, channel: &str) -> Result<()> {
     }
 }
 
-fn count_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.ends_with(".gz") && !n.starts_with('.'))
-                })
-                .count()
-        })
+async fn count_files(output: &sink::Output, table: &str) -> usize {
+    crate::report::table_files(output, table)
+        .await
+        .map(|names| names.len())
         .unwrap_or(0)
 }
 
@@ -289,7 +282,7 @@ async fn etl(
     games: usize,
     players: usize,
     attacks: usize,
-    output_dir: Option<&Path>,
+    output_dir: Option<&crate::sink::OutputDir>,
 ) -> Result<BenchReport> {
     let mut report = BenchReport::new("etl", redis);
     // Output on tmpfs when there is one: the benchmark measures the worker, not the disk.
@@ -301,11 +294,13 @@ async fn etl(
             tempfile::tempdir()?
         }),
     };
-    let out = output_dir.map(Path::to_path_buf).unwrap_or_else(|| {
-        scratch
-            .as_ref()
-            .map(|d| d.path().to_path_buf())
-            .unwrap_or_default()
+    let out = output_dir.cloned().unwrap_or_else(|| {
+        crate::sink::OutputDir::Folder(
+            scratch
+                .as_ref()
+                .map(|d| d.path().to_path_buf())
+                .unwrap_or_default(),
+        )
     });
     let mut settings = settings.clone();
     settings.output_dir = out.clone();
@@ -330,8 +325,6 @@ async fn etl(
     let (cpu_before, _) = child.usage();
     let started = Instant::now();
     synth::publish_all(&mut conn, &channel, &records, 500).await?;
-    let meta_dir = sink::table_dir(&out, sink::META_TABLE);
-    let podium_dir = sink::table_dir(&out, sink::PODIUM_TABLE);
     // Watch the worker's own counter: listing thousands of files in a loop would steal the CPU
     // the worker is being measured on.
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -357,7 +350,7 @@ async fn etl(
     report.set("games", games);
     report.set("players_per_game", players);
     report.set("attacks_per_game", attacks);
-    report.set("output_dir", out.display().to_string());
+    report.set("output_dir", out.to_string());
     report.set("seconds", elapsed);
     report.set("games_per_second", games as f64 / elapsed);
     quantiles(
@@ -372,8 +365,12 @@ async fn etl(
     if let Some(rss) = rss {
         report.set("worker_peak_rss_mib", rss);
     }
-    report.set("files_meta", count_files(&meta_dir));
-    report.set("files_podium", count_files(&podium_dir));
+    let output = sink::Output::open(&out)?;
+    report.set("files_meta", count_files(&output, sink::META_TABLE).await);
+    report.set(
+        "files_podium",
+        count_files(&output, sink::PODIUM_TABLE).await,
+    );
     Ok(report)
 }
 

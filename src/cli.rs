@@ -231,7 +231,7 @@ pub struct SettingsArgs {
     /// default: log to stderr only; redis: also publish lifecycle records [env: LOGGER_MODULE] [default: default]
     #[arg(long, global = true, value_name = "MODULE", help_heading = "Pipeline")]
     pub logger_module: Option<String>,
-    /// Where workers write Parquet [env: OUTPUT_DIR] [default: ./data]
+    /// Where workers write Parquet: a folder, file:///path or s3://bucket/prefix [env: OUTPUT_DIR] [default: ./data]
     #[arg(long, global = true, value_name = "DIR", help_heading = "Pipeline")]
     pub output_dir: Option<String>,
     /// Worker id used in its channel and file names [env: HOSTNAME] [default: 12 random hex chars]

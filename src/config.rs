@@ -118,7 +118,7 @@ pub const VARS: &[Var] = &[
     Var {
         name: "OUTPUT_DIR",
         default: Some("./data"),
-        help: "where workers write Parquet",
+        help: "where workers write Parquet: a folder, file:///path or s3://bucket/prefix",
     },
     Var {
         name: "HOSTNAME",
@@ -251,7 +251,8 @@ pub struct Settings {
     /// `None`: play forever.
     pub client_games: Option<u64>,
     pub client_sleep: Duration,
-    pub output_dir: PathBuf,
+    /// A folder, or an object store URL (`s3://bucket/prefix`).
+    pub output_dir: crate::sink::OutputDir,
     pub worker_id: String,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,
@@ -547,7 +548,8 @@ impl Raw {
             max_turns,
             client_games,
             client_sleep: self.seconds("CLIENT_SLEEP")?,
-            output_dir: PathBuf::from(self.required("OUTPUT_DIR")?),
+            output_dir: crate::sink::OutputDir::parse(self.required("OUTPUT_DIR")?)
+                .map_err(|why| ConfigError(format!("OUTPUT_DIR: {why}")))?,
             worker_id,
             ack_timeout: self.seconds("ACK_TIMEOUT")?,
             max_deliveries,
@@ -631,7 +633,10 @@ mod tests {
         assert_eq!(s.turn_timeout, Duration::from_secs(10));
         assert_eq!(s.max_turns, 1000);
         assert_eq!(s.client_games, Some(10));
-        assert_eq!(s.output_dir, PathBuf::from("./data"));
+        assert_eq!(
+            s.output_dir,
+            crate::sink::OutputDir::Folder(PathBuf::from("./data"))
+        );
         assert_eq!(s.ack_timeout, Duration::from_secs(30));
         assert_eq!(s.worker_id.len(), 12);
         assert!(s.metrics_addr.is_none());

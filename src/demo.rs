@@ -68,7 +68,7 @@ pub struct DemoOptions {
     pub players: usize,
     pub workers: usize,
     pub games: u64,
-    pub output_dir: Option<PathBuf>,
+    pub output_dir: Option<crate::sink::OutputDir>,
     /// Game size for every bot; random 2–3 when unset.
     pub participants: Option<u8>,
     /// Progress bars or plain lines.
@@ -86,9 +86,11 @@ pub fn start_logging(
     display: Display,
     verbose: bool,
 ) -> Result<(Console, PathBuf)> {
-    std::fs::create_dir_all(&settings.output_dir)
-        .with_context(|| format!("cannot create {}", settings.output_dir.display()))?;
-    let path = settings.output_dir.join(LOG_FILE);
+    // Beside the output when it is a folder; in the working directory for an object store.
+    let folder = settings.output_dir.folder().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let path = folder.join(LOG_FILE);
     let file = std::fs::File::create(&path)
         .with_context(|| format!("cannot create the log file {}", path.display()))?;
     let console = logging::init_demo(
@@ -116,7 +118,8 @@ pub struct DemoSummary {
     pub missing_games: Vec<String>,
     pub seconds: f64,
     pub games_per_second: f64,
-    pub output_dir: PathBuf,
+    /// `<OUTPUT_DIR>/superhero`: a folder or a URL.
+    pub output_dir: String,
     /// The hero leaderboard of this run's games, best first.
     pub top_heroes: Vec<TopHero>,
     pub log_file: Option<PathBuf>,
@@ -198,8 +201,11 @@ pub async fn run(
     if let Some(dir) = &options.output_dir {
         settings.output_dir = dir.clone();
     }
-    std::fs::create_dir_all(&settings.output_dir)
-        .with_context(|| format!("cannot create {}", settings.output_dir.display()))?;
+    if let Some(folder) = settings.output_dir.folder() {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+    }
+    let output = sink::Output::open(&settings.output_dir)?;
 
     let heroes = build_db::load_source(None)?;
     build_db::store(&redis, &heroes).await?;
@@ -282,7 +288,7 @@ pub async fn run(
                 None => break,
             },
             _ = tick.tick() => {
-                bars.on_disk(on_disk(&settings.output_dir, &played));
+                bars.on_disk(on_disk(&output, &played).await);
                 match end_stuck_lobbies(&settings, &redis, &board).await {
                     Ok(n) => ended_early += n,
                     Err(e) => tracing::warn!("cannot end the lobbies no bot can fill: {e:#}"),
@@ -306,7 +312,7 @@ pub async fn run(
     let stall_limit = settings.ack_timeout + Duration::from_secs(15);
     let mut last_progress = (Instant::now(), 0);
     while !interrupted {
-        let done = on_disk(&settings.output_dir, &played);
+        let done = on_disk(&output, &played).await;
         bars.on_disk(done);
         if done.games >= played.len() {
             break;
@@ -334,14 +340,14 @@ pub async fn run(
     // The fanout's bookkeeping keys of the demo's private channel are of no use after it.
     crate::clean::remove_channel_keys(&redis, &settings.worker_channel).await;
     let seconds = started.elapsed().as_secs_f64();
-    let mut summary = inspect_output(&settings.output_dir, &played);
+    let mut summary = inspect_output(&output, &played).await;
     summary.redis = redis.addr().to_string();
     summary.private_redis = demo_redis.private.is_some();
     summary.games_timed_out = timed_out.len();
     summary.lobbies_ended_early = ended_early;
     summary.seconds = seconds;
     summary.games_per_second = played.len() as f64 / seconds.max(1e-9);
-    summary.top_heroes = top_heroes(&settings.output_dir, &played, &heroes);
+    summary.top_heroes = top_heroes(&output, &played, &heroes).await;
     summary.log_file = options.log_file.clone();
     if interrupted {
         bail!("interrupted after {} games", played.len());
@@ -417,14 +423,20 @@ async fn completed_games(redis: &Redis, seen: BTreeSet<String>) -> Result<BTreeS
 }
 
 /// Files of one table by game token, for the given games: token → worker ids.
-fn files_by_game(dir: &Path, games: &BTreeSet<String>) -> BTreeMap<String, Vec<String>> {
+async fn files_by_game(
+    output: &sink::Output,
+    table: &str,
+    games: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<String>> {
     let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
+    let names = match output.list(table).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!("{e:#}");
+            return found;
+        }
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in &names {
         if let Some((game, worker)) = crate::report::parse_file_name(name) {
             if games.contains(game) {
                 found
@@ -446,9 +458,9 @@ struct OnDisk {
     files: usize,
 }
 
-fn on_disk(output_dir: &Path, games: &BTreeSet<String>) -> OnDisk {
-    let meta = files_by_game(&sink::table_dir(output_dir, sink::META_TABLE), games);
-    let podium = files_by_game(&sink::table_dir(output_dir, sink::PODIUM_TABLE), games);
+async fn on_disk(output: &sink::Output, games: &BTreeSet<String>) -> OnDisk {
+    let meta = files_by_game(output, sink::META_TABLE, games).await;
+    let podium = files_by_game(output, sink::PODIUM_TABLE, games).await;
     OnDisk {
         games: meta.keys().filter(|g| podium.contains_key(*g)).count(),
         files: meta.values().chain(podium.values()).map(Vec::len).sum(),
@@ -456,28 +468,31 @@ fn on_disk(output_dir: &Path, games: &BTreeSet<String>) -> OnDisk {
 }
 
 /// The hero leaderboard of the given games (the report's, over this run's files only).
-fn top_heroes(output_dir: &Path, games: &BTreeSet<String>, heroes: &[Hero]) -> Vec<TopHero> {
-    fn rows<R>(
-        output_dir: &Path,
+async fn top_heroes(
+    output: &sink::Output,
+    games: &BTreeSet<String>,
+    heroes: &[Hero],
+) -> Vec<TopHero> {
+    async fn rows<R>(
+        output: &sink::Output,
         table: &str,
         games: &BTreeSet<String>,
-        read: impl Fn(&Path) -> Result<Vec<R>>,
+        parse: impl Fn(Vec<u8>) -> Result<Vec<R>>,
     ) -> Vec<R> {
-        let dir = sink::table_dir(output_dir, table);
         let mut rows = Vec::new();
-        for (game, workers) in files_by_game(&dir, games) {
+        for (game, workers) in files_by_game(output, table, games).await {
             for worker in workers {
-                let path = dir.join(format!("{game}_{worker}.gz"));
-                match read(&path) {
+                let name = sink::store::file_name(&game, &worker);
+                match output.read(table, &name).await.and_then(&parse) {
                     Ok(r) => rows.extend(r),
-                    Err(e) => tracing::warn!("cannot read {}: {e:#}", path.display()),
+                    Err(e) => tracing::warn!("cannot read {name}: {e:#}"),
                 }
             }
         }
         rows
     }
-    let meta = rows(output_dir, sink::META_TABLE, games, sink::read_meta);
-    let podium = rows(output_dir, sink::PODIUM_TABLE, games, sink::read_podium);
+    let meta = rows(output, sink::META_TABLE, games, sink::meta_from_bytes).await;
+    let podium = rows(output, sink::PODIUM_TABLE, games, sink::podium_from_bytes).await;
     report::leaderboard(&meta, &podium)
         .into_iter()
         .take(TOP_HEROES)
@@ -496,9 +511,9 @@ fn top_heroes(output_dir: &Path, games: &BTreeSet<String>, heroes: &[Hero]) -> V
 }
 
 /// Compares the files on disk with the games played.
-pub fn inspect_output(output_dir: &Path, played: &BTreeSet<String>) -> DemoSummary {
-    let meta = files_by_game(&sink::table_dir(output_dir, sink::META_TABLE), played);
-    let podium = files_by_game(&sink::table_dir(output_dir, sink::PODIUM_TABLE), played);
+pub async fn inspect_output(output: &sink::Output, played: &BTreeSet<String>) -> DemoSummary {
+    let meta = files_by_game(output, sink::META_TABLE, played).await;
+    let podium = files_by_game(output, sink::PODIUM_TABLE, played).await;
     let mut files_per_worker: BTreeMap<String, usize> = BTreeMap::new();
     for workers in meta.values().chain(podium.values()) {
         for w in workers {
@@ -527,7 +542,7 @@ pub fn inspect_output(output_dir: &Path, played: &BTreeSet<String>) -> DemoSumma
         missing_games,
         seconds: 0.0,
         games_per_second: 0.0,
-        output_dir: output_dir.join("superhero"),
+        output_dir: output.dataset_location(),
         top_heroes: Vec::new(),
         log_file: None,
     }
@@ -565,12 +580,13 @@ pub fn render_summary(s: &DemoSummary) -> String {
     line("missing games", s.missing_games.len().to_string());
     line("elapsed", format!("{:.2}s", s.seconds));
     line("games per second", format!("{:.1}", s.games_per_second));
-    line("output", s.output_dir.display().to_string());
+    line("output", s.output_dir.clone());
     line(
         "open it with",
         format!(
-            "duckdb -c \"SELECT * FROM read_parquet('{}') LIMIT 10\"",
-            s.output_dir.join(sink::PODIUM_TABLE).join("*.gz").display()
+            "duckdb -c \"SELECT * FROM read_parquet('{}/{}/*.gz') LIMIT 10\"",
+            s.output_dir,
+            sink::PODIUM_TABLE
         ),
     );
     if let Some(log) = &s.log_file {

@@ -138,7 +138,12 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                     games,
                     players,
                     attacks,
-                    output_dir: None,
+                    // A store URL is always explicit; a folder benchmark keeps to tmpfs.
+                    output_dir: settings
+                        .output_dir
+                        .folder()
+                        .is_none()
+                        .then(|| settings.output_dir.clone()),
                 },
                 BenchKindArgs::Fanout { records, workers } => {
                     bench::BenchKind::Fanout { records, workers }
@@ -163,7 +168,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             }
         }
         Command::Report(args) => {
-            let report = report::build(&settings.output_dir)?;
+            let output = superhero::sink::Output::open(&settings.output_dir)?;
+            let report = report::build(&output).await?;
             match args.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Table => print!("{}", report::render_table(&report, args.top)),

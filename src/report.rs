@@ -1,16 +1,16 @@
 //! `superhero report`: what the pipeline produced, read back from the Parquet output.
 //!
-//! Walks `OUTPUT_DIR/superhero/{GAME_META,GAME_PODIUM}` (every worker's files), counts games and
+//! Walks `OUTPUT_DIR/superhero/{GAME_META,GAME_PODIUM}` (every worker's files, in a folder or an
+//! object store: [`sink::Output`]), counts games and
 //! rows, files per worker, games written more than once and files that cannot be read (named, not
 //! a crash), and joins META with PODIUM into a hero leaderboard.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
-use crate::sink::{self, MetaRow, PodiumRow};
+use crate::sink::{self, MetaRow, Output, PodiumRow};
 
 /// One table's files.
 #[derive(Debug, Default, Serialize)]
@@ -25,7 +25,8 @@ pub struct TableSummary {
 /// A file that could not be read, and why.
 #[derive(Debug, Serialize)]
 pub struct Unreadable {
-    pub path: PathBuf,
+    /// A file path or an object URL.
+    pub path: String,
     pub reason: String,
 }
 
@@ -42,7 +43,8 @@ pub struct HeroStanding {
 /// Everything `report` prints.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub output_dir: PathBuf,
+    /// `<OUTPUT_DIR>/superhero`: a folder or a URL.
+    pub output_dir: String,
     pub meta: TableSummary,
     pub podium: TableSummary,
     /// Files per worker id, both tables together.
@@ -72,26 +74,18 @@ pub fn parse_file_name(name: &str) -> Option<(&str, &str)> {
 }
 
 /// The finished files of one table, skipping hidden temporaries.
-fn table_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.ends_with(".gz") && !name.starts_with('.') {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
+pub async fn table_files(output: &Output, table: &str) -> Result<Vec<String>> {
+    let mut names = output.list(table).await?;
+    names.retain(|name| name.ends_with(".gz") && !name.starts_with('.'));
+    Ok(names)
 }
 
 /// Reads one table: rows by game, summary, and unreadable files.
-fn read_table<R>(
-    dir: &Path,
-    read: impl Fn(&Path) -> Result<Vec<R>>,
+#[allow(clippy::too_many_arguments)]
+async fn read_table<R>(
+    output: &Output,
+    table: &str,
+    parse: impl Fn(Vec<u8>) -> Result<Vec<R>>,
     game_of: impl Fn(&R) -> &str,
     summary: &mut TableSummary,
     per_worker: &mut BTreeMap<String, usize>,
@@ -99,12 +93,9 @@ fn read_table<R>(
 ) -> Result<Vec<R>> {
     let mut rows = Vec::new();
     let mut files_of_game: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for path in table_files(dir)? {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .to_string();
+    let location = output.table_location(table);
+    for name in table_files(output, table).await? {
+        let path = format!("{location}/{name}");
         let Some((game, worker)) = parse_file_name(&name) else {
             unreadable.push(Unreadable {
                 path,
@@ -113,7 +104,7 @@ fn read_table<R>(
             continue;
         };
         let (game, worker) = (game.to_string(), worker.to_string());
-        match read(&path) {
+        match output.read(table, &name).await.and_then(&parse) {
             Ok(file_rows) => {
                 if let Some(bad) = file_rows.iter().find(|r| game_of(r) != game) {
                     unreadable.push(Unreadable {
@@ -145,11 +136,10 @@ fn read_table<R>(
     Ok(rows)
 }
 
-/// Builds the report of everything under `output_dir`.
-pub fn build(output_dir: &Path) -> Result<Report> {
-    let root = output_dir.join("superhero");
+/// Builds the report of everything under `output`.
+pub async fn build(output: &Output) -> Result<Report> {
     let mut report = Report {
-        output_dir: output_dir.to_path_buf(),
+        output_dir: output.dataset_location(),
         meta: TableSummary::default(),
         podium: TableSummary::default(),
         files_per_worker: BTreeMap::new(),
@@ -158,21 +148,25 @@ pub fn build(output_dir: &Path) -> Result<Report> {
         leaderboard: Vec::new(),
     };
     let meta = read_table(
-        &root.join(sink::META_TABLE),
-        sink::read_meta,
+        output,
+        sink::META_TABLE,
+        sink::meta_from_bytes,
         |r: &MetaRow| r.game_token.as_str(),
         &mut report.meta,
         &mut report.files_per_worker,
         &mut report.unreadable,
-    )?;
+    )
+    .await?;
     let podium = read_table(
-        &root.join(sink::PODIUM_TABLE),
-        sink::read_podium,
+        output,
+        sink::PODIUM_TABLE,
+        sink::podium_from_bytes,
         |r: &PodiumRow| r.game_token.as_str(),
         &mut report.podium,
         &mut report.files_per_worker,
         &mut report.unreadable,
-    )?;
+    )
+    .await?;
     let meta_games: BTreeSet<&str> = meta.iter().map(|r| r.game_token.as_str()).collect();
     let podium_games: BTreeSet<&str> = podium.iter().map(|r| r.game_token.as_str()).collect();
     report.incomplete_games = meta_games
@@ -232,7 +226,7 @@ pub fn leaderboard(meta: &[MetaRow], podium: &[PodiumRow]) -> Vec<HeroStanding> 
 
 /// Human-readable report; the leaderboard cut to `top` heroes.
 pub fn render_table(r: &Report, top: usize) -> String {
-    let mut out = format!("output: {}\n\n", r.output_dir.join("superhero").display());
+    let mut out = format!("output: {}\n\n", r.output_dir);
     out.push_str(&format!(
         "{:<12} {:>7} {:>7} {:>7} {:>10}\n",
         "table", "files", "rows", "games", "duplicated"
@@ -264,7 +258,7 @@ pub fn render_table(r: &Report, top: usize) -> String {
         ));
     }
     for u in &r.unreadable {
-        out.push_str(&format!("UNREADABLE {}: {}\n", u.path.display(), u.reason));
+        out.push_str(&format!("UNREADABLE {}: {}\n", u.path, u.reason));
     }
     out.push_str(&format!("\nhero leaderboard (top {top})\n"));
     out.push_str(&format!(

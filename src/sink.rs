@@ -9,12 +9,14 @@
 //! encoder (`sink/gzip.rs`); arrow2 encodes each column as one plain page, the page is gzipped, and
 //! parquet2 lays out the file in a memory buffer that is written with a single `write` call.
 //! Page statistics are off: a file holds one game, so min/max pruning buys readers nothing.
-//! Every file goes to a temporary name in its final directory, is fsynced, and is then renamed
-//! into place, so no reader ever sees a partial file.
+//! In a folder every file goes to a temporary name in its final directory, is fsynced, and is
+//! then renamed into place, so no reader ever sees a partial file. OUTPUT_DIR may also be an
+//! object store URL (`s3://bucket/prefix`): [`location`] parses it, [`store`] holds the
+//! [`Output`] that writes, lists and removes files in either kind of place.
 
 use std::cell::RefCell;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{Cursor, Write};
+use std::io::{Cursor, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -32,6 +34,11 @@ use serde::Serialize;
 use self::gzip::Gzip;
 
 mod gzip;
+pub mod location;
+pub mod store;
+
+pub use location::OutputDir;
+pub use store::Output;
 
 /// Directory name of the per-participant hero table.
 pub const META_TABLE: &str = "GAME_META";
@@ -39,7 +46,7 @@ pub const META_TABLE: &str = "GAME_META";
 pub const PODIUM_TABLE: &str = "GAME_PODIUM";
 
 /// Top-level directory under OUTPUT_DIR that holds both tables.
-const DATASET_DIR: &str = "superhero";
+pub const DATASET_DIR: &str = "superhero";
 
 /// One GAME_META row: which hero a participant played.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -115,6 +122,34 @@ pub fn write_game(
             Some(sink) => sink.write_game(output_dir, worker_id, game, meta, podium),
             None => bail!("Parquet sink unavailable"),
         }
+    })
+}
+
+/// Encodes the two Parquet files of `game` (META, PODIUM) with the same checks as
+/// [`write_game`], for a place that stores them itself.
+pub fn encode_game(
+    worker_id: &str,
+    game: &str,
+    meta: &[MetaRow],
+    podium: &[PodiumRow],
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    check_game_token(game)?;
+    ensure!(
+        is_safe_worker_id(worker_id),
+        "worker id {worker_id:?} is not a safe file-name component"
+    );
+    SINK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Sink::new()?);
+        }
+        let Some(sink) = slot.as_mut() else {
+            bail!("Parquet sink unavailable");
+        };
+        let (mut meta_bytes, mut podium_bytes) = (Vec::new(), Vec::new());
+        sink.encode_meta(meta, &mut meta_bytes)?;
+        sink.encode_podium(podium, &mut podium_bytes)?;
+        Ok((meta_bytes, podium_bytes))
     })
 }
 
@@ -409,7 +444,18 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads a GAME_META file back.
 pub fn read_meta(path: &Path) -> Result<Vec<MetaRow>> {
-    let columns = read_columns(path, &meta_fields())?;
+    let file =
+        File::open(path).with_context(|| format!("cannot read Parquet file {}", path.display()))?;
+    meta_rows(file, &path.display().to_string())
+}
+
+/// Reads GAME_META rows from a file's bytes.
+pub fn meta_from_bytes(bytes: Vec<u8>) -> Result<Vec<MetaRow>> {
+    meta_rows(Cursor::new(bytes), "object")
+}
+
+fn meta_rows(file: impl Read + Seek, name: &str) -> Result<Vec<MetaRow>> {
+    let columns = read_columns(file, name, &meta_fields())?;
     let game = utf8_column(&columns, 0)?;
     let user = utf8_column(&columns, 1)?;
     let hero = primitive_column::<u16>(&columns, 2)?;
@@ -424,7 +470,18 @@ pub fn read_meta(path: &Path) -> Result<Vec<MetaRow>> {
 
 /// Reads a GAME_PODIUM file back.
 pub fn read_podium(path: &Path) -> Result<Vec<PodiumRow>> {
-    let columns = read_columns(path, &podium_fields())?;
+    let file =
+        File::open(path).with_context(|| format!("cannot read Parquet file {}", path.display()))?;
+    podium_rows(file, &path.display().to_string())
+}
+
+/// Reads GAME_PODIUM rows from a file's bytes.
+pub fn podium_from_bytes(bytes: Vec<u8>) -> Result<Vec<PodiumRow>> {
+    podium_rows(Cursor::new(bytes), "object")
+}
+
+fn podium_rows(file: impl Read + Seek, name: &str) -> Result<Vec<PodiumRow>> {
+    let columns = read_columns(file, name, &podium_fields())?;
     let game = utf8_column(&columns, 0)?;
     let user = utf8_column(&columns, 1)?;
     let rounds = primitive_column::<u16>(&columns, 2)?;
@@ -445,9 +502,12 @@ pub fn read_podium(path: &Path) -> Result<Vec<PodiumRow>> {
 
 /// All rows of a file whose schema must be `expected`, one array per field, rows of every row
 /// group concatenated.
-fn read_columns(path: &Path, expected: &[Field]) -> Result<Vec<Vec<Box<dyn Array>>>> {
-    let context = || format!("cannot read Parquet file {}", path.display());
-    let mut file = File::open(path).with_context(context)?;
+fn read_columns<R: Read + Seek>(
+    mut file: R,
+    name: &str,
+    expected: &[Field],
+) -> Result<Vec<Vec<Box<dyn Array>>>> {
+    let context = || format!("cannot read Parquet file {name}");
     let metadata = pq_read::read_metadata(&mut file).with_context(context)?;
     let schema = pq_read::infer_schema(&metadata).with_context(context)?;
     let names: Vec<(&str, &DataType)> = schema
@@ -461,8 +521,7 @@ fn read_columns(path: &Path, expected: &[Field]) -> Result<Vec<Vec<Box<dyn Array
         .collect();
     ensure!(
         names == wanted,
-        "{}: schema {names:?} is not {wanted:?}",
-        path.display()
+        "{name}: schema {names:?} is not {wanted:?}"
     );
     let reader = pq_read::FileReader::new(file, metadata.row_groups, schema, None, None, None);
     let mut columns: Vec<Vec<Box<dyn Array>>> = vec![Vec::new(); expected.len()];

@@ -1,6 +1,7 @@
 //! A worker's own leftovers in its OUTPUT_DIR, removed when it starts.
 //!
-//! Workers need not share OUTPUT_DIR (one volume per host). Then a worker X that takes a game
+//! Workers need not share OUTPUT_DIR (one volume per host; an object store is always shared,
+//! and there this sweep finds only what the claim would also have judged). Then a worker X that takes a game
 //! over from a dead writer W cannot see W's files, and so cannot judge them as the claim does
 //! on a shared folder (see [`super::claim`]). Instead W, when it starts again under the same
 //! worker id, judges its own files by the game's claim keys:
@@ -20,7 +21,6 @@
 //!   stays down longer than REDIS_EXPIRY after a takeover can leave a duplicate this way.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -42,34 +42,33 @@ pub struct Sweep {
     pub games_kept: usize,
 }
 
-/// Removes `worker`'s leftovers under `output_dir` (see the module docs).
+/// Removes `worker`'s leftovers under `output` (see the module docs).
+///
+/// A folder that cannot be listed only gets a warning (writing there fails too, and says so per
+/// game; the worker still serves). An object store that cannot be listed, after the client's
+/// retries, stops the start: it is a wrong bucket, wrong credentials or no network, and one
+/// clear line says which.
 pub async fn remove(
     conn: &mut ConnectionManager,
-    output_dir: &Path,
+    output: &sink::Output,
     worker: &str,
 ) -> Result<Sweep> {
     let mut sweep = Sweep::default();
     // game → tables holding a final file of ours
     let mut games: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
     for table in [sink::META_TABLE, sink::PODIUM_TABLE] {
-        let dir = sink::table_dir(output_dir, table);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                // Writing there will fail too, and say so per game; the worker still serves.
-                tracing::warn!(
-                    "worker {worker}: cannot look for leftovers in {}: {e}",
-                    dir.display()
-                );
+        let names = match output.list(table).await {
+            Ok(names) => names,
+            Err(e) if output.folder().is_some() => {
+                tracing::warn!("worker {worker}: cannot look for leftovers: {e:#}");
                 continue;
             }
+            Err(e) => return Err(e.context(format!("worker {worker}: start-up sweep"))),
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
+        for name in names {
             if let Some(final_name) = temporary_of(&name) {
                 if owner_of(final_name).is_some_and(|(_, w)| w == worker) {
-                    super::remove_if_present(&entry.path());
+                    output.remove_name(table, &name).await;
                     sweep.temporary_removed += 1;
                 }
             } else if let Some((game, w)) = owner_of(&name) {
@@ -85,7 +84,7 @@ pub async fn remove(
             Verdict::Finished => sweep.games_finished += 1,
             Verdict::Remove(why) => {
                 tracing::info!("worker {worker}: removing its files of game {game}: {why}");
-                super::remove_game_files(output_dir, &game, worker);
+                output.remove_pair(&game, worker).await;
                 sweep.games_removed += 1;
             }
         }
@@ -94,7 +93,7 @@ pub async fn remove(
         tracing::info!(
             "worker {worker}: start-up sweep of {}: {} temporary file(s) and {} game(s) removed, \
              {} game(s) finished with files already written, {} kept",
-            output_dir.display(),
+            output.dataset_location(),
             sweep.temporary_removed,
             sweep.games_removed,
             sweep.games_finished,

@@ -13,13 +13,13 @@
 //!
 //! The worker beats a heartbeat while its loop makes progress (no write stuck past
 //! WRITE_TIMEOUT), which is what keeps it in the fanout's rotation. At start it removes its own
-//! leftovers from OUTPUT_DIR ([`leftovers`]).
+//! leftovers from OUTPUT_DIR ([`leftovers`]). OUTPUT_DIR is a folder or an object store
+//! ([`sink::Output`]); the steps are the same for both.
 
 pub mod claim;
 pub mod etl;
 pub mod leftovers;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ enum Outcome {
 struct Worker {
     id: String,
     lobby: String,
-    output_dir: PathBuf,
+    output: sink::Output,
     clean_routine: bool,
     redis_expiry: Duration,
     write_timeout: Duration,
@@ -186,11 +186,12 @@ pub async fn run_with_metrics(
         );
     }
     metrics::maybe_serve(settings.metrics_addr, registry, &shutdown).await?;
-    leftovers::remove(&mut conn.clone(), &settings.output_dir, &id).await?;
+    let output = sink::Output::open(&settings.output_dir)?;
+    leftovers::remove(&mut conn.clone(), &output, &id).await?;
     let worker = Arc::new(Worker {
         id: id.clone(),
         lobby: lobby.clone(),
-        output_dir: settings.output_dir.clone(),
+        output,
         clean_routine: settings.clean_routine,
         redis_expiry: settings.redis_expiry,
         write_timeout: settings.write_timeout,
@@ -421,7 +422,7 @@ impl Worker {
     ) -> Result<Option<Outcome>, Failure> {
         let started = Instant::now();
         if let Some(previous) = &previous_writer {
-            if self.pair_in_place(game, previous) {
+            if self.pair_in_place(game, previous).await? {
                 // A writer died between its renames and `finish`: its pair is the output.
                 tracing::info!("game {game}: taking over the complete files of worker {previous}");
                 return match claim::finish(conn, game, token, previous).await? {
@@ -457,7 +458,7 @@ impl Worker {
             }
             // We are the writer now: whatever the previous one left is not the output.
             tracing::info!("game {game}: removing the incomplete files of worker {previous}");
-            self.remove_files(game, &previous);
+            self.remove_files(game, &previous).await;
         }
         self.write_files(game, &data).await?;
         match claim::finish(conn, game, token, &self.id).await? {
@@ -472,14 +473,14 @@ impl Worker {
             }
             Finish::Done(by) => {
                 tracing::info!("game {game} was finished by {by} meanwhile; removing our files");
-                self.remove_files(game, &self.id);
+                self.remove_files(game, &self.id).await;
                 self.clean(conn, game).await?;
                 Ok(Some(Outcome::AlreadyDone))
             }
             Finish::Lost { writer } => {
                 if writer.as_deref() != Some(self.id.as_str()) {
                     tracing::info!("game {game}: lease lost to another writer; removing our files");
-                    self.remove_files(game, &self.id);
+                    self.remove_files(game, &self.id).await;
                 }
                 Ok(None)
             }
@@ -501,15 +502,18 @@ impl Worker {
         })
     }
 
-    fn pair_in_place(&self, game: &str, worker: &str) -> bool {
-        [sink::META_TABLE, sink::PODIUM_TABLE]
-            .iter()
-            .all(|table| sink::file_path(&self.output_dir, table, game, worker).is_file())
+    /// Whether `worker`'s pair of `game` is complete. A store that cannot answer (after the
+    /// client's retries) fails this delivery: it comes back later.
+    async fn pair_in_place(&self, game: &str, worker: &str) -> Result<bool, Failure> {
+        self.output
+            .has_pair(game, worker)
+            .await
+            .map_err(Failure::Other)
     }
 
     /// Removes `worker`'s files of `game`, final and temporary.
-    fn remove_files(&self, game: &str, worker: &str) {
-        remove_game_files(&self.output_dir, game, worker);
+    async fn remove_files(&self, game: &str, worker: &str) {
+        self.output.remove_pair(game, worker).await;
     }
 
     /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
@@ -576,9 +580,9 @@ impl Worker {
     /// unless they became the game's output meanwhile.
     async fn write_files(&self, game: &str, data: &etl::GameData) -> Result<(), Failure> {
         let (meta, podium) = etl::rows(game, data);
-        let (dir, id, g) = (self.output_dir.clone(), self.id.clone(), game.to_string());
-        let mut write =
-            tokio::task::spawn_blocking(move || sink::write_game(&dir, &id, &g, &meta, &podium));
+        let (output, id, g) = (self.output.clone(), self.id.clone(), game.to_string());
+        // Spawned, so a write past WRITE_TIMEOUT runs on and is cleaned up when it returns.
+        let mut write = tokio::spawn(async move { output.write_game(&id, &g, meta, podium).await });
         match tokio::time::timeout(self.write_timeout, &mut write).await {
             Ok(joined) => joined
                 .map_err(|e| Failure::Other(anyhow::anyhow!("writing game {game}: {e}")))?
@@ -586,7 +590,7 @@ impl Worker {
             Err(_) => {
                 self.stuck_writes.fetch_add(1, Ordering::Relaxed);
                 let (stuck, mut conn) = (self.stuck_writes.clone(), self.conn.clone());
-                let (dir, id, g) = (self.output_dir.clone(), self.id.clone(), game.to_string());
+                let (output, id, g) = (self.output.clone(), self.id.clone(), game.to_string());
                 tokio::spawn(async move {
                     let _ = write.await;
                     stuck.fetch_sub(1, Ordering::Relaxed);
@@ -599,7 +603,7 @@ impl Worker {
                         tracing::warn!(
                             "game {g}: a write that overran WRITE_TIMEOUT returned; removing its files"
                         );
-                        remove_game_files(&dir, &g, &id);
+                        output.remove_pair(&g, &id).await;
                     }
                 });
                 Err(Failure::Other(anyhow::anyhow!(
@@ -648,34 +652,4 @@ fn delivery_id_of(payload: &[u8]) -> Option<String> {
     serde_json::from_slice::<IdOnly>(payload)
         .ok()
         .and_then(|r| r.delivery_id)
-}
-
-/// Removes `worker`'s files of `game` under `output_dir`, final and temporary.
-pub(crate) fn remove_game_files(output_dir: &Path, game: &str, worker: &str) {
-    for table in [sink::META_TABLE, sink::PODIUM_TABLE] {
-        let path = sink::file_path(output_dir, table, game, worker);
-        remove_if_present(&path);
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let tmp_prefix = format!(".{name}.");
-        let dir = sink::table_dir(output_dir, table);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let file = entry.file_name();
-                let file = file.to_string_lossy();
-                if file.starts_with(&tmp_prefix) && file.ends_with(".tmp") {
-                    remove_if_present(&entry.path());
-                }
-            }
-        }
-    }
-}
-
-pub(crate) fn remove_if_present(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("cannot remove {}: {e}", path.display());
-        }
-    }
 }
