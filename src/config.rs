@@ -583,6 +583,7 @@ pub fn parse_level(text: &str) -> Option<tracing::Level> {
 }
 
 /// A worker id becomes part of a channel name and of file names: keep it to a safe alphabet.
+/// The one declaration of the rule: the Parquet sink checks file names with it too.
 pub fn validate_worker_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64

@@ -72,15 +72,10 @@ pub fn file_path(output_dir: &Path, table: &str, game: &str, worker_id: &str) ->
     table_dir(output_dir, table).join(format!("{game}_{worker_id}.gz"))
 }
 
-/// Whether `id` can be used as one file-name component: `[A-Za-z0-9_.-]`, not starting with
-/// a dot, at most 128 bytes.
+/// Whether `id` can be used as one file-name component. The rule is the worker-id rule of
+/// [`crate::config::validate_worker_id`], the one place it is declared.
 pub fn is_safe_worker_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    crate::config::validate_worker_id(id).is_ok()
 }
 
 /// Checks that a game token may be used in a file name: it must be a UUID, in the canonical
@@ -598,5 +593,8 @@ mod tests {
         assert!(!is_safe_worker_id(".."));
         assert!(!is_safe_worker_id("a b"));
         assert!(!is_safe_worker_id("a\\b"));
+        // The same limit as a configured worker id.
+        assert!(is_safe_worker_id(&"w".repeat(64)));
+        assert!(!is_safe_worker_id(&"w".repeat(65)));
     }
 }
