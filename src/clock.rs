@@ -85,7 +85,10 @@ mod tests {
     fn current_time_has_the_same_shapes() {
         let attack = attack_timestamp();
         assert_eq!(attack.len(), "2026-11-26T16:14:48Z".len(), "{attack}");
-        assert!(attack.ends_with('Z') && attack.as_bytes()[10] == b'T', "{attack}");
+        assert!(
+            attack.ends_with('Z') && attack.as_bytes()[10] == b'T',
+            "{attack}"
+        );
         let record = record_timestamp();
         assert_eq!(record.len(), "2026-11-26T16:14:48.123456".len(), "{record}");
         assert_eq!(record.as_bytes()[19], b'.', "{record}");

@@ -28,6 +28,7 @@ use anyhow::{bail, Result};
 use prometheus_client::encoding::EncodeLabelSet;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::delivery;
@@ -167,6 +168,7 @@ pub async fn run(settings: &Settings, redis: Redis, shutdown: Shutdown) -> Resul
 }
 
 /// [`run`] with metrics the caller registered (benchmarks and tests read them).
+#[tracing::instrument(name = "worker", skip_all, fields(id = %settings.worker_id))]
 pub async fn run_with_metrics(
     settings: &Settings,
     redis: Redis,
@@ -226,7 +228,7 @@ pub async fn run_with_metrics(
                     report.records_received += 1;
                     worker.metrics.records_received.inc();
                     let worker = worker.clone();
-                    jobs.spawn(async move { worker.handle(&payload).await });
+                    jobs.spawn(async move { worker.handle(&payload).await }.in_current_span());
                 }
             },
         }
@@ -298,8 +300,9 @@ impl Worker {
         // One lease token per record, so a retry after a Redis error is the same claimant.
         let token = claim::lease_token(&self.id);
         let mut backoff = Backoff::default();
+        let span = game_span(&record);
         loop {
-            match self.process(&record, &token).await {
+            match self.process(&record, &token).instrument(span.clone()).await {
                 Ok(outcome) => {
                     self.outage().recovered();
                     return outcome;
@@ -601,7 +604,7 @@ impl Worker {
                         );
                         remove_game_files(&dir, &g, &id);
                     }
-                });
+                }.in_current_span());
                 Err(Failure::Other(anyhow::anyhow!(
                     "writing game {game} took longer than WRITE_TIMEOUT ({:?}); gave it up",
                     self.write_timeout
@@ -625,6 +628,16 @@ impl Worker {
 
     fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
         self.outage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The span of a record's game, so concurrent games' lines can be told apart.
+fn game_span(record: &Record) -> tracing::Span {
+    match &record.event {
+        Event::CleaningGameRecords { game_token, .. } | Event::GameTimedOut { game_token } => {
+            tracing::info_span!("game", game = %game_token)
+        }
+        Event::Other => tracing::Span::none(),
     }
 }
 
