@@ -1,4 +1,4 @@
-//! `superhero player`: a bot that plays the game through the WebSocket API v1 (SPEC §6).
+//! `superhero player`: a bot that plays the game through the WebSocket API v1 (`docs/websocket-api.md`).
 //!
 //! It logs in under a name of its own, then plays CLIENT_GAMES games: find a game of
 //! PARTICIPANTS players, wait in the lobby, and on each USER'S TURN look up the opponents'

@@ -1,8 +1,8 @@
 //! The Parquet sink: the only module that knows arrow2/parquet2.
 //!
-//! A finished game becomes two gzip-compressed Parquet files (SPEC §7):
+//! A finished game becomes two gzip-compressed Parquet files (`docs/parquet.md`):
 //! `OUTPUT_DIR/superhero/GAME_META/<game>_<worker>.gz` and `.../GAME_PODIUM/<game>_<worker>.gz`,
-//! each with one row group and the exact field names and Arrow types of the contract.
+//! each with one row group and the exact field names and Arrow types documented there.
 //!
 //! Writing is built for throughput (a worker writes thousands of games a second): a [`Sink`]
 //! keeps the Parquet schema descriptors, the Arrow schema footer entry and one reusable gzip
@@ -156,12 +156,12 @@ fn arrow_schema_entry(schema: &Schema) -> Result<Vec<KeyValue>> {
         .context("arrow2 wrote no schema metadata")
 }
 
-/// The GAME_META schema of SPEC §7.
+/// The GAME_META schema (`docs/parquet.md`).
 pub fn meta_schema() -> Schema {
     Schema::from(meta_fields())
 }
 
-/// The GAME_PODIUM schema of SPEC §7.
+/// The GAME_PODIUM schema (`docs/parquet.md`).
 pub fn podium_schema() -> Schema {
     Schema::from(podium_fields())
 }

@@ -1,4 +1,4 @@
-//! The fanout (SPEC §8): reads the lifecycle log as a member of a Redis Streams consumer group
+//! The fanout (`docs/delivery.md`): reads the lifecycle log as a member of a Redis Streams consumer group
 //! and routes each entry to exactly one live worker channel.
 //!
 //! The server appends every record to `<lobby>:log` in the script that commits the game state

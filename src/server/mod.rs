@@ -1,4 +1,4 @@
-//! `superhero server`: the WebSocket API v1 of SPEC §6 over game state kept in Redis.
+//! `superhero server`: the WebSocket API v1 (`docs/websocket-api.md`) over game state kept in Redis.
 //!
 //! [`run`] takes a bound listener and a [`Shutdown`], so the CLI, tests and benchmarks start it
 //! the same way. Each connection is routed by its URL path: the request/reply routes (login,

@@ -1,4 +1,4 @@
-//! The worker (SPEC §7): subscribes to its own channel `<WORKER_CHANNEL>-<worker id>` and turns
+//! The worker (`docs/parquet.md`, `docs/delivery.md`): subscribes to its own channel `<WORKER_CHANNEL>-<worker id>` and turns
 //! each finished game into two Parquet files, exactly once across all workers.
 //!
 //! For every record: parse it ([`crate::record::parse`]); a record that is not a `Cleaning Game
