@@ -196,7 +196,8 @@ pub struct CleanArgs {
     pub dry_run: bool,
 }
 
-/// Every setting of SPEC §2 as a flag. Each one overrides its environment variable.
+/// Every setting of the README's settings table as a flag. Each one overrides its environment
+/// variable.
 #[derive(Debug, Default, Args)]
 pub struct SettingsArgs {
     /// TOML file of settings (keys are the variable names); below .env and the environment.

@@ -1,10 +1,16 @@
-//! UTC timestamps in the two text forms the wire formats use, without a date-time crate.
+//! UTC timestamps in the two text forms the wire formats use.
 //!
-//! Attack records carry `2026-11-26T16:14:48Z` (SPEC §6) and lifecycle records
-//! `2026-11-26T16:14:48.123456` (SPEC §5). Both only need the proleptic Gregorian civil date of
-//! a Unix time, which is a few lines of arithmetic.
+//! Attack records carry `2026-11-26T16:14:48Z` (`docs/websocket-api.md`) and lifecycle records
+//! `2026-11-26T16:14:48.123456` (`docs/records.md`); `chrono` does the calendar.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+
+/// `strftime` form of an attack record's `TIMESTAMP`: whole seconds, `Z`.
+const ATTACK_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+/// `strftime` form of a lifecycle record's `timestamp`: microseconds, no zone (it is UTC).
+const RECORD_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 
 /// Time since the Unix epoch (zero if the clock is before it).
 pub fn since_epoch() -> Duration {
@@ -20,57 +26,71 @@ pub fn now_ms() -> u64 {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of the current time.
 pub fn attack_timestamp() -> String {
-    let t = since_epoch();
-    let (date, time) = civil(t.as_secs());
-    format!("{date}T{time}Z")
+    attack_form(SystemTime::now().into())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffff` of the current time.
 pub fn record_timestamp() -> String {
-    let t = since_epoch();
-    let (date, time) = civil(t.as_secs());
-    format!("{date}T{time}.{:06}", t.subsec_micros())
+    record_form(SystemTime::now().into())
 }
 
-/// Date and time of day of a Unix time in seconds, as `YYYY-MM-DD` and `HH:MM:SS`.
-fn civil(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
-    )
+fn attack_form(t: DateTime<Utc>) -> String {
+    t.format(ATTACK_FORMAT).to_string()
 }
 
-/// Howard Hinnant's days-from-civil inverse: days since 1970-01-01 → (year, month, day).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+fn record_form(t: DateTime<Utc>) -> String {
+    t.format(RECORD_FORMAT).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at(secs: i64, micros: u32) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, micros * 1000).unwrap()
+    }
+
     #[test]
-    fn known_dates() {
-        assert_eq!(civil(0), ("1970-01-01".into(), "00:00:00".into()));
-        // 2026-11-26T16:14:48Z
+    fn attack_form_is_whole_seconds_with_z() {
+        assert_eq!(attack_form(at(0, 0)), "1970-01-01T00:00:00Z");
+        // 2026-11-26T16:14:48Z; the fraction is dropped, not rounded.
         assert_eq!(
-            civil(1_795_709_688),
-            ("2026-11-26".into(), "16:14:48".into())
+            attack_form(at(1_795_709_688, 999_999)),
+            "2026-11-26T16:14:48Z"
         );
-        // Leap day.
-        assert_eq!(civil(951_782_400).0, "2000-02-29");
-        assert_eq!(civil(4_107_542_400).0, "2100-03-01");
+    }
+
+    #[test]
+    fn record_form_has_six_fraction_digits_and_no_zone() {
+        assert_eq!(
+            record_form(at(1_795_709_688, 123_456)),
+            "2026-11-26T16:14:48.123456"
+        );
+        assert_eq!(record_form(at(0, 7)), "1970-01-01T00:00:00.000007");
+        assert_eq!(record_form(at(0, 0)), "1970-01-01T00:00:00.000000");
+    }
+
+    #[test]
+    fn calendar_edges() {
+        // Leap day of a year divisible by 400; 2100 is not a leap year.
+        assert_eq!(attack_form(at(951_782_400, 0)), "2000-02-29T00:00:00Z");
+        assert_eq!(attack_form(at(4_107_542_400, 0)), "2100-03-01T00:00:00Z");
+        assert_eq!(
+            record_form(at(1_798_761_599, 999_999)),
+            "2026-12-31T23:59:59.999999"
+        );
+    }
+
+    #[test]
+    fn current_time_has_the_same_shapes() {
+        let attack = attack_timestamp();
+        assert_eq!(attack.len(), "2026-11-26T16:14:48Z".len(), "{attack}");
+        assert!(
+            attack.ends_with('Z') && attack.as_bytes()[10] == b'T',
+            "{attack}"
+        );
+        let record = record_timestamp();
+        assert_eq!(record.len(), "2026-11-26T16:14:48.123456".len(), "{record}");
+        assert_eq!(record.as_bytes()[19], b'.', "{record}");
     }
 }

@@ -1,4 +1,4 @@
-//! Configuration: every setting of SPEC §2, layered with figment.
+//! Configuration: every setting of the README's settings table, layered with figment.
 //!
 //! Precedence, lowest first: built-in default, `--config FILE` (TOML), `.env` in the working
 //! directory, the process environment, command-line flags. Every layer is a map from the
@@ -226,7 +226,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Whether the server publishes lifecycle records (SPEC §5).
+/// Whether the server publishes lifecycle records (`docs/records.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoggerModule {
     Default,
@@ -585,6 +585,7 @@ pub fn parse_level(text: &str) -> Option<tracing::Level> {
 }
 
 /// A worker id becomes part of a channel name and of file names: keep it to a safe alphabet.
+/// The one declaration of the rule: the Parquet sink checks file names with it too.
 pub fn validate_worker_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64

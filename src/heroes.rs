@@ -1,4 +1,4 @@
-//! Heroes: the Super Hero API source format, the cleaning rule of SPEC §4, and the stored form.
+//! Heroes: the Super Hero API source format, the cleaning rule (`docs/redis-keys.md`, Heroes), and the stored form.
 
 use std::collections::BTreeSet;
 

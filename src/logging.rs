@@ -1,21 +1,54 @@
-//! Human-readable log lines at LOG_LEVEL: on stderr for the roles, and for `demo` split between
-//! the terminal (warnings and errors, printed above its progress bars) and a log file (all of it).
+//! Human-readable log lines: on stderr for the roles, and for `demo` split between the terminal
+//! (warnings and errors, printed above its progress bars) and a log file (all of it).
+//!
+//! Which lines: LOG_LEVEL sets this crate's level; the libraries under it (redis, tungstenite,
+//! hyper, …) stay at WARN, or stricter when LOG_LEVEL is. `RUST_LOG`, when set, replaces both
+//! with its own `EnvFilter` directives (`RUST_LOG=debug`, `RUST_LOG=superhero::worker=trace`).
+//!
+//! Each role instance runs inside a span (`server`, `fanout{id=…}`, `worker{id=…}`,
+//! `player{user=…}`) and games inside a `game{game=…}` span where one is handled, so the lines of
+//! four workers in one `demo` can be told apart.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, RwLock};
 
 use indicatif::MultiProgress;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+/// The variable whose `EnvFilter` directives, when set, replace LOG_LEVEL.
+pub const RUST_LOG: &str = "RUST_LOG";
+
+/// The filter for LOG_LEVEL `level`: RUST_LOG's directives when it is set (and valid), else
+/// `level` for this crate and at most WARN for everything else.
+pub fn filter(level: tracing::Level) -> EnvFilter {
+    if let Some(directives) = std::env::var(RUST_LOG)
+        .ok()
+        .filter(|d| !d.trim().is_empty())
+    {
+        match EnvFilter::builder().parse(&directives) {
+            Ok(filter) => return filter,
+            Err(e) => eprintln!("ignoring {RUST_LOG}={directives:?} ({e}); using LOG_LEVEL"),
+        }
+    }
+    level_filter(level)
+}
+
+/// `level` for this crate, the stricter of `level` and WARN for its dependencies.
+fn level_filter(level: tracing::Level) -> EnvFilter {
+    let ours = LevelFilter::from_level(level);
+    let others = ours.min(LevelFilter::WARN);
+    EnvFilter::builder().parse_lossy(format!("{others},{}={ours}", env!("CARGO_CRATE_NAME")))
+}
+
 /// Installs the global subscriber; a second call (tests, `demo`) is a no-op.
 pub fn init(level: tracing::Level) {
     let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(filter(level))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
@@ -33,23 +66,22 @@ pub fn init_demo(
     log_file: Option<std::fs::File>,
 ) -> Console {
     let console = Console::default();
-    let level = LevelFilter::from_level(level);
-    let console_level = if verbose {
-        level
+    let console_cap = if verbose {
+        LevelFilter::TRACE
     } else {
-        level.min(LevelFilter::WARN)
+        LevelFilter::WARN
     };
     let terminal = tracing_subscriber::fmt::layer()
         .with_writer(console.clone())
         .with_ansi(ansi)
         .with_target(false)
-        .with_filter(console_level);
+        .with_filter(filter(level).and(console_cap));
     let file = log_file.map(|f| {
         tracing_subscriber::fmt::layer()
             .with_writer(Mutex::new(f))
             .with_ansi(false)
             .with_target(false)
-            .with_filter(level)
+            .with_filter(filter(level))
     });
     let _ = tracing_subscriber::registry()
         .with(terminal)
@@ -122,5 +154,21 @@ impl<'a> MakeWriter<'a> for Console {
             console: self.clone(),
             text: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_level_sets_this_crate_only() {
+        let f = level_filter(tracing::Level::DEBUG).to_string();
+        assert!(f.contains("superhero=debug"), "{f}");
+        assert!(f.contains("warn"), "{f}");
+        // A stricter LOG_LEVEL applies to the dependencies too.
+        let f = level_filter(tracing::Level::ERROR).to_string();
+        assert!(f.contains("superhero=error"), "{f}");
+        assert!(!f.contains("warn"), "{f}");
     }
 }

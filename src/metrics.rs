@@ -79,7 +79,8 @@ pub async fn serve(
         .with_context(|| format!("cannot bind the metrics endpoint on {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!("metrics at http://{bound}/metrics");
-    tokio::spawn(async move {
+    // In the role's span: its accept errors say whose endpoint it is.
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         let limits = Limits::new(MAX_CONNECTIONS, IDLE_TIMEOUT);
         let mut errors = AcceptErrors::new("metrics endpoint");
         let mut refusals = Throttle::default();
@@ -91,7 +92,7 @@ pub async fn serve(
                 None => connections::log_refusal(&mut refusals, "metrics endpoint", &limits),
             }
         }
-    });
+    }));
     Ok(bound)
 }
 

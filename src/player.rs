@@ -1,4 +1,4 @@
-//! `superhero player`: a bot that plays the game through the WebSocket API v1 (SPEC §6).
+//! `superhero player`: a bot that plays the game through the WebSocket API v1 (`docs/websocket-api.md`).
 //!
 //! It logs in under a name of its own, then plays CLIENT_GAMES games: find a game of
 //! PARTICIPANTS players, wait in the lobby, and on each USER'S TURN look up the opponents'
@@ -131,6 +131,7 @@ pub async fn run(settings: &Settings, options: &PlayerOptions, shutdown: Shutdow
 }
 
 /// Like [`run`], returning what happened in each game (tests and benchmarks read it).
+#[tracing::instrument(name = "player", skip_all, fields(user = tracing::field::Empty))]
 pub async fn play(
     settings: &Settings,
     options: &PlayerOptions,
@@ -140,6 +141,7 @@ pub async fn play(
         let id = uuid::Uuid::new_v4().simple().to_string();
         format!("player-{}", &id[..12])
     });
+    tracing::Span::current().record("user", tracing::field::display(&name));
     let host = if settings.websocket_host.contains(':') {
         format!("[{}]", settings.websocket_host)
     } else {

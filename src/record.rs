@@ -1,4 +1,4 @@
-//! Lifecycle records (SPEC §5): what the server publishes on WORKER_CHANNEL and the pipeline
+//! Lifecycle records (`docs/records.md`): what the server publishes on WORKER_CHANNEL and the pipeline
 //! consumes.
 //!
 //! [`LifecycleRecord`] is the shape the server writes. [`parse`] is the consumer side: it takes

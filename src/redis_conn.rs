@@ -225,7 +225,8 @@ pub fn subscribe(
 ) -> mpsc::UnboundedReceiver<SubEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
     let client = redis.client.clone();
-    tokio::spawn(async move {
+    // In the caller's span: the outage lines say whose subscription it is.
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         let mut backoff = Backoff::default();
         let mut outage = Outage::new("subscriber");
         loop {
@@ -282,7 +283,7 @@ pub fn subscribe(
                 }
             }
         }
-    });
+    }));
     rx
 }
 

@@ -1,8 +1,8 @@
 //! The Parquet sink: the only module that knows arrow2/parquet2.
 //!
-//! A finished game becomes two gzip-compressed Parquet files (SPEC §7):
+//! A finished game becomes two gzip-compressed Parquet files (`docs/parquet.md`):
 //! `OUTPUT_DIR/superhero/GAME_META/<game>_<worker>.gz` and `.../GAME_PODIUM/<game>_<worker>.gz`,
-//! each with one row group and the exact field names and Arrow types of the contract.
+//! each with one row group and the exact field names and Arrow types documented there.
 //!
 //! Writing is built for throughput (a worker writes thousands of games a second): a [`Sink`]
 //! keeps the Parquet schema descriptors, the Arrow schema footer entry and one reusable gzip
@@ -79,15 +79,10 @@ pub fn file_path(output_dir: &Path, table: &str, game: &str, worker_id: &str) ->
     table_dir(output_dir, table).join(format!("{game}_{worker_id}.gz"))
 }
 
-/// Whether `id` can be used as one file-name component: `[A-Za-z0-9_.-]`, not starting with
-/// a dot, at most 128 bytes.
+/// Whether `id` can be used as one file-name component. The rule is the worker-id rule of
+/// [`crate::config::validate_worker_id`], the one place it is declared.
 pub fn is_safe_worker_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    crate::config::validate_worker_id(id).is_ok()
 }
 
 /// Checks that a game token may be used in a file name: it must be a UUID, in the canonical
@@ -196,12 +191,12 @@ fn arrow_schema_entry(schema: &Schema) -> Result<Vec<KeyValue>> {
         .context("arrow2 wrote no schema metadata")
 }
 
-/// The GAME_META schema of SPEC §7.
+/// The GAME_META schema (`docs/parquet.md`).
 pub fn meta_schema() -> Schema {
     Schema::from(meta_fields())
 }
 
-/// The GAME_PODIUM schema of SPEC §7.
+/// The GAME_PODIUM schema (`docs/parquet.md`).
 pub fn podium_schema() -> Schema {
     Schema::from(podium_fields())
 }
@@ -657,5 +652,8 @@ mod tests {
         assert!(!is_safe_worker_id(".."));
         assert!(!is_safe_worker_id("a b"));
         assert!(!is_safe_worker_id("a\\b"));
+        // The same limit as a configured worker id.
+        assert!(is_safe_worker_id(&"w".repeat(64)));
+        assert!(!is_safe_worker_id(&"w".repeat(65)));
     }
 }

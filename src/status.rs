@@ -52,7 +52,7 @@ pub struct Status {
     pub unacked: Unacked,
     /// Records given up on after MAX_DELIVERIES (`<lobby>:dead`).
     pub dead_letters: u64,
-    /// Games by status; every status of SPEC §3 is listed, zero or not.
+    /// Games by status; every status of `docs/redis-keys.md` is listed, zero or not.
     pub games: BTreeMap<String, u64>,
     /// Games a worker has claimed but not finished writing.
     pub claimed_unfinished: u64,

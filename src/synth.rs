@@ -3,8 +3,8 @@
 //! A [`SynthGame`] is played by the server's rules (turn order sorted by token, the head attacks
 //! a living enemy, health floors at 0, a hero at 0 leaves the order, the game ends when one is
 //! left or after `max_turns` attacks) and [`seed`] stores it exactly the way the game server
-//! stores a finished game (SPEC §3 plus the server's own keys), so the worker's `load_game`
-//! reads it like a real one. [`records`] produces the lifecycle records (SPEC §5) that make a
+//! stores a finished game (the keys of `docs/redis-keys.md`), so the worker's `load_game`
+//! reads it like a real one. [`records`] produces the lifecycle records (`docs/records.md`) that make a
 //! worker process them; [`append_all`] puts them in the log as the server does, [`publish_all`]
 //! on a channel as another publisher (or a test) would.
 

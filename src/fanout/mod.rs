@@ -1,4 +1,4 @@
-//! The fanout (SPEC §8): reads the lifecycle log as a member of a Redis Streams consumer group
+//! The fanout (`docs/delivery.md`): reads the lifecycle log as a member of a Redis Streams consumer group
 //! and routes each entry to exactly one live worker channel.
 //!
 //! The server appends every record to `<lobby>:log` in the script that commits the game state
@@ -34,6 +34,7 @@ use anyhow::Result;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script, Value};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::delivery::{self, MAX_UNACKED_PER_WORKER};
@@ -174,6 +175,7 @@ pub async fn run(settings: &Settings, redis: Redis, shutdown: Shutdown) -> Resul
 }
 
 /// [`run`] with metrics the caller registered (benchmarks read them).
+#[tracing::instrument(name = "fanout", skip_all, fields(id = %settings.worker_id))]
 pub async fn run_with_metrics(
     settings: &Settings,
     redis: Redis,
@@ -190,13 +192,16 @@ pub async fn run_with_metrics(
         settings.max_deliveries
     );
     let events = redis_conn::subscribe(&redis, vec![lobby.clone()], Vec::new(), shutdown.clone());
-    let foreign = tokio::spawn(append_foreign(
-        lobby.clone(),
-        redis.conn(),
-        events,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let foreign = tokio::spawn(
+        append_foreign(
+            lobby.clone(),
+            redis.conn(),
+            events,
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .in_current_span(),
+    );
     let now = Instant::now();
     let mut router = Router {
         stream: keys::log_stream(&lobby),

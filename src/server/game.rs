@@ -1,5 +1,5 @@
 //! Game state in Redis: every state change is one Lua script, so each is atomic across any
-//! number of server processes (SPEC §3).
+//! number of server processes (keys: `docs/redis-keys.md`).
 //!
 //! - [`join`]: a player joins an open game or creates one; never over-full, never a hero twice.
 //! - [`ready`]: a lobby socket registers; the last one starts the game (order sorted by token).
@@ -131,7 +131,7 @@ if mode ~= 'join' then
   redis.call('SET', KEYS[4], u)
   redis.call('SET', KEYS[7], int(now))
   redis.call('RPUSH', KEYS[9], g)
-  -- The SPEC's list of games per size only grows: keep its newest entries only.
+  -- The original's list of games per size only grows: keep its newest entries only.
   redis.call('LTRIM', KEYS[9], -10000, -1)
   redis.call('ZADD', KEYS[10], int(now), g)
   redis.call('ZADD', KEYS[12], int(now + window), g)

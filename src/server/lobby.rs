@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::game::{self, Eliminated, GameEvent, Ready};
 use super::hub::HubEvent;
@@ -99,7 +100,10 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
             start_sent: false,
             last_turn: 0,
         };
-        let flow = lobby.play(events).await;
+        let flow = lobby
+            .play(events)
+            .instrument(tracing::info_span!("game", game = %g))
+            .await;
         shared.hub.unregister(&g, id);
         if held {
             // After play: a player that left was taken out of the ready set first.

@@ -1,4 +1,4 @@
-//! `superhero server`: the WebSocket API v1 of SPEC §6 over game state kept in Redis.
+//! `superhero server`: the WebSocket API v1 (`docs/websocket-api.md`) over game state kept in Redis.
 //!
 //! [`run`] takes a bound listener and a [`Shutdown`], so the CLI, tests and benchmarks start it
 //! the same way. Each connection is routed by its URL path: the request/reply routes (login,
@@ -38,6 +38,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::connections::{self, AcceptErrors, Limits, Slot, Throttle};
@@ -140,6 +141,7 @@ pub async fn time_out_lobby_now(
 }
 
 /// Serves the API on `listener` until `shutdown`, then closes every socket and returns.
+#[tracing::instrument(name = "server", skip_all)]
 pub async fn run(
     settings: &Settings,
     redis: Redis,
@@ -177,19 +179,22 @@ pub async fn run(
         outage: Mutex::new(Outage::new("game server")),
         redis_down: AtomicBool::new(false),
     });
-    let sweeper = tokio::spawn(deadlines::run(shared.clone()));
+    let sweeper = tokio::spawn(deadlines::run(shared.clone()).in_current_span());
     let dispatcher = {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                match event {
-                    SubEvent::Subscribed => shared.hub.resync_all(),
-                    SubEvent::Message { channel, payload } => {
-                        shared.hub.dispatch(&channel, &payload)
+        tokio::spawn(
+            async move {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        SubEvent::Subscribed => shared.hub.resync_all(),
+                        SubEvent::Message { channel, payload } => {
+                            shared.hub.dispatch(&channel, &payload)
+                        }
                     }
                 }
             }
-        })
+            .in_current_span(),
+        )
     };
     // A Redis that restarted without persistence has no heroes: serve games anyway.
     if let Err(e) = crate::build_db::reload_if_missing(&shared.redis).await {
@@ -213,7 +218,7 @@ pub async fn run(
                 match limits.admit().await {
                     Some(slot) => {
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(serve_connection(shared.clone(), stream, slot));
+                        connections.spawn(serve_connection(shared.clone(), stream, slot).in_current_span());
                     }
                     None => {
                         connections::log_refusal(&mut refusals, "game server", &limits);

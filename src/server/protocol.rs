@@ -1,4 +1,4 @@
-//! WebSocket API v1 wire formats (SPEC §6): request parsing with a STATUS reason for every way a
+//! WebSocket API v1 wire formats (`docs/websocket-api.md`): request parsing with a STATUS reason for every way a
 //! request can be wrong, and the serde types of every reply and push.
 //!
 //! Requests are parsed in two steps: the frame must be a JSON object with an object `PAYLOAD`

@@ -1,6 +1,6 @@
 //! The exactly-once claim on a game's ETL, and the acknowledgement of a routed record.
 //!
-//! Three keys per game (see the README, "Redis keys and channels"):
+//! Three keys per game (see `docs/redis-keys.md`):
 //! - `games:<g>:etl:lease` — `<worker id>:<nonce>` with a TTL of [`LEASE`], renewed while the
 //!   holder works. Only the holder may write the game; a dead holder loses it when the TTL runs out.
 //! - `games:<g>:etl:writer` — the worker that last *started* writing files for the game. The
@@ -10,34 +10,17 @@
 //!   script only while the lease is still the caller's, so it is set once per game.
 //!
 //! Every step that decides something is one Lua script, so two workers never both believe they
-//! hold the game. The order of the steps of a host record is:
+//! hold the game. The order of the steps of a host record:
 //! `claim` (which also checks the host, and records us as writer when nobody wrote before) →
 //! if there was a previous writer: its pair complete? `finish` with it; else `start_writing` and
 //! remove its files → write both files (temporary name, then rename) → `finish` → clean
-//! routine → [`ack`].
+//! routine → ack.
 //!
-//! What happens when a worker W is killed at each point (the record's log entry stays pending in
-//! the consumer group until acknowledged, so a fanout routes it again after ACK_TIMEOUT to
-//! another worker X). This is the analysis for a shared OUTPUT_DIR; for one folder per worker,
-//! where X cannot see W's files, see [`super::leftovers`]:
-//! 1. before `claim`: nothing changed; X claims as if W never existed.
-//! 2. after `claim`, before writing: the lease expires within [`LEASE`]; until then X sees
-//!    `Busy` and does not acknowledge, so the record keeps coming back. Then X claims, finds W
-//!    recorded as writer with no files, and goes on as in 3.
-//! 3. while writing: W's files are partial (a temporary file, perhaps one
-//!    of the two final files). X claims, sees writer = W with an incomplete pair, makes itself
-//!    writer *first*, then removes W's files and writes its own pair.
-//! 4. after both renames, before `finish`: X sees W's pair complete and finishes with it
-//!    (`done` = W): no second pair is written.
-//! 5. after `finish`, before the clean routine or the ack: X's claim answers `Done`; X runs the
-//!    clean routine (idempotent) and acknowledges.
-//! 6. after the ack: nothing is left to do.
-//!
-//! A worker that was only *slow* (its lease expired while it wrote) finds out in `finish`: if X
-//! finished with W's pair, `finish` answers `Done` by W and W is done too. If X became writer, W
-//! removes its own files (X removes them as well: whichever runs last leaves none). If the lease
-//! is held by X but X has not yet decided (writer is still W), W keeps its files for X to judge.
-//! W never acknowledges unless `done` is set, so a record is never dropped while a game is open.
+//! A worker killed at any of these points loses and duplicates nothing: the record's log entry
+//! stays pending and another worker judges what is left by these keys. The step-by-step crash
+//! analysis for a shared OUTPUT_DIR, and what a merely slow worker does, is in
+//! `docs/delivery.md` ("Crash analysis: a shared OUTPUT_DIR"); for one folder per worker see
+//! [`super::leftovers`].
 
 use std::sync::LazyLock;
 use std::time::Duration;

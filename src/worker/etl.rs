@@ -1,4 +1,4 @@
-//! The worker's transform step (SPEC §7): read one finished game from Redis, turn it into
+//! The worker's transform step (`docs/parquet.md`): read one finished game from Redis, turn it into
 //! GAME_META and GAME_PODIUM rows, and (CLEAN_ROUTINE) expire its keys afterwards.
 //!
 //! [`load_game`] is the only Redis read of the ETL: one pipeline, one round trip. [`rows`] is
@@ -49,7 +49,7 @@ pub struct Attack {
     pub enemy_health_post: u64,
 }
 
-/// The parts of an attack record (SPEC §6) the ETL reads, borrowed from the log entry: the
+/// The parts of an attack record (`docs/websocket-api.md`) the ETL reads, borrowed from the log entry: the
 /// worker parses ~30 of them per game, so it skips the owned `server::protocol::AttackRecord`.
 #[derive(Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -217,7 +217,7 @@ fn parse_game(
 
 /// GAME_META and GAME_PODIUM rows of a game, one per participant, in token order.
 ///
-/// Ranks (SPEC §7): the players who fell get n, n-1, … in the order they fell; the others are
+/// Ranks (`docs/parquet.md`): the players who fell get n, n-1, … in the order they fell; the others are
 /// ranked above them by remaining health (higher first), then damage delivered (higher first),
 /// then token. The fall order is the game's elimination list, completed by kills in the log
 /// and then by any other player at 0 health (in token order), so every player at 0 health is
@@ -294,7 +294,7 @@ pub fn rows(game: &str, data: &GameData) -> (Vec<MetaRow>, Vec<PodiumRow>) {
     (meta, podium)
 }
 
-/// The clean routine of SPEC §7: puts `expiry` on every key of the game (every hero hash
+/// The clean routine (CLEAN_ROUTINE, `docs/redis-keys.md`): puts `expiry` on every key of the game (every hero hash
 /// included) and removes the game from `games:participants` and `games:players:<n>` (and from
 /// the open lobbies, should it still be listed there). Call it only once the files are in place.
 pub async fn expire_game(conn: &mut ConnectionManager, game: &str, expiry: Duration) -> Result<()> {

@@ -1,24 +1,12 @@
 //! A worker's own leftovers in its OUTPUT_DIR, removed when it starts.
 //!
 //! Workers need not share OUTPUT_DIR (one volume per host; an object store is always shared,
-//! and there this sweep finds only what the claim would also have judged). Then a worker X that takes a game
-//! over from a dead writer W cannot see W's files, and so cannot judge them as the claim does
-//! on a shared folder (see [`super::claim`]). Instead W, when it starts again under the same
-//! worker id, judges its own files by the game's claim keys:
-//!
-//! - a temporary file of W's is always a leftover (only one process runs under an id: a worker
-//!   whose channel has a subscriber refuses to start);
-//! - a pair of W's whose game is done by another worker is a duplicate: removed;
-//! - a pair of W's whose game is done by W is the output: kept;
-//! - a lone META or PODIUM file of a game not done by W is half a pair: removed (whoever writes
-//!   the game next writes both);
-//! - a complete pair of a game not yet done: if the lease is free and W is still the recorded
-//!   writer, W finishes the game with it (the same step a takeover on a shared folder takes);
-//!   if another worker became the writer, removed; while another worker holds the lease, W
-//!   waits for it to end (bounded) and judges again;
-//! - files of a game Redis no longer knows (its keys expired after it was done, or `clean
-//!   --force` removed it) are kept: nothing says they are not the output. Only a worker that
-//!   stays down longer than REDIS_EXPIRY after a takeover can leave a duplicate this way.
+//! and there this sweep finds only what the claim would also have judged). Then a worker that takes a game
+//! over from a dead writer W cannot see W's files, so W judges its own files by the game's claim
+//! keys when it starts again under the same id: temporary files and half pairs go, a pair that is
+//! the output stays, a duplicate of another worker's output goes, a complete pair of an unfinished
+//! game finishes it. The full rule and its one limit (a worker down longer than REDIS_EXPIRY after
+//! a takeover) are in `docs/delivery.md` ("Crash analysis: one folder per worker").
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The worker (SPEC §7): subscribes to its own channel `<WORKER_CHANNEL>-<worker id>` and turns
+//! The worker (`docs/parquet.md`, `docs/delivery.md`): subscribes to its own channel `<WORKER_CHANNEL>-<worker id>` and turns
 //! each finished game into two Parquet files, exactly once across all workers.
 //!
 //! For every record: parse it ([`crate::record::parse`]); a record that is not a `Cleaning Game
@@ -28,6 +28,7 @@ use anyhow::{bail, Result};
 use prometheus_client::encoding::EncodeLabelSet;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::delivery;
@@ -167,6 +168,7 @@ pub async fn run(settings: &Settings, redis: Redis, shutdown: Shutdown) -> Resul
 }
 
 /// [`run`] with metrics the caller registered (benchmarks and tests read them).
+#[tracing::instrument(name = "worker", skip_all, fields(id = %settings.worker_id))]
 pub async fn run_with_metrics(
     settings: &Settings,
     redis: Redis,
@@ -227,7 +229,7 @@ pub async fn run_with_metrics(
                     report.records_received += 1;
                     worker.metrics.records_received.inc();
                     let worker = worker.clone();
-                    jobs.spawn(async move { worker.handle(&payload).await });
+                    jobs.spawn(async move { worker.handle(&payload).await }.in_current_span());
                 }
             },
         }
@@ -299,8 +301,9 @@ impl Worker {
         // One lease token per record, so a retry after a Redis error is the same claimant.
         let token = claim::lease_token(&self.id);
         let mut backoff = Backoff::default();
+        let span = game_span(&record);
         loop {
-            match self.process(&record, &token).await {
+            match self.process(&record, &token).instrument(span.clone()).await {
                 Ok(outcome) => {
                     self.outage().recovered();
                     return outcome;
@@ -605,7 +608,7 @@ impl Worker {
                         );
                         output.remove_pair(&g, &id).await;
                     }
-                });
+                }.in_current_span());
                 Err(Failure::Other(anyhow::anyhow!(
                     "writing game {game} took longer than WRITE_TIMEOUT ({:?}); gave it up",
                     self.write_timeout
@@ -629,6 +632,16 @@ impl Worker {
 
     fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
         self.outage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The span of a record's game, so concurrent games' lines can be told apart.
+fn game_span(record: &Record) -> tracing::Span {
+    match &record.event {
+        Event::CleaningGameRecords { game_token, .. } | Event::GameTimedOut { game_token } => {
+            tracing::info_span!("game", game = %game_token)
+        }
+        Event::Other => tracing::Span::none(),
     }
 }
 
