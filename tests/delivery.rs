@@ -7,39 +7,15 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::roles::{assert_exactly_once, completed_games, pairs, Proc};
+use common::roles::{
+    assert_exactly_once, build_db, completed_games, conn, games, pairs, runtime, tokens, unacked,
+    wait_live, Proc,
+};
 use common::{free_port, superhero, wait_until, TestRedis};
 use superhero::keys;
 use superhero::synth::{self, SynthGame};
 
 const LOBBY: &str = "redis.lib.server.lobby";
-
-fn games(n: usize, seed: u64) -> Vec<SynthGame> {
-    use rand::SeedableRng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| synth::random_game(&mut rng, 3, 12, 1000))
-        .collect()
-}
-
-fn tokens(games: &[SynthGame]) -> Vec<String> {
-    games.iter().map(|g| g.token.clone()).collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn conn(redis: &TestRedis) -> redis::aio::ConnectionManager {
-    redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection_manager()
-        .await
-        .expect("connection")
-}
 
 /// Stores the games as the server does and appends their records to the log as its scripts do.
 fn seed_and_append(redis: &TestRedis, games: &[SynthGame]) -> Vec<String> {
@@ -73,37 +49,10 @@ fn fanout(dir: &Path, redis: &TestRedis, name: &str, env: &[(&str, &str)]) -> Pr
     Proc::start(name, dir, redis, &["fanout"], &all)
 }
 
-/// Waits until `worker` beats (it is subscribed and in rotation).
-fn wait_live(redis: &TestRedis, worker: &str) {
-    wait_until(
-        &format!("worker {worker} to beat"),
-        Duration::from_secs(20),
-        || {
-            let beat: Option<f64> = redis.cmd(&["ZSCORE", &keys::worker_heartbeats(LOBBY), worker]);
-            beat.is_some()
-        },
-    );
-}
-
 fn wait_pairs(dirs: &[&Path], n: usize, timeout: Duration) {
     wait_until(&format!("{n} games written"), timeout, || {
         pairs(dirs).values().filter(|f| f.len() >= 2).count() >= n
     });
-}
-
-fn unacked(redis: &TestRedis) -> u64 {
-    let summary: redis::Value = redis::cmd("XPENDING")
-        .arg(keys::log_stream(LOBBY))
-        .arg(keys::fanout_group(LOBBY))
-        .query(&mut redis.client())
-        .unwrap_or(redis::Value::Nil);
-    match summary {
-        redis::Value::Array(parts) => match parts.first() {
-            Some(redis::Value::Int(n)) => *n as u64,
-            _ => 0,
-        },
-        _ => 0,
-    }
 }
 
 fn dead_letters(redis: &TestRedis) -> Vec<std::collections::BTreeMap<String, String>> {
@@ -117,16 +66,6 @@ fn dead_letters(redis: &TestRedis) -> Vec<std::collections::BTreeMap<String, Str
         .into_iter()
         .map(|(_, fields)| fields.into_iter().collect())
         .collect()
-}
-
-fn build_db(dir: &Path, redis: &TestRedis) {
-    let status = superhero(dir)
-        .env("REDIS_HOST", "127.0.0.1")
-        .env("REDIS_PORT", redis.port.to_string())
-        .arg("build-db")
-        .status()
-        .expect("build-db");
-    assert!(status.success());
 }
 
 /// Runs `n` player bots of 2-player games to the end.
@@ -156,18 +95,9 @@ fn play(dir: &Path, redis: &TestRedis, ws_port: u16, n: usize, games: u32) {
 }
 
 fn server(dir: &Path, redis: &TestRedis, ws_port: u16, extra: &[(&str, &str)]) -> Proc {
-    let port = ws_port.to_string();
-    let mut env = vec![
-        ("WEBSOCKET_HOST", "127.0.0.1"),
-        ("WEBSOCKET_PORT", port.as_str()),
-        ("LOBBY_TIMEOUT", "20"),
-    ];
+    let mut env = vec![("LOBBY_TIMEOUT", "20")];
     env.extend_from_slice(extra);
-    let s = Proc::start("server", dir, redis, &["server"], &env);
-    wait_until("the server to listen", Duration::from_secs(20), || {
-        s.log_text().contains("game server listening")
-    });
-    s
+    common::roles::server(dir, redis, "server", ws_port, &env)
 }
 
 #[test]
@@ -180,7 +110,7 @@ fn a_fanout_paused_then_killed_loses_no_game() {
     let _server = server(dir.path(), &redis, ws, &[]);
     let _w1 = worker(dir.path(), &redis, "w1", &out, &[]);
     let mut f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
-    wait_live(&redis, "w1");
+    wait_live(&redis, LOBBY, "w1");
     // The paused fanout is still subscribed to the lobby channel, so the server's PUBLISHes
     // reach it (and only it): on a pub/sub hop that is where they would die with it.
     f1.signal("STOP");
@@ -212,7 +142,7 @@ fn a_fanout_paused_then_killed_loses_no_game() {
     let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
     wait_pairs(&[&out], games.len(), Duration::from_secs(60));
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
-        unacked(&redis) == 0
+        unacked(&redis, LOBBY) == 0
     });
     assert_exactly_once(&[&out], &games);
     assert!(dead_letters(&redis).is_empty());
@@ -257,14 +187,14 @@ fn a_late_acknowledgement_from_before_a_redis_restart_removes_nothing_new() {
     let out = dir.path().join("out");
     let _w = worker(dir.path(), &redis, "w1", &out, &[]);
     let _f = fanout(dir.path(), &redis, "fanout", &[]);
-    wait_live(&redis, "w1");
+    wait_live(&redis, LOBBY, "w1");
     let first = games(2, 1);
     let old_ids = seed_and_append(&redis, &first);
     wait_pairs(&[&out], 2, Duration::from_secs(30));
     // Redis loses everything (no persistence); the roles ride it out.
     redis.kill();
     redis.restart();
-    wait_live(&redis, "w1");
+    wait_live(&redis, LOBBY, "w1");
     // Park the next records: no worker may take them until the late ack has landed.
     let second = games(2, 2);
     let new_ids = runtime().block_on(async {
@@ -302,7 +232,7 @@ fn a_record_whose_etl_always_fails_ends_in_the_dead_letters() {
     let env = [("ACK_TIMEOUT", "1"), ("MAX_DELIVERIES", "3")];
     let _w = worker(dir.path(), &redis, "w1", &out, &env);
     let _f = fanout(dir.path(), &redis, "fanout", &env);
-    wait_live(&redis, "w1");
+    wait_live(&redis, LOBBY, "w1");
     let doomed = games(1, 3);
     seed_and_append(&redis, &doomed);
     // And a host record of a game that does not exist.
@@ -335,7 +265,7 @@ fn a_record_whose_etl_always_fails_ends_in_the_dead_letters() {
     wait_until(
         "nothing left unacknowledged",
         Duration::from_secs(10),
-        || unacked(&redis) == 0,
+        || unacked(&redis, LOBBY) == 0,
     );
     let status = superhero(dir.path())
         .env("REDIS_HOST", "127.0.0.1")
@@ -355,8 +285,8 @@ fn a_paused_worker_gets_nothing_new_and_its_games_are_written_by_another() {
     let w1 = worker(dir.path(), &redis, "w1", &out, &[]);
     let _w2 = worker(dir.path(), &redis, "w2", &out, &[]);
     let _f = fanout(dir.path(), &redis, "fanout", &[]);
-    wait_live(&redis, "w1");
-    wait_live(&redis, "w2");
+    wait_live(&redis, LOBBY, "w1");
+    wait_live(&redis, LOBBY, "w2");
     w1.signal("STOP");
     // Until its heartbeat goes stale some of these still go to w1, and wait there.
     let first = games(20, 4);
@@ -368,7 +298,7 @@ fn a_paused_worker_gets_nothing_new_and_its_games_are_written_by_another() {
     wait_until(
         "nothing left unacknowledged",
         Duration::from_secs(30),
-        || unacked(&redis) == 0,
+        || unacked(&redis, LOBBY) == 0,
     );
     let writers: Vec<String> = pairs(&[&out])
         .values()
@@ -450,7 +380,7 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
     });
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
         let len: u64 = redis.cmd(&["XLEN", &keys::log_stream(LOBBY)]);
-        len == 6 && unacked(&redis) == 0
+        len == 6 && unacked(&redis, LOBBY) == 0
     });
     assert_exactly_once(&[&out_w, &out_x], &tokens(&games));
     let found = pairs(&[&out_w, &out_x]);
@@ -497,13 +427,13 @@ fn two_fanouts_and_four_workers_write_2000_games_exactly_once() {
     let _f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
     let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
     for id in ["w1", "w2", "w3", "w4"] {
-        wait_live(&redis, id);
+        wait_live(&redis, LOBBY, id);
     }
     let games = games(2000, 8);
     seed_and_append(&redis, &games);
     wait_pairs(&[&out], 2000, Duration::from_secs(180));
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
-        unacked(&redis) == 0
+        unacked(&redis, LOBBY) == 0
     });
     assert_exactly_once(&[&out], &tokens(&games));
     assert!(dead_letters(&redis).is_empty());
@@ -528,8 +458,8 @@ fn records_in_the_original_format_are_processed_exactly_once() {
     // Two fanouts hear every record of the other publisher: it must enter the log once.
     let _f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
     let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
-    wait_live(&redis, "w1");
-    wait_live(&redis, "w2");
+    wait_live(&redis, LOBBY, "w1");
+    wait_live(&redis, LOBBY, "w2");
     wait_until("both fanouts subscribed", Duration::from_secs(20), || {
         let n: Vec<(String, u64)> = redis.cmd(&["PUBSUB", "NUMSUB", LOBBY]);
         n.first().is_some_and(|(_, n)| *n == 2)
@@ -550,7 +480,7 @@ fn records_in_the_original_format_are_processed_exactly_once() {
     });
     wait_pairs(&[&out], 50, Duration::from_secs(60));
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
-        unacked(&redis) == 0
+        unacked(&redis, LOBBY) == 0
     });
     assert_exactly_once(&[&out], &tokens(&games));
     let len: u64 = redis.cmd(&["XLEN", &keys::log_stream(LOBBY)]);
@@ -569,7 +499,7 @@ fn every_role_stops_promptly_on_sigterm_while_redis_is_down() {
         worker(dir.path(), &redis, "w1", &out, &[]),
         fanout(dir.path(), &redis, "fanout", &[]),
     ];
-    wait_live(&redis, "w1");
+    wait_live(&redis, LOBBY, "w1");
     wait_until("the fanout to be up", Duration::from_secs(20), || {
         let n: Vec<(String, u64)> = redis.cmd(&["PUBSUB", "NUMSUB", LOBBY]);
         let groups: u64 = redis::cmd("EXISTS")
@@ -607,7 +537,7 @@ fn acknowledged_history_is_trimmed_after_the_retention_window() {
     let out = dir.path().join("out");
     let _w = worker(dir.path(), &redis, "w1", &out, &[]);
     let _f = fanout(dir.path(), &redis, "fanout", &[("LOG_RETENTION", "1")]);
-    wait_live(&redis, "w1");
+    wait_live(&redis, LOBBY, "w1");
     let games = games(100, 10);
     seed_and_append(&redis, &games);
     wait_pairs(&[&out], 100, Duration::from_secs(60));

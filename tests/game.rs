@@ -17,58 +17,14 @@ use superhero::player::{self, GameReport, Outcome, PlayerOptions};
 use superhero::record::LifecycleRecord;
 use superhero::redis_conn::Redis;
 use superhero::server::protocol::AttackRecord;
-use superhero::shutdown::{self, Shutdown, ShutdownTrigger};
+use superhero::shutdown::{self, Shutdown};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A game server running in this process.
-struct Server {
-    port: u16,
-    stop: ShutdownTrigger,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Server {
-    async fn start(settings: &Settings) -> Server {
-        let redis = Redis::connect(&settings.redis).await.expect("redis");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, shutdown) = shutdown::channel();
-        let settings = settings.clone();
-        let task = tokio::spawn(async move {
-            superhero::server::run(&settings, redis, listener, shutdown).await
-        });
-        Server { port, stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.fire();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("server stops within 15s")
-            .expect("server task")
-            .expect("server returns Ok");
-    }
-}
-
-/// Settings for the tests: a private Redis, loaded heroes, quick timeouts.
-async fn prepared(redis: &TestRedis, vars: &[(&str, &str)]) -> Settings {
-    let mut all = vec![
-        ("TURN_TIMEOUT", "3"),
-        ("LOBBY_TIMEOUT", "5"),
-        ("CLIENT_SLEEP", "0.2"),
-    ];
-    all.extend_from_slice(vars);
-    let settings = redis.settings_with(&all);
-    let conn = Redis::connect(&settings.redis).await.expect("redis");
-    superhero::build_db::run(&conn, None)
-        .await
-        .expect("build-db");
-    settings
-}
+use common::game_server::{prepared, Server};
 
 /// Starts `count` bots against `port`, each playing `games` games of `participants` players.
 fn spawn_bots(

@@ -3,51 +3,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::roles::{assert_exactly_once, scan, Proc};
+use common::roles::{assert_exactly_once, build_db, runtime, scan, server, Proc};
 use common::ws;
-use common::{free_port, superhero, wait_until, TestRedis};
+use common::{free_port, wait_until, TestRedis};
 
 const LOBBY: &str = "redis.lib.server.lobby";
 
-fn build_db(dir: &Path, redis: &TestRedis) {
-    let status = superhero(dir)
-        .env("REDIS_HOST", "127.0.0.1")
-        .env("REDIS_PORT", redis.port.to_string())
-        .arg("build-db")
-        .status()
-        .expect("build-db");
-    assert!(status.success());
-}
-
-fn server(dir: &Path, redis: &TestRedis, name: &str, port: u16, env: &[(&str, &str)]) -> Proc {
-    let port = port.to_string();
-    let mut all = vec![
-        ("WEBSOCKET_HOST", "127.0.0.1"),
-        ("WEBSOCKET_PORT", port.as_str()),
-    ];
-    all.extend_from_slice(env);
-    let s = Proc::start(name, dir, redis, &["server"], &all);
-    wait_until(
-        &format!("{name} to listen"),
-        Duration::from_secs(20),
-        || s.log_text().contains("game server listening"),
-    );
-    s
-}
-
 fn status_of(redis: &TestRedis, g: &str) -> Option<String> {
     redis.cmd(&["GET", &format!("games:{g}:status")])
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 #[test]

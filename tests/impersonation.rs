@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use superhero::config::Settings;
 use superhero::keys;
 use superhero::player::{self, Outcome, PlayerOptions};
-use superhero::redis_conn::Redis;
-use superhero::shutdown::{self, ShutdownTrigger};
+use superhero::shutdown;
+
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -30,50 +30,13 @@ type Ws =
 /// How long any single frame may take to arrive.
 const FRAME_WAIT: Duration = Duration::from_secs(30);
 
-/// A game server running in this process.
-struct Server {
-    port: u16,
-    stop: ShutdownTrigger,
-    task: JoinHandle<anyhow::Result<()>>,
-}
+use common::game_server::Server;
 
-impl Server {
-    async fn start(settings: &Settings) -> Server {
-        let redis = Redis::connect(&settings.redis).await.expect("redis");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, shutdown) = shutdown::channel();
-        let settings = settings.clone();
-        let task = tokio::spawn(async move {
-            superhero::server::run(&settings, redis, listener, shutdown).await
-        });
-        Server { port, stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.fire();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("server stops within 15s")
-            .expect("server task")
-            .expect("server returns Ok");
-    }
-}
-
-/// Settings for the tests: a private Redis, loaded heroes, quick timeouts.
+/// Settings for the tests: a private Redis, loaded heroes, lobbies that wait long enough.
 async fn prepared(redis: &TestRedis, vars: &[(&str, &str)]) -> Settings {
-    let mut all = vec![
-        ("TURN_TIMEOUT", "3"),
-        ("LOBBY_TIMEOUT", "20"),
-        ("CLIENT_SLEEP", "0.2"),
-    ];
+    let mut all = vec![("LOBBY_TIMEOUT", "20")];
     all.extend_from_slice(vars);
-    let settings = redis.settings_with(&all);
-    let conn = Redis::connect(&settings.redis).await.expect("redis");
-    superhero::build_db::run(&conn, None)
-        .await
-        .expect("build-db");
-    settings
+    common::game_server::prepared(redis, &all).await
 }
 
 async fn connect(port: u16, path: &str) -> Ws {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::roles::Proc;
+use common::roles::{conn, games, runtime, tokens, Proc};
 use common::{free_port, superhero, wait_until, TestRedis};
 use superhero::keys;
 use superhero::synth::{self, SynthGame};
@@ -248,33 +248,6 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.take_down();
     }
-}
-
-fn games(n: usize, seed: u64) -> Vec<SynthGame> {
-    use rand::SeedableRng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| synth::random_game(&mut rng, 3, 12, 1000))
-        .collect()
-}
-
-fn tokens(games: &[SynthGame]) -> Vec<String> {
-    games.iter().map(|g| g.token.clone()).collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn conn(redis: &TestRedis) -> redis::aio::ConnectionManager {
-    redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection_manager()
-        .await
-        .expect("connection")
 }
 
 fn seed(redis: &TestRedis, games: &[SynthGame]) {

@@ -130,5 +130,6 @@ where
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
+pub mod game_server;
 pub mod roles;
 pub mod ws;

@@ -187,3 +187,88 @@ pub fn scan(redis: &TestRedis, pattern: &str) -> Vec<String> {
         cursor = next;
     }
 }
+
+/// `n` synthetic finished 3-player games, reproducible from `seed`.
+pub fn games(n: usize, seed: u64) -> Vec<superhero::synth::SynthGame> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| superhero::synth::random_game(&mut rng, 3, 12, 1000))
+        .collect()
+}
+
+pub fn tokens(games: &[superhero::synth::SynthGame]) -> Vec<String> {
+    games.iter().map(|g| g.token.clone()).collect()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub async fn conn(redis: &TestRedis) -> redis::aio::ConnectionManager {
+    redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection_manager()
+        .await
+        .expect("connection")
+}
+
+/// `superhero build-db` with the built-in roster.
+pub fn build_db(dir: &Path, redis: &TestRedis) {
+    let status = superhero(dir)
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .arg("build-db")
+        .status()
+        .expect("build-db");
+    assert!(status.success());
+}
+
+/// A `superhero server` process on `port`, once it listens.
+pub fn server(dir: &Path, redis: &TestRedis, name: &str, port: u16, env: &[(&str, &str)]) -> Proc {
+    let port = port.to_string();
+    let mut all = vec![
+        ("WEBSOCKET_HOST", "127.0.0.1"),
+        ("WEBSOCKET_PORT", port.as_str()),
+    ];
+    all.extend_from_slice(env);
+    let s = Proc::start(name, dir, redis, &["server"], &all);
+    super::wait_until(
+        &format!("{name} to listen"),
+        Duration::from_secs(20),
+        || s.log_text().contains("game server listening"),
+    );
+    s
+}
+
+/// Waits until worker `id` of `lobby` beats (it is subscribed and in rotation).
+pub fn wait_live(redis: &TestRedis, lobby: &str, id: &str) {
+    super::wait_until(
+        &format!("worker {id} to beat"),
+        Duration::from_secs(20),
+        || {
+            let beat: Option<f64> =
+                redis.cmd(&["ZSCORE", &superhero::keys::worker_heartbeats(lobby), id]);
+            beat.is_some()
+        },
+    );
+}
+
+/// Log entries of `lobby` read and not yet acknowledged.
+pub fn unacked(redis: &TestRedis, lobby: &str) -> u64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(superhero::keys::log_stream(lobby))
+        .arg(superhero::keys::fanout_group(lobby))
+        .query(&mut redis.client())
+        .unwrap_or(redis::Value::Nil);
+    match summary {
+        redis::Value::Array(parts) => match parts.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
