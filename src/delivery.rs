@@ -48,17 +48,8 @@ pub fn entry_ms(id: &str) -> Option<u64> {
     id.split('-').next().and_then(|ms| ms.parse().ok())
 }
 
-static BEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r"
-        -- KEYS: 1 heartbeats   ARGV: 1 worker id
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        redis.call('ZADD', KEYS[1], string.format('%d', now), ARGV[1])
-        return 1
-        ",
-    )
-});
+static BEAT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("beat.lua")));
 
 /// Records that worker `id` is alive and making progress, by Redis's clock.
 pub async fn heartbeat(conn: &mut ConnectionManager, lobby: &str, id: &str) -> RedisResult<()> {

@@ -26,41 +26,10 @@ const SWEEP_BATCH: usize = 100;
 /// How often idle users are looked for.
 const USER_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-static EXPIRE_USERS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        -- Forgets users idle for USER_EXPIRY: their name, token and last use.
-        -- KEYS: 1 users, 2 user tokens, 3 users' last use, 4 user names
-        -- ARGV: 1 idle ms, 2 limit
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        local idle = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf',
-          string.format('(%d', now - tonumber(ARGV[1])), 'LIMIT', 0, ARGV[2])
-        for _, token in ipairs(idle) do
-          local name = redis.call('HGET', KEYS[4], token)
-          if name and redis.call('HGET', KEYS[1], name) == token then
-            redis.call('HDEL', KEYS[1], name)
-          end
-          redis.call('HDEL', KEYS[4], token)
-          redis.call('SREM', KEYS[2], token)
-          redis.call('ZREM', KEYS[3], token)
-        end
-        return #idle
-        ",
-    )
-});
+static EXPIRE_USERS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("expire_users.lua")));
 
-static DUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        -- KEYS: 1 game deadlines   ARGV: 1 limit
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now),
-          'LIMIT', 0, ARGV[1])
-        ",
-    )
-});
+static DUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("due.lua")));
 
 /// Sweeps until shutdown.
 pub async fn run(shared: Arc<Shared>) {

@@ -38,278 +38,24 @@ pub enum GameEvent {
     TimedOut,
 }
 
-/// Lua helpers shared by the scripts: integer formatting without exponents, the Redis clock,
-/// and the rules.
-///
-/// `emit` appends one lifecycle record to the log stream and PUBLISHes it on the lobby channel
-/// with its entry id added. It runs inside the script that commits the change the record
-/// reports, so the record exists in Redis from the instant the state does. The PUBLISH is for
-/// other subscribers and may fail (a forbidden channel, say) without undoing anything: the log
-/// is the record's home. Every script that emits takes the log stream as its last key and the
-/// lobby channel ('' when LOGGER_MODULE is not redis) and the record timestamp as its first two
-/// arguments after its own.
-const LUA_PRELUDE: &str = r#"
-local function int(x) return string.format('%d', x) end
-local function now_us()
-  local t = redis.call('TIME')
-  return int(tonumber(t[1]) * 1000000 + tonumber(t[2]))
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function emit(stream, channel, ts, message, task)
-  if channel == '' then return 0 end
-  local rec = '{"level":"INFO","timestamp":' .. cjson.encode(ts) .. ',"name":' ..
-    cjson.encode(channel) .. ',"log_message":"' .. message .. '","task":' .. task .. '}'
-  local id = redis.call('XADD', stream, '*', 'record', rec)
-  redis.pcall('PUBLISH', channel, string.sub(rec, 1, -2) .. ',"entry_id":"' .. id .. '"}')
-  return 1
-end
-local function emit_cleaning(stream, channel, ts, g, members)
-  table.sort(members)
-  for _, u in ipairs(members) do
-    emit(stream, channel, ts, 'Cleaning Game Records',
-      '{"game_token":"' .. g .. '","user_token":"' .. u .. '"}')
-  end
-  return #members
-end
-"#;
+/// A script of this folder with the shared Lua prelude (`prelude.lua`: integer formatting, the
+/// Redis clock, and `emit`, which appends a lifecycle record to the log stream) in front.
+macro_rules! with_prelude {
+    ($file:literal) => {
+        concat!(include_str!("prelude.lua"), include_str!($file))
+    };
+}
 
-static JOIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LUA_PRELUDE}{}",
-        r#"
--- KEYS: 1 game set, 2 participants, 3 status, 4 host, 5 heroes taken, 6 hero of u, 7 created,
---       8 games:participants, 9 games:players:n, 10 open lobbies of n, 11 superheros,
---       12 game deadlines, 13 users' last use, 14 users' open lobby
--- ARGV: 1 g, 2 u, 3 n, 4 (unused), 5 lobby window ms, 6 mode (join | create | create-force),
---       7 and 8: a game's status key is ARGV[7] .. game .. ARGV[8]
-local g, u, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local now, window, mode = now_ms(), tonumber(ARGV[5]), ARGV[6]
-redis.call('ZADD', KEYS[13], 'XX', int(now), u)
--- A user waits in one open lobby at most: asking again finds the same one.
-local mine = redis.call('HGET', KEYS[14], u)
-if mine then
-  if redis.call('GET', ARGV[7] .. mine .. ARGV[8]) == 'Waiting Lobby' then return {'MINE', mine} end
-  redis.call('HDEL', KEYS[14], u)
-end
-if mode == 'join' then
-  if redis.call('GET', KEYS[3]) ~= 'Waiting Lobby' then return {'CLOSED'} end
-  local created = tonumber(redis.call('GET', KEYS[7]) or '0') or 0
-  if now - created >= window then return {'STALE'} end
-  if redis.call('SISMEMBER', KEYS[1], u) == 1 then return {'MINE', g} end
-  n = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  if redis.call('SCARD', KEYS[1]) >= n then return {'FULL'} end
-else
-  if redis.call('EXISTS', KEYS[3]) == 1 then return {'RETRY'} end
-  -- Creating while an open lobby exists would split players between half-full games.
-  if mode == 'create' and redis.call('ZCOUNT', KEYS[10], now - window + 1, '+inf') > 0 then
-    return {'RETRY'}
-  end
-end
-local id = nil
-for _, cand in ipairs(redis.call('HRANDFIELD', KEYS[11], 16)) do
-  if redis.call('SISMEMBER', KEYS[5], cand) == 0 then id = cand break end
-end
-if not id then
-  for _, cand in ipairs(redis.call('HKEYS', KEYS[11])) do
-    if redis.call('SISMEMBER', KEYS[5], cand) == 0 then id = cand break end
-  end
-end
-if not id then return {'NO HEROES'} end
-local ok, doc = pcall(cjson.decode, redis.call('HGET', KEYS[11], id))
-if not ok or type(doc) ~= 'table' or type(doc['powerstats']) ~= 'table' then
-  return {'BAD HERO', id}
-end
-local attack = tonumber(doc['powerstats']['attack'])
-local health = tonumber(doc['powerstats']['health'])
-if not attack or not health then return {'BAD HERO', id} end
-if mode ~= 'join' then
-  redis.call('SET', KEYS[2], int(n))
-  redis.call('SET', KEYS[3], 'Waiting Lobby')
-  redis.call('SET', KEYS[4], u)
-  redis.call('SET', KEYS[7], int(now))
-  redis.call('RPUSH', KEYS[9], g)
-  -- The original's list of games per size only grows: keep its newest entries only.
-  redis.call('LTRIM', KEYS[9], -10000, -1)
-  redis.call('ZADD', KEYS[10], int(now), g)
-  redis.call('ZADD', KEYS[12], int(now + window), g)
-end
-redis.call('SADD', KEYS[1], u)
-redis.call('SADD', KEYS[5], id)
-redis.call('HSET', KEYS[6], 'id', id, 'attack', int(attack), 'health', int(health))
-redis.call('HSET', KEYS[14], u, g)
-local count = redis.call('SCARD', KEYS[1])
-redis.call('ZADD', KEYS[8], count, g)
-if count >= n then redis.call('ZREM', KEYS[10], g) end
-return {'OK', id}
-"#
-    ))
-});
+static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(with_prelude!("join.lua")));
 
-static READY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LUA_PRELUDE}{}",
-        r#"
--- KEYS: 1 game set, 2 status, 3 participants, 4 ready, 5 order, 6 turns, 7 game deadlines,
---       8 log stream, 9 users' open lobby
--- ARGV: 1 u, 2 events channel, 3 lobby channel, 4 record timestamp, 5 g, 6 hero key prefix,
---       7 turn window ms
-local u = ARGV[1]
-local st = redis.call('GET', KEYS[2])
-if not st then return {'UNKNOWN'} end
-if redis.call('SISMEMBER', KEYS[1], u) == 0 then return {'NOT IN GAME'} end
-if st ~= 'Waiting Lobby' then return {'STATUS', st} end
-redis.call('SADD', KEYS[4], u)
-local n = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
-if redis.call('SCARD', KEYS[4]) >= n and redis.call('SCARD', KEYS[1]) >= n then
-  local order = redis.call('SMEMBERS', KEYS[1])
-  table.sort(order)
-  redis.call('SET', KEYS[2], 'In-Progress')
-  redis.call('DEL', KEYS[5])
-  redis.call('RPUSH', KEYS[5], unpack(order))
-  redis.call('SET', KEYS[6], '1')
-  redis.call('ZADD', KEYS[7], int(now_ms() + tonumber(ARGV[7])), ARGV[5])
-  redis.call('HDEL', KEYS[9], unpack(order))
-  redis.call('PUBLISH', ARGV[2], '{"kind":"start","turn":1,"user":"' .. order[1] ..
-    '","at_us":' .. now_us() .. '}')
-  if ARGV[3] ~= '' then
-    -- Starting Match carries the START message (participants sorted, heroes by token).
-    local heroes = {}
-    for i, p in ipairs(order) do
-      local h = redis.call('HMGET', ARGV[6] .. p, 'id', 'attack', 'health')
-      local id = tonumber(h[1])
-      heroes[i] = '"' .. p .. '":{"token":"' .. p .. '","id":' ..
-        ((id and int(id)) or 'null') .. ',"attack":' .. int(tonumber(h[2]) or 0) ..
-        ',"health":' .. int(tonumber(h[3]) or 0) .. '}'
-    end
-    emit(KEYS[8], ARGV[3], ARGV[4], 'Starting Match',
-      '{"PAYLOAD":{"GAME_TOKEN":"' .. ARGV[5] .. '","PARTICIPANTS":["' ..
-      table.concat(order, '","') .. '"],"PARTICIPANTS_HEROS":{' .. table.concat(heroes, ',') ..
-      '}},"STATUS":{"GAME":"START"}}')
-  end
-  return {'STARTED'}
-end
-return {'WAITING'}
-"#
-    ))
-});
+static READY: LazyLock<Script> = LazyLock::new(|| Script::new(with_prelude!("ready.lua")));
 
-static ATTACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LUA_PRELUDE}{}",
-        r#"
--- KEYS: 1 game set, 2 status, 3 order, 4 turns, 5 hero of u, 6 hero of e, 7 logs, 8 eliminated,
---       9 game deadlines, 10 log stream
--- ARGV: 1 g, 2 u, 3 e, 4 timestamp, 5 max turns, 6 events channel, 7 lobby channel,
---       8 record timestamp, 9 turn window ms
-local g, u, e = ARGV[1], ARGV[2], ARGV[3]
-local st = redis.call('GET', KEYS[2])
-if not st then return {'ERR', 'UNKNOWN GAME TOKEN'} end
-if redis.call('SISMEMBER', KEYS[1], u) == 0 then return {'ERR', 'USER NOT IN GAME'} end
-if st == 'Completed' or st == 'Timed Out' then return {'ERR', 'GAME IS OVER'} end
-if st ~= 'In-Progress' then return {'ERR', 'GAME NOT IN PROGRESS'} end
-if u == e or redis.call('SISMEMBER', KEYS[1], e) == 0 then return {'ERR', 'INVALID ENEMY'} end
-if redis.call('LINDEX', KEYS[3], 0) ~= u then return {'ERR', 'NOT YOUR TURN'} end
-local prior = tonumber(redis.call('HGET', KEYS[6], 'health') or '0') or 0
-if prior <= 0 then return {'ERR', 'ENEMY IS DEAD'} end
-local damage = tonumber(redis.call('HGET', KEYS[5], 'attack') or '0') or 0
-local post = prior - damage
-if post < 0 then post = 0 end
-redis.call('HSET', KEYS[6], 'health', int(post))
-local record = '{"TIMESTAMP": "' .. ARGV[4] .. '", "PAYLOAD": {"GAME_TOKEN": "' .. g ..
-  '", "USER_TOKEN": "' .. u .. '"}, "STATUS": {"ACTION": "ATTACK", "DETAILS": {"ENEMY_TOKEN": "' ..
-  e .. '", "ENEMY_DAMAGE": ' .. int(damage) .. ', "ENEMY_HEALTH_PRIOR": ' .. int(prior) ..
-  ', "ENEMY_HEALTH_POST": ' .. int(post) .. '}}}'
-local attacks = redis.call('RPUSH', KEYS[7], record)
-redis.call('LMOVE', KEYS[3], KEYS[3], 'LEFT', 'RIGHT')
-if post == 0 then
-  redis.call('LREM', KEYS[3], 0, e)
-  redis.call('RPUSH', KEYS[8], e)
-end
-local turn = redis.call('INCR', KEYS[4])
-if redis.call('LLEN', KEYS[3]) <= 1 or attacks >= tonumber(ARGV[5]) then
-  redis.call('SET', KEYS[2], 'Completed')
-  redis.call('ZREM', KEYS[9], g)
-  redis.call('PUBLISH', ARGV[6], '{"kind":"complete","turn":' .. int(turn) .. '}')
-  local emitted = emit_cleaning(KEYS[10], ARGV[7], ARGV[8], g, redis.call('SMEMBERS', KEYS[1]))
-  return {'DONE', record, '', turn, emitted}
-end
-local nxt = redis.call('LINDEX', KEYS[3], 0)
-redis.call('ZADD', KEYS[9], int(now_ms() + tonumber(ARGV[9])), g)
-redis.call('PUBLISH', ARGV[6], '{"kind":"turn","turn":' .. int(turn) .. ',"user":"' .. nxt ..
-  '","at_us":' .. now_us() .. '}')
-return {'NEXT', record, nxt, turn, 0}
-"#
-    ))
-});
+static ATTACK: LazyLock<Script> = LazyLock::new(|| Script::new(with_prelude!("attack.lua")));
 
-static ELIMINATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LUA_PRELUDE}{}",
-        r#"
--- KEYS: 1 status, 2 order, 3 turns, 4 hero of u, 5 eliminated, 6 ready, 7 game set,
---       8 game deadlines, 9 log stream
--- ARGV: 1 u, 2 expected turn ('' = whenever), 3 events channel, 4 lobby channel,
---       5 record timestamp, 6 g, 7 turn window ms
-local u = ARGV[1]
-local st = redis.call('GET', KEYS[1])
-if st == 'Waiting Lobby' then
-  if ARGV[2] == '' then redis.call('SREM', KEYS[6], u) end
-  return {'NONE', 0}
-end
-if st ~= 'In-Progress' then return {'NONE', 0} end
-local head = redis.call('LINDEX', KEYS[2], 0)
-if ARGV[2] ~= '' and (redis.call('GET', KEYS[3]) ~= ARGV[2] or head ~= u) then
-  return {'NONE', 0}
-end
-if not redis.call('LPOS', KEYS[2], u) then return {'NONE', 0} end
-redis.call('HSET', KEYS[4], 'health', '0')
-redis.call('LREM', KEYS[2], 0, u)
-redis.call('RPUSH', KEYS[5], u)
-if redis.call('LLEN', KEYS[2]) <= 1 then
-  redis.call('SET', KEYS[1], 'Completed')
-  local turn = redis.call('INCR', KEYS[3])
-  redis.call('ZREM', KEYS[8], ARGV[6])
-  redis.call('PUBLISH', ARGV[3], '{"kind":"complete","turn":' .. int(turn) .. '}')
-  return {'DONE', emit_cleaning(KEYS[9], ARGV[4], ARGV[5], ARGV[6], redis.call('SMEMBERS', KEYS[7]))}
-end
-if head == u then
-  local turn = redis.call('INCR', KEYS[3])
-  redis.call('ZADD', KEYS[8], int(now_ms() + tonumber(ARGV[7])), ARGV[6])
-  redis.call('PUBLISH', ARGV[3], '{"kind":"turn","turn":' .. int(turn) .. ',"user":"' ..
-    redis.call('LINDEX', KEYS[2], 0) .. '","at_us":' .. now_us() .. '}')
-end
-return {'ELIMINATED', 0}
-"#
-    ))
-});
+static ELIMINATE: LazyLock<Script> = LazyLock::new(|| Script::new(with_prelude!("eliminate.lua")));
 
-static LOBBY_TIMEOUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LUA_PRELUDE}{}",
-        r#"
--- KEYS: 1 status, 2 open lobbies of n, 3 created, 4 game deadlines, 5 log stream, 6 game set,
---       7 users' open lobby
--- ARGV: 1 g, 2 events channel, 3 (unused), 4 lobby window ms, 5 lobby channel, 6 record timestamp
-if redis.call('GET', KEYS[1]) ~= 'Waiting Lobby' then
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  return 0
-end
-local created = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
-if now_ms() - created < tonumber(ARGV[4]) then return 0 end
-redis.call('SET', KEYS[1], 'Timed Out')
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-local members = redis.call('SMEMBERS', KEYS[6])
-if #members > 0 then redis.call('HDEL', KEYS[7], unpack(members)) end
-redis.call('PUBLISH', ARGV[2], '{"kind":"timed_out"}')
-emit(KEYS[5], ARGV[5], ARGV[6], 'Game Timed Out', '{"game_token":"' .. ARGV[1] .. '"}')
-return 1
-"#
-    ))
-});
+static LOBBY_TIMEOUT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_prelude!("lobby_timeout.lua")));
 
 /// What the scripts need besides the game itself: where lifecycle records go (the lobby's log
 /// stream and channel, or nowhere when LOGGER_MODULE is not `redis`: an empty channel tells the
@@ -768,26 +514,7 @@ pub async fn view(conn: &mut ConnectionManager, g: &str) -> Result<GameView> {
     })
 }
 
-static LOGIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS: 1 users, 2 user tokens, 3 users' last use, 4 user names   ARGV: 1 name, 2 fresh token
-local t = redis.call('TIME')
-local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local known = redis.call('HGET', KEYS[1], ARGV[1])
-if known then
-  redis.call('ZADD', KEYS[3], now, known)
-  redis.call('HSET', KEYS[4], known, ARGV[1])
-  return {known, 0}
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], now, ARGV[2])
-redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
-return {ARGV[2], 1}
-"#,
-    )
-});
+static LOGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("login.lua")));
 
 /// The user token of `name`, and whether it was created just now. Same name, same token.
 pub async fn login(conn: &mut ConnectionManager, name: &str) -> Result<(String, bool)> {

@@ -99,38 +99,16 @@ pub async fn claim(
     })
 }
 
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local host = redis.call('GET', KEYS[4])
-        if not host then return {'unknown', ''} end
-        if host ~= ARGV[3] then return {'not_host', ''} end
-        local done = redis.call('GET', KEYS[2])
-        if done then return {'done', done} end
-        local lease = redis.call('GET', KEYS[1])
-        if lease and lease ~= ARGV[1] then return {'busy', lease} end
-        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-        local writer = redis.call('GET', KEYS[3])
-        if not writer then
-            redis.call('SET', KEYS[3], ARGV[4])
-            return {'fresh', ''}
-        end
-        return {'claimed', writer}
-        ",
-    )
-});
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("renew.lua")));
+static START_WRITING: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("start_writing.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("finish.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
 
 /// Extends the lease if it is still ours; false when it was lost.
 pub async fn renew(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<bool> {
-    let script = Script::new(
-        r"
-        if redis.call('GET', KEYS[1]) == ARGV[1] then
-            return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-        end
-        return 0
-        ",
-    );
-    let renewed: i64 = script
+    let renewed: i64 = RENEW
         .key(keys::etl_lease(g))
         .arg(token)
         .arg(LEASE.as_millis() as u64)
@@ -146,16 +124,7 @@ pub async fn start_writing(
     token: &str,
     worker_id: &str,
 ) -> RedisResult<bool> {
-    let script = Script::new(
-        r"
-        if redis.call('GET', KEYS[1]) == ARGV[1] then
-            redis.call('SET', KEYS[2], ARGV[2])
-            return 1
-        end
-        return 0
-        ",
-    );
-    let started: i64 = script
+    let started: i64 = START_WRITING
         .key(keys::etl_lease(g))
         .key(keys::etl_writer(g))
         .arg(token)
@@ -173,21 +142,7 @@ pub async fn finish(
     token: &str,
     files_of: &str,
 ) -> RedisResult<Finish> {
-    let script = Script::new(
-        r"
-        local done = redis.call('GET', KEYS[2])
-        if done then return {'done', done} end
-        local lease = redis.call('GET', KEYS[1])
-        local writer = redis.call('GET', KEYS[3])
-        if lease == ARGV[1] or (not lease and writer == ARGV[2]) then
-            redis.call('SET', KEYS[2], ARGV[2])
-            if lease then redis.call('DEL', KEYS[1]) end
-            return {'done', ARGV[2]}
-        end
-        return {'lost', writer or ''}
-        ",
-    );
-    let (answer, who): (String, String) = script
+    let (answer, who): (String, String) = FINISH
         .key(keys::etl_lease(g))
         .key(keys::etl_done(g))
         .key(keys::etl_writer(g))
@@ -206,13 +161,7 @@ pub async fn finish(
 
 /// Gives the lease back if it is ours (the game turned out to have nothing to write).
 pub async fn release(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<()> {
-    let script = Script::new(
-        r"
-        if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-        return 0
-        ",
-    );
-    let _: i64 = script
+    let _: i64 = RELEASE
         .key(keys::etl_lease(g))
         .arg(token)
         .invoke_async(conn)

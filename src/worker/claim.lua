@@ -1,0 +1,21 @@
+-- Takes a game's ETL lease for the record of its host, unless the game is done or someone else
+-- holds the lease; when nobody has written the game yet, records this worker as its writer.
+-- Taking it again with the same token (a retry) succeeds.
+-- KEYS: 1 lease, 2 done, 3 writer, 4 game host
+-- ARGV: 1 lease token, 2 lease ms, 3 user of the record, 4 worker id
+-- Returns {answer, who}: unknown | not_host | done (files of) | busy (lease holder) | fresh |
+-- claimed (previous writer).
+local host = redis.call('GET', KEYS[4])
+if not host then return {'unknown', ''} end
+if host ~= ARGV[3] then return {'not_host', ''} end
+local done = redis.call('GET', KEYS[2])
+if done then return {'done', done} end
+local lease = redis.call('GET', KEYS[1])
+if lease and lease ~= ARGV[1] then return {'busy', lease} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local writer = redis.call('GET', KEYS[3])
+if not writer then
+    redis.call('SET', KEYS[3], ARGV[4])
+    return {'fresh', ''}
+end
+return {'claimed', writer}
