@@ -252,7 +252,7 @@ pub struct Settings {
     pub client_games: Option<u64>,
     pub client_sleep: Duration,
     /// A folder, or an object store URL (`s3://bucket/prefix`).
-    pub output_dir: crate::sink::OutputDir,
+    pub output_dir: crate::pipeline::sink::OutputDir,
     pub worker_id: String,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,
@@ -548,7 +548,7 @@ impl Raw {
             max_turns,
             client_games,
             client_sleep: self.seconds("CLIENT_SLEEP")?,
-            output_dir: crate::sink::OutputDir::parse(self.required("OUTPUT_DIR")?)
+            output_dir: crate::pipeline::sink::OutputDir::parse(self.required("OUTPUT_DIR")?)
                 .map_err(|why| ConfigError(format!("OUTPUT_DIR: {why}")))?,
             worker_id,
             ack_timeout: self.seconds("ACK_TIMEOUT")?,
@@ -636,7 +636,7 @@ mod tests {
         assert_eq!(s.client_games, Some(10));
         assert_eq!(
             s.output_dir,
-            crate::sink::OutputDir::Folder(PathBuf::from("./data"))
+            crate::pipeline::sink::OutputDir::Folder(PathBuf::from("./data"))
         );
         assert_eq!(s.ack_timeout, Duration::from_secs(30));
         assert_eq!(s.worker_id.len(), 12);

@@ -1,38 +1,33 @@
-//! `superhero`: a Super Hero Combat Simulator and the Redis pub/sub -> Parquet pipeline behind it.
+//! `superhero`: a Super Hero Combat Simulator and the Redis Stream -> Parquet pipeline behind it.
 //!
-//! Data flows source → route → transform → sink:
-//! - the game server (`server`) is the source: it keeps game state in Redis and publishes
-//!   lifecycle records on the lobby channel;
-//! - the fanout (`fanout`) routes each record to exactly one worker channel, with acknowledgements;
-//! - the worker (`worker`) turns each finished game into rows;
-//! - the Parquet sink (`sink`) writes them as gzip-compressed Parquet files.
+//! The folder tree reads as the data flow, source → route → transform → sink:
+//! - [`roles`]: the processes. The game server (`roles::server`) is the source: it keeps game
+//!   state in Redis and its Lua scripts append lifecycle records to the log stream; the fanout
+//!   (`roles::fanout`) routes each record to exactly one worker, with acknowledgements; the
+//!   worker (`roles::worker`) turns each finished game into rows; `roles::player` is a bot that
+//!   plays games against the server.
+//! - [`pipeline`]: what the stages share: the record type ([`pipeline::record`]), the delivery
+//!   contract between fanout and workers ([`pipeline::delivery`]), every key and channel name
+//!   ([`pipeline::keys`]), the one Redis connection layer ([`pipeline::redis_conn`]) and the
+//!   Parquet sink ([`pipeline::sink`], a folder or an object store).
+//! - [`ops`]: operator commands outside the flow: `demo`, `bench`, `report`, `status`, `clean`,
+//!   `build-db`.
+//! - [`testkit`]: support for tests, benchmarks and the demo: synthetic games and a private
+//!   `redis-server`.
 //!
-//! Shared pieces: [`config`] (settings), [`redis_conn`] (the one Redis connection layer),
-//! [`keys`] (every key and channel name), [`shutdown`], [`heroes`], [`connections`] (the cap,
-//! idle timeout and accept backoff of the server's and the metrics endpoint's listeners).
+//! Shared pieces at the top: [`config`] (settings), [`cli`], [`clock`], [`logging`], [`metrics`],
+//! [`shutdown`], [`heroes`], [`connections`] (the cap, idle timeout and accept backoff of the
+//! server's and the metrics endpoint's listeners).
 
-pub mod bench;
-pub mod build_db;
-pub mod clean;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connections;
-pub mod delivery;
-pub mod demo;
-pub mod fanout;
 pub mod heroes;
-pub mod keys;
 pub mod logging;
 pub mod metrics;
-pub mod player;
-pub mod private_redis;
-pub mod record;
-pub mod redis_conn;
-pub mod report;
-pub mod server;
+pub mod ops;
+pub mod pipeline;
+pub mod roles;
 pub mod shutdown;
-pub mod sink;
-pub mod status;
-pub mod synth;
-pub mod worker;
+pub mod testkit;

@@ -3,7 +3,7 @@
 //!
 //! Which lines: LOG_LEVEL sets this crate's level; the libraries under it (redis, tungstenite,
 //! hyper, …) stay at WARN, or stricter when LOG_LEVEL is. `RUST_LOG`, when set, replaces both
-//! with its own `EnvFilter` directives (`RUST_LOG=debug`, `RUST_LOG=superhero::worker=trace`).
+//! with its own `EnvFilter` directives (`RUST_LOG=debug`, `RUST_LOG=superhero::roles::worker=trace`).
 //!
 //! Each role instance runs inside a span (`server`, `fanout{id=…}`, `worker{id=…}`,
 //! `player{user=…}`) and games inside a `game{game=…}` span where one is handled, so the lines of

@@ -6,11 +6,11 @@ use anyhow::Context;
 use clap::Parser;
 use superhero::cli::{BenchKindArgs, Cli, Command, Format, ProgressArg};
 use superhero::config::{ConfigError, Layers, Settings};
-use superhero::redis_conn::Redis;
+use superhero::logging;
+use superhero::ops::{bench, build_db, clean, demo, report, status};
+use superhero::pipeline::redis_conn::Redis;
+use superhero::roles::{fanout, player, server, worker};
 use superhero::shutdown::Shutdown;
-use superhero::{
-    bench, build_db, clean, demo, fanout, logging, player, report, server, status, worker,
-};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -168,7 +168,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             }
         }
         Command::Report(args) => {
-            let output = superhero::sink::Output::open(&settings.output_dir)?;
+            let output = superhero::pipeline::sink::Output::open(&settings.output_dir)?;
             let report = report::build(&output).await?;
             match args.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -179,7 +179,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             }
         }
         Command::Status(args) => {
-            let redis = superhero::redis_conn::Redis::connect(&settings.redis).await?;
+            let redis = superhero::pipeline::redis_conn::Redis::connect(&settings.redis).await?;
             let watch = match args.watch {
                 Some(secs) if secs.is_finite() && secs > 0.0 => {
                     Some(std::time::Duration::from_secs_f64(secs))

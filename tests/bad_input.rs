@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::TestRedis;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use superhero::player::{self, Outcome, PlayerOptions};
-use superhero::redis_conn::Redis;
+use superhero::pipeline::redis_conn::Redis;
+use superhero::roles::player::{self, Outcome, PlayerOptions};
 use superhero::shutdown;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -49,13 +49,13 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
     let redis_server = TestRedis::start();
     let settings = redis_server.settings_with(&[("TURN_TIMEOUT", "5"), ("LOBBY_TIMEOUT", "10")]);
     let redis = Redis::connect(&settings.redis).await.unwrap();
-    superhero::build_db::run(&redis, None).await.unwrap();
+    superhero::ops::build_db::run(&redis, None).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, shutdown) = shutdown::channel();
     let server = {
         let (s, r, sd) = (settings.clone(), redis.clone(), shutdown.clone());
-        tokio::spawn(async move { superhero::server::run(&s, r, listener, sd).await })
+        tokio::spawn(async move { superhero::roles::server::run(&s, r, listener, sd).await })
     };
 
     // A real user and a real game to make stale and foreign tokens from.
@@ -383,7 +383,7 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
     // its own user token and the others' aliases: attack as the bot, naming an alias.
     let finished = finished.expect("a finished game");
     let members: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(superhero::keys::game(&finished.game_token))
+        .arg(superhero::pipeline::keys::game(&finished.game_token))
         .query_async(&mut redis.conn())
         .await
         .unwrap();

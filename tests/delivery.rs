@@ -12,8 +12,8 @@ use common::roles::{
     wait_live, Proc,
 };
 use common::{free_port, superhero, wait_until, TestRedis};
-use superhero::keys;
-use superhero::synth::{self, SynthGame};
+use superhero::pipeline::keys;
+use superhero::testkit::synth::{self, SynthGame};
 
 const LOBBY: &str = "redis.lib.server.lobby";
 
@@ -208,7 +208,7 @@ fn a_late_acknowledgement_from_before_a_redis_restart_removes_nothing_new() {
             .await
             .expect("append");
         // An acknowledgement of every old id arrives late.
-        superhero::delivery::ack(&mut c, LOBBY, &old_ids)
+        superhero::pipeline::delivery::ack(&mut c, LOBBY, &old_ids)
             .await
             .expect("late ack");
         ids
@@ -341,11 +341,11 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
                 .await
                 .unwrap();
             let (meta, podium) = synth::expected_rows(g);
-            superhero::sink::write_game(&out_w, "w", &g.token, &meta, &podium).unwrap();
+            superhero::pipeline::sink::write_game(&out_w, "w", &g.token, &meta, &podium).unwrap();
         }
     });
     // W died mid-pair on the first game: its PODIUM file was still a temporary.
-    let podium = superhero::sink::file_path(&out_w, "GAME_PODIUM", &mid_pair.token, "w");
+    let podium = superhero::pipeline::sink::file_path(&out_w, "GAME_PODIUM", &mid_pair.token, "w");
     let tmp = podium.with_file_name(format!(
         ".{}.4242-0.tmp",
         podium.file_name().unwrap().to_string_lossy()

@@ -12,11 +12,11 @@ use common::{free_port, superhero, wait_for, wait_until, TestRedis};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use superhero::config::Settings;
-use superhero::keys;
-use superhero::player::{self, GameReport, Outcome, PlayerOptions};
-use superhero::record::LifecycleRecord;
-use superhero::redis_conn::Redis;
-use superhero::server::protocol::AttackRecord;
+use superhero::pipeline::keys;
+use superhero::pipeline::record::LifecycleRecord;
+use superhero::pipeline::redis_conn::Redis;
+use superhero::roles::player::{self, GameReport, Outcome, PlayerOptions};
+use superhero::roles::server::protocol::AttackRecord;
 use superhero::shutdown::{self, Shutdown};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -726,7 +726,7 @@ async fn the_server_rides_out_a_redis_restart() {
     }
     redis.restart();
     let conn = Redis::connect(&settings.redis).await.unwrap();
-    superhero::build_db::run(&conn, None).await.unwrap();
+    superhero::ops::build_db::run(&conn, None).await.unwrap();
     // The server has recovered once it serves a login again (it reconnects with backoff).
     wait_for(
         "the server to recover",
@@ -802,9 +802,9 @@ async fn player_processes_wait_for_a_late_server_and_exit_zero() {
     let (stop, shutdown) = shutdown::channel();
     let server = {
         let s = settings.clone();
-        tokio::spawn(
-            async move { superhero::server::run(&s, redis_conn, listener, shutdown).await },
-        )
+        tokio::spawn(async move {
+            superhero::roles::server::run(&s, redis_conn, listener, shutdown).await
+        })
     };
     let mut game_lines = Vec::new();
     for (mut player, log) in players {

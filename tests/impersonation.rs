@@ -17,8 +17,8 @@ use common::{wait_for, TestRedis};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use superhero::config::Settings;
-use superhero::keys;
-use superhero::player::{self, Outcome, PlayerOptions};
+use superhero::pipeline::keys;
+use superhero::roles::player::{self, Outcome, PlayerOptions};
 use superhero::shutdown;
 
 use tokio::task::JoinHandle;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::roles::{conn, games, runtime, tokens, Proc};
 use common::{free_port, superhero, wait_until, TestRedis};
-use superhero::keys;
-use superhero::synth::{self, SynthGame};
+use superhero::pipeline::keys;
+use superhero::testkit::synth::{self, SynthGame};
 
 const LOBBY: &str = "redis.lib.server.lobby";
 const BUCKET: &str = "superhero-test";
@@ -109,13 +109,15 @@ fn list_pairs(port: u16) -> (Pairs, Vec<String>) {
     for key in list_keys(port) {
         let parts: Vec<&str> = key.split('/').collect();
         match parts.as_slice() {
-            ["run", "superhero", table, name] => match superhero::report::parse_file_name(name) {
-                Some((game, worker)) => found
-                    .entry(game.to_string())
-                    .or_default()
-                    .push((table.to_string(), worker.to_string())),
-                None => others.push(key.clone()),
-            },
+            ["run", "superhero", table, name] => {
+                match superhero::ops::report::parse_file_name(name) {
+                    Some((game, worker)) => found
+                        .entry(game.to_string())
+                        .or_default()
+                        .push((table.to_string(), worker.to_string())),
+                    None => others.push(key.clone()),
+                }
+            }
             _ => others.push(key.clone()),
         }
     }
@@ -509,7 +511,7 @@ fn a_writer_dead_mid_pair_leaves_one_pair_in_the_bucket() {
         let _: () = redis.cmd(&["SET", &keys::etl_writer(&g.token), "w"]);
         let (meta, podium) = synth::expected_rows(g);
         let (meta_bytes, podium_bytes) =
-            superhero::sink::encode_game("w", &g.token, &meta, &podium).unwrap();
+            superhero::pipeline::sink::encode_game("w", &g.token, &meta, &podium).unwrap();
         let put = |table: &str, bytes: &[u8]| {
             let path = format!("/{BUCKET}/run/superhero/{table}/{}_w.gz", g.token);
             let answer = http(moto.port, "PUT", &path, bytes).expect("PUT object");

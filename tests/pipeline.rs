@@ -12,12 +12,13 @@ use common::{superhero, wait_for, TestRedis};
 use rand::SeedableRng;
 use redis::aio::ConnectionManager;
 use superhero::config::Settings;
-use superhero::redis_conn::{self, Redis, SubEvent};
+use superhero::pipeline::redis_conn::{self, Redis, SubEvent};
+use superhero::pipeline::sink::{META_TABLE, PODIUM_TABLE};
+use superhero::pipeline::{delivery, keys};
+use superhero::roles::fanout;
+use superhero::roles::worker::{self, WorkerReport};
 use superhero::shutdown::{self, ShutdownTrigger};
-use superhero::sink::{META_TABLE, PODIUM_TABLE};
-use superhero::synth::{self, SynthGame};
-use superhero::worker::{self, WorkerReport};
-use superhero::{delivery, fanout, keys};
+use superhero::testkit::synth::{self, SynthGame};
 use tokio::task::JoinHandle;
 
 const LOBBY: &str = "redis.lib.server.lobby";
@@ -36,7 +37,7 @@ async fn connect(settings: &Settings) -> Redis {
 /// Final files of a table: game token → worker ids that wrote it.
 fn files(out: &Path, table: &str) -> BTreeMap<String, Vec<String>> {
     let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(superhero::sink::table_dir(out, table)) else {
+    let Ok(entries) = std::fs::read_dir(superhero::pipeline::sink::table_dir(out, table)) else {
         return found;
     };
     for entry in entries.flatten() {
@@ -360,7 +361,7 @@ async fn records_logged_before_the_fanout_starts_are_delivered_oldest_first() {
     let delivered: Vec<String> = seen
         .iter()
         .map(|r| {
-            superhero::record::parse(r.as_bytes())
+            superhero::pipeline::record::parse(r.as_bytes())
                 .unwrap()
                 .delivery_id
                 .unwrap()
@@ -403,7 +404,7 @@ async fn start_spy(settings: &Settings, id: &str) -> Role<Vec<String>> {
             };
             let Some(event) = event else { break };
             if let SubEvent::Message { payload, .. } = event {
-                let record = superhero::record::parse(&payload)?;
+                let record = superhero::pipeline::record::parse(&payload)?;
                 if let Some(id) = record.delivery_id {
                     delivery::ack(&mut conn, LOBBY, &[id]).await?;
                 }

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use superhero::server::protocol::{self, reason, Route};
+use superhero::roles::server::protocol::{self, reason, Route};
 
 /// Arbitrary JSON values, nested a few levels, with the API's field names over-represented.
 fn json_value() -> impl Strategy<Value = Value> {

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::superhero;
-use superhero::sink::{self, MetaRow, PodiumRow};
+use superhero::pipeline::sink::{self, MetaRow, PodiumRow};
 
 fn write(out: &Path, worker: &str, game: &str, heroes: &[(u16, u64)]) {
     let users: Vec<String> = (0..heroes.len())

@@ -10,10 +10,10 @@ use std::time::Duration;
 use common::{free_port, superhero, wait_for, TestRedis};
 use futures_util::SinkExt;
 use serde_json::json;
-use superhero::keys;
 use superhero::metrics::{sample_value, scrape};
-use superhero::player::{self, Outcome, PlayerOptions};
-use superhero::redis_conn::Redis;
+use superhero::pipeline::keys;
+use superhero::pipeline::redis_conn::Redis;
+use superhero::roles::player::{self, Outcome, PlayerOptions};
 use superhero::shutdown;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -35,13 +35,13 @@ async fn server_metrics_count_what_happened() {
     ]);
     let addr: SocketAddr = metrics_addr.parse().unwrap();
     let redis = Redis::connect(&settings.redis).await.unwrap();
-    superhero::build_db::run(&redis, None).await.unwrap();
+    superhero::ops::build_db::run(&redis, None).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, shutdown) = shutdown::channel();
     let server = {
         let (s, r, sd) = (settings.clone(), redis.clone(), shutdown.clone());
-        tokio::spawn(async move { superhero::server::run(&s, r, listener, sd).await })
+        tokio::spawn(async move { superhero::roles::server::run(&s, r, listener, sd).await })
     };
 
     // A watcher waits in a lobby of four that never fills: its socket stays connected throughout

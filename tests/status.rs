@@ -4,7 +4,7 @@
 mod common;
 
 use common::{free_port, superhero, TestRedis};
-use superhero::keys;
+use superhero::pipeline::keys;
 
 #[test]
 fn status_json_reports_exactly_the_prepared_numbers() {

@@ -1,4 +1,4 @@
-//! The worker's exactly-once claim at each crash point of `src/worker/claim.rs`, set up by hand:
+//! The worker's exactly-once claim at each crash point of `src/roles/worker/claim.rs`, set up by hand:
 //! the state a worker killed at that instant leaves behind, then a live worker given the record
 //! again, as the fanout would after ACK_TIMEOUT.
 
@@ -11,12 +11,13 @@ use common::{wait_for, TestRedis};
 use rand::SeedableRng;
 use redis::aio::ConnectionManager;
 use superhero::config::Settings;
-use superhero::redis_conn::{self, Redis};
+use superhero::pipeline::redis_conn::{self, Redis};
+use superhero::pipeline::sink::{self, META_TABLE, PODIUM_TABLE};
+use superhero::pipeline::{delivery, keys};
+use superhero::roles::fanout;
+use superhero::roles::worker::{self, etl, WorkerReport};
 use superhero::shutdown::{self, ShutdownTrigger};
-use superhero::sink::{self, META_TABLE, PODIUM_TABLE};
-use superhero::synth::{self, SynthGame};
-use superhero::worker::{self, etl, WorkerReport};
-use superhero::{delivery, fanout, keys};
+use superhero::testkit::synth::{self, SynthGame};
 use tokio::task::JoinHandle;
 
 const LOBBY: &str = "redis.lib.server.lobby";

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use superhero::config::Settings;
-use superhero::redis_conn::Redis;
+use superhero::pipeline::redis_conn::Redis;
 use superhero::shutdown::{self, ShutdownTrigger};
 use tokio::task::JoinHandle;
 
@@ -25,7 +25,7 @@ impl Server {
         let (stop, shutdown) = shutdown::channel();
         let settings = settings.clone();
         let task = tokio::spawn(async move {
-            superhero::server::run(&settings, redis, listener, shutdown).await
+            superhero::roles::server::run(&settings, redis, listener, shutdown).await
         });
         Server { port, stop, task }
     }
@@ -50,7 +50,7 @@ pub async fn prepared(redis: &TestRedis, vars: &[(&str, &str)]) -> Settings {
     all.extend_from_slice(vars);
     let settings = redis.settings_with(&all);
     let conn = Redis::connect(&settings.redis).await.expect("redis");
-    superhero::build_db::run(&conn, None)
+    superhero::ops::build_db::run(&conn, None)
         .await
         .expect("build-db");
     settings

@@ -98,7 +98,7 @@ pub fn pairs(dirs: &[&Path]) -> BTreeMap<String, Vec<(String, String)>> {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if let Some((game, worker)) = superhero::report::parse_file_name(&name) {
+                if let Some((game, worker)) = superhero::ops::report::parse_file_name(&name) {
                     out.entry(game.to_string())
                         .or_default()
                         .push((table.to_string(), worker.to_string()));
@@ -189,15 +189,15 @@ pub fn scan(redis: &TestRedis, pattern: &str) -> Vec<String> {
 }
 
 /// `n` synthetic finished 3-player games, reproducible from `seed`.
-pub fn games(n: usize, seed: u64) -> Vec<superhero::synth::SynthGame> {
+pub fn games(n: usize, seed: u64) -> Vec<superhero::testkit::synth::SynthGame> {
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n)
-        .map(|_| superhero::synth::random_game(&mut rng, 3, 12, 1000))
+        .map(|_| superhero::testkit::synth::random_game(&mut rng, 3, 12, 1000))
         .collect()
 }
 
-pub fn tokens(games: &[superhero::synth::SynthGame]) -> Vec<String> {
+pub fn tokens(games: &[superhero::testkit::synth::SynthGame]) -> Vec<String> {
     games.iter().map(|g| g.token.clone()).collect()
 }
 
@@ -250,8 +250,11 @@ pub fn wait_live(redis: &TestRedis, lobby: &str, id: &str) {
         &format!("worker {id} to beat"),
         Duration::from_secs(20),
         || {
-            let beat: Option<f64> =
-                redis.cmd(&["ZSCORE", &superhero::keys::worker_heartbeats(lobby), id]);
+            let beat: Option<f64> = redis.cmd(&[
+                "ZSCORE",
+                &superhero::pipeline::keys::worker_heartbeats(lobby),
+                id,
+            ]);
             beat.is_some()
         },
     );
@@ -260,8 +263,8 @@ pub fn wait_live(redis: &TestRedis, lobby: &str, id: &str) {
 /// Log entries of `lobby` read and not yet acknowledged.
 pub fn unacked(redis: &TestRedis, lobby: &str) -> u64 {
     let summary: redis::Value = redis::cmd("XPENDING")
-        .arg(superhero::keys::log_stream(lobby))
-        .arg(superhero::keys::fanout_group(lobby))
+        .arg(superhero::pipeline::keys::log_stream(lobby))
+        .arg(superhero::pipeline::keys::fanout_group(lobby))
         .query(&mut redis.client())
         .unwrap_or(redis::Value::Nil);
     match summary {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 
 use super::game::GameEvent;
-use crate::keys;
+use crate::pipeline::keys;
 
 /// What a lobby handler hears from the hub.
 #[derive(Clone, Debug)]

@@ -42,8 +42,8 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::connections::{self, AcceptErrors, Limits, Slot, Throttle};
-use crate::keys;
-use crate::redis_conn::{self, Outage, Redis, SubEvent};
+use crate::pipeline::keys;
+use crate::pipeline::redis_conn::{self, Outage, Redis, SubEvent};
 use crate::shutdown::Shutdown;
 use hub::Hub;
 use metrics::ServerMetrics;
@@ -197,7 +197,7 @@ pub async fn run(
         )
     };
     // A Redis that restarted without persistence has no heroes: serve games anyway.
-    if let Err(e) = crate::build_db::reload_if_missing(&shared.redis).await {
+    if let Err(e) = crate::ops::build_db::reload_if_missing(&shared.redis).await {
         tracing::warn!("cannot check the hero collection: {e:#}");
     }
     tracing::info!(

@@ -16,11 +16,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::demo::connect_or_start;
-use crate::player::{self, PlayerOptions};
-use crate::redis_conn::{numsub, Redis};
+use crate::metrics;
+use crate::ops::build_db;
+use crate::ops::demo::connect_or_start;
+use crate::pipeline::redis_conn::{numsub, Redis};
+use crate::pipeline::{keys, sink};
+use crate::roles::player::{self, PlayerOptions};
 use crate::shutdown::Shutdown;
-use crate::{build_db, keys, metrics, sink, synth};
+use crate::testkit::synth;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -31,7 +34,7 @@ pub enum BenchKind {
         players: usize,
         attacks: usize,
         /// Where the worker writes; `None`: a scratch folder on tmpfs.
-        output_dir: Option<crate::sink::OutputDir>,
+        output_dir: Option<crate::pipeline::sink::OutputDir>,
     },
     /// R records → fanout → K workers' channels.
     Fanout { records: usize, workers: usize },
@@ -137,7 +140,7 @@ pub async fn run(
             .await
         }
     };
-    crate::clean::remove_channel_keys(&redis, &settings.worker_channel).await;
+    crate::ops::clean::remove_channel_keys(&redis, &settings.worker_channel).await;
     drop(demo_redis);
     result
 }
@@ -150,7 +153,7 @@ struct Child {
 
 impl Child {
     async fn spawn(binary: &Path, settings: &Settings, args: &[&str]) -> Result<Child> {
-        let port = crate::private_redis::free_port()?;
+        let port = crate::testkit::private_redis::free_port()?;
         let metrics: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut cmd = tokio::process::Command::new(binary);
         cmd.args(args)
@@ -260,7 +263,7 @@ async fn wait_for_subscriber(redis: &Redis, channel: &str) -> Result<()> {
 }
 
 async fn count_files(output: &sink::Output, table: &str) -> usize {
-    crate::report::table_files(output, table)
+    crate::ops::report::table_files(output, table)
         .await
         .map(|names| names.len())
         .unwrap_or(0)
@@ -282,7 +285,7 @@ async fn etl(
     games: usize,
     players: usize,
     attacks: usize,
-    output_dir: Option<&crate::sink::OutputDir>,
+    output_dir: Option<&crate::pipeline::sink::OutputDir>,
 ) -> Result<BenchReport> {
     let mut report = BenchReport::new("etl", redis);
     // Output on tmpfs when there is one: the benchmark measures the worker, not the disk.
@@ -295,7 +298,7 @@ async fn etl(
         }),
     };
     let out = output_dir.cloned().unwrap_or_else(|| {
-        crate::sink::OutputDir::Folder(
+        crate::pipeline::sink::OutputDir::Folder(
             scratch
                 .as_ref()
                 .map(|d| d.path().to_path_buf())
@@ -381,9 +384,14 @@ async fn fanout(
     workers: usize,
 ) -> Result<BenchReport> {
     let mut report = BenchReport::new("fanout", redis);
-    let run =
-        crate::fanout::bench::run(settings, redis, records, workers, Duration::from_secs(120))
-            .await?;
+    let run = crate::roles::fanout::bench::run(
+        settings,
+        redis,
+        records,
+        workers,
+        Duration::from_secs(120),
+    )
+    .await?;
     let spread = run.spread();
     report.set("records", run.records);
     report.set("workers", run.workers);
@@ -425,7 +433,7 @@ async fn game(
     let mut report = BenchReport::new("game", redis);
     let heroes = build_db::load_source(None)?;
     build_db::store(redis, &heroes).await?;
-    let port = crate::private_redis::free_port()?;
+    let port = crate::testkit::private_redis::free_port()?;
     let mut settings = settings.clone();
     settings.websocket_host = "127.0.0.1".into();
     settings.websocket_port = port;

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::config::Settings;
-use crate::server::protocol::{
+use crate::roles::server::protocol::{
     game_status, reason, ActionPayload, FindPayload, FindReply, GameUserPayload, HeroReply,
     LoginPayload, LoginReply, Request, Route, StartPush,
 };

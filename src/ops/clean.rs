@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use redis::aio::ConnectionManager;
 
-use crate::keys;
-use crate::redis_conn::Redis;
+use crate::pipeline::keys;
+use crate::pipeline::redis_conn::Redis;
 
 /// Keys deleted per round trip.
 const DELETE_BATCH: usize = 500;

@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
 
-use crate::keys::{self, status};
-use crate::sink::{MetaRow, PodiumRow};
+use crate::pipeline::keys::{self, status};
+use crate::pipeline::sink::{MetaRow, PodiumRow};
 
 /// What the ETL needs of one finished game.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::sink::{self, MetaRow, Output, PodiumRow};
+use crate::pipeline::sink::{self, MetaRow, Output, PodiumRow};
 
 /// One table's files.
 #[derive(Debug, Default, Serialize)]

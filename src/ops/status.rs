@@ -12,9 +12,9 @@ use anyhow::Result;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::clean::scan;
-use crate::keys;
-use crate::redis_conn::{numsub, Redis};
+use crate::ops::clean::scan;
+use crate::pipeline::keys;
+use crate::pipeline::redis_conn::{numsub, Redis};
 use crate::shutdown::Shutdown;
 
 /// A subscribed worker channel.
@@ -67,7 +67,7 @@ pub async fn collect(redis: &Redis, lobby: &str) -> Result<Status> {
         .first()
         .map(|(_, n)| *n)
         .unwrap_or(0);
-    let pipeline = crate::fanout::inspect(&mut conn, lobby).await?;
+    let pipeline = crate::roles::fanout::inspect(&mut conn, lobby).await?;
     let mut workers = worker_channels(&mut conn, lobby).await?;
     for w in &mut workers {
         w.live = pipeline.live_workers.contains(&w.id);

@@ -21,7 +21,7 @@ use redis::Script;
 use serde::Deserialize;
 
 use super::protocol::{reason, HeroSpec, StartPayload, StartPush};
-use crate::keys::{self, status};
+use crate::pipeline::keys::{self, status};
 
 /// Event published on `games:<g>:events` by the scripts (built by concatenation: every token
 /// in it is a UUID the server validated).

@@ -28,7 +28,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
-use crate::keys;
+use crate::pipeline::keys;
 
 /// How long a claim lasts without renewal. A holder renews it every third of this.
 pub const LEASE: Duration = Duration::from_secs(5);

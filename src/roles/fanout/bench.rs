@@ -11,10 +11,10 @@ use serde::Deserialize;
 
 use super::FanoutMetrics;
 use crate::config::Settings;
-use crate::delivery;
-use crate::keys;
 use crate::metrics::{self, histogram_quantile};
-use crate::redis_conn::{self, Redis, SubEvent};
+use crate::pipeline::delivery;
+use crate::pipeline::keys;
+use crate::pipeline::redis_conn::{self, Redis, SubEvent};
 use crate::shutdown;
 
 /// What one run measured.

@@ -23,11 +23,15 @@ use tokio::sync::mpsc;
 use crate::config::{LoggerModule, Settings};
 use crate::heroes::Hero;
 use crate::logging::{self, Console};
-use crate::player::{self, BoardSeat, BotBoard, BotState, GameReport, Outcome, PlayerOptions};
-use crate::private_redis::{self, PrivateRedis};
-use crate::redis_conn::Redis;
+use crate::ops::{build_db, report};
+use crate::pipeline::redis_conn::Redis;
+use crate::pipeline::{keys, sink};
+use crate::roles::player::{
+    self, BoardSeat, BotBoard, BotState, GameReport, Outcome, PlayerOptions,
+};
+use crate::roles::{fanout, server, worker};
 use crate::shutdown::{self, Shutdown};
-use crate::{build_db, fanout, keys, report, server, sink, worker};
+use crate::testkit::private_redis::{self, PrivateRedis};
 
 /// The demo's log file, in the output folder (overwritten by each run).
 pub const LOG_FILE: &str = "superhero-demo.log";
@@ -68,7 +72,7 @@ pub struct DemoOptions {
     pub players: usize,
     pub workers: usize,
     pub games: u64,
-    pub output_dir: Option<crate::sink::OutputDir>,
+    pub output_dir: Option<crate::pipeline::sink::OutputDir>,
     /// Game size for every bot; random 2–3 when unset.
     pub participants: Option<u8>,
     /// Progress bars or plain lines.
@@ -338,7 +342,7 @@ pub async fn run(
         }
     }
     // The fanout's bookkeeping keys of the demo's private channel are of no use after it.
-    crate::clean::remove_channel_keys(&redis, &settings.worker_channel).await;
+    crate::ops::clean::remove_channel_keys(&redis, &settings.worker_channel).await;
     let seconds = started.elapsed().as_secs_f64();
     let mut summary = inspect_output(&output, &played).await;
     summary.redis = redis.addr().to_string();
@@ -437,7 +441,7 @@ async fn files_by_game(
         }
     };
     for name in &names {
-        if let Some((game, worker)) = crate::report::parse_file_name(name) {
+        if let Some((game, worker)) = crate::ops::report::parse_file_name(name) {
             if games.contains(game) {
                 found
                     .entry(game.to_string())

@@ -17,7 +17,7 @@ use redis::Script;
 
 use super::game::{self, Eliminated};
 use super::Shared;
-use crate::keys::{self, status};
+use crate::pipeline::keys::{self, status};
 
 /// How often the deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);

@@ -2,7 +2,7 @@
 //! and routes each entry to exactly one live worker channel.
 //!
 //! The server appends every record to `<lobby>:log` in the script that commits the game state
-//! the record reports ([`crate::server::game::Rules`]). The fanout's router loop:
+//! the record reports ([`crate::roles::server::game::Rules`]). The fanout's router loop:
 //! - reads new entries with XREADGROUP (group `<lobby>:fanouts`, consumer `fanout:<id>`), only
 //!   as many as the live workers can take (each holds at most
 //!   [`delivery::MAX_UNACKED_PER_WORKER`] unacknowledged records);
@@ -37,11 +37,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::config::Settings;
-use crate::delivery::{self, MAX_UNACKED_PER_WORKER};
-use crate::keys;
 use crate::metrics::{self, latency_buckets, Counter, Gauge, Histogram, SharedRegistry};
-use crate::record::{self, RecordError, SkipLog, DELIVERY_ID_FIELD};
-use crate::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
+use crate::pipeline::delivery::{self, MAX_UNACKED_PER_WORKER};
+use crate::pipeline::keys;
+use crate::pipeline::record::{self, RecordError, SkipLog, DELIVERY_ID_FIELD};
+use crate::pipeline::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
 use crate::shutdown::Shutdown;
 pub use inspect::{inspect, PipelineState};
 

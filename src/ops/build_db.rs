@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::heroes::{parse_collection, Hero, BUILTIN_ROSTER};
-use crate::keys;
-use crate::redis_conn::Redis;
+use crate::pipeline::keys;
+use crate::pipeline::redis_conn::Redis;
 
 /// Heroes written per pipeline round trip.
 const BATCH: usize = 500;

@@ -1,11 +1,11 @@
 //! The worker (`docs/parquet.md`, `docs/delivery.md`): subscribes to its own channel `<WORKER_CHANNEL>-<worker id>` and turns
 //! each finished game into two Parquet files, exactly once across all workers.
 //!
-//! For every record: parse it ([`crate::record::parse`]); a record that is not a `Cleaning Game
+//! For every record: parse it ([`crate::pipeline::record::parse`]); a record that is not a `Cleaning Game
 //! Records` of the game's host needs nothing but an acknowledgement; for a host record the game
 //! is claimed ([`claim`]), read ([`etl::load_game`]), turned into rows ([`etl::rows`]) and
-//! written ([`crate::sink::write_game`]), then marked done, cleaned (CLEAN_ROUTINE) and
-//! acknowledged (XACK of its log entry, [`crate::delivery::ack`]). A host record whose game is
+//! written ([`crate::pipeline::sink::write_game`]), then marked done, cleaned (CLEAN_ROUTINE) and
+//! acknowledged (XACK of its log entry, [`crate::pipeline::delivery::ack`]). A host record whose game is
 //! unknown or unfinished, or whose handling failed, is not acknowledged: the fanout routes it
 //! again and, after MAX_DELIVERIES, dead-letters it with the reason noted here. Records are
 //! handled concurrently (up to [`MAX_IN_FLIGHT`]); on shutdown the worker stops reading and
@@ -31,14 +31,14 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::Settings;
-use crate::delivery;
-use crate::keys;
 use crate::metrics::{self, latency_buckets, Counter, Family, Histogram, SharedRegistry};
-use crate::record::SkipLog;
-use crate::record::{self, Event, Record, RecordError};
-use crate::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
+use crate::pipeline::delivery;
+use crate::pipeline::keys;
+use crate::pipeline::record::SkipLog;
+use crate::pipeline::record::{self, Event, Record, RecordError};
+use crate::pipeline::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
+use crate::pipeline::sink;
 use crate::shutdown::Shutdown;
-use crate::sink;
 use claim::{Claim, Finish};
 
 /// Records handled at the same time: enough to hide Redis and disk latency.

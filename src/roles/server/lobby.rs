@@ -20,8 +20,8 @@ use super::{
     Incoming, Shared, Socket,
 };
 use crate::connections::Slot;
-use crate::keys::status;
 use crate::metrics::Gauge;
+use crate::pipeline::keys::status;
 
 /// What a finished registration leaves the socket to do.
 enum Flow {

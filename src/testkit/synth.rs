@@ -12,9 +12,9 @@ use anyhow::{bail, Context, Result};
 use rand::Rng;
 use redis::aio::ConnectionManager;
 
-use crate::keys::{self, status};
-use crate::record::{LifecycleRecord, CLEANING_GAME_RECORDS};
-use crate::sink::{MetaRow, PodiumRow};
+use crate::pipeline::keys::{self, status};
+use crate::pipeline::record::{LifecycleRecord, CLEANING_GAME_RECORDS};
+use crate::pipeline::sink::{MetaRow, PodiumRow};
 
 /// A participant of a synthetic game and its hero.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,7 +338,7 @@ pub async fn append_all(
             pipe.cmd("XADD")
                 .arg(&stream)
                 .arg("*")
-                .arg(crate::delivery::RECORD_FIELD)
+                .arg(crate::pipeline::delivery::RECORD_FIELD)
                 .arg(record);
         }
         let appended: Vec<String> = pipe

@@ -8,8 +8,8 @@ use anyhow::Result;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
 
-use crate::delivery;
-use crate::keys;
+use crate::pipeline::delivery;
+use crate::pipeline::keys;
 
 /// What `superhero status` shows of the pipeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -24,7 +24,7 @@ use redis::Script;
 use super::game;
 use super::protocol::{reason, AttackRecord, HeroSpec, StartPush};
 use super::Shared;
-use crate::keys;
+use crate::pipeline::keys;
 
 static CLAIM_LOBBY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_lobby.lua")));
@@ -193,7 +193,7 @@ fn disguise_start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::protocol::{GameStatus, StartPayload};
+    use crate::roles::server::protocol::{GameStatus, StartPayload};
 
     fn hero(token: &str, id: u32) -> HeroSpec {
         HeroSpec {

@@ -336,7 +336,7 @@ mod tests {
     /// One declaration per fact: every name built here appears in `docs/redis-keys.md`.
     #[test]
     fn every_key_is_documented() {
-        let docs = include_str!("../docs/redis-keys.md");
+        let docs = include_str!("../../docs/redis-keys.md");
         let (g, u, lobby) = ("<g>", "<u>", "<lobby>");
         let mut names: Vec<String> = game_keys(g).into();
         names.extend([game_hero(g, u), game_events(g), etl_lease(g)]);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
-use crate::keys;
+use crate::pipeline::keys;
 
 /// A live worker beats this often.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);

@@ -15,8 +15,8 @@ use anyhow::Result;
 use redis::aio::ConnectionManager;
 
 use super::claim::{self, Finish};
-use crate::keys;
-use crate::sink;
+use crate::pipeline::keys;
+use crate::pipeline::sink;
 
 /// How long a start waits for another worker's lease on one of our games to end.
 const LEASE_WAIT: Duration = Duration::from_secs(12);
@@ -161,7 +161,7 @@ fn temporary_of(name: &str) -> Option<&str> {
 
 /// (game, worker) of a final file name `<game>_<worker>.gz`.
 fn owner_of(name: &str) -> Option<(&str, &str)> {
-    crate::report::parse_file_name(name)
+    crate::ops::report::parse_file_name(name)
 }
 
 #[cfg(test)]

@@ -1,0 +1,10 @@
+//! Operator commands beside the flow: run it all at once ([`demo`]), measure it ([`bench`]),
+//! read its output ([`report`]), look at its state ([`status`]), clear it ([`clean`]) and load
+//! the heroes ([`build_db`]).
+
+pub mod bench;
+pub mod build_db;
+pub mod clean;
+pub mod demo;
+pub mod report;
+pub mod status;
