@@ -25,6 +25,7 @@
 
 pub mod bench;
 mod inspect;
+mod metrics;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::LazyLock;
@@ -37,13 +38,13 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::config::Settings;
-use crate::metrics::{self, latency_buckets, Counter, Gauge, Histogram, SharedRegistry};
 use crate::pipeline::delivery::{self, MAX_UNACKED_PER_WORKER};
 use crate::pipeline::keys;
 use crate::pipeline::record::{self, RecordError, SkipLog, DELIVERY_ID_FIELD};
 use crate::pipeline::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
 use crate::shutdown::Shutdown;
 pub use inspect::{inspect, PipelineState};
+pub use metrics::FanoutMetrics;
 
 /// Entries read or routed per round trip.
 const ROUTE_BATCH: usize = 500;
@@ -72,105 +73,12 @@ static TRIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("trim.
 static APPEND_FOREIGN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("append_foreign.lua")));
 
-/// The fanout's Prometheus metrics.
-#[derive(Clone)]
-pub struct FanoutMetrics {
-    /// Records of other publishers (no entry id) appended to the log.
-    pub records_received: Counter,
-    pub records_routed: Counter,
-    pub records_rerouted: Counter,
-    pub records_dead_lettered: Counter,
-    pub stream_length: Gauge,
-    /// Entries of the log no fanout has read yet.
-    pub group_lag: Gauge,
-    /// Entries read and not yet acknowledged by a worker.
-    pub unacked: Gauge,
-    pub dead_letters: Gauge,
-    pub routing_latency: Histogram,
-}
-
-impl FanoutMetrics {
-    pub fn register(registry: &SharedRegistry) -> Self {
-        let m = FanoutMetrics {
-            records_received: Counter::default(),
-            records_routed: Counter::default(),
-            records_rerouted: Counter::default(),
-            records_dead_lettered: Counter::default(),
-            stream_length: Gauge::default(),
-            group_lag: Gauge::default(),
-            unacked: Gauge::default(),
-            dead_letters: Gauge::default(),
-            routing_latency: Histogram::new(latency_buckets()),
-        };
-        let mut r = registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let counters = [
-            (
-                "records_received",
-                "Records of other publishers (no entry id) appended to the log",
-                &m.records_received,
-            ),
-            (
-                "records_routed",
-                "Log entries published to a worker channel for the first time",
-                &m.records_routed,
-            ),
-            (
-                "records_rerouted",
-                "Log entries routed again after their acknowledgement timed out",
-                &m.records_rerouted,
-            ),
-            (
-                "records_dead_lettered",
-                "Log entries moved to the dead-letter stream by this fanout",
-                &m.records_dead_lettered,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            r.register(name, help, counter.clone());
-        }
-        let gauges = [
-            (
-                "stream_length",
-                "Entries in the log stream",
-                &m.stream_length,
-            ),
-            (
-                "group_lag",
-                "Entries of the log no fanout has read yet",
-                &m.group_lag,
-            ),
-            (
-                "unacked",
-                "Entries read and not yet acknowledged",
-                &m.unacked,
-            ),
-            (
-                "dead_letters",
-                "Entries in the dead-letter stream",
-                &m.dead_letters,
-            ),
-        ];
-        for (name, help, gauge) in gauges {
-            r.register(name, help, gauge.clone());
-        }
-        r.register(
-            "routing_latency_seconds",
-            "Time from a record's append to the log to its PUBLISH to a worker",
-            m.routing_latency.clone(),
-        );
-        drop(r);
-        m
-    }
-}
-
 /// Runs the fanout until shutdown. It keeps nothing in memory that Redis does not also hold,
 /// so it stops at once.
 pub async fn run(settings: &Settings, redis: Redis, shutdown: Shutdown) -> Result<()> {
-    let registry = metrics::registry("fanout");
+    let registry = crate::metrics::registry("fanout");
     let fanout_metrics = FanoutMetrics::register(&registry);
-    metrics::maybe_serve(settings.metrics_addr, &registry, &shutdown).await?;
+    crate::metrics::maybe_serve(settings.metrics_addr, &registry, &shutdown).await?;
     run_with_metrics(settings, redis, shutdown, fanout_metrics).await
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::game::{self, Eliminated};
+use super::views;
 use super::Shared;
 use crate::pipeline::keys::{self, status};
 
@@ -79,7 +80,7 @@ pub async fn sweep(shared: &Shared) -> anyhow::Result<usize> {
     let rules = &shared.rules;
     let mut acted = 0;
     for g in due {
-        let view = game::view(&mut conn, &g).await?;
+        let view = views::view(&mut conn, &g).await?;
         match view.status.as_deref() {
             Some(status::WAITING_LOBBY) => {
                 if game::lobby_timeout(&mut conn, &g, view.participants, rules.lobby_ms, rules)

@@ -21,8 +21,8 @@ use anyhow::{Context, Result};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::game;
 use super::protocol::{reason, AttackRecord, HeroSpec, StartPush};
+use super::views;
 use super::Shared;
 use crate::pipeline::keys;
 
@@ -123,7 +123,7 @@ pub async fn hero_spec(
     name: &str,
 ) -> Result<Option<HeroSpec>> {
     let user = resolve(conn, g, name).await?;
-    let hero = game::hero_spec(conn, g, user.as_deref().unwrap_or(name)).await?;
+    let hero = views::hero_spec(conn, g, user.as_deref().unwrap_or(name)).await?;
     Ok(hero.map(|h| HeroSpec {
         token: name.to_string(),
         ..h
@@ -148,7 +148,7 @@ pub fn record_for_attacker(record: &str, enemy_alias: &str) -> Result<String> {
 
 /// The START push of game `g` as participant `viewer` sees it.
 pub async fn start_for(conn: &mut ConnectionManager, g: &str, viewer: &str) -> Result<StartPush> {
-    let start = game::start_push(conn, g).await?;
+    let start = views::start_push(conn, g).await?;
     let aliases = aliases(conn, g).await?;
     disguise_start(start, viewer, &aliases)
 }

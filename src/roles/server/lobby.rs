@@ -15,6 +15,7 @@ use super::game::{self, Eliminated, GameEvent, Ready};
 use super::hub::HubEvent;
 use super::identity;
 use super::protocol::{self, game_status, reason, GamePush};
+use super::views;
 use super::{
     close_going_away, next_request, next_request_or_idle, refuse_and_close, send_json, send_status,
     Incoming, Shared, Socket,
@@ -262,7 +263,7 @@ impl Lobby<'_> {
     /// Re-reads the game and catches up with whatever this socket has not been told.
     async fn resync(&mut self) -> Flow {
         let mut conn = self.shared.redis.conn();
-        let view = match game::view(&mut conn, self.g).await {
+        let view = match views::view(&mut conn, self.g).await {
             Ok(v) => v,
             Err(e) => {
                 // The subscription's next re-establishment triggers another resync.

@@ -3,9 +3,10 @@
 //! [`run`] takes a bound listener and a [`Shutdown`], so the CLI, tests and benchmarks start it
 //! the same way. Each connection is routed by its URL path: the request/reply routes (login,
 //! find, hero, action) live in [`routes`], the long-lived lobby socket in [`lobby`]. The process
-//! keeps no game state of its own: every change is a Lua script in [`game`], and scripts
-//! announce turn changes on a per-game channel that every server process hears through one
-//! pattern subscription ([`hub`]). Several processes on one Redis therefore serve one game.
+//! keeps no game state of its own: every change is a Lua script in [`game`] (reads are in
+//! [`views`]), and scripts announce turn changes on a per-game channel that every server process
+//! hears through one pattern subscription ([`hub`]). Several processes on one Redis therefore
+//! serve one game.
 //! Lifecycle records are appended to the log stream by the same scripts ([`game::Rules`]);
 //! lobby and turn deadlines are enforced by every process ([`deadlines`]). Players see each
 //! other by per-game aliases, never by user token ([`identity`]).
@@ -22,6 +23,7 @@ pub mod lobby;
 pub mod metrics;
 pub mod protocol;
 pub mod routes;
+pub mod views;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

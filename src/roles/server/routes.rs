@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::game::{self, Attacked, Found};
 use super::identity;
 use super::protocol::{self, game_status, reason, Route, StatusReply};
+use super::views;
 use super::{close_going_away, next_request_or_idle, refuse_and_close, Incoming, Shared, Socket};
 use crate::connections::Slot;
 
@@ -101,7 +102,7 @@ async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
         Err(r) => return Ok(Err(r)),
     };
     let mut conn = shared.redis.conn();
-    if !game::is_user(&mut conn, &user).await? {
+    if !views::is_user(&mut conn, &user).await? {
         return Ok(Err(reason::UNKNOWN_USER_TOKEN));
     }
     let mut found = game::find(&mut conn, &user, n, &shared.rules).await?;
@@ -142,7 +143,7 @@ async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
                 game: game_status::HERO_SPEC.to_string(),
             },
         })?)),
-        None if game::is_game(&mut conn, &g).await? => Ok(Err(reason::USER_NOT_IN_GAME)),
+        None if views::is_game(&mut conn, &g).await? => Ok(Err(reason::USER_NOT_IN_GAME)),
         None => Ok(Err(reason::UNKNOWN_GAME_TOKEN)),
     }
 }

@@ -1,0 +1,98 @@
+//! The fanout's Prometheus metrics: what it routed, rerouted and dead-lettered, the state of the
+//! log it reads (length, group lag, unacknowledged entries, dead letters) and how long a record
+//! waits between its append and its PUBLISH to a worker.
+
+use crate::metrics::{latency_buckets, Counter, Gauge, Histogram, SharedRegistry};
+
+/// The fanout's Prometheus metrics.
+#[derive(Clone)]
+pub struct FanoutMetrics {
+    /// Records of other publishers (no entry id) appended to the log.
+    pub records_received: Counter,
+    pub records_routed: Counter,
+    pub records_rerouted: Counter,
+    pub records_dead_lettered: Counter,
+    pub stream_length: Gauge,
+    /// Entries of the log no fanout has read yet.
+    pub group_lag: Gauge,
+    /// Entries read and not yet acknowledged by a worker.
+    pub unacked: Gauge,
+    pub dead_letters: Gauge,
+    pub routing_latency: Histogram,
+}
+
+impl FanoutMetrics {
+    pub fn register(registry: &SharedRegistry) -> Self {
+        let m = FanoutMetrics {
+            records_received: Counter::default(),
+            records_routed: Counter::default(),
+            records_rerouted: Counter::default(),
+            records_dead_lettered: Counter::default(),
+            stream_length: Gauge::default(),
+            group_lag: Gauge::default(),
+            unacked: Gauge::default(),
+            dead_letters: Gauge::default(),
+            routing_latency: Histogram::new(latency_buckets()),
+        };
+        let mut r = registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counters = [
+            (
+                "records_received",
+                "Records of other publishers (no entry id) appended to the log",
+                &m.records_received,
+            ),
+            (
+                "records_routed",
+                "Log entries published to a worker channel for the first time",
+                &m.records_routed,
+            ),
+            (
+                "records_rerouted",
+                "Log entries routed again after their acknowledgement timed out",
+                &m.records_rerouted,
+            ),
+            (
+                "records_dead_lettered",
+                "Log entries moved to the dead-letter stream by this fanout",
+                &m.records_dead_lettered,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
+        let gauges = [
+            (
+                "stream_length",
+                "Entries in the log stream",
+                &m.stream_length,
+            ),
+            (
+                "group_lag",
+                "Entries of the log no fanout has read yet",
+                &m.group_lag,
+            ),
+            (
+                "unacked",
+                "Entries read and not yet acknowledged",
+                &m.unacked,
+            ),
+            (
+                "dead_letters",
+                "Entries in the dead-letter stream",
+                &m.dead_letters,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            r.register(name, help, gauge.clone());
+        }
+        r.register(
+            "routing_latency_seconds",
+            "Time from a record's append to the log to its PUBLISH to a worker",
+            m.routing_latency.clone(),
+        );
+        drop(r);
+        m
+    }
+}

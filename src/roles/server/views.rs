@@ -1,0 +1,136 @@
+//! Reads of game and user state, no changes: a player's hero, the START push, a game's members,
+//! what a lobby needs to resynchronise ([`GameView`]), and whether a user or a game exists. The
+//! changes are the scripts of [`super::game`].
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use redis::aio::ConnectionManager;
+
+use super::protocol::{HeroSpec, StartPayload, StartPush};
+use crate::pipeline::keys::{self, status};
+
+/// HERO of user `u` in game `g`, or None when `u` has no hero there.
+pub async fn hero_spec(conn: &mut ConnectionManager, g: &str, u: &str) -> Result<Option<HeroSpec>> {
+    let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::game_hero(g, u))
+        .query_async(conn)
+        .await?;
+    Ok(spec_of(u, &fields))
+}
+
+fn spec_of(u: &str, fields: &BTreeMap<String, String>) -> Option<HeroSpec> {
+    if fields.is_empty() {
+        return None;
+    }
+    let num = |k: &str| {
+        fields
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Some(HeroSpec {
+        token: u.to_string(),
+        id: fields.get("id").and_then(|v| v.parse().ok()),
+        attack: num("attack"),
+        health: num("health"),
+    })
+}
+
+/// The START push of game `g`: participants sorted by token and their heroes.
+pub async fn start_push(conn: &mut ConnectionManager, g: &str) -> Result<StartPush> {
+    let mut participants = members(conn, g).await?;
+    participants.sort();
+    let mut pipe = redis::pipe();
+    for u in &participants {
+        pipe.cmd("HGETALL").arg(keys::game_hero(g, u));
+    }
+    let heroes: Vec<BTreeMap<String, String>> = pipe.query_async(conn).await?;
+    let participants_heros = participants
+        .iter()
+        .zip(heroes.iter())
+        .filter_map(|(u, fields)| spec_of(u, fields).map(|s| (u.clone(), s)))
+        .collect();
+    Ok(StartPush {
+        payload: StartPayload {
+            game_token: g.to_string(),
+            participants,
+            participants_heros,
+        },
+        status: super::protocol::GameStatus {
+            game: super::protocol::game_status::START.to_string(),
+        },
+    })
+}
+
+/// User tokens of game `g`.
+pub async fn members(conn: &mut ConnectionManager, g: &str) -> Result<Vec<String>> {
+    Ok(redis::cmd("SMEMBERS")
+        .arg(keys::game(g))
+        .query_async(conn)
+        .await?)
+}
+
+/// What a lobby needs to know about its game to resynchronise.
+#[derive(Debug, Default)]
+pub struct GameView {
+    pub status: Option<String>,
+    pub head: Option<String>,
+    pub turn: u64,
+    pub participants: u8,
+    pub created_ms: u64,
+}
+
+impl GameView {
+    pub fn is(&self, s: &str) -> bool {
+        self.status.as_deref() == Some(s)
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.status
+            .as_deref()
+            .is_some_and(|s| status::FINISHED.contains(&s))
+    }
+}
+
+pub async fn view(conn: &mut ConnectionManager, g: &str) -> Result<GameView> {
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<u64>,
+        Option<u8>,
+        Option<u64>,
+    );
+    let (st, head, turn, n, created): Row = redis::pipe()
+        .get(keys::game_status(g))
+        .lindex(keys::game_order(g), 0)
+        .get(keys::game_turns(g))
+        .get(keys::game_participants(g))
+        .get(keys::game_created(g))
+        .query_async(conn)
+        .await?;
+    Ok(GameView {
+        status: st,
+        head,
+        turn: turn.unwrap_or(0),
+        participants: n.unwrap_or(0),
+        created_ms: created.unwrap_or(0),
+    })
+}
+
+/// Whether login ever handed out `token`.
+pub async fn is_user(conn: &mut ConnectionManager, token: &str) -> Result<bool> {
+    Ok(redis::cmd("SISMEMBER")
+        .arg(keys::USER_TOKENS)
+        .arg(token)
+        .query_async(conn)
+        .await?)
+}
+
+/// Whether game `g` exists.
+pub async fn is_game(conn: &mut ConnectionManager, g: &str) -> Result<bool> {
+    Ok(redis::cmd("EXISTS")
+        .arg(keys::game_status(g))
+        .query_async(conn)
+        .await?)
+}
