@@ -19,19 +19,19 @@
 pub mod claim;
 pub mod etl;
 pub mod leftovers;
+mod metrics;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use prometheus_client::encoding::EncodeLabelSet;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::Settings;
-use crate::metrics::{self, latency_buckets, Counter, Family, Histogram, SharedRegistry};
+use crate::metrics::SharedRegistry;
 use crate::pipeline::delivery;
 use crate::pipeline::keys;
 use crate::pipeline::record::SkipLog;
@@ -40,6 +40,7 @@ use crate::pipeline::redis_conn::{self, Backoff, Outage, Redis, SubEvent};
 use crate::pipeline::sink;
 use crate::shutdown::Shutdown;
 use claim::{Claim, Finish};
+pub use metrics::{ReasonLabel, WorkerMetrics};
 
 /// Records handled at the same time: enough to hide Redis and disk latency.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -59,71 +60,6 @@ pub struct WorkerReport {
     pub already_done: u64,
     /// Host records left unacknowledged because another worker held the game.
     pub busy: u64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: String,
-}
-
-/// The worker's Prometheus metrics.
-#[derive(Clone)]
-pub struct WorkerMetrics {
-    pub records_received: Counter,
-    pub games_written: Counter,
-    pub records_skipped: Family<ReasonLabel, Counter>,
-    pub etl_duration: Histogram,
-    pub files_written: Counter,
-}
-
-impl WorkerMetrics {
-    pub fn register(registry: &SharedRegistry) -> Self {
-        let m = WorkerMetrics {
-            records_received: Counter::default(),
-            games_written: Counter::default(),
-            records_skipped: Family::default(),
-            etl_duration: Histogram::new(latency_buckets()),
-            files_written: Counter::default(),
-        };
-        let mut r = registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        r.register(
-            "records_received",
-            "Records received on this worker's channel",
-            m.records_received.clone(),
-        );
-        r.register(
-            "games_written",
-            "Games whose two Parquet files this worker wrote",
-            m.games_written.clone(),
-        );
-        r.register(
-            "records_skipped",
-            "Records skipped, by reason",
-            m.records_skipped.clone(),
-        );
-        r.register(
-            "etl_duration_seconds",
-            "Time from claiming a game to both of its files being in place",
-            m.etl_duration.clone(),
-        );
-        r.register(
-            "files_written",
-            "Parquet files this worker put in place",
-            m.files_written.clone(),
-        );
-        drop(r);
-        m
-    }
-
-    fn skipped(&self, reason: &str) {
-        self.records_skipped
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_string(),
-            })
-            .inc();
-    }
 }
 
 /// How one record ended.
@@ -162,7 +98,7 @@ struct Worker {
 
 /// Runs a worker until shutdown, then finishes the records in hand and reports.
 pub async fn run(settings: &Settings, redis: Redis, shutdown: Shutdown) -> Result<WorkerReport> {
-    let registry = metrics::registry("worker");
+    let registry = crate::metrics::registry("worker");
     let worker_metrics = WorkerMetrics::register(&registry);
     run_with_metrics(settings, redis, shutdown, worker_metrics, &registry).await
 }
@@ -187,7 +123,7 @@ pub async fn run_with_metrics(
              give this worker another id (HOSTNAME or --worker-id)"
         );
     }
-    metrics::maybe_serve(settings.metrics_addr, registry, &shutdown).await?;
+    crate::metrics::maybe_serve(settings.metrics_addr, registry, &shutdown).await?;
     let output = sink::Output::open(&settings.output_dir)?;
     leftovers::remove(&mut conn.clone(), &output, &id).await?;
     let worker = Arc::new(Worker {

@@ -1,0 +1,71 @@
+//! The worker's Prometheus metrics: records received and skipped (by reason), games and files
+//! written, and how long a game takes from its claim to both of its files being in place.
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::metrics::{latency_buckets, Counter, Family, Histogram, SharedRegistry};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// The worker's Prometheus metrics.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    pub records_received: Counter,
+    pub games_written: Counter,
+    pub records_skipped: Family<ReasonLabel, Counter>,
+    pub etl_duration: Histogram,
+    pub files_written: Counter,
+}
+
+impl WorkerMetrics {
+    pub fn register(registry: &SharedRegistry) -> Self {
+        let m = WorkerMetrics {
+            records_received: Counter::default(),
+            games_written: Counter::default(),
+            records_skipped: Family::default(),
+            etl_duration: Histogram::new(latency_buckets()),
+            files_written: Counter::default(),
+        };
+        let mut r = registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        r.register(
+            "records_received",
+            "Records received on this worker's channel",
+            m.records_received.clone(),
+        );
+        r.register(
+            "games_written",
+            "Games whose two Parquet files this worker wrote",
+            m.games_written.clone(),
+        );
+        r.register(
+            "records_skipped",
+            "Records skipped, by reason",
+            m.records_skipped.clone(),
+        );
+        r.register(
+            "etl_duration_seconds",
+            "Time from claiming a game to both of its files being in place",
+            m.etl_duration.clone(),
+        );
+        r.register(
+            "files_written",
+            "Parquet files this worker put in place",
+            m.files_written.clone(),
+        );
+        drop(r);
+        m
+    }
+
+    pub(super) fn skipped(&self, reason: &str) {
+        self.records_skipped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
