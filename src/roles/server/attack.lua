@@ -1,10 +1,14 @@
 -- u attacks e on u's turn: the damage, the attack log entry, the next turn or the end of the
 -- game (Completed, with a Cleaning Game Records record per participant).
--- KEYS: 1 game set, 2 status, 3 order, 4 turns, 5 hero of u, 6 hero of e, 7 logs, 8 eliminated,
---       9 game deadlines, 10 log stream
--- ARGV: 1 g, 2 u, 3 e, 4 timestamp, 5 max turns, 6 events channel, 7 lobby channel,
---       8 record timestamp, 9 turn window ms
-local g, u, e = ARGV[1], ARGV[2], ARGV[3]
+-- The enemy arrives as the alias the attacker knows it by and is resolved here (an unknown
+-- name resolves to nobody: INVALID ENEMY after the other checks).
+-- KEYS: 1 game set, 2 status, 3 order, 4 turns, 5 hero of u, 6 aliases of g, 7 logs,
+--       8 eliminated, 9 game deadlines, 10 log stream
+-- ARGV: 1 g, 2 u, 3 enemy alias, 4 timestamp, 5 max turns, 6 events channel, 7 lobby channel,
+--       8 record timestamp, 9 turn window ms, 10 hero key prefix of g
+local g, u = ARGV[1], ARGV[2]
+local e = redis.call('HGET', KEYS[6], ARGV[3]) or ''
+local ehero = ARGV[10] .. e
 local st = redis.call('GET', KEYS[2])
 if not st then return {'ERR', 'UNKNOWN GAME TOKEN'} end
 if redis.call('SISMEMBER', KEYS[1], u) == 0 then return {'ERR', 'USER NOT IN GAME'} end
@@ -12,12 +16,12 @@ if st == 'Completed' or st == 'Timed Out' then return {'ERR', 'GAME IS OVER'} en
 if st ~= 'In-Progress' then return {'ERR', 'GAME NOT IN PROGRESS'} end
 if u == e or redis.call('SISMEMBER', KEYS[1], e) == 0 then return {'ERR', 'INVALID ENEMY'} end
 if redis.call('LINDEX', KEYS[3], 0) ~= u then return {'ERR', 'NOT YOUR TURN'} end
-local prior = tonumber(redis.call('HGET', KEYS[6], 'health') or '0') or 0
+local prior = tonumber(redis.call('HGET', ehero, 'health') or '0') or 0
 if prior <= 0 then return {'ERR', 'ENEMY IS DEAD'} end
 local damage = tonumber(redis.call('HGET', KEYS[5], 'attack') or '0') or 0
 local post = prior - damage
 if post < 0 then post = 0 end
-redis.call('HSET', KEYS[6], 'health', int(post))
+redis.call('HSET', ehero, 'health', int(post))
 local record = '{"TIMESTAMP": "' .. ARGV[4] .. '", "PAYLOAD": {"GAME_TOKEN": "' .. g ..
   '", "USER_TOKEN": "' .. u .. '"}, "STATUS": {"ACTION": "ATTACK", "DETAILS": {"ENEMY_TOKEN": "' ..
   e .. '", "ENEMY_DAMAGE": ' .. int(damage) .. ', "ENEMY_HEALTH_PRIOR": ' .. int(prior) ..

@@ -269,7 +269,7 @@ pub async fn attack(
     conn: &mut ConnectionManager,
     g: &str,
     u: &str,
-    e: &str,
+    enemy_alias: &str,
     max_turns: u32,
     rules: &Rules,
 ) -> Result<Attacked> {
@@ -280,20 +280,21 @@ pub async fn attack(
         .key(keys::game_order(g))
         .key(keys::game_turns(g))
         .key(keys::game_hero(g, u))
-        .key(keys::game_hero(g, e))
+        .key(keys::game_aliases(g))
         .key(keys::game_logs(g))
         .key(keys::game_eliminated(g))
         .key(keys::GAME_DEADLINES)
         .key(&rules.stream)
         .arg(g)
         .arg(u)
-        .arg(e)
+        .arg(enemy_alias)
         .arg(crate::clock::attack_timestamp())
         .arg(max_turns.max(1))
         .arg(keys::game_events(g))
         .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
         .arg(rules.turn_ms)
+        .arg(keys::game_hero(g, ""))
         .invoke_async(conn)
         .await
         .context("attack script")?;

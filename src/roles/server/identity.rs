@@ -31,6 +31,7 @@ static CLAIM_LOBBY: LazyLock<Script> =
 static RELEASE_LOBBY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("release_lobby.lua")));
 static ALIASES: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("aliases.lua")));
+static HERO_OF: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("hero_of.lua")));
 
 /// Fresh alias candidates handed to the aliases script: more than the 8 players a game may have.
 const ALIAS_CANDIDATES: usize = 10;
@@ -106,35 +107,21 @@ pub async fn aliases(conn: &mut ConnectionManager, g: &str) -> Result<HashMap<St
     script.invoke_async(conn).await.context("aliases script")
 }
 
-/// The user token behind `name` in game `g` when `name` is an alias there.
-pub async fn resolve(conn: &mut ConnectionManager, g: &str, name: &str) -> Result<Option<String>> {
-    Ok(redis::cmd("HGET")
-        .arg(keys::game_aliases(g))
-        .arg(name)
-        .query_async(conn)
-        .await?)
-}
-
 /// The hero of the participant called `name` (an alias, or a user token) in game `g`, with
-/// `token` = `name`: an answer tells nobody more than they asked with.
+/// `token` = `name`: an answer tells nobody more than they asked with. One round trip.
 pub async fn hero_spec(
     conn: &mut ConnectionManager,
     g: &str,
     name: &str,
 ) -> Result<Option<HeroSpec>> {
-    let user = resolve(conn, g, name).await?;
-    let hero = views::hero_spec(conn, g, user.as_deref().unwrap_or(name)).await?;
-    Ok(hero.map(|h| HeroSpec {
-        token: name.to_string(),
-        ..h
-    }))
-}
-
-/// The user token an ENEMY_TOKEN stands for: the participant with that alias, or `""` (which
-/// names nobody, so the attack script refuses it as INVALID ENEMY after its own checks) for
-/// anything else, a participant's user token included.
-pub async fn enemy(conn: &mut ConnectionManager, g: &str, enemy_alias: &str) -> Result<String> {
-    Ok(resolve(conn, g, enemy_alias).await?.unwrap_or_default())
+    let fields: BTreeMap<String, String> = HERO_OF
+        .key(keys::game_aliases(g))
+        .arg(name)
+        .arg(keys::game_hero(g, ""))
+        .invoke_async(conn)
+        .await
+        .context("hero script")?;
+    Ok(views::spec_of(name, &fields))
 }
 
 /// The stored attack record `record` as its attacker receives it: the enemy named by the alias

@@ -167,10 +167,9 @@ async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
     }
     let mut conn = shared.redis.conn();
     let max_turns = shared.settings.max_turns;
-    // Players name their enemies by alias only; the game script works on user tokens.
+    // Players name their enemies by alias only; the attack script resolves it.
     let alias = e;
-    let e = identity::enemy(&mut conn, &g, &alias).await?;
-    match game::attack(&mut conn, &g, &u, &e, max_turns, &shared.rules).await? {
+    match game::attack(&mut conn, &g, &u, &alias, max_turns, &shared.rules).await? {
         Attacked::Refused(r) => Ok(Err(r)),
         Attacked::Stored {
             record,
@@ -180,7 +179,7 @@ async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
             records,
         } => {
             shared.metrics.attacks.inc();
-            tracing::trace!("game {g} turn {turn}: {u} attacked {e}; next {next:?}");
+            tracing::trace!("game {g} turn {turn}: {u} attacked {alias}; next {next:?}");
             if completed {
                 // The attack is stored, and with it the game's lifecycle records.
                 shared.game_completed(&g, records);

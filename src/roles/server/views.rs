@@ -19,7 +19,7 @@ pub async fn hero_spec(conn: &mut ConnectionManager, g: &str, u: &str) -> Result
     Ok(spec_of(u, &fields))
 }
 
-fn spec_of(u: &str, fields: &BTreeMap<String, String>) -> Option<HeroSpec> {
+pub(super) fn spec_of(u: &str, fields: &BTreeMap<String, String>) -> Option<HeroSpec> {
     if fields.is_empty() {
         return None;
     }
