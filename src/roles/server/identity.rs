@@ -134,10 +134,43 @@ pub fn record_for_attacker(record: &str, enemy_alias: &str) -> Result<String> {
 }
 
 /// The START push of game `g` as participant `viewer` sees it.
+///
+/// The START of a game and its aliases are the same for every participant, and aliases never
+/// change once made: the first participant on this process reads them, the others get them
+/// from [`STARTS`] (saving three round trips each).
 pub async fn start_for(conn: &mut ConnectionManager, g: &str, viewer: &str) -> Result<StartPush> {
-    let start = views::start_push(conn, g).await?;
-    let aliases = aliases(conn, g).await?;
+    let cached = lock_starts().get(g).cloned();
+    let (start, aliases) = match cached {
+        Some(known) => known,
+        None => {
+            let start = views::start_push(conn, g).await?;
+            let aliases = aliases(conn, g).await?;
+            let complete = start.payload.participants.len() == aliases.len()
+                && start.payload.participants_heros.len() == aliases.len();
+            if complete {
+                let mut starts = lock_starts();
+                if starts.len() >= STARTS_KEPT {
+                    starts.clear();
+                }
+                starts.insert(g.to_string(), (start.clone(), aliases.clone()));
+            }
+            (start, aliases)
+        }
+    };
     disguise_start(start, viewer, &aliases)
+}
+
+/// Games whose START this process has built, with their aliases.
+type Starts = HashMap<String, (StartPush, HashMap<String, String>)>;
+
+/// How many games [`STARTS`] remembers before it starts over.
+const STARTS_KEPT: usize = 4096;
+
+static STARTS: LazyLock<std::sync::Mutex<Starts>> =
+    LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+
+fn lock_starts() -> std::sync::MutexGuard<'static, Starts> {
+    STARTS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Renames every participant but `viewer` by its alias. The list keeps the turn order (by user

@@ -258,7 +258,7 @@ pub struct JoinedStatus {
 }
 
 /// `{"GAME": "..."}` of pushes and hero replies.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct GameStatus {
     pub game: String,
@@ -300,14 +300,14 @@ pub struct HeroSpec {
     pub health: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct StartPush {
     pub payload: StartPayload,
     pub status: GameStatus,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct StartPayload {
     pub game_token: String,
