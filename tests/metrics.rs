@@ -169,6 +169,18 @@ fn each_role_serves_counters_that_match_the_run_and_no_port_when_off() {
     wait_until("every game written", Duration::from_secs(30), || {
         (files_of(&meta_dir, "wa") + files_of(&meta_dir, "wb")) as f64 >= completed
     });
+    // A game's files are in place a moment before its worker counts it (the done marker is
+    // set in between): wait for the count to catch up with the files.
+    wait_until(
+        "the worker's counter to match its files",
+        Duration::from_secs(10),
+        || {
+            scrape(worker_m).is_some_and(|text| {
+                sample_value(&text, "superhero_worker_games_written_total")
+                    == Some(files_of(&meta_dir, "wa") as f64)
+            })
+        },
+    );
     let worker_text = scrape(worker_m).expect("worker metrics");
     let written_a = files_of(&meta_dir, "wa") as f64;
     assert_eq!(
