@@ -3,15 +3,15 @@
 -- KEYS: 1 game set, 2 participants, 3 status, 4 host, 5 heroes taken, 6 hero of u, 7 created,
 --       8 games:participants, 9 games:players:n, 10 open lobbies of n, 11 superheros,
 --       12 game deadlines, 13 users' last use, 14 users' open lobby
--- ARGV: 1 g, 2 u, 3 n, 4 (unused), 5 lobby window ms, 6 mode (join | create | create-force),
---       7 and 8: a game's status key is ARGV[7] .. game .. ARGV[8]
+-- ARGV: 1 g, 2 u, 3 n, 4 lobby window ms, 5 mode (join | create | create-force),
+--       6 and 7: a game's status key is ARGV[6] .. game .. ARGV[7]
 local g, u, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local now, window, mode = now_ms(), tonumber(ARGV[5]), ARGV[6]
+local now, window, mode = now_ms(), tonumber(ARGV[4]), ARGV[5]
 redis.call('ZADD', KEYS[13], 'XX', int(now), u)
 -- A user waits in one open lobby at most: asking again finds the same one.
 local mine = redis.call('HGET', KEYS[14], u)
 if mine then
-  if redis.call('GET', ARGV[7] .. mine .. ARGV[8]) == 'Waiting Lobby' then return {'MINE', mine} end
+  if redis.call('GET', ARGV[6] .. mine .. ARGV[7]) == 'Waiting Lobby' then return {'MINE', mine} end
   redis.call('HDEL', KEYS[14], u)
 end
 if mode == 'join' then

@@ -78,7 +78,6 @@ pub struct GameView {
     pub head: Option<String>,
     pub turn: u64,
     pub participants: u8,
-    pub created_ms: u64,
 }
 
 impl GameView {
@@ -94,19 +93,12 @@ impl GameView {
 }
 
 pub async fn view(conn: &mut ConnectionManager, g: &str) -> Result<GameView> {
-    type Row = (
-        Option<String>,
-        Option<String>,
-        Option<u64>,
-        Option<u8>,
-        Option<u64>,
-    );
-    let (st, head, turn, n, created): Row = redis::pipe()
+    type Row = (Option<String>, Option<String>, Option<u64>, Option<u8>);
+    let (st, head, turn, n): Row = redis::pipe()
         .get(keys::game_status(g))
         .lindex(keys::game_order(g), 0)
         .get(keys::game_turns(g))
         .get(keys::game_participants(g))
-        .get(keys::game_created(g))
         .query_async(conn)
         .await?;
     Ok(GameView {
@@ -114,7 +106,6 @@ pub async fn view(conn: &mut ConnectionManager, g: &str) -> Result<GameView> {
         head,
         turn: turn.unwrap_or(0),
         participants: n.unwrap_or(0),
-        created_ms: created.unwrap_or(0),
     })
 }
 
