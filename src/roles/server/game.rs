@@ -213,11 +213,33 @@ pub enum Ready {
     Waiting,
     /// The game is past its lobby (started, over or timed out).
     Status(String),
+    /// Another socket holds the (game, user) registration.
+    Taken,
     NotInGame,
     UnknownGame,
 }
 
-pub async fn ready(conn: &mut ConnectionManager, g: &str, u: &str, rules: &Rules) -> Result<Ready> {
+impl Ready {
+    /// Whether the socket now holds the (game, user) registration and must release it when
+    /// its player leaves a game that is not over.
+    pub fn holds(&self) -> bool {
+        match self {
+            Ready::Started | Ready::Waiting => true,
+            Ready::Status(s) => !keys::status::FINISHED.contains(&s.as_str()),
+            Ready::Taken | Ready::NotInGame | Ready::UnknownGame => false,
+        }
+    }
+}
+
+/// Registers `socket` as the lobby socket of `u` in game `g` (one per pair, across every
+/// server process) and marks `u` ready; the last one in starts the game.
+pub async fn ready(
+    conn: &mut ConnectionManager,
+    g: &str,
+    u: &str,
+    socket: &str,
+    rules: &Rules,
+) -> Result<Ready> {
     let reply: Vec<String> = READY
         .key(keys::game(g))
         .key(keys::game_status(g))
@@ -228,6 +250,7 @@ pub async fn ready(conn: &mut ConnectionManager, g: &str, u: &str, rules: &Rules
         .key(keys::GAME_DEADLINES)
         .key(&rules.stream)
         .key(keys::USERS_OPEN_LOBBY)
+        .key(keys::game_lobby_sockets(g))
         .arg(u)
         .arg(keys::game_events(g))
         .arg(&rules.channel)
@@ -235,6 +258,7 @@ pub async fn ready(conn: &mut ConnectionManager, g: &str, u: &str, rules: &Rules
         .arg(g)
         .arg(keys::game_hero(g, ""))
         .arg(rules.turn_ms)
+        .arg(socket)
         .invoke_async(conn)
         .await
         .context("ready script")?;
@@ -242,6 +266,7 @@ pub async fn ready(conn: &mut ConnectionManager, g: &str, u: &str, rules: &Rules
         Some("STARTED") => Ready::Started,
         Some("WAITING") => Ready::Waiting,
         Some("STATUS") => Ready::Status(reply.get(1).cloned().unwrap_or_default()),
+        Some("TAKEN") => Ready::Taken,
         Some("NOT IN GAME") => Ready::NotInGame,
         _ => Ready::UnknownGame,
     })

@@ -15,66 +15,30 @@
 //! know nothing of aliases.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+
+use tokio::sync::OnceCell;
 
 use anyhow::{Context, Result};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::protocol::{reason, AttackRecord, HeroSpec, StartPush};
+use super::protocol::{game_status, AttackRecord, GameStatus, HeroSpec, StartPayload, StartPush};
 use super::views;
 use super::Shared;
 use crate::pipeline::keys;
 
-static CLAIM_LOBBY: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("claim_lobby.lua")));
 static RELEASE_LOBBY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("release_lobby.lua")));
-static ALIASES: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("aliases.lua")));
+static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("start.lua")));
 static HERO_OF: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("hero_of.lua")));
 
-/// Fresh alias candidates handed to the aliases script: more than the 8 players a game may have.
+/// Fresh alias candidates handed to the start script: more than the 8 players a game may have.
 const ALIAS_CANDIDATES: usize = 10;
 
-/// Registers socket `socket` as the one lobby socket of `u` in game `g`. `Ok(true)`: it holds
-/// the registration and must [`release_lobby`] it when done; `Ok(false)`: the game is over,
-/// there is nothing to hold; `Err`: the reason the registration is refused.
-pub async fn claim_lobby(
-    shared: &Shared,
-    g: &str,
-    u: &str,
-    socket: &str,
-) -> Result<bool, &'static str> {
-    let answer: Result<String> = CLAIM_LOBBY
-        .key(keys::game_status(g))
-        .key(keys::game(g))
-        .key(keys::game_lobby_sockets(g))
-        .arg(u)
-        .arg(socket)
-        .invoke_async(&mut shared.redis.conn())
-        .await
-        .context("claim lobby script");
-    let answer = match answer {
-        Ok(a) => a,
-        Err(e) => {
-            let r = shared.unavailable(&e);
-            // The claim may be stored with only its answer lost: give it up (if it is ours).
-            release_lobby(shared, g, u, socket).await;
-            return Err(r);
-        }
-    };
-    shared.available();
-    match answer.as_str() {
-        "OK" => Ok(true),
-        "OVER" => Ok(false),
-        "TAKEN" => Err(reason::LOBBY_ALREADY_OPEN),
-        "NOT IN GAME" => Err(reason::USER_NOT_IN_GAME),
-        _ => Err(reason::UNKNOWN_GAME_TOKEN),
-    }
-}
-
-/// Gives up the registration [`claim_lobby`] gave `socket`, once its player has left the game,
-/// so the player may register again (before START; afterwards a closed socket has eliminated it).
+/// Gives up the lobby registration that the ready script ([`super::game::ready`]) gave
+/// `socket`, once its player has left the game, so the player may register again (before
+/// START; afterwards a closed socket has eliminated it).
 pub async fn release_lobby(shared: &Shared, g: &str, u: &str, socket: &str) {
     let released: Result<i64> = RELEASE_LOBBY
         .key(keys::game_lobby_sockets(g))
@@ -91,20 +55,6 @@ pub async fn release_lobby(shared: &Shared, g: &str, u: &str, socket: &str) {
             tracing::warn!("game {g}: cannot release the lobby registration of {u}: {e:#}");
         }
     }
-}
-
-/// user token → alias of every participant of `g`, creating the missing ones (once per game).
-pub async fn aliases(conn: &mut ConnectionManager, g: &str) -> Result<HashMap<String, String>> {
-    let mut script = ALIASES.prepare_invoke();
-    script
-        .key(keys::game_status(g))
-        .key(keys::game(g))
-        .key(keys::game_aliases(g))
-        .key(keys::game_alias_of(g));
-    for _ in 0..ALIAS_CANDIDATES {
-        script.arg(uuid::Uuid::new_v4().to_string());
-    }
-    script.invoke_async(conn).await.context("aliases script")
 }
 
 /// The hero of the participant called `name` (an alias, or a user token) in game `g`, with
@@ -133,44 +83,101 @@ pub fn record_for_attacker(record: &str, enemy_alias: &str) -> Result<String> {
     Ok(serde_json::to_string(&parsed)?)
 }
 
-/// The START push of game `g` as participant `viewer` sees it.
-///
-/// The START of a game and its aliases are the same for every participant, and aliases never
-/// change once made: the first participant on this process reads them, the others get them
-/// from [`STARTS`] (saving three round trips each).
-pub async fn start_for(conn: &mut ConnectionManager, g: &str, viewer: &str) -> Result<StartPush> {
-    let cached = lock_starts().get(g).cloned();
-    let (start, aliases) = match cached {
-        Some(known) => known,
-        None => {
-            let start = views::start_push(conn, g).await?;
-            let aliases = aliases(conn, g).await?;
-            let complete = start.payload.participants.len() == aliases.len()
-                && start.payload.participants_heros.len() == aliases.len();
-            if complete {
-                let mut starts = lock_starts();
-                if starts.len() >= STARTS_KEPT {
-                    starts.clear();
-                }
-                starts.insert(g.to_string(), (start.clone(), aliases.clone()));
-            }
-            (start, aliases)
-        }
-    };
-    disguise_start(start, viewer, &aliases)
+/// The START of a game and its aliases: the same for every participant, and never changed once
+/// the game has started.
+#[derive(Clone, Debug)]
+struct Start {
+    push: StartPush,
+    /// user token → alias.
+    aliases: HashMap<String, String>,
 }
 
-/// Games whose START this process has built, with their aliases.
-type Starts = HashMap<String, (StartPush, HashMap<String, String>)>;
-
-/// How many games [`STARTS`] remembers before it starts over.
+/// How many games [`Starts`] remembers before it starts over.
 const STARTS_KEPT: usize = 4096;
 
-static STARTS: LazyLock<std::sync::Mutex<Starts>> =
-    LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+/// The STARTs this process has read, per game. The first participant of a game on this process
+/// reads it (one round trip); the others, whose START events arrive at the same moment, wait
+/// for that read instead of making their own.
+#[derive(Default)]
+pub struct Starts(std::sync::Mutex<HashMap<String, Arc<OnceCell<Start>>>>);
 
-fn lock_starts() -> std::sync::MutexGuard<'static, Starts> {
-    STARTS.lock().unwrap_or_else(|p| p.into_inner())
+impl Starts {
+    fn cell(&self, g: &str) -> Arc<OnceCell<Start>> {
+        let mut games = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if games.len() >= STARTS_KEPT && !games.contains_key(g) {
+            games.clear();
+        }
+        games.entry(g.to_string()).or_default().clone()
+    }
+
+    fn forget(&self, g: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(g);
+    }
+}
+
+/// The START push of game `g` as participant `viewer` sees it.
+pub async fn start_for(
+    shared: &Shared,
+    conn: &mut ConnectionManager,
+    g: &str,
+    viewer: &str,
+) -> Result<StartPush> {
+    let cell = shared.starts.cell(g);
+    let start = cell.get_or_try_init(|| read_start(conn, g)).await?.clone();
+    let complete = start.push.payload.participants.len() == start.aliases.len()
+        && start.push.payload.participants_heros.len() == start.aliases.len();
+    if !complete {
+        // A game missing a participant's hero or alias: read it again next time.
+        shared.starts.forget(g);
+    }
+    disguise_start(start.push, viewer, &start.aliases)
+}
+
+/// Reads game `g`'s START and aliases, giving every participant its alias first (`start.lua`).
+async fn read_start(conn: &mut ConnectionManager, g: &str) -> Result<Start> {
+    let mut script = START.prepare_invoke();
+    script
+        .key(keys::game_status(g))
+        .key(keys::game(g))
+        .key(keys::game_aliases(g))
+        .key(keys::game_alias_of(g))
+        .arg(keys::game_hero(g, ""));
+    for _ in 0..ALIAS_CANDIDATES {
+        script.arg(uuid::Uuid::new_v4().to_string());
+    }
+    let rows: Vec<String> = script.invoke_async(conn).await.context("start script")?;
+    Ok(start_of(g, &rows))
+}
+
+/// The START and aliases from the start script's rows (token, id, attack, health, alias).
+fn start_of(g: &str, rows: &[String]) -> Start {
+    let mut push = StartPush {
+        payload: StartPayload {
+            game_token: g.to_string(),
+            participants: Vec::new(),
+            participants_heros: BTreeMap::new(),
+        },
+        status: GameStatus {
+            game: game_status::START.to_string(),
+        },
+    };
+    let mut aliases = HashMap::new();
+    for row in rows.chunks_exact(5) {
+        let [u, id, attack, health, alias] = row else {
+            continue;
+        };
+        push.payload.participants.push(u.clone());
+        let fields: BTreeMap<String, String> = [("id", id), ("attack", attack), ("health", health)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        if let Some(hero) = views::spec_of(u, &fields) {
+            push.payload.participants_heros.insert(u.clone(), hero);
+        }
+        aliases.insert(u.clone(), alias.clone());
+    }
+    Start { push, aliases }
 }
 
 /// Renames every participant but `viewer` by its alias. The list keeps the turn order (by user

@@ -49,7 +49,7 @@ impl Drop for Connected {
 pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
     shared.metrics.connected_players.inc();
     let _connected = Connected(shared.metrics.connected_players.clone());
-    // Names this socket in its lobby registrations (identity::claim_lobby).
+    // Names this socket in its lobby registrations (the ready script).
     let socket = format!("{}:{}", shared.server_id, uuid::Uuid::new_v4().simple());
     loop {
         let incoming = tokio::select! {
@@ -81,22 +81,14 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
             }
         };
         let (id, events) = shared.hub.register(&g);
-        // One registered lobby socket per (game, user), across every server process.
-        let held = match identity::claim_lobby(&shared, &g, &u, &socket).await {
-            Ok(held) => held,
-            Err(r) => {
-                shared.hub.unregister(&g, id);
-                if !send_status(&mut ws, r).await {
-                    return;
-                }
-                continue;
-            }
-        };
         let mut lobby = Lobby {
             shared: &shared,
             ws: &mut ws,
             g: &g,
             u: &u,
+            socket: &socket,
+            held: false,
+            over: false,
             participants: 0,
             start_sent: false,
             last_turn: 0,
@@ -105,9 +97,11 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
             .play(events)
             .instrument(tracing::info_span!("game", game = %g))
             .await;
+        let release = lobby.held && !lobby.over;
         shared.hub.unregister(&g, id);
-        if held {
-            // After play: a player that left was taken out of the ready set first.
+        if release {
+            // After play: a player that left was taken out of the ready set first. A game that
+            // is over keeps the registration until its keys expire: nobody may act in it.
             identity::release_lobby(&shared, &g, &u, &socket).await;
         }
         if let Flow::Closed = flow {
@@ -121,6 +115,12 @@ struct Lobby<'a> {
     ws: &'a mut Socket,
     g: &'a str,
     u: &'a str,
+    /// Names this socket in the game's lobby registrations.
+    socket: &'a str,
+    /// This socket holds the (game, user) registration (the ready script made it).
+    held: bool,
+    /// The game is over for this socket: COMPLETE or TIMED OUT was pushed.
+    over: bool,
     participants: u8,
     start_sent: bool,
     /// Highest turn number handled: each turn is announced at most once.
@@ -130,12 +130,21 @@ struct Lobby<'a> {
 impl Lobby<'_> {
     async fn play(&mut self, mut events: mpsc::UnboundedReceiver<HubEvent>) -> Flow {
         let mut conn = self.shared.redis.conn();
-        match game::ready(&mut conn, self.g, self.u, &self.shared.rules).await {
-            Ok(Ready::UnknownGame) => return self.refuse(reason::UNKNOWN_GAME_TOKEN).await,
-            Ok(Ready::NotInGame) => return self.refuse(reason::USER_NOT_IN_GAME).await,
-            Ok(Ready::Started) => self.shared.game_started(),
-            Ok(Ready::Waiting | Ready::Status(_)) => {}
+        let ready = game::ready(&mut conn, self.g, self.u, self.socket, &self.shared.rules);
+        match ready.await {
+            Ok(ready) => {
+                self.held = ready.holds();
+                match ready {
+                    Ready::UnknownGame => return self.refuse(reason::UNKNOWN_GAME_TOKEN).await,
+                    Ready::NotInGame => return self.refuse(reason::USER_NOT_IN_GAME).await,
+                    Ready::Taken => return self.refuse(reason::LOBBY_ALREADY_OPEN).await,
+                    Ready::Started => self.shared.game_started(),
+                    Ready::Waiting | Ready::Status(_) => {}
+                }
+            }
             Err(e) => {
+                // The registration may be stored with only its answer lost: give it up.
+                self.held = true;
                 let r = self.shared.unavailable(&e);
                 return self.refuse(r).await;
             }
@@ -205,6 +214,7 @@ impl Lobby<'_> {
     }
 
     async fn finish(&mut self, how: &str) -> Flow {
+        self.over = true;
         if self.push(how).await {
             Flow::Next
         } else {
@@ -219,7 +229,7 @@ impl Lobby<'_> {
         }
         if !self.start_sent {
             let mut conn = self.shared.redis.conn();
-            match identity::start_for(&mut conn, self.g, self.u).await {
+            match identity::start_for(self.shared, &mut conn, self.g, self.u).await {
                 Ok(start) => {
                     if !send_json(self.ws, &start).await {
                         self.leave().await;

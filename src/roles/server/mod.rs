@@ -78,6 +78,8 @@ pub struct Shared {
     pub rules: game::Rules,
     pub metrics: ServerMetrics,
     pub shutdown: Shutdown,
+    /// The STARTs of games this process has read (the same for all their participants).
+    pub starts: identity::Starts,
     outage: Mutex<Outage>,
     redis_down: AtomicBool,
 }
@@ -178,6 +180,7 @@ pub async fn run(
         rules: game::Rules::new(settings),
         metrics,
         shutdown: shutdown.clone(),
+        starts: identity::Starts::default(),
         outage: Mutex::new(Outage::new("game server")),
         redis_down: AtomicBool::new(false),
     });

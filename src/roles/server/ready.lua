@@ -1,13 +1,24 @@
--- Marks u ready; when all n players are in and ready, starts the game (order sorted, turn 1)
--- and emits Starting Match.
+-- Registers socket ARGV[8] as the one lobby socket of (game, u) and marks u ready; when all n
+-- players are in and ready, starts the game (order sorted, turn 1) and emits Starting Match.
+-- At most one socket per (game, user), across every server process sharing this Redis: while
+-- another socket holds the pair the registration is refused (TAKEN), so a player who learnt
+-- someone's tokens cannot open (and then close) a lobby in their name. The same socket asking
+-- again (its first answer was lost with the connection) holds it.
 -- KEYS: 1 game set, 2 status, 3 participants, 4 ready, 5 order, 6 turns, 7 game deadlines,
---       8 log stream, 9 users' open lobby
+--       8 log stream, 9 users' open lobby, 10 lobby sockets (user → socket id)
 -- ARGV: 1 u, 2 events channel, 3 lobby channel, 4 record timestamp, 5 g, 6 hero key prefix,
---       7 turn window ms
+--       7 turn window ms, 8 socket id (`<server id>:<socket>`)
+-- Returns UNKNOWN, NOT IN GAME, TAKEN, STATUS <status> (a finished game is not registered),
+-- STARTED or WAITING.
 local u = ARGV[1]
 local st = redis.call('GET', KEYS[2])
 if not st then return {'UNKNOWN'} end
 if redis.call('SISMEMBER', KEYS[1], u) == 0 then return {'NOT IN GAME'} end
+if st == 'Completed' or st == 'Timed Out' then return {'STATUS', st} end
+if redis.call('HSETNX', KEYS[10], u, ARGV[8]) == 0
+    and redis.call('HGET', KEYS[10], u) ~= ARGV[8] then
+  return {'TAKEN'}
+end
 if st ~= 'Waiting Lobby' then return {'STATUS', st} end
 redis.call('SADD', KEYS[4], u)
 local n = tonumber(redis.call('GET', KEYS[3]) or '0') or 0

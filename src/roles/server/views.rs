@@ -1,13 +1,13 @@
-//! Reads of game and user state, no changes: a player's hero, the START push, a game's members,
-//! what a lobby needs to resynchronise ([`GameView`]), and whether a user or a game exists. The
-//! changes are the scripts of [`super::game`].
+//! Reads of game and user state, no changes: a player's hero, what a lobby needs to
+//! resynchronise ([`GameView`]), and whether a user or a game exists. The changes are the
+//! scripts of [`super::game`].
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use redis::aio::ConnectionManager;
 
-use super::protocol::{HeroSpec, StartPayload, StartPush};
+use super::protocol::HeroSpec;
 use crate::pipeline::keys::{self, status};
 
 /// HERO of user `u` in game `g`, or None when `u` has no hero there.
@@ -35,40 +35,6 @@ pub(super) fn spec_of(u: &str, fields: &BTreeMap<String, String>) -> Option<Hero
         attack: num("attack"),
         health: num("health"),
     })
-}
-
-/// The START push of game `g`: participants sorted by token and their heroes.
-pub async fn start_push(conn: &mut ConnectionManager, g: &str) -> Result<StartPush> {
-    let mut participants = members(conn, g).await?;
-    participants.sort();
-    let mut pipe = redis::pipe();
-    for u in &participants {
-        pipe.cmd("HGETALL").arg(keys::game_hero(g, u));
-    }
-    let heroes: Vec<BTreeMap<String, String>> = pipe.query_async(conn).await?;
-    let participants_heros = participants
-        .iter()
-        .zip(heroes.iter())
-        .filter_map(|(u, fields)| spec_of(u, fields).map(|s| (u.clone(), s)))
-        .collect();
-    Ok(StartPush {
-        payload: StartPayload {
-            game_token: g.to_string(),
-            participants,
-            participants_heros,
-        },
-        status: super::protocol::GameStatus {
-            game: super::protocol::game_status::START.to_string(),
-        },
-    })
-}
-
-/// User tokens of game `g`.
-pub async fn members(conn: &mut ConnectionManager, g: &str) -> Result<Vec<String>> {
-    Ok(redis::cmd("SMEMBERS")
-        .arg(keys::game(g))
-        .query_async(conn)
-        .await?)
 }
 
 /// What a lobby needs to know about its game to resynchronise.
