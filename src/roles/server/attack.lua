@@ -3,7 +3,7 @@
 -- The enemy arrives as the alias the attacker knows it by and is resolved here (an unknown
 -- name resolves to nobody: INVALID ENEMY after the other checks).
 -- KEYS: 1 game set, 2 status, 3 order, 4 turns, 5 hero of u, 6 aliases of g, 7 logs,
---       8 eliminated, 9 game deadlines, 10 log stream
+--       8 eliminated, 9 game deadlines, 10 log stream, 11 lobby sockets (ended with the game)
 -- ARGV: 1 g, 2 u, 3 enemy alias, 4 timestamp, 5 max turns, 6 events channel, 7 lobby channel,
 --       8 record timestamp, 9 turn window ms, 10 hero key prefix of g
 local g, u = ARGV[1], ARGV[2]
@@ -36,6 +36,7 @@ local turn = redis.call('INCR', KEYS[4])
 if redis.call('LLEN', KEYS[3]) <= 1 or attacks >= tonumber(ARGV[5]) then
   redis.call('SET', KEYS[2], 'Completed')
   redis.call('ZREM', KEYS[9], g)
+  redis.call('DEL', KEYS[11])
   redis.call('PUBLISH', ARGV[6], '{"kind":"complete","turn":' .. int(turn) .. '}')
   local emitted = emit_cleaning(KEYS[10], ARGV[7], ARGV[8], g, redis.call('SMEMBERS', KEYS[1]))
   return {'DONE', record, '', turn, emitted}

@@ -58,19 +58,29 @@ pub async fn release_lobby(shared: &Shared, g: &str, u: &str, socket: &str) {
 }
 
 /// The hero of the participant called `name` (an alias, or a user token) in game `g`, with
-/// `token` = `name`: an answer tells nobody more than they asked with. One round trip.
+/// `token` = `name`: an answer tells nobody more than they asked with. One round trip: a plain
+/// HGETALL when this process knows the game's aliases (its START was read here, as it is for
+/// every game with a lobby socket on this process), else a script that resolves the alias.
 pub async fn hero_spec(
+    shared: &Shared,
     conn: &mut ConnectionManager,
     g: &str,
     name: &str,
 ) -> Result<Option<HeroSpec>> {
-    let fields: BTreeMap<String, String> = HERO_OF
-        .key(keys::game_aliases(g))
-        .arg(name)
-        .arg(keys::game_hero(g, ""))
-        .invoke_async(conn)
-        .await
-        .context("hero script")?;
+    let fields: BTreeMap<String, String> = match shared.starts.participant(g, name) {
+        Some(u) => redis::cmd("HGETALL")
+            .arg(keys::game_hero(g, &u))
+            .query_async(conn)
+            .await
+            .context("hero of a participant")?,
+        None => HERO_OF
+            .key(keys::game_aliases(g))
+            .arg(name)
+            .arg(keys::game_hero(g, ""))
+            .invoke_async(conn)
+            .await
+            .context("hero script")?,
+    };
     Ok(views::spec_of(name, &fields))
 }
 
@@ -90,6 +100,8 @@ struct Start {
     push: StartPush,
     /// user token → alias.
     aliases: HashMap<String, String>,
+    /// alias → user token.
+    tokens: HashMap<String, String>,
 }
 
 /// How many games [`Starts`] remembers before it starts over.
@@ -108,6 +120,22 @@ impl Starts {
             games.clear();
         }
         games.entry(g.to_string()).or_default().clone()
+    }
+
+    /// The user token of the participant of `g` called `name` (its alias or its own token),
+    /// when this process has read g's START; None when it has not or `name` is nobody there.
+    fn participant(&self, g: &str, name: &str) -> Option<String> {
+        let cell = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(g)?
+            .clone();
+        let start = cell.get()?;
+        if start.aliases.contains_key(name) {
+            return Some(name.to_string());
+        }
+        start.tokens.get(name).cloned()
     }
 
     fn forget(&self, g: &str) {
@@ -177,7 +205,15 @@ fn start_of(g: &str, rows: &[String]) -> Start {
         }
         aliases.insert(u.clone(), alias.clone());
     }
-    Start { push, aliases }
+    let tokens = aliases
+        .iter()
+        .map(|(u, a)| (a.clone(), u.clone()))
+        .collect();
+    Start {
+        push,
+        aliases,
+        tokens,
+    }
 }
 
 /// Renames every participant but `viewer` by its alias. The list keeps the turn order (by user

@@ -100,8 +100,8 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
         let release = lobby.held && !lobby.over;
         shared.hub.unregister(&g, id);
         if release {
-            // After play: a player that left was taken out of the ready set first. A game that
-            // is over keeps the registration until its keys expire: nobody may act in it.
+            // After play: a player that left was taken out of the ready set first. The script
+            // that ended a game removed its registrations with it.
             identity::release_lobby(&shared, &g, &u, &socket).await;
         }
         if let Flow::Closed = flow {

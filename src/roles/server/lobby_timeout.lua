@@ -1,6 +1,6 @@
 -- Times out a lobby still waiting after its window (by Redis time) and emits Game Timed Out.
 -- KEYS: 1 status, 2 open lobbies of n, 3 created, 4 game deadlines, 5 log stream, 6 game set,
---       7 users' open lobby
+--       7 users' open lobby, 8 lobby sockets (ended with the game)
 -- ARGV: 1 g, 2 events channel, 3 lobby window ms, 4 lobby channel, 5 record timestamp
 if redis.call('GET', KEYS[1]) ~= 'Waiting Lobby' then
   redis.call('ZREM', KEYS[4], ARGV[1])
@@ -11,6 +11,7 @@ if now_ms() - created < tonumber(ARGV[3]) then return 0 end
 redis.call('SET', KEYS[1], 'Timed Out')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[8])
 local members = redis.call('SMEMBERS', KEYS[6])
 if #members > 0 then redis.call('HDEL', KEYS[7], unpack(members)) end
 redis.call('PUBLISH', ARGV[2], '{"kind":"timed_out"}')

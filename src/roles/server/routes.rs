@@ -132,7 +132,7 @@ async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
         Err(r) => return Ok(Err(r)),
     };
     let mut conn = shared.redis.conn();
-    match identity::hero_spec(&mut conn, &g, &u).await? {
+    match identity::hero_spec(shared, &mut conn, &g, &u).await? {
         Some(hero) => Ok(Ok(json(&protocol::HeroReply {
             payload: protocol::HeroReplyPayload {
                 game_token: g,
