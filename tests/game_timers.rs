@@ -172,17 +172,19 @@ fn with_default_settings_written_games_leave_no_keys_behind() {
     );
     let _f = Proc::start("fanout", dir.path(), &redis, &["fanout"], &env);
     let port_s = port.to_string();
-    let mut bots: Vec<Proc> = (0..6)
+    // At scale: 20 bots × 205 two-player games, at least 2,000 of them completed and written
+    // (a lobby left alone at the very end times out instead).
+    let mut bots: Vec<Proc> = (0..20)
         .map(|i| {
             Proc::start(
                 &format!("player-{i}"),
                 dir.path(),
                 &redis,
-                &["player"],
+                &["player", "--participants", "2"],
                 &[
                     ("WEBSOCKET_HOST", "127.0.0.1"),
                     ("WEBSOCKET_PORT", &port_s),
-                    ("CLIENT_GAMES", "5"),
+                    ("CLIENT_GAMES", "205"),
                     ("CLIENT_SLEEP", "0.2"),
                     ("LOBBY_TIMEOUT", "2"),
                 ],
@@ -191,14 +193,24 @@ fn with_default_settings_written_games_leave_no_keys_behind() {
         .collect();
     for bot in &mut bots {
         assert_eq!(
-            bot.wait_exit(Duration::from_secs(120)),
+            bot.wait_exit(Duration::from_secs(600)),
             Some(Some(0)),
             "{}",
             bot.log_text()
         );
     }
+    // Every record the games produced is delivered and acknowledged: every game is written.
+    wait_until(
+        "every record acknowledged",
+        Duration::from_secs(300),
+        || {
+            let state = common::roles::pipeline_state(&redis, LOBBY);
+            state.undelivered == 0 && state.unacked == 0
+        },
+    );
+    assert_eq!(common::roles::pipeline_state(&redis, LOBBY).dead_letters, 0);
     let written: Vec<String> = common::roles::pairs(&[&out]).into_keys().collect();
-    assert!(!written.is_empty());
+    assert!(written.len() >= 2000, "{} games written", written.len());
     // Every game's keys (played or timed out) expire; only the roster, the users and the
     // pipeline's own bookkeeping remain.
     wait_until(
@@ -228,7 +240,6 @@ fn with_default_settings_written_games_leave_no_keys_behind() {
             users == 0 && tokens == 0 && names == 0
         },
     );
-    let _ = LOBBY;
 }
 
 #[test]

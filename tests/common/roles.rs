@@ -275,3 +275,13 @@ pub fn unacked(redis: &TestRedis, lobby: &str) -> u64 {
         _ => 0,
     }
 }
+
+/// The delivery state of `lobby` as `superhero status` sees it (log, lag, unacknowledged).
+#[allow(dead_code)]
+pub fn pipeline_state(redis: &TestRedis, lobby: &str) -> superhero::roles::fanout::PipelineState {
+    runtime().block_on(async {
+        superhero::roles::fanout::inspect(&mut conn(redis).await, lobby)
+            .await
+            .expect("inspect the pipeline")
+    })
+}
