@@ -10,13 +10,11 @@ use redis::aio::ConnectionManager;
 use tracing::Instrument;
 
 use super::claim::{self, Claim};
-use super::etl;
+use super::{etl, Outcome, Worker, BUSY_WAIT};
 use crate::pipeline::delivery;
 use crate::pipeline::keys;
 use crate::pipeline::record::{self, Event, Record, RecordError};
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
-
-use super::{Outcome, Worker, BUSY_WAIT};
 
 /// Why the handling of one record stopped early.
 pub(super) enum Failure {

@@ -9,11 +9,9 @@ use redis::aio::ConnectionManager;
 use tracing::Instrument;
 
 use super::claim::{self, Finish};
-use super::etl;
-use crate::pipeline::keys;
-
 use super::handle::{anyhow_failure, Failure};
-use super::{Outcome, Worker};
+use super::{etl, Outcome, Worker};
+use crate::pipeline::keys;
 
 impl Worker {
     /// Holds the claim for the steps after [`claim::claim`]; `None` when another worker took the
