@@ -108,7 +108,7 @@ impl Sink {
         })
     }
 
-    /// See [`write_game`].
+    /// See [`super::write_game`].
     pub fn write_game(
         &mut self,
         output_dir: &Path,

@@ -11,8 +11,8 @@
 //!   `<lobby>-<worker id>`. A PUBLISH that reaches nobody is routed to another worker at once;
 //! - claims entries left unacknowledged for ACK_TIMEOUT (any fanout's, any worker's) and routes
 //!   them again, preferably to another worker; after MAX_DELIVERIES they go to `<lobby>:dead`
-//!   ([`CLAIM_EXPIRED`]);
-//! - trims acknowledged history older than LOG_RETENTION ([`TRIM`]).
+//!   (`claim_expired.lua`);
+//! - trims acknowledged history older than LOG_RETENTION (`trim.lua`).
 //!
 //! A worker is live while its heartbeat (`<lobby>:workers`, by Redis time) is fresh: it beats
 //! only while it makes progress, so a paused or stuck worker drops out of rotation.
@@ -20,7 +20,7 @@
 //! The fanout holds nothing that exists only in its memory: killed at any instant, what it had
 //! read is in the group's pending list and is claimed by the next fanout after ACK_TIMEOUT.
 //! It also listens on the lobby channel for records of other publishers (the original server:
-//! no entry id) and appends those to the log ([`APPEND_FOREIGN`]); records carrying an
+//! no entry id) and appends those to the log (`append_foreign.lua`); records carrying an
 //! `entry_id` are in the log already and are ignored there.
 //!
 //! This file starts the fanout; `router.rs` is its loop and upkeep, `route.rs` hands entries to
