@@ -193,7 +193,7 @@ impl Drop for Idle {
 }
 
 /// Accepts the next connection, pausing with a growing delay while accept fails (EMFILE and
-/// the like), and logging such failures at most once per [`LOG_EVERY`]. `None` on shutdown.
+/// the like), and logging such failures at most once per `LOG_EVERY`. `None` on shutdown.
 pub async fn accept(
     listener: &TcpListener,
     errors: &mut AcceptErrors,
@@ -267,7 +267,7 @@ impl AcceptErrors {
     }
 }
 
-/// Logs a repeated event at most once per [`LOG_EVERY`], saying how many were not logged.
+/// Logs a repeated event at most once per `LOG_EVERY`, saying how many were not logged.
 #[derive(Default)]
 pub struct Throttle {
     last: Option<Instant>,
@@ -276,7 +276,7 @@ pub struct Throttle {
 
 impl Throttle {
     /// Calls `log` with the number of events not logged since the last line, unless a line
-    /// went out less than [`LOG_EVERY`] ago.
+    /// went out less than `LOG_EVERY` ago.
     pub fn warn(&mut self, log: impl FnOnce(u64)) {
         let now = Instant::now();
         if self

@@ -26,7 +26,7 @@ pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-pub use prometheus_client::registry::Registry;
+pub use prometheus_client::registry::{Metric, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -49,6 +49,29 @@ pub fn registry(role: &str) -> SharedRegistry {
     Arc::new(Mutex::new(Registry::with_prefix(format!(
         "superhero_{role}"
     ))))
+}
+
+/// A metric handle that registers a clone of itself: what [`register_all`] takes, so one list
+/// can hold counters, gauges, histograms and families.
+pub trait Registrable {
+    fn register_in(&self, registry: &mut Registry, name: &str, help: &str);
+}
+
+impl<M: Metric + Clone> Registrable for M {
+    fn register_in(&self, registry: &mut Registry, name: &str, help: &str) {
+        registry.register(name, help, self.clone());
+    }
+}
+
+/// Registers each `(name, help, handle)` in `registry`, in order, under one lock. A role's
+/// metrics struct calls it once with all of its handles.
+pub fn register_all(registry: &SharedRegistry, metrics: &[(&str, &str, &dyn Registrable)]) {
+    let mut r = registry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for (name, help, metric) in metrics {
+        metric.register_in(&mut r, name, help);
+    }
 }
 
 /// Latency buckets from 100 µs to about 26 s, in seconds.

@@ -272,13 +272,7 @@ async fn a_dropped_lobby_socket_does_not_hang_the_game() {
     let server = Server::start(&settings).await;
     // The deserter joins first, so the bots join its game.
     let (user, game) = join_by_hand(server.port, "deserter", 3).await;
-    let mut lobby = connect(server.port, "/api/v1/game/lobby").await;
-    lobby
-        .send(Message::text(
-            json!({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user}}).to_string(),
-        ))
-        .await
-        .unwrap();
+    let mut lobby = common::ws::open_lobby(server.port, &game, &user).await;
     let (_stop, shutdown) = shutdown::channel();
     let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
     let bots: Vec<_> = (0..2)
@@ -333,13 +327,7 @@ async fn a_silent_player_is_eliminated_after_turn_timeout() {
     let settings = prepared(&redis, &[("TURN_TIMEOUT", "1")]).await;
     let server = Server::start(&settings).await;
     let (user, game) = join_by_hand(server.port, "sleeper", 2).await;
-    let mut lobby = connect(server.port, "/api/v1/game/lobby").await;
-    lobby
-        .send(Message::text(
-            json!({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user}}).to_string(),
-        ))
-        .await
-        .unwrap();
+    let mut lobby = common::ws::open_lobby(server.port, &game, &user).await;
     let (_stop, shutdown) = shutdown::channel();
     let bots = spawn_bots(&settings, server.port, 1, Some(1), Some(2), &shutdown);
     // The sleeper keeps its socket open and never attacks: it hears COMPLETE all the same.
@@ -673,13 +661,7 @@ async fn sigterm_tells_lobbies_and_exits_zero() {
     let child = &mut server.0;
     wait_listening(port).await;
     let (user, game) = join_by_hand(port, "waiting", 3).await;
-    let mut lobby = connect(port, "/api/v1/game/lobby").await;
-    lobby
-        .send(Message::text(
-            json!({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user}}).to_string(),
-        ))
-        .await
-        .unwrap();
+    let mut lobby = common::ws::open_lobby(port, &game, &user).await;
     // The lobby is registered once the ready set holds the user.
     let ready = keys::game_ready(&game);
     wait_until("the lobby to register", Duration::from_secs(10), || {

@@ -365,18 +365,7 @@ fn assert_exactly_once(moto: &Moto, games: &[String]) {
     assert!(others.is_empty(), "stray objects: {others:?}");
     let mut expected: Vec<&String> = games.iter().collect();
     expected.sort();
-    let got: Vec<&String> = found.keys().collect();
-    assert_eq!(got, expected, "games in the bucket vs games expected");
-    for (game, files) in &found {
-        let mut tables: Vec<&str> = files.iter().map(|(t, _)| t.as_str()).collect();
-        tables.sort();
-        assert_eq!(
-            tables,
-            ["GAME_META", "GAME_PODIUM"],
-            "game {game}: {files:?}"
-        );
-        assert_eq!(files[0].1, files[1].1, "game {game} written by two workers");
-    }
+    common::roles::assert_one_pair_each(&found, &expected, "games in the bucket vs games expected");
 }
 
 /// `superhero report` of the bucket, as JSON, with its exit code.

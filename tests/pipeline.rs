@@ -388,32 +388,11 @@ fn strip_id(routed: &str) -> String {
 
 /// A fake worker that beats its heartbeat, acknowledges and keeps every record it gets.
 async fn start_spy(settings: &Settings, id: &str) -> Role<Vec<String>> {
-    let redis = connect(settings).await;
-    let (trigger, stop) = shutdown::channel();
-    let channel = keys::worker_channel(LOBBY, id);
-    let beating = keep_beating(&redis, id, stop.clone());
-    let task = tokio::spawn(async move {
-        let _beating = AbortOnDrop(beating);
-        let mut events = redis_conn::subscribe(&redis, vec![channel], Vec::new(), stop.clone());
-        let mut conn = redis.conn();
-        let mut seen = Vec::new();
-        loop {
-            let event = tokio::select! {
-                e = events.recv() => e,
-                _ = stop.recv() => None,
-            };
-            let Some(event) = event else { break };
-            if let SubEvent::Message { payload, .. } = event {
-                let record = superhero::pipeline::record::parse(&payload)?;
-                if let Some(id) = record.delivery_id {
-                    delivery::ack(&mut conn, LOBBY, &[id]).await?;
-                }
-                seen.push(String::from_utf8(payload)?);
-            }
-        }
-        Ok(seen)
-    });
-    Role { trigger, task }
+    start_fake_worker(settings, id, 1, |payload| {
+        let record = superhero::pipeline::record::parse(payload)?;
+        Ok((record.delivery_id, String::from_utf8(payload.to_vec())?))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -804,6 +783,25 @@ async fn start_counter(settings: &Settings, id: &str) -> Role<Vec<u64>> {
     struct Task {
         seq: u64,
     }
+    start_fake_worker(settings, id, 2000, |payload| {
+        let record: Seq = serde_json::from_slice(payload)?;
+        Ok((Some(record.delivery_id), record.task.seq))
+    })
+    .await
+}
+
+/// What a fake worker keeps of a record, and the record's delivery id.
+type Keep<T> = fn(&[u8]) -> anyhow::Result<(Option<String>, T)>;
+
+/// A fake worker that beats its heartbeat and keeps what `keep` makes of each record it gets;
+/// `keep` also gives the record's delivery id, acknowledged after each burst of at most `burst`
+/// records (what arrived together).
+async fn start_fake_worker<T: Send + 'static>(
+    settings: &Settings,
+    id: &str,
+    burst: usize,
+    keep: Keep<T>,
+) -> Role<Vec<T>> {
     let redis = connect(settings).await;
     let (trigger, stop) = shutdown::channel();
     let channel = keys::worker_channel(LOBBY, id);
@@ -823,15 +821,17 @@ async fn start_counter(settings: &Settings, id: &str) -> Role<Vec<u64>> {
             let mut next = Some(first);
             while let Some(event) = next.take() {
                 if let SubEvent::Message { payload, .. } = event {
-                    let record: Seq = serde_json::from_slice(&payload)?;
-                    seen.push(record.task.seq);
-                    acks.push(record.delivery_id);
+                    let (id, kept) = keep(&payload)?;
+                    seen.push(kept);
+                    acks.extend(id);
                 }
-                if acks.len() < 2000 {
+                if acks.len() < burst {
                     next = events.try_recv().ok();
                 }
             }
-            delivery::ack(&mut conn, LOBBY, &acks).await?;
+            if !acks.is_empty() {
+                delivery::ack(&mut conn, LOBBY, &acks).await?;
+            }
         }
         Ok(seen)
     });
@@ -861,40 +861,24 @@ async fn metrics_count_what_the_pipeline_did() {
 
     use superhero::metrics::{sample_value, scrape};
     let w = scrape(worker_addr.parse().unwrap()).await.unwrap();
-    assert_eq!(
-        sample_value(&w, "superhero_worker_records_received_total"),
-        Some(60.0),
-        "{w}"
-    );
-    assert_eq!(
-        sample_value(&w, "superhero_worker_games_written_total"),
-        Some(20.0)
-    );
-    assert_eq!(
-        sample_value(&w, "superhero_worker_files_written_total"),
-        Some(40.0)
-    );
-    assert_eq!(
-        sample_value(&w, "superhero_worker_etl_duration_seconds_count"),
-        Some(20.0)
+    common::assert_samples(
+        &w,
+        &[
+            ("superhero_worker_records_received_total", 60.0),
+            ("superhero_worker_games_written_total", 20.0),
+            ("superhero_worker_files_written_total", 40.0),
+            ("superhero_worker_etl_duration_seconds_count", 20.0),
+        ],
     );
     let f = scrape(fanout_addr.parse().unwrap()).await.unwrap();
-    assert_eq!(
-        sample_value(&f, "superhero_fanout_records_received_total"),
-        Some(60.0),
-        "{f}"
-    );
-    assert_eq!(
-        sample_value(&f, "superhero_fanout_records_routed_total"),
-        Some(60.0)
-    );
-    assert_eq!(
-        sample_value(&f, "superhero_fanout_records_rerouted_total"),
-        Some(0.0)
-    );
-    assert_eq!(
-        sample_value(&f, "superhero_fanout_routing_latency_seconds_count"),
-        Some(60.0)
+    common::assert_samples(
+        &f,
+        &[
+            ("superhero_fanout_records_received_total", 60.0),
+            ("superhero_fanout_records_routed_total", 60.0),
+            ("superhero_fanout_records_rerouted_total", 0.0),
+            ("superhero_fanout_routing_latency_seconds_count", 60.0),
+        ],
     );
     for gauge in [
         "superhero_fanout_stream_length",
@@ -952,9 +936,10 @@ async fn the_fanout_benchmark_reports_what_it_measured() {
     let redis = TestRedis::start();
     let settings = redis.settings();
     let conn = connect(&settings).await;
-    let report = fanout::bench::run(&settings, &conn, 2000, 4, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let report =
+        superhero::ops::bench::fanout::run(&settings, &conn, 2000, 4, Duration::from_secs(30))
+            .await
+            .unwrap();
     assert_eq!((report.lost, report.duplicated), (0, 0));
     assert_eq!(report.per_worker.iter().sum::<u64>(), 2000);
     assert!(report.records_per_sec > 0.0);

@@ -8,14 +8,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{free_port, superhero, wait_for, TestRedis};
-use futures_util::SinkExt;
-use serde_json::json;
 use superhero::metrics::{sample_value, scrape};
 use superhero::pipeline::keys;
 use superhero::pipeline::redis_conn::Redis;
 use superhero::roles::player::{self, Outcome, PlayerOptions};
 use superhero::shutdown;
-use tokio_tungstenite::tungstenite::Message;
 
 async fn value(addr: SocketAddr, name: &str) -> f64 {
     let text = scrape(addr).await.expect("scrape");
@@ -46,43 +43,9 @@ async fn server_metrics_count_what_happened() {
 
     // A watcher waits in a lobby of four that never fills: its socket stays connected throughout
     // (after its lobby times out too).
-    let (mut login, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/v1/login"))
-            .await
-            .unwrap();
-    login
-        .send(Message::text(
-            json!({"PAYLOAD": {"USER": "watcher"}}).to_string(),
-        ))
-        .await
-        .unwrap();
-    let user = next_value(&mut login).await["PAYLOAD"]["USER_TOKEN"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (mut find, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/v1/game/find"))
-            .await
-            .unwrap();
-    find.send(Message::text(
-        json!({"PAYLOAD": {"USER_TOKEN": user, "PARTICIPANTS": 4}}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let game = next_value(&mut find).await["PAYLOAD"]["GAME_TOKEN"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (mut lobby, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/v1/game/lobby"))
-            .await
-            .unwrap();
-    lobby
-        .send(Message::text(
-            json!({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user}}).to_string(),
-        ))
-        .await
-        .unwrap();
+    let user = common::ws::login(port, "watcher").await;
+    let game = common::ws::find(port, &user, 4).await;
+    let lobby = common::ws::open_lobby(port, &game, &user).await;
     wait_for(
         "the watcher to be connected",
         Duration::from_secs(10),
@@ -210,24 +173,6 @@ async fn server_metrics_count_what_happened() {
         .unwrap()
         .unwrap()
         .unwrap();
-}
-
-async fn next_value(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> serde_json::Value {
-    use futures_util::StreamExt;
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a reply")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).expect("JSON");
-        }
-    }
 }
 
 /// Inodes of the TCP sockets in LISTEN state on this machine.

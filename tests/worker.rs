@@ -174,6 +174,26 @@ struct Running {
     task: JoinHandle<anyhow::Result<WorkerReport>>,
 }
 
+/// Sets `key` to `value`, expiring after `ms` milliseconds when given: what a worker that
+/// crashed at some point left behind.
+async fn set_key(s: &mut Setup, key: String, value: &str, ms: Option<u64>) {
+    let mut set = redis::cmd("SET");
+    set.arg(key).arg(value);
+    if let Some(ms) = ms {
+        set.arg("PX").arg(ms);
+    }
+    let _: () = set.query_async(&mut s.conn).await.unwrap();
+}
+
+/// Starts the worker, delivers the host record, waits for its acknowledgement and stops the
+/// worker; its report.
+async fn deliver_once(s: &mut Setup) -> WorkerReport {
+    let worker = start(s).await;
+    deliver(s).await;
+    wait_acked(s).await;
+    worker.stop().await
+}
+
 async fn start(s: &mut Setup) -> Running {
     let settings = s.settings.clone();
     let redis = Redis::connect(&settings.redis).await.unwrap();
@@ -216,16 +236,8 @@ async fn a_dead_writers_complete_pair_is_kept() {
     let mut s = setup().await;
     ghost_files(&mut s).await;
     let g = s.game.token.clone();
-    let _: () = redis::cmd("SET")
-        .arg(keys::etl_writer(&g))
-        .arg(GHOST)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
-    let worker = start(&mut s).await;
-    deliver(&mut s).await;
-    wait_acked(&mut s).await;
-    let report = worker.stop().await;
+    set_key(&mut s, keys::etl_writer(&g), GHOST, None).await;
+    let report = deliver_once(&mut s).await;
     assert_eq!(report.games_written, 0);
     assert_eq!(
         get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
@@ -249,16 +261,8 @@ async fn a_dead_writers_partial_files_are_replaced() {
     let podium = file(s.out.path(), PODIUM_TABLE, &g, GHOST);
     let tmp = podium.with_file_name(format!(".{g}_{GHOST}.gz.999-0.tmp"));
     std::fs::rename(&podium, &tmp).unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(keys::etl_writer(&g))
-        .arg(GHOST)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
-    let worker = start(&mut s).await;
-    deliver(&mut s).await;
-    wait_acked(&mut s).await;
-    assert_eq!(worker.stop().await.games_written, 1);
+    set_key(&mut s, keys::etl_writer(&g), GHOST, None).await;
+    assert_eq!(deliver_once(&mut s).await.games_written, 1);
     assert_eq!(
         get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
         Some("live")
@@ -288,16 +292,8 @@ async fn a_game_already_done_is_only_acknowledged() {
     let mut s = setup().await;
     ghost_files(&mut s).await;
     let g = s.game.token.clone();
-    let _: () = redis::cmd("SET")
-        .arg(keys::etl_done(&g))
-        .arg(GHOST)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
-    let worker = start(&mut s).await;
-    deliver(&mut s).await;
-    wait_acked(&mut s).await;
-    let report = worker.stop().await;
+    set_key(&mut s, keys::etl_done(&g), GHOST, None).await;
+    let report = deliver_once(&mut s).await;
     assert_eq!((report.games_written, report.already_done), (0, 1));
     assert_eq!(all_files(s.out.path()).len(), 2);
 }
@@ -306,34 +302,17 @@ async fn a_game_already_done_is_only_acknowledged() {
 async fn an_expired_lease_is_taken_over() {
     // Crash point 2: claimed, killed before writing; the lease runs out by itself.
     let mut s = setup().await;
-    let g = s.game.token.clone();
-    let _: () = redis::cmd("SET")
-        .arg(keys::etl_lease(&g))
-        .arg("ghost:0")
-        .arg("PX")
-        .arg(300)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
-    let worker = start(&mut s).await;
-    deliver(&mut s).await;
-    wait_acked(&mut s).await;
-    assert_eq!(worker.stop().await.games_written, 1);
+    let lease = keys::etl_lease(&s.game.token);
+    set_key(&mut s, lease, "ghost:0", Some(300)).await;
+    assert_eq!(deliver_once(&mut s).await.games_written, 1);
     assert_eq!(all_files(s.out.path()).len(), 2);
 }
 
 #[tokio::test]
 async fn a_game_held_by_a_live_worker_is_not_acknowledged() {
     let mut s = setup().await;
-    let g = s.game.token.clone();
-    let _: () = redis::cmd("SET")
-        .arg(keys::etl_lease(&g))
-        .arg("other:1")
-        .arg("PX")
-        .arg(600_000)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
+    let lease = keys::etl_lease(&s.game.token);
+    set_key(&mut s, lease, "other:1", Some(600_000)).await;
     let worker = start(&mut s).await;
     let id = deliver(&mut s).await;
     let received = worker.metrics.records_received.clone();

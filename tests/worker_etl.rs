@@ -148,56 +148,53 @@ fn check_layout(path: &Path, expected: &[(&str, &str)]) -> SerializedFileReader<
     reader
 }
 
-fn read_meta_with_arrow_rs(path: &Path) -> Vec<(String, String, u16)> {
-    let reader = check_layout(
-        path,
-        &[
-            ("game_token", "Utf8"),
-            ("user_token", "Utf8"),
-            ("superhero_id", "UInt16"),
-        ],
-    );
-    reader
+/// The rows of a file read with arrow-rs after [`check_layout`], each made by `row`.
+fn rows_with_arrow_rs<T>(
+    path: &Path,
+    layout: &[(&str, &str)],
+    row: impl Fn(&parquet::record::Row) -> T,
+) -> Vec<T> {
+    check_layout(path, layout)
         .get_row_iter(None)
         .unwrap()
-        .map(|row| {
-            let row = row.unwrap();
-            (
-                row.get_string(0).unwrap().clone(),
-                row.get_string(1).unwrap().clone(),
-                row.get_ushort(2).unwrap(),
-            )
-        })
+        .map(|r| row(&r.unwrap()))
         .collect()
 }
 
+fn read_meta_with_arrow_rs(path: &Path) -> Vec<(String, String, u16)> {
+    let layout = [
+        ("game_token", "Utf8"),
+        ("user_token", "Utf8"),
+        ("superhero_id", "UInt16"),
+    ];
+    rows_with_arrow_rs(path, &layout, |row| {
+        (
+            row.get_string(0).unwrap().clone(),
+            row.get_string(1).unwrap().clone(),
+            row.get_ushort(2).unwrap(),
+        )
+    })
+}
+
 fn read_podium_with_arrow_rs(path: &Path) -> Vec<(String, String, u16, u8, u64, u64)> {
-    let reader = check_layout(
-        path,
-        &[
-            ("game_token", "Utf8"),
-            ("user_token", "Utf8"),
-            ("rounds", "UInt16"),
-            ("rank", "UInt8"),
-            ("damage_delivered", "UInt64"),
-            ("damage_received", "UInt64"),
-        ],
-    );
-    reader
-        .get_row_iter(None)
-        .unwrap()
-        .map(|row| {
-            let row = row.unwrap();
-            (
-                row.get_string(0).unwrap().clone(),
-                row.get_string(1).unwrap().clone(),
-                row.get_ushort(2).unwrap(),
-                row.get_ubyte(3).unwrap(),
-                row.get_ulong(4).unwrap(),
-                row.get_ulong(5).unwrap(),
-            )
-        })
-        .collect()
+    let layout = [
+        ("game_token", "Utf8"),
+        ("user_token", "Utf8"),
+        ("rounds", "UInt16"),
+        ("rank", "UInt8"),
+        ("damage_delivered", "UInt64"),
+        ("damage_received", "UInt64"),
+    ];
+    rows_with_arrow_rs(path, &layout, |row| {
+        (
+            row.get_string(0).unwrap().clone(),
+            row.get_string(1).unwrap().clone(),
+            row.get_ushort(2).unwrap(),
+            row.get_ubyte(3).unwrap(),
+            row.get_ulong(4).unwrap(),
+            row.get_ulong(5).unwrap(),
+        )
+    })
 }
 
 /// Every file under `dir`, recursively.

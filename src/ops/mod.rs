@@ -1,4 +1,4 @@
-//! Operator commands beside the flow: run it all at once ([`demo`]), measure it ([`bench`]),
+//! Operator commands beside the flow: run it all at once ([`demo`]), measure it ([`mod@bench`]),
 //! read its output ([`report`]), look at its state ([`status`]), clear it ([`clean`]) and load
 //! the heroes ([`build_db`]).
 

@@ -1,7 +1,7 @@
 //! Every Redis key and channel name this project uses, built here and nowhere else.
 //!
 //! The game's own keys (those of the original) come first; the keys this implementation adds
-//! follow. `docs/redis-keys.md` documents every one (a test below keeps the two in step). [`GAME_KEY_PATTERNS`] and [`OWNED_PATTERNS`] let `clean` find them all with SCAN.
+//! follow. `docs/redis-keys.md` documents every one (a test below keeps the two in step). [`game_key_pattern`] and [`OWNED_PATTERNS`] let `clean` find them all with SCAN.
 
 /// Hash: hero id → hero JSON.
 pub const SUPERHEROS: &str = "superheros";

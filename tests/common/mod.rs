@@ -130,6 +130,18 @@ where
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
+/// Asserts the value of each `(sample, value)` in a scraped Prometheus `text` (shown when one
+/// differs).
+pub fn assert_samples(text: &str, expected: &[(&str, f64)]) {
+    for (name, value) in expected {
+        assert_eq!(
+            superhero::metrics::sample_value(text, name),
+            Some(*value),
+            "{name} in\n{text}"
+        );
+    }
+}
+
 pub mod game_server;
 pub mod roles;
 pub mod ws;

@@ -127,16 +127,17 @@ pub fn every_file(dirs: &[&Path]) -> Vec<String> {
     out
 }
 
-/// Asserts that exactly `games` have output, each exactly one META and one PODIUM file by the
-/// same worker, and that no other file (temporary or stray) is left.
-pub fn assert_exactly_once(dirs: &[&Path], games: &[String]) {
-    let found = pairs(dirs);
-    let mut expected: Vec<&String> = games.iter().collect();
-    expected.sort();
-    expected.dedup();
+/// Asserts that the games `found` (game → its files as (table, worker)) are exactly `expected`
+/// (sorted), each with one META and one PODIUM file by the same worker; `what` names the
+/// comparison of games in a failure.
+pub fn assert_one_pair_each(
+    found: &BTreeMap<String, Vec<(String, String)>>,
+    expected: &[&String],
+    what: &str,
+) {
     let got: Vec<&String> = found.keys().collect();
-    assert_eq!(got, expected, "games with output vs games expected");
-    for (game, files) in &found {
+    assert_eq!(got, expected, "{what}");
+    for (game, files) in found {
         let mut tables: Vec<&str> = files.iter().map(|(t, _)| t.as_str()).collect();
         tables.sort();
         assert_eq!(
@@ -146,6 +147,16 @@ pub fn assert_exactly_once(dirs: &[&Path], games: &[String]) {
         );
         assert_eq!(files[0].1, files[1].1, "game {game} written by two workers");
     }
+}
+
+/// Asserts that exactly `games` have output, each exactly one META and one PODIUM file by the
+/// same worker, and that no other file (temporary or stray) is left.
+pub fn assert_exactly_once(dirs: &[&Path], games: &[String]) {
+    let found = pairs(dirs);
+    let mut expected: Vec<&String> = games.iter().collect();
+    expected.sort();
+    expected.dedup();
+    assert_one_pair_each(&found, &expected, "games with output vs games expected");
     let all = every_file(dirs);
     assert_eq!(all.len(), games.len() * 2, "stray files: {all:?}");
 }

@@ -2,7 +2,7 @@
 //! log it reads (length, group lag, unacknowledged entries, dead letters) and how long a record
 //! waits between its append and its PUBLISH to a worker.
 
-use crate::metrics::{latency_buckets, Counter, Gauge, Histogram, SharedRegistry};
+use crate::metrics::{latency_buckets, register_all, Counter, Gauge, Histogram, SharedRegistry};
 
 /// The fanout's Prometheus metrics.
 #[derive(Clone)]
@@ -34,65 +34,56 @@ impl FanoutMetrics {
             dead_letters: Gauge::default(),
             routing_latency: Histogram::new(latency_buckets()),
         };
-        let mut r = registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let counters = [
-            (
-                "records_received",
-                "Records of other publishers (no entry id) appended to the log",
-                &m.records_received,
-            ),
-            (
-                "records_routed",
-                "Log entries published to a worker channel for the first time",
-                &m.records_routed,
-            ),
-            (
-                "records_rerouted",
-                "Log entries routed again after their acknowledgement timed out",
-                &m.records_rerouted,
-            ),
-            (
-                "records_dead_lettered",
-                "Log entries moved to the dead-letter stream by this fanout",
-                &m.records_dead_lettered,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            r.register(name, help, counter.clone());
-        }
-        let gauges = [
-            (
-                "stream_length",
-                "Entries in the log stream",
-                &m.stream_length,
-            ),
-            (
-                "group_lag",
-                "Entries of the log no fanout has read yet",
-                &m.group_lag,
-            ),
-            (
-                "unacked",
-                "Entries read and not yet acknowledged",
-                &m.unacked,
-            ),
-            (
-                "dead_letters",
-                "Entries in the dead-letter stream",
-                &m.dead_letters,
-            ),
-        ];
-        for (name, help, gauge) in gauges {
-            r.register(name, help, gauge.clone());
-        }
-        r.register(
-            "routing_latency_seconds",
-            "Time from a record's append to the log to its PUBLISH to a worker",
-            m.routing_latency.clone(),
+        register_all(
+            registry,
+            &[
+                (
+                    "records_received",
+                    "Records of other publishers (no entry id) appended to the log",
+                    &m.records_received,
+                ),
+                (
+                    "records_routed",
+                    "Log entries published to a worker channel for the first time",
+                    &m.records_routed,
+                ),
+                (
+                    "records_rerouted",
+                    "Log entries routed again after their acknowledgement timed out",
+                    &m.records_rerouted,
+                ),
+                (
+                    "records_dead_lettered",
+                    "Log entries moved to the dead-letter stream by this fanout",
+                    &m.records_dead_lettered,
+                ),
+                (
+                    "stream_length",
+                    "Entries in the log stream",
+                    &m.stream_length,
+                ),
+                (
+                    "group_lag",
+                    "Entries of the log no fanout has read yet",
+                    &m.group_lag,
+                ),
+                (
+                    "unacked",
+                    "Entries read and not yet acknowledged",
+                    &m.unacked,
+                ),
+                (
+                    "dead_letters",
+                    "Entries in the dead-letter stream",
+                    &m.dead_letters,
+                ),
+                (
+                    "routing_latency_seconds",
+                    "Time from a record's append to the log to its PUBLISH to a worker",
+                    &m.routing_latency,
+                ),
+            ],
         );
-        drop(r);
         m
     }
 }

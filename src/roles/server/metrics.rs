@@ -1,6 +1,6 @@
 //! The game server's Prometheus metrics (served when METRICS_ADDR is set).
 
-use crate::metrics::{latency_buckets, Counter, Gauge, Histogram, SharedRegistry};
+use crate::metrics::{latency_buckets, register_all, Counter, Gauge, Histogram, SharedRegistry};
 
 /// Metric handles; clones share the same values.
 #[derive(Clone)]
@@ -26,41 +26,46 @@ impl ServerMetrics {
             turn_latency: Histogram::new(latency_buckets()),
             records_published: Counter::default(),
         };
-        let mut r = registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        r.register(
-            "connected_players",
-            "Lobby sockets connected to this process",
-            m.connected_players.clone(),
+        register_all(
+            registry,
+            &[
+                (
+                    "connected_players",
+                    "Lobby sockets connected to this process",
+                    &m.connected_players,
+                ),
+                (
+                    "games_started",
+                    "Games this process started",
+                    &m.games_started,
+                ),
+                (
+                    "games_completed",
+                    "Games this process completed",
+                    &m.games_completed,
+                ),
+                (
+                    "games_timed_out",
+                    "Lobbies this process timed out",
+                    &m.games_timed_out,
+                ),
+                (
+                    "attacks",
+                    "Attacks stored",
+                    &m.attacks,
+                ),
+                (
+                    "turn_latency_seconds",
+                    "Time from a stored turn change to the USER'S TURN push",
+                    &m.turn_latency,
+                ),
+                (
+                    "records_published",
+                    "Lifecycle records appended to the log stream (and published on the lobby channel)",
+                    &m.records_published,
+                ),
+            ],
         );
-        r.register(
-            "games_started",
-            "Games this process started",
-            m.games_started.clone(),
-        );
-        r.register(
-            "games_completed",
-            "Games this process completed",
-            m.games_completed.clone(),
-        );
-        r.register(
-            "games_timed_out",
-            "Lobbies this process timed out",
-            m.games_timed_out.clone(),
-        );
-        r.register("attacks", "Attacks stored", m.attacks.clone());
-        r.register(
-            "turn_latency_seconds",
-            "Time from a stored turn change to the USER'S TURN push",
-            m.turn_latency.clone(),
-        );
-        r.register(
-            "records_published",
-            "Lifecycle records appended to the log stream (and published on the lobby channel)",
-            m.records_published.clone(),
-        );
-        drop(r);
         m
     }
 }

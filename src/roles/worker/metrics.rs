@@ -3,7 +3,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use crate::metrics::{latency_buckets, Counter, Family, Histogram, SharedRegistry};
+use crate::metrics::{latency_buckets, register_all, Counter, Family, Histogram, SharedRegistry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -29,35 +29,36 @@ impl WorkerMetrics {
             etl_duration: Histogram::new(latency_buckets()),
             files_written: Counter::default(),
         };
-        let mut r = registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        r.register(
-            "records_received",
-            "Records received on this worker's channel",
-            m.records_received.clone(),
+        register_all(
+            registry,
+            &[
+                (
+                    "records_received",
+                    "Records received on this worker's channel",
+                    &m.records_received,
+                ),
+                (
+                    "games_written",
+                    "Games whose two Parquet files this worker wrote",
+                    &m.games_written,
+                ),
+                (
+                    "records_skipped",
+                    "Records skipped, by reason",
+                    &m.records_skipped,
+                ),
+                (
+                    "etl_duration_seconds",
+                    "Time from claiming a game to both of its files being in place",
+                    &m.etl_duration,
+                ),
+                (
+                    "files_written",
+                    "Parquet files this worker put in place",
+                    &m.files_written,
+                ),
+            ],
         );
-        r.register(
-            "games_written",
-            "Games whose two Parquet files this worker wrote",
-            m.games_written.clone(),
-        );
-        r.register(
-            "records_skipped",
-            "Records skipped, by reason",
-            m.records_skipped.clone(),
-        );
-        r.register(
-            "etl_duration_seconds",
-            "Time from claiming a game to both of its files being in place",
-            m.etl_duration.clone(),
-        );
-        r.register(
-            "files_written",
-            "Parquet files this worker put in place",
-            m.files_written.clone(),
-        );
-        drop(r);
         m
     }
 

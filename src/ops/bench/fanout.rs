@@ -1,6 +1,7 @@
-//! The fanout benchmark behind `superhero bench fanout`: one burst of records appended to a
-//! private lobby's log stream (as the server's scripts append them), the real fanout, and fake
-//! workers that beat their heartbeat, count what they get and acknowledge it in batches.
+//! `superhero bench fanout`: one burst of records appended to a private lobby's log stream (as
+//! the server's scripts append them), the real fanout (in this process, so its metrics are read
+//! from its registry), and fake workers that beat their heartbeat, count what they get and
+//! acknowledge it in batches.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,13 +10,47 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::FanoutMetrics;
+use super::BenchReport;
 use crate::config::Settings;
 use crate::metrics::{self, histogram_quantile};
 use crate::pipeline::delivery;
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{self, Redis, SubEvent};
+use crate::roles::fanout::{self, FanoutMetrics};
 use crate::shutdown;
+
+pub(super) async fn bench(
+    settings: &Settings,
+    redis: &Redis,
+    records: usize,
+    workers: usize,
+) -> Result<BenchReport> {
+    let mut report = BenchReport::new("fanout", redis);
+    let run = run(settings, redis, records, workers, Duration::from_secs(120)).await?;
+    let spread = run.spread();
+    report.set("records", run.records);
+    report.set("workers", run.workers);
+    report.set("seconds", run.elapsed.as_secs_f64());
+    report.set("records_per_second", run.records_per_sec);
+    report.set("lost", run.lost);
+    report.set("duplicated", run.duplicated);
+    report.set("per_worker", run.per_worker.clone());
+    report.set(
+        "spread_min_pct",
+        spread.iter().copied().fold(f64::INFINITY, f64::min) * 100.0,
+    );
+    report.set(
+        "spread_max_pct",
+        spread.iter().copied().fold(0.0, f64::max) * 100.0,
+    );
+    if let Some(p50) = run.latency_p50 {
+        report.set("routing_p50_ms", p50 * 1000.0);
+    }
+    if let Some(p99) = run.latency_p99 {
+        report.set("routing_p99_ms", p99 * 1000.0);
+    }
+    Ok(report)
+}
 
 /// What one run measured.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -147,7 +182,7 @@ pub async fn run(
     let fanout = {
         let (redis, stop) = (redis.clone(), stop.clone());
         tokio::spawn(async move {
-            super::run_with_metrics(&settings, redis, stop, fanout_metrics).await
+            fanout::run_with_metrics(&settings, redis, stop, fanout_metrics).await
         })
     };
     wait_subscribed(&mut conn, std::slice::from_ref(&lobby)).await?;

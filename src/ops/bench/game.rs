@@ -1,0 +1,107 @@
+//! `superhero bench game`: B player bots against one real game server (a child process) for a
+//! fixed window; games finished per second and the server's turn latency.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use super::{quantiles, BenchReport, Child};
+use crate::config::Settings;
+use crate::metrics;
+use crate::ops::build_db;
+use crate::pipeline::redis_conn::Redis;
+use crate::roles::player::{self, PlayerOptions};
+use crate::shutdown::Shutdown;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn bench(
+    settings: &Settings,
+    redis: &Redis,
+    binary: &Path,
+    bots: usize,
+    seconds: f64,
+    participants: u8,
+    shutdown: Shutdown,
+) -> Result<BenchReport> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("bench game needs a positive --seconds");
+    }
+    let mut report = BenchReport::new("game", redis);
+    let heroes = build_db::load_source(None)?;
+    build_db::store(redis, &heroes).await?;
+    let port = crate::testkit::private_redis::free_port()?;
+    let mut settings = settings.clone();
+    settings.websocket_host = "127.0.0.1".into();
+    settings.websocket_port = port;
+    // Bots play until the window closes: the figure is steady-state throughput, not the tail of
+    // the last lobbies waiting LOBBY_TIMEOUT for players that have stopped.
+    settings.client_games = None;
+    let port_text = port.to_string();
+    let child = Child::spawn(
+        binary,
+        &settings,
+        &[
+            "server",
+            "--websocket-host",
+            "127.0.0.1",
+            "--websocket-port",
+            &port_text,
+            "--server-sleep",
+            "0",
+            "--logger-module",
+            "default",
+        ],
+    )
+    .await?;
+    let (stop_bots, bots_shutdown) = crate::shutdown::channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..bots {
+        let (s, sd) = (settings.clone(), bots_shutdown.clone());
+        let opts = PlayerOptions {
+            participants: Some(participants),
+            ..PlayerOptions::default()
+        };
+        tasks.spawn(async move { player::play(&s, &opts, sd).await });
+    }
+    let completed = |text: &str| {
+        metrics::sample_value(text, "superhero_server_games_completed_total").unwrap_or(0.0)
+    };
+    let window = Duration::from_secs_f64(seconds);
+    let before = completed(&metrics::scrape(child.metrics).await.unwrap_or_default());
+    let started = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(window) => {}
+        _ = shutdown.recv() => {}
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let text = metrics::scrape(child.metrics).await.unwrap_or_default();
+    let finished = completed(&text) - before;
+    let (cpu, rss) = child.usage();
+    stop_bots.fire();
+    while tokio::time::timeout(Duration::from_secs(30), tasks.join_next())
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {}
+    child.stop().await?;
+    report.set("bots", bots);
+    report.set("participants", participants);
+    report.set("games_finished", finished);
+    report.set("seconds", elapsed);
+    report.set("games_per_second", finished / elapsed);
+    quantiles(
+        &mut report,
+        &text,
+        "superhero_server_turn_latency_seconds",
+        "turn_latency",
+    );
+    if let Some(cpu) = cpu {
+        report.set("server_cpu_seconds", cpu);
+    }
+    if let Some(rss) = rss {
+        report.set("server_peak_rss_mib", rss);
+    }
+    Ok(report)
+}

@@ -1,0 +1,243 @@
+//! The Parquet sink: the only module that knows arrow2/parquet2.
+//!
+//! A finished game becomes two gzip-compressed Parquet files (`docs/parquet.md`):
+//! `OUTPUT_DIR/superhero/GAME_META/<game>_<worker>.gz` and `.../GAME_PODIUM/<game>_<worker>.gz`,
+//! each with one row group and the exact field names and Arrow types documented there.
+//!
+//! Writing is built for throughput (a worker writes thousands of games a second): a [`Sink`]
+//! keeps the Parquet schema descriptors, the Arrow schema footer entry and one reusable gzip
+//! encoder (`gzip.rs`); arrow2 encodes each column as one plain page, the page is gzipped, and
+//! parquet2 lays out the file in a memory buffer that is written with a single `write` call.
+//! Page statistics are off: a file holds one game, so min/max pruning buys readers nothing.
+//! In a folder every file goes to a temporary name in its final directory, is fsynced, and is
+//! then renamed into place, so no reader ever sees a partial file. OUTPUT_DIR may also be an
+//! object store URL (`s3://bucket/prefix`): [`location`] parses it, [`store`] holds the
+//! [`Output`] that writes, lists and removes files in either kind of place.
+//!
+//! This file holds the rows, the paths and the entry points; `encode.rs` makes the Parquet bytes,
+//! `folder.rs` puts a file in place, `read.rs` reads files back.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Result};
+use serde::Serialize;
+
+mod encode;
+mod folder;
+mod gzip;
+pub mod location;
+mod read;
+pub mod store;
+
+pub use encode::{meta_schema, podium_schema, Sink};
+pub use location::OutputDir;
+pub use read::{meta_from_bytes, podium_from_bytes, read_meta, read_podium};
+pub use store::Output;
+
+/// Directory name of the per-participant hero table.
+pub const META_TABLE: &str = "GAME_META";
+/// Directory name of the per-participant result table.
+pub const PODIUM_TABLE: &str = "GAME_PODIUM";
+
+/// Top-level directory under OUTPUT_DIR that holds both tables.
+pub const DATASET_DIR: &str = "superhero";
+
+/// One GAME_META row: which hero a participant played.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MetaRow {
+    pub game_token: String,
+    pub user_token: String,
+    pub superhero_id: u16,
+}
+
+/// One GAME_PODIUM row: how a participant did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodiumRow {
+    pub game_token: String,
+    pub user_token: String,
+    /// Attacks this player delivered.
+    pub rounds: u16,
+    /// 1 = winner … n = first eliminated.
+    pub rank: u8,
+    pub damage_delivered: u64,
+    pub damage_received: u64,
+}
+
+/// `output_dir/superhero/<table>`.
+pub fn table_dir(output_dir: &Path, table: &str) -> PathBuf {
+    output_dir.join(DATASET_DIR).join(table)
+}
+
+/// `output_dir/superhero/<table>/<game>_<worker_id>.gz`.
+pub fn file_path(output_dir: &Path, table: &str, game: &str, worker_id: &str) -> PathBuf {
+    table_dir(output_dir, table).join(format!("{game}_{worker_id}.gz"))
+}
+
+/// Whether `id` can be used as one file-name component. The rule is the worker-id rule of
+/// [`crate::config::validate_worker_id`], the one place it is declared.
+pub fn is_safe_worker_id(id: &str) -> bool {
+    crate::config::validate_worker_id(id).is_ok()
+}
+
+/// Checks that a game token may be used in a file name: it must be a UUID, in the canonical
+/// lowercase hyphenated form (so one game always maps to one file name).
+fn check_game_token(game: &str) -> Result<()> {
+    let parsed = uuid::Uuid::parse_str(game)
+        .map_err(|e| anyhow::anyhow!("game token {game:?} is not a UUID: {e}"))?;
+    ensure!(
+        parsed.hyphenated().to_string() == game,
+        "game token {game:?} is not a lowercase hyphenated UUID"
+    );
+    Ok(())
+}
+
+/// Writes the two Parquet files of `game` (see the module docs). The META file is renamed
+/// into place first and the PODIUM file last, so a PODIUM file always has its META beside it.
+/// Nothing is written when the game token is not a UUID or the worker id is not a safe
+/// file-name component.
+pub fn write_game(
+    output_dir: &Path,
+    worker_id: &str,
+    game: &str,
+    meta: &[MetaRow],
+    podium: &[PodiumRow],
+) -> Result<()> {
+    SINK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Sink::new()?);
+        }
+        match slot.as_mut() {
+            Some(sink) => sink.write_game(output_dir, worker_id, game, meta, podium),
+            None => bail!("Parquet sink unavailable"),
+        }
+    })
+}
+
+/// Encodes the two Parquet files of `game` (META, PODIUM) with the same checks as
+/// [`write_game`], for a place that stores them itself.
+pub fn encode_game(
+    worker_id: &str,
+    game: &str,
+    meta: &[MetaRow],
+    podium: &[PodiumRow],
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    check_game_token(game)?;
+    ensure!(
+        is_safe_worker_id(worker_id),
+        "worker id {worker_id:?} is not a safe file-name component"
+    );
+    SINK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Sink::new()?);
+        }
+        let Some(sink) = slot.as_mut() else {
+            bail!("Parquet sink unavailable");
+        };
+        let (mut meta_bytes, mut podium_bytes) = (Vec::new(), Vec::new());
+        sink.encode_meta(meta, &mut meta_bytes)?;
+        sink.encode_podium(podium, &mut podium_bytes)?;
+        Ok((meta_bytes, podium_bytes))
+    })
+}
+
+thread_local! {
+    /// Built on a thread's first write; None if the (constant) schemas could not be built.
+    static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    fn game() -> String {
+        "0b6f6c1e-2f0a-4c8e-9d5e-0a1b2c3d4e5f".to_string()
+    }
+
+    fn rows() -> (Vec<MetaRow>, Vec<PodiumRow>) {
+        let users = ["aaaa", "bbbb", "cccc"];
+        let meta = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| MetaRow {
+                game_token: game(),
+                user_token: u.to_string(),
+                superhero_id: 10 + i as u16,
+            })
+            .collect();
+        let podium = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| PodiumRow {
+                game_token: game(),
+                user_token: u.to_string(),
+                rounds: 3 + i as u16,
+                rank: 1 + i as u8,
+                damage_delivered: 1_000_000 * i as u64,
+                damage_received: u64::MAX - i as u64,
+            })
+            .collect();
+        (meta, podium)
+    }
+
+    #[test]
+    fn round_trip_through_arrow2() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, podium) = rows();
+        write_game(dir.path(), "w-1", &game(), &meta, &podium).unwrap();
+        let meta_path = file_path(dir.path(), META_TABLE, &game(), "w-1");
+        let podium_path = file_path(dir.path(), PODIUM_TABLE, &game(), "w-1");
+        assert_eq!(read_meta(&meta_path).unwrap(), meta);
+        assert_eq!(read_podium(&podium_path).unwrap(), podium);
+        // Twice through the same thread-local buffers gives the same files.
+        write_game(dir.path(), "w-1", &game(), &meta, &podium).unwrap();
+        assert_eq!(read_podium(&podium_path).unwrap(), podium);
+    }
+
+    #[test]
+    fn truncated_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, podium) = rows();
+        write_game(dir.path(), "w", &game(), &meta, &podium).unwrap();
+        let path = file_path(dir.path(), PODIUM_TABLE, &game(), "w");
+        let bytes = fs::read(&path).unwrap();
+        for cut in [0, 4, bytes.len() / 2, bytes.len() - 1] {
+            fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(read_podium(&path).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn unsafe_names_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, podium) = rows();
+        for (game, worker) in [
+            ("../x", "w"),
+            ("not-a-uuid", "w"),
+            ("0B6F6C1E-2F0A-4C8E-9D5E-0A1B2C3D4E5F", "w"),
+            (game().as_str(), "../w"),
+            (game().as_str(), ".hidden"),
+            (game().as_str(), "a/b"),
+            (game().as_str(), ""),
+        ] {
+            assert!(write_game(dir.path(), worker, game, &meta, &podium).is_err());
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn worker_ids() {
+        assert!(is_safe_worker_id("abc123def456"));
+        assert!(is_safe_worker_id("worker-1.a_b"));
+        assert!(!is_safe_worker_id(".."));
+        assert!(!is_safe_worker_id("a b"));
+        assert!(!is_safe_worker_id("a\\b"));
+        // The same limit as a configured worker id.
+        assert!(is_safe_worker_id(&"w".repeat(64)));
+        assert!(!is_safe_worker_id(&"w".repeat(65)));
+    }
+}

@@ -1,0 +1,286 @@
+//! Handling one record: parse it, claim its game (or wait for the worker that holds it), write
+//! it ([`super::write`]), then clean and acknowledge; a Redis error retries the whole record,
+//! any other failure leaves it unacknowledged with the reason noted for the dead letter.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use redis::aio::ConnectionManager;
+use tracing::Instrument;
+
+use super::claim::{self, Claim};
+use super::{etl, Outcome, Worker, BUSY_WAIT};
+use crate::pipeline::delivery;
+use crate::pipeline::keys;
+use crate::pipeline::record::{self, Event, Record, RecordError};
+use crate::pipeline::redis_conn::{self, Backoff, Outage};
+
+/// Why the handling of one record stopped early.
+pub(super) enum Failure {
+    /// Redis is unreachable: retry the whole record (every step can be repeated).
+    Redis(redis::RedisError),
+    /// Anything else (a file error, malformed game state): give up on this delivery.
+    Other(anyhow::Error),
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(e: redis::RedisError) -> Self {
+        let transient = e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || matches!(e.kind(), redis::ErrorKind::Server(_));
+        if transient {
+            Failure::Redis(e)
+        } else {
+            Failure::Other(e.into())
+        }
+    }
+}
+
+impl Worker {
+    pub(super) async fn handle(&self, payload: &[u8]) -> Outcome {
+        let record = match record::parse(payload) {
+            Ok(record) => record,
+            Err(e) => {
+                self.skip(&e);
+                // A routed record carries its delivery id even when the rest is bad.
+                if let Some(id) = delivery_id_of(payload) {
+                    self.ack_until_done(&id).await;
+                }
+                return Outcome::Skipped;
+            }
+        };
+        // One lease token per record, so a retry after a Redis error is the same claimant.
+        let token = claim::lease_token(&self.id);
+        let mut backoff = Backoff::default();
+        let span = game_span(&record);
+        loop {
+            match self.process(&record, &token).instrument(span.clone()).await {
+                Ok(outcome) => {
+                    self.outage().recovered();
+                    return outcome;
+                }
+                Err(Failure::Redis(e)) => {
+                    self.outage().failed(&redis_conn::describe(&e));
+                    if !backoff.wait(&self.shutdown).await {
+                        return Outcome::Abandoned;
+                    }
+                }
+                Err(Failure::Other(e)) => {
+                    tracing::error!("worker {}: {e:#}; the record will be routed again", self.id);
+                    if let Event::CleaningGameRecords { game_token, .. } = &record.event {
+                        let _ =
+                            claim::release(&mut self.conn.clone(), &game_token.to_string(), &token)
+                                .await;
+                    }
+                    self.note_failure(&record, &format!("{e:#}")).await;
+                    return Outcome::Abandoned;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn process(&self, record: &Record, token: &str) -> Result<Outcome, Failure> {
+        let mut conn = self.conn.clone();
+        let (game, user) = match &record.event {
+            Event::CleaningGameRecords {
+                game_token,
+                user_token,
+            } => (game_token.to_string(), user_token.to_string()),
+            Event::GameTimedOut { game_token } => {
+                // A lobby that never played: no files, but its keys must not stay forever.
+                self.clean(&mut conn, &game_token.to_string()).await?;
+                self.ack(&mut conn, record).await?;
+                return Ok(Outcome::NothingToDo);
+            }
+            Event::Other => {
+                self.ack(&mut conn, record).await?;
+                return Ok(Outcome::NothingToDo);
+            }
+        };
+        let outcome = match self.claim_or_wait(&mut conn, &game, &user, token).await? {
+            // (the outcomes below that return early leave the record unacknowledged)
+            Claim::UnknownGame => {
+                // Not acknowledged: it may be a record that overtook its game (another
+                // publisher), and it must not vanish silently; it ends in the dead letters.
+                let why = format!("unknown game {game}");
+                self.skip_game("unknown_game", &why);
+                self.note_failure(record, &why).await;
+                return Ok(Outcome::Skipped);
+            }
+            Claim::NotHost => {
+                self.ack(&mut conn, record).await?;
+                return Ok(Outcome::NothingToDo);
+            }
+            Claim::Done(_) => {
+                self.clean(&mut conn, &game).await?;
+                Outcome::AlreadyDone
+            }
+            Claim::Busy(holder) => {
+                tracing::debug!(
+                    "game {game} is being written by {holder}; leaving the record for later"
+                );
+                return Ok(Outcome::Busy);
+            }
+            Claim::Claimed { previous_writer } => {
+                let renewer = self.keep_lease(&game, token);
+                let written = self.write(&mut conn, &game, token, previous_writer).await;
+                renewer.abort();
+                match written? {
+                    Some(Outcome::Unwritable(why)) => {
+                        // Unfinished or malformed: not acknowledged, so it is tried again and
+                        // ends in the dead letters with this reason if it never gets better.
+                        self.note_failure(record, &why).await;
+                        return Ok(Outcome::Skipped);
+                    }
+                    Some(outcome) => outcome,
+                    // Lost the game to another worker: it acknowledges once the game is done.
+                    None => return Ok(Outcome::Busy),
+                }
+            }
+        };
+        self.ack(&mut conn, record).await?;
+        Ok(outcome)
+    }
+
+    /// Claims the game; while another worker holds it (a second delivery of the same record),
+    /// waits up to [`BUSY_WAIT`] for that worker to finish, so the duplicate is acknowledged at
+    /// once instead of coming back after ACK_TIMEOUT.
+    pub(super) async fn claim_or_wait(
+        &self,
+        conn: &mut ConnectionManager,
+        game: &str,
+        user: &str,
+        token: &str,
+    ) -> Result<Claim, Failure> {
+        let give_up = Instant::now() + BUSY_WAIT;
+        loop {
+            let answer = claim::claim(conn, game, user, token, &self.id).await?;
+            if !matches!(answer, Claim::Busy(_))
+                || Instant::now() >= give_up
+                || self.shutdown.is_triggered()
+            {
+                return Ok(answer);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
+    pub(super) async fn clean(
+        &self,
+        conn: &mut ConnectionManager,
+        game: &str,
+    ) -> Result<(), Failure> {
+        if !self.clean_routine {
+            return Ok(());
+        }
+        etl::expire_game(conn, game, self.redis_expiry)
+            .await
+            .map_err(anyhow_failure)?;
+        let seconds = self.redis_expiry.as_secs().max(1) as i64;
+        let _: () = redis::pipe()
+            .expire(keys::etl_done(game), seconds)
+            .ignore()
+            .expire(keys::etl_writer(game), seconds)
+            .ignore()
+            .query_async(conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn ack(
+        &self,
+        conn: &mut ConnectionManager,
+        record: &Record,
+    ) -> Result<(), Failure> {
+        if let Some(id) = &record.delivery_id {
+            delivery::ack(conn, &self.lobby, std::slice::from_ref(id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges a bad record, retrying while Redis is down (until shutdown).
+    pub(super) async fn ack_until_done(&self, id: &str) {
+        let mut conn = self.conn.clone();
+        let mut backoff = Backoff::default();
+        let ids = [id.to_string()];
+        while let Err(e) = delivery::ack(&mut conn, &self.lobby, &ids).await {
+            self.outage().failed(&redis_conn::describe(&e));
+            if !backoff.wait(&self.shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Leaves the reason a routed record could not be handled where the fanout's dead letter
+    /// will find it (best effort: the record comes back either way).
+    pub(super) async fn note_failure(&self, record: &Record, reason: &str) {
+        if let Some(id) = &record.delivery_id {
+            let mut conn = self.conn.clone();
+            let _ = delivery::note_failure(&mut conn, &self.lobby, id, &self.id, reason).await;
+        }
+    }
+
+    /// Beats the heartbeat unless a write is stuck past WRITE_TIMEOUT.
+    pub(super) async fn heartbeat(&self) {
+        if self.stuck_writes.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        if let Err(e) = delivery::heartbeat(&mut conn, &self.lobby, &self.id).await {
+            self.outage().failed(&redis_conn::describe(&e));
+        }
+    }
+
+    pub(super) fn skip(&self, e: &RecordError) {
+        self.metrics.skipped(e.label());
+        self.skips.lock().unwrap_or_else(|p| p.into_inner()).skip(e);
+    }
+
+    pub(super) fn skip_game(&self, label: &'static str, message: &str) {
+        self.metrics.skipped(label);
+        self.skips
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .skip_with(label, message);
+    }
+
+    pub(super) fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
+        self.outage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The span of a record's game, so concurrent games' lines can be told apart.
+pub(super) fn game_span(record: &Record) -> tracing::Span {
+    match &record.event {
+        Event::CleaningGameRecords { game_token, .. } | Event::GameTimedOut { game_token } => {
+            tracing::info_span!("game", game = %game_token)
+        }
+        Event::Other => tracing::Span::none(),
+    }
+}
+
+/// A Redis error inside an ETL step stays retryable; anything else is final for this delivery.
+pub(super) fn anyhow_failure(e: anyhow::Error) -> Failure {
+    match e.downcast::<redis::RedisError>() {
+        Ok(e) => e.into(),
+        Err(e) => Failure::Other(e),
+    }
+}
+
+/// The delivery id of a record that did not parse, if it is at least a JSON object carrying one.
+pub(super) fn delivery_id_of(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        delivery_id: Option<String>,
+    }
+    if payload.len() > record::MAX_RECORD_BYTES {
+        return None;
+    }
+    serde_json::from_slice::<IdOnly>(payload)
+        .ok()
+        .and_then(|r| r.delivery_id)
+}

@@ -1,0 +1,164 @@
+//! Writing a claimed game: load it, turn it into rows, write both files (given up after
+//! WRITE_TIMEOUT), keep the claim's lease alive meanwhile, and mark the game done.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::Result;
+use redis::aio::ConnectionManager;
+use tracing::Instrument;
+
+use super::claim::{self, Finish};
+use super::handle::{anyhow_failure, Failure};
+use super::{etl, Outcome, Worker};
+use crate::pipeline::keys;
+
+impl Worker {
+    /// Holds the claim for the steps after [`claim::claim`]; `None` when another worker took the
+    /// game over meanwhile.
+    pub(super) async fn write(
+        &self,
+        conn: &mut ConnectionManager,
+        game: &str,
+        token: &str,
+        previous_writer: Option<String>,
+    ) -> Result<Option<Outcome>, Failure> {
+        let started = Instant::now();
+        if let Some(previous) = &previous_writer {
+            if self.pair_in_place(game, previous).await? {
+                // A writer died between its renames and `finish`: its pair is the output.
+                tracing::info!("game {game}: taking over the complete files of worker {previous}");
+                return match claim::finish(conn, game, token, previous).await? {
+                    Finish::Done(_) => {
+                        self.clean(conn, game).await?;
+                        Ok(Some(Outcome::AlreadyDone))
+                    }
+                    Finish::Lost { .. } => Ok(None),
+                };
+            }
+        }
+        let loaded = match etl::load_game(conn, game).await.map_err(anyhow_failure) {
+            Ok(loaded) => loaded,
+            Err(Failure::Other(e)) => {
+                // Malformed game state will not get better: no retry here; the fanout's
+                // delivery limit sends it to the dead letters with this reason.
+                claim::release(conn, game, token).await?;
+                let why = format!("game {game}: {e:#}");
+                self.skip_game("malformed_game", &why);
+                return Ok(Some(Outcome::Unwritable(why)));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(data) = loaded else {
+            claim::release(conn, game, token).await?;
+            let why = format!("game {game} does not exist or is not finished");
+            self.skip_game("game_not_finished", &why);
+            return Ok(Some(Outcome::Unwritable(why)));
+        };
+        if let Some(previous) = previous_writer {
+            if !claim::start_writing(conn, game, token, &self.id).await? {
+                return Ok(None);
+            }
+            // We are the writer now: whatever the previous one left is not the output.
+            tracing::info!("game {game}: removing the incomplete files of worker {previous}");
+            self.remove_files(game, &previous).await;
+        }
+        self.write_files(game, &data).await?;
+        match claim::finish(conn, game, token, &self.id).await? {
+            Finish::Done(by) if by == self.id => {
+                self.metrics
+                    .etl_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.files_written.inc_by(2);
+                self.metrics.games_written.inc();
+                self.clean(conn, game).await?;
+                Ok(Some(Outcome::Written))
+            }
+            Finish::Done(by) => {
+                tracing::info!("game {game} was finished by {by} meanwhile; removing our files");
+                self.remove_files(game, &self.id).await;
+                self.clean(conn, game).await?;
+                Ok(Some(Outcome::AlreadyDone))
+            }
+            Finish::Lost { writer } => {
+                if writer.as_deref() != Some(self.id.as_str()) {
+                    tracing::info!("game {game}: lease lost to another writer; removing our files");
+                    self.remove_files(game, &self.id).await;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renews the lease every third of its length until aborted.
+    pub(super) fn keep_lease(&self, game: &str, token: &str) -> tokio::task::JoinHandle<()> {
+        let (mut conn, game, token) = (self.conn.clone(), game.to_string(), token.to_string());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(claim::LEASE / 3).await;
+                match claim::renew(&mut conn, &game, &token).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(_) => {} // Redis is down: keep trying, the lease may survive it.
+                }
+            }
+        })
+    }
+
+    /// Whether `worker`'s pair of `game` is complete. A store that cannot answer (after the
+    /// client's retries) fails this delivery: it comes back later.
+    pub(super) async fn pair_in_place(&self, game: &str, worker: &str) -> Result<bool, Failure> {
+        self.output
+            .has_pair(game, worker)
+            .await
+            .map_err(Failure::Other)
+    }
+
+    /// Removes `worker`'s files of `game`, final and temporary.
+    pub(super) async fn remove_files(&self, game: &str, worker: &str) {
+        self.output.remove_pair(game, worker).await;
+    }
+
+    /// Writes the game's pair of files, giving up after WRITE_TIMEOUT. A write that overruns
+    /// keeps its thread (it cannot be cancelled); when it does return, its files are removed
+    /// unless they became the game's output meanwhile.
+    pub(super) async fn write_files(
+        &self,
+        game: &str,
+        data: &etl::GameData,
+    ) -> Result<(), Failure> {
+        let (meta, podium) = etl::rows(game, data);
+        let (output, id, g) = (self.output.clone(), self.id.clone(), game.to_string());
+        // Spawned, so a write past WRITE_TIMEOUT runs on and is cleaned up when it returns.
+        let mut write = tokio::spawn(async move { output.write_game(&id, &g, meta, podium).await });
+        match tokio::time::timeout(self.write_timeout, &mut write).await {
+            Ok(joined) => joined
+                .map_err(|e| Failure::Other(anyhow::anyhow!("writing game {game}: {e}")))?
+                .map_err(Failure::Other),
+            Err(_) => {
+                self.stuck_writes.fetch_add(1, Ordering::Relaxed);
+                let (stuck, mut conn) = (self.stuck_writes.clone(), self.conn.clone());
+                let (output, id, g) = (self.output.clone(), self.id.clone(), game.to_string());
+                tokio::spawn(async move {
+                    let _ = write.await;
+                    stuck.fetch_sub(1, Ordering::Relaxed);
+                    let done: Option<String> = redis::cmd("GET")
+                        .arg(keys::etl_done(&g))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or(None);
+                    if done.as_deref() != Some(id.as_str()) {
+                        tracing::warn!(
+                            "game {g}: a write that overran WRITE_TIMEOUT returned; removing its files"
+                        );
+                        output.remove_pair(&g, &id).await;
+                    }
+                }.in_current_span());
+                Err(Failure::Other(anyhow::anyhow!(
+                    "writing game {game} took longer than WRITE_TIMEOUT ({:?}); gave it up",
+                    self.write_timeout
+                )))
+            }
+        }
+    }
+}
