@@ -2,7 +2,7 @@
 //!
 //! The scripts that open a lobby or start a turn put the game in `games:deadlines` with its
 //! deadline by Redis time; the ones that end a lobby or a game take it out. This task looks
-//! every [`SWEEP_EVERY`] for games past their deadline (by Redis's clock, never this
+//! every 200 ms (`SWEEP_EVERY`) for games past their deadline (by Redis's clock, never this
 //! process's) and applies the rule: a lobby still waiting times out, and the player whose turn
 //! it is falls, exactly as when its socket closes. The scripts check the state they act on, so
 //! any number of servers may sweep at once and each deadline acts once. A game whose servers

@@ -1,7 +1,7 @@
 //! Game state in Redis: every state change is one Lua script, so each is atomic across any
 //! number of server processes (keys: `docs/redis-keys.md`).
 //!
-//! - [`join`]: a player joins an open game or creates one; never over-full, never a hero twice.
+//! - [`find`]: a player joins an open game or creates one; never over-full, never a hero twice.
 //! - [`ready`]: a lobby socket registers; the last one starts the game (order sorted by token).
 //! - [`attack`]: one attack, stored in `games:<g>:logs`, then the turn passes (or the game ends).
 //! - [`eliminate`]: a player who timed out or whose lobby socket closed falls (health 0).
@@ -94,7 +94,7 @@ pub enum Found {
 }
 
 /// Joins the oldest open game for `n` players or creates one (the creator is its host).
-/// Lobbies past their deadline are timed out by [`sweep_deadlines`], not here.
+/// Lobbies past their deadline are timed out by [`super::deadlines::sweep`], not here.
 pub async fn find(conn: &mut ConnectionManager, user: &str, n: u8, rules: &Rules) -> Result<Found> {
     let lobbies = keys::games_lobbies(n);
     for attempt in 0..50 {
