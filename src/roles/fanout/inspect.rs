@@ -189,6 +189,14 @@ pub async fn inspect(conn: &mut ConnectionManager, lobby: &str) -> Result<Pipeli
         .filter(|(_, beat)| *beat >= fresh_from)
         .map(|(id, _)| id)
         .collect();
+    // The lag before the pending entries: an entry read after the lag was taken is still
+    // counted as undelivered, so "nothing undelivered and nothing pending" is never reported
+    // while a fanout is moving entries from the one to the other.
+    let undelivered = match group_lag(conn, &stream, &group).await? {
+        Some(lag) => lag,
+        // No group yet: every entry is undelivered.
+        None => stream_length,
+    };
     let pending: RedisResult<Value> = redis::cmd("XPENDING")
         .arg(&stream)
         .arg(&group)
@@ -199,11 +207,6 @@ pub async fn inspect(conn: &mut ConnectionManager, lobby: &str) -> Result<Pipeli
         // No fanout has created the group yet.
         Err(e) if e.code() == Some("NOGROUP") => PendingSummary::default(),
         Err(e) => return Err(e.into()),
-    };
-    let undelivered = match group_lag(conn, &stream, &group).await? {
-        Some(lag) => lag,
-        // No group yet: every entry is undelivered.
-        None => stream_length,
     };
     let oldest_unacked_age = summary
         .oldest
