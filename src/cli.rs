@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{Var, VARS};
 
 /// Super Hero Combat Simulator and its Redis pub/sub -> Parquet data pipeline.
 #[derive(Debug, Parser)]
@@ -196,197 +198,171 @@ pub struct CleanArgs {
     pub dry_run: bool,
 }
 
-/// Every setting of the README's settings table as a flag. Each one overrides its environment
-/// variable.
-#[derive(Debug, Default, Args)]
+/// Every setting of [`VARS`] as a global flag (`--redis-port` for REDIS_PORT, `--worker-id` for
+/// HOSTNAME), built from the declaration: no field per setting. Each one overrides its
+/// environment variable; `--help` shows the variable and the default beside each.
+#[derive(Clone, Debug, Default)]
 pub struct SettingsArgs {
     /// TOML file of settings (keys are the variable names); below .env and the environment.
-    #[arg(long, global = true, value_name = "FILE", help_heading = "Settings")]
     pub config: Option<PathBuf>,
-
-    /// Redis host [env: REDIS_HOST] [default: localhost]
-    #[arg(long, global = true, value_name = "HOST", help_heading = "Redis")]
-    pub redis_host: Option<String>,
-    /// Redis port [env: REDIS_PORT] [default: 6379]
-    #[arg(long, global = true, value_name = "PORT", help_heading = "Redis")]
-    pub redis_port: Option<String>,
-    /// Redis database index [env: REDIS_DB] [default: 0]
-    #[arg(long, global = true, value_name = "N", help_heading = "Redis")]
-    pub redis_db: Option<String>,
-    /// Redis AUTH password, never logged; prefer the environment variable [env: REDIS_PASSWORD]
-    #[arg(long, global = true, value_name = "PASSWORD", help_heading = "Redis")]
-    pub redis_password: Option<String>,
-    /// Full redis:// or rediss:// URL, overrides host, port, db and password [env: REDIS_URL]
-    #[arg(long, global = true, value_name = "URL", help_heading = "Redis")]
-    pub redis_url: Option<String>,
-    /// Seconds of TTL the clean routine puts on finished-game keys [env: REDIS_EXPIRY] [default: 30]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Redis")]
-    pub redis_expiry: Option<String>,
-
-    /// Lobby channel; worker channels are <WORKER_CHANNEL>-<worker id> [env: WORKER_CHANNEL] [default: redis.lib.server.lobby]
-    #[arg(long, global = true, value_name = "NAME", help_heading = "Pipeline")]
-    pub worker_channel: Option<String>,
-    /// Worker expires a game's keys after writing its files [env: CLEAN_ROUTINE] [default: true]
-    #[arg(long, global = true, value_name = "BOOL", help_heading = "Pipeline")]
-    pub clean_routine: Option<String>,
-    /// default: log to stderr only; redis: also publish lifecycle records [env: LOGGER_MODULE] [default: default]
-    #[arg(long, global = true, value_name = "MODULE", help_heading = "Pipeline")]
-    pub logger_module: Option<String>,
-    /// Where workers write Parquet: a folder, file:///path or s3://bucket/prefix [env: OUTPUT_DIR] [default: ./data]
-    #[arg(long, global = true, value_name = "DIR", help_heading = "Pipeline")]
-    pub output_dir: Option<String>,
-    /// Worker id used in its channel and file names [env: HOSTNAME] [default: 12 random hex chars]
-    #[arg(long, global = true, value_name = "ID", help_heading = "Pipeline")]
-    pub worker_id: Option<String>,
-    /// Seconds a routed record may stay unacknowledged before it is routed again [env: ACK_TIMEOUT] [default: 30]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Pipeline")]
-    pub ack_timeout: Option<String>,
-    /// Routings of one record before it goes to the dead-letter stream [env: MAX_DELIVERIES] [default: 5]
-    #[arg(long, global = true, value_name = "N", help_heading = "Pipeline")]
-    pub max_deliveries: Option<String>,
-    /// Seconds acknowledged records stay in the log stream before they are trimmed [env: LOG_RETENTION] [default: 3600]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Pipeline")]
-    pub log_retention: Option<String>,
-    /// Seconds a worker may spend writing one game before it gives the game up [env: WRITE_TIMEOUT] [default: 60]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Pipeline")]
-    pub write_timeout: Option<String>,
-    /// HOST:PORT of a Prometheus metrics endpoint; off when unset [env: METRICS_ADDR]
-    #[arg(
-        long,
-        global = true,
-        value_name = "HOST:PORT",
-        help_heading = "Pipeline"
-    )]
-    pub metrics_addr: Option<String>,
-
-    /// Server bind address / player target host [env: WEBSOCKET_HOST] [default: localhost]
-    #[arg(long, global = true, value_name = "HOST", help_heading = "Game")]
-    pub websocket_host: Option<String>,
-    /// Server port / player target port [env: WEBSOCKET_PORT] [default: 5678]
-    #[arg(long, global = true, value_name = "PORT", help_heading = "Game")]
-    pub websocket_port: Option<String>,
-    /// Pacing pause in seconds before each turn is announced [env: SERVER_SLEEP] [default: 0]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
-    pub server_sleep: Option<String>,
-    /// Seconds a lobby waits to fill before it times out [env: LOBBY_TIMEOUT] [default: 5]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
-    pub lobby_timeout: Option<String>,
-    /// Seconds a player may take to act before it is eliminated [env: TURN_TIMEOUT] [default: 10]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
-    pub turn_timeout: Option<String>,
-    /// Turn cap: a game always ends [env: MAX_TURNS] [default: 1000]
-    #[arg(long, global = true, value_name = "N", help_heading = "Game")]
-    pub max_turns: Option<String>,
-    /// Games a player bot plays, -1 for no limit [env: CLIENT_GAMES] [default: 10]
-    #[arg(
-        long,
-        global = true,
-        value_name = "N",
-        allow_hyphen_values = true,
-        help_heading = "Game"
-    )]
-    pub client_games: Option<String>,
-    /// Seconds a player waits before retrying after an error [env: CLIENT_SLEEP] [default: 1]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
-    pub client_sleep: Option<String>,
-
-    /// Open WebSocket connections one server process allows; at the cap the longest-idle one makes room [env: MAX_CONNECTIONS] [default: 1024]
-    #[arg(long, global = true, value_name = "N", help_heading = "Game")]
-    pub max_connections: Option<String>,
-    /// Seconds the server keeps a socket that owes it a request before closing it [env: IDLE_TIMEOUT] [default: 30]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
-    pub idle_timeout: Option<String>,
-    /// Seconds after its last login or find that a user and its token are forgotten [env: USER_EXPIRY] [default: 86400]
-    #[arg(long, global = true, value_name = "SECS", help_heading = "Game")]
-    pub user_expiry: Option<String>,
-
-    /// TRACE, DEBUG, INFO, WARNING/WARN, ERROR, CRITICAL [env: LOG_LEVEL] [default: INFO]
-    #[arg(long, global = true, value_name = "LEVEL", help_heading = "Settings")]
-    pub log_level: Option<String>,
+    /// The setting flags that were given, keyed by their variable name.
+    pub given: BTreeMap<String, String>,
 }
+
+/// The id of the `--config` argument.
+const CONFIG: &str = "config";
 
 impl SettingsArgs {
     /// The flags that were given, keyed by their variable name.
     pub fn flags(&self) -> BTreeMap<String, String> {
-        let given = [
-            ("REDIS_HOST", &self.redis_host),
-            ("REDIS_PORT", &self.redis_port),
-            ("REDIS_DB", &self.redis_db),
-            ("REDIS_PASSWORD", &self.redis_password),
-            ("REDIS_URL", &self.redis_url),
-            ("REDIS_EXPIRY", &self.redis_expiry),
-            ("WORKER_CHANNEL", &self.worker_channel),
-            ("CLEAN_ROUTINE", &self.clean_routine),
-            ("LOGGER_MODULE", &self.logger_module),
-            ("OUTPUT_DIR", &self.output_dir),
-            ("HOSTNAME", &self.worker_id),
-            ("ACK_TIMEOUT", &self.ack_timeout),
-            ("MAX_DELIVERIES", &self.max_deliveries),
-            ("LOG_RETENTION", &self.log_retention),
-            ("WRITE_TIMEOUT", &self.write_timeout),
-            ("METRICS_ADDR", &self.metrics_addr),
-            ("WEBSOCKET_HOST", &self.websocket_host),
-            ("WEBSOCKET_PORT", &self.websocket_port),
-            ("SERVER_SLEEP", &self.server_sleep),
-            ("LOBBY_TIMEOUT", &self.lobby_timeout),
-            ("TURN_TIMEOUT", &self.turn_timeout),
-            ("MAX_TURNS", &self.max_turns),
-            ("CLIENT_GAMES", &self.client_games),
-            ("CLIENT_SLEEP", &self.client_sleep),
-            ("MAX_CONNECTIONS", &self.max_connections),
-            ("IDLE_TIMEOUT", &self.idle_timeout),
-            ("USER_EXPIRY", &self.user_expiry),
-            ("LOG_LEVEL", &self.log_level),
-        ];
-        given
-            .into_iter()
-            .filter_map(|(name, value)| value.as_ref().map(|v| (name.to_string(), v.clone())))
-            .collect()
+        self.given.clone()
+    }
+
+    /// The flag of one declared setting.
+    fn arg(var: &'static Var) -> Arg {
+        Arg::new(var.name)
+            .long(var.flag)
+            .value_name(var.value_name)
+            .help(var.help_line())
+            .help_heading(var.heading)
+            .global(true)
+            .action(ArgAction::Set)
+            .value_parser(clap::value_parser!(String))
+            // `--client-games -1`; any other negative number is refused with the variable's name.
+            .allow_negative_numbers(true)
+    }
+}
+
+impl Args for SettingsArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.arg(
+            Arg::new(CONFIG)
+                .long("config")
+                .value_name("FILE")
+                .help("TOML file of settings (keys are the variable names); below .env and the environment")
+                .help_heading("Settings")
+                .global(true)
+                .action(ArgAction::Set)
+                .value_parser(clap::value_parser!(PathBuf)),
+        )
+        .args(VARS.iter().map(SettingsArgs::arg))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for SettingsArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = SettingsArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        if let Some(path) = matches.get_one::<PathBuf>(CONFIG) {
+            self.config = Some(path.clone());
+        }
+        for var in VARS {
+            if let Some(value) = matches.get_one::<String>(var.name) {
+                self.given.insert(var.name.to_string(), value.clone());
+            }
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::VARS;
 
     #[test]
     fn every_variable_has_a_flag() {
-        let all: SettingsArgs = SettingsArgs {
-            redis_host: Some(String::new()),
-            redis_port: Some(String::new()),
-            redis_db: Some(String::new()),
-            redis_password: Some(String::new()),
-            redis_url: Some(String::new()),
-            redis_expiry: Some(String::new()),
-            worker_channel: Some(String::new()),
-            clean_routine: Some(String::new()),
-            logger_module: Some(String::new()),
-            output_dir: Some(String::new()),
-            worker_id: Some(String::new()),
-            ack_timeout: Some(String::new()),
-            max_deliveries: Some(String::new()),
-            log_retention: Some(String::new()),
-            write_timeout: Some(String::new()),
-            metrics_addr: Some(String::new()),
-            websocket_host: Some(String::new()),
-            websocket_port: Some(String::new()),
-            server_sleep: Some(String::new()),
-            lobby_timeout: Some(String::new()),
-            turn_timeout: Some(String::new()),
-            max_turns: Some(String::new()),
-            client_games: Some(String::new()),
-            client_sleep: Some(String::new()),
-            max_connections: Some(String::new()),
-            idle_timeout: Some(String::new()),
-            user_expiry: Some(String::new()),
-            log_level: Some(String::new()),
-            config: None,
-        };
-        let flags = all.flags();
+        let mut argv = vec!["superhero".to_string(), "server".to_string()];
+        for var in VARS {
+            argv.push(format!("--{}", var.flag));
+            argv.push(String::new());
+        }
+        let all = Cli::try_parse_from(argv).expect("every setting flag parses");
+        let flags = all.settings.flags();
         for var in VARS {
             assert!(flags.contains_key(var.name), "no flag for {}", var.name);
         }
+    }
+
+    /// `--help` of the program and of each role, whitespace runs made one space (help wraps).
+    fn help_of(args: &[&str]) -> String {
+        use clap::CommandFactory;
+        let argv = std::iter::once("superhero").chain(args.iter().copied());
+        let err = Cli::command()
+            .try_get_matches_from(argv)
+            .expect_err("--help ends parsing");
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+        err.to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_variable_and_default() {
+        for args in [
+            &["--help"][..],
+            &["server", "--help"],
+            &["player", "--help"],
+            &["worker", "--help"],
+            &["fanout", "--help"],
+        ] {
+            let help = help_of(args);
+            assert!(help.contains("--config <FILE>"), "{args:?}: {help}");
+            for var in VARS {
+                let line = format!(
+                    "--{} <{}> {}",
+                    var.flag,
+                    var.value_name,
+                    var.help_line()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                assert!(
+                    help.contains(&line),
+                    "{args:?} --help lacks {line:?}: {help}"
+                );
+                assert!(
+                    help.contains(&format!(
+                        "[env: {}] [default: {}]",
+                        var.name, var.default_text
+                    )),
+                    "{args:?}: {}",
+                    var.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn setting_flags_are_global_and_take_negative_numbers() {
+        let cli = Cli::try_parse_from([
+            "superhero",
+            "--redis-port",
+            "6380",
+            "player",
+            "--client-games",
+            "-1",
+            "--worker-id",
+            "w1",
+            "--config",
+            "c.toml",
+        ])
+        .unwrap();
+        let flags = cli.settings.flags();
+        assert_eq!(flags["REDIS_PORT"], "6380");
+        assert_eq!(flags["CLIENT_GAMES"], "-1");
+        assert_eq!(flags["HOSTNAME"], "w1");
+        assert_eq!(flags.len(), 3);
+        assert_eq!(cli.settings.config, Some(PathBuf::from("c.toml")));
     }
 
     #[test]

@@ -176,15 +176,27 @@ fn bad_setting_exits_2_naming_the_variable() {
         .env("REDIS_PORT", "abc"));
     assert_eq!(code, 2);
     assert!(err.contains("REDIS_PORT"), "{err}");
+    assert!(err.contains("environment variable REDIS_PORT"), "{err}");
     // The same from .env and from a flag.
     std::fs::write(dir.path().join(".env"), "CLEAN_ROUTINE=perhaps\n").unwrap();
     let (code, _, err) = run(superhero(dir.path()).arg("clean"));
     assert_eq!(code, 2);
     assert!(err.contains("CLEAN_ROUTINE"), "{err}");
+    assert!(err.contains(".env file"), "{err}");
     std::fs::remove_file(dir.path().join(".env")).unwrap();
     let (code, _, err) = run(superhero(dir.path()).args(["clean", "--lobby-timeout", "soon"]));
     assert_eq!(code, 2);
     assert!(err.contains("LOBBY_TIMEOUT"), "{err}");
+    assert!(err.contains("command-line flag --lobby-timeout"), "{err}");
+    // And from the --config file.
+    std::fs::write(dir.path().join("c.toml"), "max_turns = \"lots\"\n").unwrap();
+    let (code, _, err) = run(superhero(dir.path()).args(["clean", "--config", "c.toml"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("MAX_TURNS") && err.contains("TOML file"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one error line: {err}");
 }
 
 #[test]
@@ -354,13 +366,20 @@ fn help_lists_every_setting_without_secrets() {
         vec!["--help"],
         vec!["build-db", "--help"],
         vec!["clean", "--help"],
+        vec!["server", "--help"],
+        vec!["player", "--help"],
+        vec!["worker", "--help"],
+        vec!["fanout", "--help"],
     ] {
         let (code, out, _) = run(superhero(dir.path())
             .args(&args)
             .env("REDIS_PASSWORD", "hunter2"));
         assert_eq!(code, 0);
+        // Help wraps long lines: compare with every whitespace run made one space.
+        let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
         for var in superhero::config::VARS {
-            assert!(out.contains(var.name), "{args:?} --help lacks {}", var.name);
+            let tail = format!("[env: {}] [default: {}]", var.name, var.default_text);
+            assert!(flat.contains(&tail), "{args:?} --help lacks {tail}");
         }
         assert!(!out.contains("hunter2"));
     }

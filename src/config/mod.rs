@@ -1,22 +1,22 @@
 //! Configuration: every setting of the README's settings table, layered with figment.
 //!
-//! Precedence, lowest first: built-in default, `--config FILE` (TOML), `.env` in the working
-//! directory, the process environment, command-line flags. Every layer is a map from the
-//! upper-case variable name to its text; figment merges them and this module parses the winner
-//! of each variable once, so a bad value is reported with the variable's name whatever layer it
-//! came from, before any network I/O.
+//! Each setting is declared once in [`vars`] (variable, flag, default, help, type); the command
+//! line, `--help`, the layers and the README test all read that declaration. Precedence, lowest
+//! first: built-in default, `--config FILE` (TOML), `.env` in the working directory, the process
+//! environment, command-line flags ([`layers`]). figment merges the layers and extracts them into
+//! typed fields ([`types`]); a bad value is one error naming the variable and the layer it came
+//! from, before any network I/O.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Format, Serialized, Toml};
-use figment::value::Value;
 use figment::Figment;
 
+mod layers;
+mod types;
 mod vars;
+pub use layers::{read_dotenv, Layers};
 pub use vars::{Var, VARS};
 
 /// Largest MAX_CONNECTIONS accepted: tokio's semaphore holds at most about 2^61 permits, and
@@ -124,82 +124,12 @@ impl Default for Settings {
     }
 }
 
-/// The raw text of each layer, before merging.
-#[derive(Default)]
-pub struct Layers {
-    /// `--config FILE`, a TOML file whose keys are the variable names (either case).
-    pub config_file: Option<PathBuf>,
-    /// Contents of `.env` in the working directory.
-    pub dotenv: BTreeMap<String, String>,
-    /// The process environment, only the variables of [`VARS`].
-    pub env: BTreeMap<String, String>,
-    /// Settings given as command-line flags.
-    pub flags: BTreeMap<String, String>,
-}
-
-impl Layers {
-    /// The layers of a real process: `.env` of the working directory and the environment.
-    pub fn from_process(
-        config_file: Option<PathBuf>,
-        flags: BTreeMap<String, String>,
-    ) -> Result<Self, ConfigError> {
-        Ok(Layers {
-            config_file,
-            dotenv: read_dotenv(Path::new(".env"))?,
-            env: std::env::vars()
-                .filter(|(k, _)| VARS.iter().any(|v| v.name == k))
-                .collect(),
-            flags,
-        })
-    }
-}
-
-/// Reads a `.env` file into a map; a missing file is an empty map.
-pub fn read_dotenv(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
-    if !path.exists() {
-        return Ok(BTreeMap::new());
-    }
-    let iter = dotenvy::from_path_iter(path)
-        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-    let mut map = BTreeMap::new();
-    for item in iter {
-        let (k, v) = item.map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        if VARS.iter().any(|var| var.name == k) {
-            map.insert(k, v);
-        }
-    }
-    Ok(map)
-}
-
 impl Settings {
-    /// Merges the layers in precedence order and parses every variable.
+    /// Merges the layers in precedence order and extracts every setting.
     pub fn from_layers(layers: Layers) -> Result<Self, ConfigError> {
-        let defaults: BTreeMap<String, String> = VARS
-            .iter()
-            .filter_map(|v| v.default.map(|d| (v.name.to_string(), d.to_string())))
-            .collect();
-        let mut figment = Figment::new().merge(Serialized::defaults(defaults));
-        if let Some(path) = &layers.config_file {
-            if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(UpperKeys(Toml::file(path)));
-        }
-        let figment = figment
-            .merge(Serialized::defaults(layers.dotenv))
-            .merge(Serialized::defaults(layers.env))
-            .merge(Serialized::defaults(layers.flags));
-        let merged: BTreeMap<String, Value> = figment
-            .extract()
-            .map_err(|e| ConfigError(format!("cannot merge configuration: {e}")))?;
-        let raw: BTreeMap<String, String> = merged
-            .into_iter()
-            .filter_map(|(k, v)| value_text(&v).map(|t| (k, t)))
-            .collect();
-        Raw(raw).parse()
+        let figment = layers.figment()?;
+        let raw: vars::RawSettings = figment.extract().map_err(layers::describe_error)?;
+        Checked(&figment).settings(raw)
     }
 
     /// The settings as the README lists them, password masked, for a DEBUG log line.
@@ -208,209 +138,119 @@ impl Settings {
     }
 }
 
-/// Makes TOML keys case-insensitive by upper-casing them, so `redis_port = 1` works too.
-struct UpperKeys<P>(P);
+/// The rules that span more than one value's type, checked after extraction; an error names the
+/// variable and the layer its value came from.
+struct Checked<'a>(&'a Figment);
 
-impl<P: figment::Provider> figment::Provider for UpperKeys<P> {
-    fn metadata(&self) -> figment::Metadata {
-        self.0.metadata()
+impl Checked<'_> {
+    fn invalid(&self, var: &str, why: impl fmt::Display) -> ConfigError {
+        let from = self
+            .0
+            .find_metadata(var)
+            .map(|md| format!(" (from {})", layers::describe_source(md, var)))
+            .unwrap_or_default();
+        ConfigError(format!("{var}: {why}{from}"))
     }
 
-    fn data(
+    fn positive<T: PartialEq + Default + fmt::Display>(
         &self,
-    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
-        let mut data = self.0.data()?;
-        for dict in data.values_mut() {
-            *dict = std::mem::take(dict)
-                .into_iter()
-                .map(|(k, v)| (k.to_uppercase(), v))
-                .collect();
+        var: &str,
+        value: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        if value == T::default() {
+            return Err(self.invalid(var, format!("invalid value {value}, expected {expected}")));
         }
-        Ok(data)
-    }
-}
-
-/// A scalar value as text; tables and arrays are not settings.
-fn value_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(_, s) => Some(s.clone()),
-        Value::Char(_, c) => Some(c.to_string()),
-        Value::Bool(_, b) => Some(b.to_string()),
-        Value::Num(_, n) => n
-            .to_u128()
-            .map(|v| v.to_string())
-            .or_else(|| n.to_i128().map(|v| v.to_string()))
-            .or_else(|| n.to_f64().map(|v| v.to_string())),
-        Value::Empty(_, _) => Some(String::new()),
-        Value::Dict(..) | Value::Array(..) => None,
-    }
-}
-
-/// The merged text of every variable, parsed one at a time with the variable's name in errors.
-struct Raw(BTreeMap<String, String>);
-
-impl Raw {
-    fn text(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+        Ok(value)
     }
 
-    fn required(&self, name: &str) -> Result<&str, ConfigError> {
-        self.text(name)
-            .ok_or_else(|| ConfigError(format!("{name} must not be empty")))
-    }
-
-    fn parsed<T: std::str::FromStr>(&self, name: &str, expected: &str) -> Result<T, ConfigError> {
-        let text = self.required(name)?;
-        text.parse().map_err(|_| {
-            ConfigError(format!(
-                "{name}: invalid value {text:?}, expected {expected}"
-            ))
-        })
-    }
-
-    fn seconds(&self, name: &str) -> Result<Duration, ConfigError> {
-        let secs: f64 = self.parsed(name, "a number of seconds")?;
-        if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-            return Err(ConfigError(format!(
-                "{name}: invalid value {secs}, expected a number of seconds from 0"
-            )));
-        }
-        Ok(Duration::from_secs_f64(secs))
-    }
-
-    fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
-        let text = self.required(name)?;
-        parse_bool(text).ok_or_else(|| {
-            ConfigError(format!(
-                "{name}: invalid value {text:?}, expected true/false/1/0/yes/no"
-            ))
-        })
-    }
-
-    fn parse(self) -> Result<Settings, ConfigError> {
+    fn settings(&self, raw: vars::RawSettings) -> Result<Settings, ConfigError> {
         let redis = RedisSettings {
-            host: self.required("REDIS_HOST")?.to_string(),
-            port: self.parsed("REDIS_PORT", "a port number 0-65535")?,
-            db: self.parsed("REDIS_DB", "a database index")?,
-            password: self.text("REDIS_PASSWORD").map(str::to_string),
-            url: self.text("REDIS_URL").map(str::to_string),
+            host: raw.redis_host.0,
+            port: raw.redis_port.0,
+            db: raw.redis_db.0,
+            password: raw.redis_password.0,
+            url: raw.redis_url.0,
         };
         if redis.db < 0 {
-            return Err(ConfigError(format!(
-                "REDIS_DB: invalid value {}, expected a database index from 0",
-                redis.db
-            )));
+            return Err(self.invalid(
+                "REDIS_DB",
+                format!(
+                    "invalid value {}, expected a database index from 0",
+                    redis.db
+                ),
+            ));
         }
         if let Some(url) = &redis.url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError(format!(
-                    "REDIS_URL: invalid value {:?}, expected a redis:// or rediss:// URL",
-                    redact_url(url)
-                )));
+                return Err(self.invalid(
+                    "REDIS_URL",
+                    format!(
+                        "invalid value {:?}, expected a redis:// or rediss:// URL",
+                        redact_url(url)
+                    ),
+                ));
             }
         }
-        let worker_channel = self.required("WORKER_CHANNEL")?.to_string();
-        let logger_module = match self
-            .required("LOGGER_MODULE")?
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "default" => LoggerModule::Default,
-            "redis" => LoggerModule::Redis,
-            other => {
-                return Err(ConfigError(format!(
-                    "LOGGER_MODULE: invalid value {other:?}, expected default or redis"
-                )))
-            }
-        };
-        let log_level = parse_level(self.required("LOG_LEVEL")?).ok_or_else(|| {
-            ConfigError(format!(
-                "LOG_LEVEL: invalid value {:?}, expected TRACE, DEBUG, INFO, WARNING, ERROR or CRITICAL",
-                self.text("LOG_LEVEL").unwrap_or_default()
-            ))
-        })?;
-        let client_games: i64 = self.parsed("CLIENT_GAMES", "a number of games, or -1")?;
-        let client_games = match client_games {
-            -1 => None,
-            n if n >= 0 => Some(n as u64),
-            n => {
-                return Err(ConfigError(format!(
-                    "CLIENT_GAMES: invalid value {n}, expected a number of games, or -1"
-                )))
-            }
-        };
-        let worker_id = match self.text("HOSTNAME") {
+        let worker_id = match raw.worker_id.0 {
             Some(id) => {
-                validate_worker_id(id).map_err(|why| ConfigError(format!("HOSTNAME: {why}")))?;
-                id.to_string()
+                validate_worker_id(&id).map_err(|why| self.invalid("HOSTNAME", why))?;
+                id
             }
             None => random_worker_id(),
         };
-        let metrics_addr = match self.text("METRICS_ADDR") {
-            None => None,
-            Some(text) => Some(text.parse().map_err(|_| {
-                ConfigError(format!(
-                    "METRICS_ADDR: invalid value {text:?}, expected HOST:PORT such as 127.0.0.1:9100"
-                ))
-            })?),
-        };
-        let max_turns: u32 = self.parsed("MAX_TURNS", "a positive number of turns")?;
-        let max_deliveries: u32 = self.parsed("MAX_DELIVERIES", "a positive number")?;
-        if max_deliveries == 0 {
-            return Err(ConfigError(
-                "MAX_DELIVERIES: invalid value 0, expected a positive number".into(),
-            ));
-        }
-        let write_timeout = self.seconds("WRITE_TIMEOUT")?;
+        let max_turns =
+            self.positive("MAX_TURNS", raw.max_turns.0, "a positive number of turns")?;
+        let max_deliveries =
+            self.positive("MAX_DELIVERIES", raw.max_deliveries.0, "a positive number")?;
+        let write_timeout = raw.write_timeout.0;
         if write_timeout.is_zero() {
-            return Err(ConfigError(
-                "WRITE_TIMEOUT: invalid value 0, expected a positive number of seconds".into(),
+            return Err(self.invalid(
+                "WRITE_TIMEOUT",
+                "invalid value 0, expected a positive number of seconds",
             ));
         }
-        if max_turns == 0 {
-            return Err(ConfigError(
-                "MAX_TURNS: invalid value 0, expected a positive number of turns".into(),
-            ));
-        }
-        let max_connections: usize =
-            self.parsed("MAX_CONNECTIONS", "a positive number of connections")?;
+        let max_connections = raw.max_connections.0;
         if max_connections == 0 || max_connections > MAX_CONNECTIONS_LIMIT {
-            return Err(ConfigError(format!(
-                "MAX_CONNECTIONS: invalid value {max_connections}, expected a number of connections from 1 to {MAX_CONNECTIONS_LIMIT}"
-            )));
+            return Err(self.invalid(
+                "MAX_CONNECTIONS",
+                format!(
+                    "invalid value {max_connections}, expected a number of connections from 1 to {MAX_CONNECTIONS_LIMIT}"
+                ),
+            ));
         }
-        let idle_timeout = self.seconds("IDLE_TIMEOUT")?;
+        let idle_timeout = raw.idle_timeout.0;
         if idle_timeout.is_zero() {
-            return Err(ConfigError(
-                "IDLE_TIMEOUT: invalid value 0, expected a positive number of seconds".into(),
+            return Err(self.invalid(
+                "IDLE_TIMEOUT",
+                "invalid value 0, expected a positive number of seconds",
             ));
         }
         Ok(Settings {
             redis,
-            redis_expiry: self.seconds("REDIS_EXPIRY")?,
-            worker_channel,
-            clean_routine: self.boolean("CLEAN_ROUTINE")?,
-            logger_module,
-            log_level,
-            websocket_host: self.required("WEBSOCKET_HOST")?.to_string(),
-            websocket_port: self.parsed("WEBSOCKET_PORT", "a port number 0-65535")?,
-            server_sleep: self.seconds("SERVER_SLEEP")?,
-            lobby_timeout: self.seconds("LOBBY_TIMEOUT")?,
-            turn_timeout: self.seconds("TURN_TIMEOUT")?,
+            redis_expiry: raw.redis_expiry.0,
+            worker_channel: raw.worker_channel.0,
+            clean_routine: raw.clean_routine.0,
+            logger_module: raw.logger_module.0,
+            log_level: raw.log_level.0,
+            websocket_host: raw.websocket_host.0,
+            websocket_port: raw.websocket_port.0,
+            server_sleep: raw.server_sleep.0,
+            lobby_timeout: raw.lobby_timeout.0,
+            turn_timeout: raw.turn_timeout.0,
             max_turns,
-            client_games,
-            client_sleep: self.seconds("CLIENT_SLEEP")?,
-            output_dir: crate::pipeline::sink::OutputDir::parse(self.required("OUTPUT_DIR")?)
-                .map_err(|why| ConfigError(format!("OUTPUT_DIR: {why}")))?,
+            client_games: raw.client_games.0,
+            client_sleep: raw.client_sleep.0,
+            output_dir: raw.output_dir.0,
             worker_id,
-            ack_timeout: self.seconds("ACK_TIMEOUT")?,
+            ack_timeout: raw.ack_timeout.0,
             max_deliveries,
-            log_retention: self.seconds("LOG_RETENTION")?,
+            log_retention: raw.log_retention.0,
             write_timeout,
-            metrics_addr,
+            metrics_addr: raw.metrics_addr.0,
             max_connections,
             idle_timeout,
-            user_expiry: self.seconds("USER_EXPIRY")?,
+            user_expiry: raw.user_expiry.0,
         })
     }
 }
@@ -460,150 +300,4 @@ pub fn random_worker_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn layers(env: &[(&str, &str)]) -> Layers {
-        Layers {
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Layers::default()
-        }
-    }
-
-    #[test]
-    fn defaults_match_the_spec() {
-        let s = Settings::default();
-        assert_eq!(s.redis.host, "localhost");
-        assert_eq!(s.redis.port, 6379);
-        assert_eq!(s.worker_channel, "redis.lib.server.lobby");
-        assert!(s.clean_routine);
-        assert_eq!(s.logger_module, LoggerModule::Default);
-        assert_eq!(s.websocket_port, 5678);
-        assert_eq!(s.lobby_timeout, Duration::from_secs(5));
-        assert_eq!(s.turn_timeout, Duration::from_secs(10));
-        assert_eq!(s.max_turns, 1000);
-        assert_eq!(s.client_games, Some(10));
-        assert_eq!(
-            s.output_dir,
-            crate::pipeline::sink::OutputDir::Folder(PathBuf::from("./data"))
-        );
-        assert_eq!(s.ack_timeout, Duration::from_secs(30));
-        assert_eq!(s.worker_id.len(), 12);
-        assert!(s.metrics_addr.is_none());
-        assert_eq!(s.max_connections, 1024);
-        assert_eq!(s.idle_timeout, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn connection_limits_must_be_positive() {
-        let s = Settings::from_layers(layers(&[
-            ("MAX_CONNECTIONS", "50"),
-            ("IDLE_TIMEOUT", "1.5"),
-        ]))
-        .unwrap();
-        assert_eq!(s.max_connections, 50);
-        assert_eq!(s.idle_timeout, Duration::from_millis(1500));
-        for (name, bad) in [
-            ("MAX_CONNECTIONS", "0"),
-            ("MAX_CONNECTIONS", "-1"),
-            ("MAX_CONNECTIONS", "many"),
-            ("MAX_CONNECTIONS", "99999999999"),
-            ("IDLE_TIMEOUT", "0"),
-            ("IDLE_TIMEOUT", "-1"),
-            ("IDLE_TIMEOUT", "soon"),
-        ] {
-            let err = Settings::from_layers(layers(&[(name, bad)])).unwrap_err();
-            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn the_readme_settings_table_lists_every_variable_with_its_default() {
-        let readme = include_str!("../../README.md");
-        for var in VARS {
-            let row = readme
-                .lines()
-                .find(|l| l.starts_with(&format!("| {} |", var.name)))
-                .unwrap_or_else(|| panic!("README settings table lacks {}", var.name));
-            if let Some(default) = var.default {
-                assert!(
-                    row.starts_with(&format!("| {} | {default} |", var.name)),
-                    "README gives another default for {}: {row}",
-                    var.name
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn bad_port_names_the_variable() {
-        let err = Settings::from_layers(layers(&[("REDIS_PORT", "abc")])).unwrap_err();
-        assert!(err.to_string().contains("REDIS_PORT"), "{err}");
-    }
-
-    #[test]
-    fn booleans_accept_python_spellings() {
-        for (text, want) in [("False", false), ("TRUE", true), ("1", true), ("no", false)] {
-            let s = Settings::from_layers(layers(&[("CLEAN_ROUTINE", text)])).unwrap();
-            assert_eq!(s.clean_routine, want, "{text}");
-        }
-        assert!(Settings::from_layers(layers(&[("CLEAN_ROUTINE", "maybe")])).is_err());
-    }
-
-    #[test]
-    fn levels_map_python_names() {
-        assert_eq!(parse_level("warning"), Some(tracing::Level::WARN));
-        assert_eq!(parse_level("CRITICAL"), Some(tracing::Level::ERROR));
-        assert_eq!(parse_level("loud"), None);
-    }
-
-    #[test]
-    fn precedence_is_file_dotenv_env_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            "redis_host = \"from-file\"\nREDIS_PORT = 1111\nREDIS_DB = 3\nMAX_TURNS = 7\n",
-        )
-        .unwrap();
-        let mut l = layers(&[("REDIS_PORT", "3333"), ("MAX_TURNS", "9")]);
-        l.config_file = Some(file);
-        l.dotenv.insert("REDIS_PORT".into(), "2222".into());
-        l.dotenv.insert("REDIS_DB".into(), "4".into());
-        l.flags.insert("MAX_TURNS".into(), "11".into());
-        let s = Settings::from_layers(l).unwrap();
-        assert_eq!(s.redis.host, "from-file");
-        assert_eq!(s.redis.db, 4);
-        assert_eq!(s.redis.port, 3333);
-        assert_eq!(s.max_turns, 11);
-    }
-
-    #[test]
-    fn client_games_minus_one_is_unlimited() {
-        let s = Settings::from_layers(layers(&[("CLIENT_GAMES", "-1")])).unwrap();
-        assert_eq!(s.client_games, None);
-        assert!(Settings::from_layers(layers(&[("CLIENT_GAMES", "-2")])).is_err());
-    }
-
-    #[test]
-    fn password_is_masked_in_the_description() {
-        let s = Settings::from_layers(layers(&[
-            ("REDIS_PASSWORD", "hunter2"),
-            ("REDIS_URL", "redis://:hunter2@example:6379/0"),
-        ]))
-        .unwrap();
-        assert!(!s.describe().contains("hunter2"), "{}", s.describe());
-        assert!(!s.redis.display_addr().contains("hunter2"));
-    }
-
-    #[test]
-    fn worker_ids_are_restricted() {
-        assert!(validate_worker_id("worker-1.a_b").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
-            assert!(validate_worker_id(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

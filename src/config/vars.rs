@@ -1,153 +1,215 @@
-//! The settings table: every variable this program reads, its built-in default and its meaning,
-//! in the README's order (a test in the parent module keeps the two in step).
+//! The one declaration of every setting: its variable, flag, value name, help heading, default,
+//! help text and type. From it come [`VARS`] (which the command line, `--help`, the built-in
+//! defaults layer and the README test read) and `RawSettings`, the typed struct figment
+//! extracts the merged layers into. The entries follow the README's settings table.
 
-/// One configurable variable: its name, built-in default and one-line meaning.
+use serde::Deserialize;
+
+use super::types::{
+    ClientGames, LogLevel, Module, OptAddr, OptText, OutDir, Seconds, Switch, Text, Whole,
+};
+
+/// One setting as the command line, the layers and the README see it.
+#[derive(Debug)]
 pub struct Var {
+    /// The environment variable, also the key in `.env` and in the `--config` file.
     pub name: &'static str,
+    /// The long flag, without its dashes.
+    pub flag: &'static str,
+    /// The placeholder `--help` shows after the flag.
+    pub value_name: &'static str,
+    /// The `--help` section the flag is listed under.
+    pub heading: &'static str,
+    /// The built-in default; `None`: unset unless a layer sets it.
     pub default: Option<&'static str>,
+    /// The default as `--help` and the README show it (`(none)` where there is no value).
+    pub default_text: &'static str,
+    /// One line of meaning.
     pub help: &'static str,
 }
 
-/// Every variable this program reads, in the order the README documents them.
-pub const VARS: &[Var] = &[
-    Var {
-        name: "REDIS_HOST",
-        default: Some("localhost"),
-        help: "Redis host",
-    },
-    Var {
-        name: "REDIS_PORT",
-        default: Some("6379"),
-        help: "Redis port",
-    },
-    Var {
-        name: "REDIS_DB",
-        default: Some("0"),
-        help: "Redis database index",
-    },
-    Var {
-        name: "REDIS_PASSWORD",
-        default: None,
-        help: "Redis AUTH password (never logged)",
-    },
-    Var {
-        name: "REDIS_URL",
-        default: None,
-        help: "full redis:// URL; overrides host, port, db and password",
-    },
-    Var {
-        name: "REDIS_EXPIRY",
-        default: Some("30"),
-        help: "seconds of TTL the clean routine puts on finished-game keys",
-    },
-    Var {
-        name: "WORKER_CHANNEL",
-        default: Some("redis.lib.server.lobby"),
+impl Var {
+    /// The help line of its flag: the meaning, then where else it comes from and its default.
+    pub fn help_line(&self) -> String {
+        format!(
+            "{} [env: {}] [default: {}]",
+            self.help, self.name, self.default_text
+        )
+    }
+
+    /// The declared setting of this variable name.
+    pub fn find(name: &str) -> Option<&'static Var> {
+        VARS.iter().find(|v| v.name == name)
+    }
+}
+
+/// `default: "x"` is a built-in value; `unset: "(none)"` only names the absence of one.
+macro_rules! var_default {
+    (default, $text:literal) => {
+        Some($text)
+    };
+    (unset, $text:literal) => {
+        None
+    };
+}
+
+/// Declares every setting once: builds [`VARS`] and the typed `RawSettings` from one list.
+macro_rules! settings {
+    ($(
+        $field:ident: $ty:ty {
+            var: $var:literal,
+            flag: $flag:literal,
+            value: $value:literal,
+            heading: $heading:literal,
+            $kind:ident: $default:literal,
+            help: $help:literal $(,)?
+        }
+    )*) => {
+        /// Every setting, in the order the README documents them.
+        pub const VARS: &[Var] = &[$(Var {
+            name: $var,
+            flag: $flag,
+            value_name: $value,
+            heading: $heading,
+            default: var_default!($kind, $default),
+            default_text: $default,
+            help: $help,
+        }),*];
+
+        /// Every setting with its type, as figment extracts the merged layers. Every key is
+        /// present: the defaults layer holds an empty text for a setting without a default.
+        #[derive(Debug, Deserialize)]
+        pub(super) struct RawSettings {
+            $(#[serde(rename = $var)] pub $field: $ty,)*
+        }
+    };
+}
+
+settings! {
+    redis_host: Text {
+        var: "REDIS_HOST", flag: "redis-host", value: "HOST", heading: "Redis",
+        default: "localhost", help: "Redis host",
+    }
+    redis_port: Whole<u16> {
+        var: "REDIS_PORT", flag: "redis-port", value: "PORT", heading: "Redis",
+        default: "6379", help: "Redis port",
+    }
+    redis_db: Whole<i64> {
+        var: "REDIS_DB", flag: "redis-db", value: "N", heading: "Redis",
+        default: "0", help: "Redis database index",
+    }
+    redis_password: OptText {
+        var: "REDIS_PASSWORD", flag: "redis-password", value: "PASSWORD", heading: "Redis",
+        unset: "(none)",
+        help: "Redis AUTH password, never logged; prefer the environment variable",
+    }
+    redis_url: OptText {
+        var: "REDIS_URL", flag: "redis-url", value: "URL", heading: "Redis",
+        unset: "(none)",
+        help: "full redis:// or rediss:// URL; overrides host, port, db and password",
+    }
+    redis_expiry: Seconds {
+        var: "REDIS_EXPIRY", flag: "redis-expiry", value: "SECS", heading: "Redis",
+        default: "30", help: "seconds of TTL the clean routine puts on finished-game keys",
+    }
+    worker_channel: Text {
+        var: "WORKER_CHANNEL", flag: "worker-channel", value: "NAME", heading: "Pipeline",
+        default: "redis.lib.server.lobby",
         help: "lobby channel; worker channels are <WORKER_CHANNEL>-<worker id>",
-    },
-    Var {
-        name: "CLEAN_ROUTINE",
-        default: Some("true"),
-        help: "worker also expires a game's keys after writing its files",
-    },
-    Var {
-        name: "LOGGER_MODULE",
-        default: Some("default"),
+    }
+    clean_routine: Switch {
+        var: "CLEAN_ROUTINE", flag: "clean-routine", value: "BOOL", heading: "Pipeline",
+        default: "true", help: "worker also expires a game's keys after writing its files",
+    }
+    logger_module: Module {
+        var: "LOGGER_MODULE", flag: "logger-module", value: "MODULE", heading: "Pipeline",
+        default: "default",
         help: "default: log to stderr only; redis: also publish lifecycle records",
-    },
-    Var {
-        name: "LOG_LEVEL",
-        default: Some("INFO"),
-        help: "TRACE, DEBUG, INFO, WARNING/WARN, ERROR, CRITICAL",
-    },
-    Var {
-        name: "WEBSOCKET_HOST",
-        default: Some("localhost"),
-        help: "server bind address / player target host",
-    },
-    Var {
-        name: "WEBSOCKET_PORT",
-        default: Some("5678"),
-        help: "server port / player target port",
-    },
-    Var {
-        name: "SERVER_SLEEP",
-        default: Some("0"),
-        help: "pacing pause in seconds before each turn is announced",
-    },
-    Var {
-        name: "LOBBY_TIMEOUT",
-        default: Some("5"),
-        help: "seconds a lobby waits to fill before it times out",
-    },
-    Var {
-        name: "TURN_TIMEOUT",
-        default: Some("10"),
-        help: "seconds a player may take to act before it is eliminated",
-    },
-    Var {
-        name: "MAX_TURNS",
-        default: Some("1000"),
-        help: "turn cap: a game always ends",
-    },
-    Var {
-        name: "CLIENT_GAMES",
-        default: Some("10"),
-        help: "games a player bot plays (-1: no limit)",
-    },
-    Var {
-        name: "CLIENT_SLEEP",
-        default: Some("1"),
-        help: "seconds a player waits before retrying after an error",
-    },
-    Var {
-        name: "OUTPUT_DIR",
-        default: Some("./data"),
+    }
+    log_level: LogLevel {
+        var: "LOG_LEVEL", flag: "log-level", value: "LEVEL", heading: "Settings",
+        default: "INFO", help: "TRACE, DEBUG, INFO, WARNING/WARN, ERROR, CRITICAL",
+    }
+    websocket_host: Text {
+        var: "WEBSOCKET_HOST", flag: "websocket-host", value: "HOST", heading: "Game",
+        default: "localhost", help: "server bind address / player target host",
+    }
+    websocket_port: Whole<u16> {
+        var: "WEBSOCKET_PORT", flag: "websocket-port", value: "PORT", heading: "Game",
+        default: "5678", help: "server port / player target port",
+    }
+    server_sleep: Seconds {
+        var: "SERVER_SLEEP", flag: "server-sleep", value: "SECS", heading: "Game",
+        default: "0", help: "pacing pause in seconds before each turn is announced",
+    }
+    lobby_timeout: Seconds {
+        var: "LOBBY_TIMEOUT", flag: "lobby-timeout", value: "SECS", heading: "Game",
+        default: "5", help: "seconds a lobby waits to fill before it times out",
+    }
+    turn_timeout: Seconds {
+        var: "TURN_TIMEOUT", flag: "turn-timeout", value: "SECS", heading: "Game",
+        default: "10", help: "seconds a player may take to act before it is eliminated",
+    }
+    max_turns: Whole<u32> {
+        var: "MAX_TURNS", flag: "max-turns", value: "N", heading: "Game",
+        default: "1000", help: "turn cap: a game always ends",
+    }
+    client_games: ClientGames {
+        var: "CLIENT_GAMES", flag: "client-games", value: "N", heading: "Game",
+        default: "10", help: "games a player bot plays (-1: no limit)",
+    }
+    client_sleep: Seconds {
+        var: "CLIENT_SLEEP", flag: "client-sleep", value: "SECS", heading: "Game",
+        default: "1", help: "seconds a player waits before retrying after an error",
+    }
+    output_dir: OutDir {
+        var: "OUTPUT_DIR", flag: "output-dir", value: "DIR", heading: "Pipeline",
+        default: "./data",
         help: "where workers write Parquet: a folder, file:///path or s3://bucket/prefix",
-    },
-    Var {
-        name: "HOSTNAME",
-        default: None,
-        help: "worker id used in its channel and file names (default: 12 random hex chars)",
-    },
-    Var {
-        name: "ACK_TIMEOUT",
-        default: Some("30"),
+    }
+    worker_id: OptText {
+        var: "HOSTNAME", flag: "worker-id", value: "ID", heading: "Pipeline",
+        unset: "12 random hex chars",
+        help: "worker id used in its channel and file names",
+    }
+    ack_timeout: Seconds {
+        var: "ACK_TIMEOUT", flag: "ack-timeout", value: "SECS", heading: "Pipeline",
+        default: "30",
         help: "seconds a routed record may stay unacknowledged before it is routed again",
-    },
-    Var {
-        name: "MAX_DELIVERIES",
-        default: Some("5"),
-        help: "routings of one record before it goes to the dead-letter stream",
-    },
-    Var {
-        name: "LOG_RETENTION",
-        default: Some("3600"),
+    }
+    max_deliveries: Whole<u32> {
+        var: "MAX_DELIVERIES", flag: "max-deliveries", value: "N", heading: "Pipeline",
+        default: "5", help: "routings of one record before it goes to the dead-letter stream",
+    }
+    log_retention: Seconds {
+        var: "LOG_RETENTION", flag: "log-retention", value: "SECS", heading: "Pipeline",
+        default: "3600",
         help: "seconds acknowledged records stay in the log stream before they are trimmed",
-    },
-    Var {
-        name: "WRITE_TIMEOUT",
-        default: Some("60"),
+    }
+    write_timeout: Seconds {
+        var: "WRITE_TIMEOUT", flag: "write-timeout", value: "SECS", heading: "Pipeline",
+        default: "60",
         help: "seconds a worker may spend writing one game before it gives the game up",
-    },
-    Var {
-        name: "METRICS_ADDR",
-        default: None,
-        help: "HOST:PORT of a Prometheus metrics endpoint (off when unset)",
-    },
-    Var {
-        name: "MAX_CONNECTIONS",
-        default: Some("1024"),
-        help: "open WebSocket connections one server process allows; at the cap the longest-idle one makes room",
-    },
-    Var {
-        name: "IDLE_TIMEOUT",
-        default: Some("30"),
-        help: "seconds the server keeps a socket that owes it a request (not a lobby socket in a game) before closing it",
-    },
-    Var {
-        name: "USER_EXPIRY",
-        default: Some("86400"),
+    }
+    metrics_addr: OptAddr {
+        var: "METRICS_ADDR", flag: "metrics-addr", value: "HOST:PORT", heading: "Pipeline",
+        unset: "(off)", help: "HOST:PORT of a Prometheus metrics endpoint; off when unset",
+    }
+    max_connections: Whole<usize> {
+        var: "MAX_CONNECTIONS", flag: "max-connections", value: "N", heading: "Game",
+        default: "1024",
+        help: "open WebSocket connections one server process allows; at the cap the \
+               longest-idle one makes room",
+    }
+    user_expiry: Seconds {
+        var: "USER_EXPIRY", flag: "user-expiry", value: "SECS", heading: "Game",
+        default: "86400",
         help: "seconds after its last login or find that a user and its token are forgotten",
-    },
-];
+    }
+    idle_timeout: Seconds {
+        var: "IDLE_TIMEOUT", flag: "idle-timeout", value: "SECS", heading: "Game",
+        default: "30",
+        help: "seconds the server keeps a socket that owes it a request (not a lobby socket \
+               in a game) before closing it",
+    }
+}

@@ -1,0 +1,259 @@
+//! The value types of the settings, each with its own `Deserialize`.
+//!
+//! Every layer but the TOML file hands figment text, and the TOML file may hold a number, a
+//! boolean or a string for the same setting (`REDIS_PORT = 6379` or `REDIS_PORT = "6379"`). So
+//! each type takes any scalar as its text and parses that text with the setting's own rules:
+//! a password or host name of digits stays a string, `False` is a boolean, `-1` games is no
+//! limit. An error says what was expected; figment adds which key and which layer.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::{parse_bool, parse_level, LoggerModule};
+use crate::pipeline::sink::OutputDir;
+
+/// Any scalar as text (trimmed); tables and arrays are not settings.
+struct TextVisitor;
+
+impl Visitor<'_> for TextVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.trim().to_string())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_char<E: de::Error>(self, v: char) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+        Ok(String::new())
+    }
+}
+
+/// A setting type read from its text.
+trait FromText: Sized {
+    fn from_text(text: &str) -> Result<Self, String>;
+}
+
+/// `Deserialize` for each [`FromText`] type: the value's text, then the type's own parser.
+macro_rules! deserialize_from_text {
+    ($($ty:ty),* $(,)?) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = d.deserialize_any(TextVisitor)?;
+                <$ty as FromText>::from_text(&text).map_err(de::Error::custom)
+            }
+        }
+    )*};
+}
+
+deserialize_from_text!(
+    Text,
+    OptText,
+    Seconds,
+    Switch,
+    LogLevel,
+    Module,
+    ClientGames,
+    OutDir,
+    OptAddr
+);
+
+impl<'de, T: WholeKind> Deserialize<'de> for Whole<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = d.deserialize_any(TextVisitor)?;
+        Whole::from_text(&text).map_err(de::Error::custom)
+    }
+}
+
+fn not_empty(text: &str) -> Result<&str, String> {
+    if text.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(text)
+    }
+}
+
+/// Text that must not be empty (a host name, a channel name).
+#[derive(Debug)]
+pub struct Text(pub String);
+
+impl FromText for Text {
+    fn from_text(text: &str) -> Result<Self, String> {
+        not_empty(text).map(|t| Text(t.to_string()))
+    }
+}
+
+/// Text that may be unset; empty is unset, so an empty variable overrides a lower layer's value.
+#[derive(Debug)]
+pub struct OptText(pub Option<String>);
+
+impl FromText for OptText {
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(OptText((!text.is_empty()).then(|| text.to_string())))
+    }
+}
+
+/// What a whole number setting is called in an error.
+pub trait WholeKind: FromStr {
+    const EXPECTED: &'static str;
+}
+
+impl WholeKind for u16 {
+    const EXPECTED: &'static str = "a port number 0-65535";
+}
+
+impl WholeKind for u32 {
+    const EXPECTED: &'static str = "a positive whole number";
+}
+
+impl WholeKind for usize {
+    const EXPECTED: &'static str = "a positive whole number";
+}
+
+impl WholeKind for i64 {
+    const EXPECTED: &'static str = "a whole number";
+}
+
+/// A whole number (a port, a count, a database index).
+#[derive(Debug)]
+pub struct Whole<T>(pub T);
+
+impl<T: WholeKind> Whole<T> {
+    fn from_text(text: &str) -> Result<Self, String> {
+        not_empty(text)?
+            .parse()
+            .map(Whole)
+            .map_err(|_| format!("invalid value {text:?}, expected {}", T::EXPECTED))
+    }
+}
+
+/// A number of seconds, from 0, fractions allowed.
+#[derive(Debug)]
+pub struct Seconds(pub Duration);
+
+impl FromText for Seconds {
+    fn from_text(text: &str) -> Result<Self, String> {
+        let expected = || format!("invalid value {text:?}, expected a number of seconds from 0");
+        let secs: f64 = not_empty(text)?.parse().map_err(|_| expected())?;
+        if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+            return Err(expected());
+        }
+        Ok(Seconds(Duration::from_secs_f64(secs)))
+    }
+}
+
+/// A boolean: true/false/1/0/yes/no/on/off in any case (the original shipped `False`).
+#[derive(Debug)]
+pub struct Switch(pub bool);
+
+impl FromText for Switch {
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_bool(not_empty(text)?)
+            .map(Switch)
+            .ok_or_else(|| format!("invalid value {text:?}, expected true/false/1/0/yes/no/on/off"))
+    }
+}
+
+/// LOG_LEVEL, Python's WARNING and CRITICAL included.
+#[derive(Debug)]
+pub struct LogLevel(pub tracing::Level);
+
+impl FromText for LogLevel {
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_level(not_empty(text)?).map(LogLevel).ok_or_else(|| {
+            format!(
+                "invalid value {text:?}, expected TRACE, DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+        })
+    }
+}
+
+/// LOGGER_MODULE.
+#[derive(Debug)]
+pub struct Module(pub LoggerModule);
+
+impl FromText for Module {
+    fn from_text(text: &str) -> Result<Self, String> {
+        match not_empty(text)?.to_ascii_lowercase().as_str() {
+            "default" => Ok(Module(LoggerModule::Default)),
+            "redis" => Ok(Module(LoggerModule::Redis)),
+            _ => Err(format!("invalid value {text:?}, expected default or redis")),
+        }
+    }
+}
+
+/// CLIENT_GAMES: a number of games, or -1 for no limit (`None`).
+#[derive(Debug)]
+pub struct ClientGames(pub Option<u64>);
+
+impl FromText for ClientGames {
+    fn from_text(text: &str) -> Result<Self, String> {
+        match not_empty(text)?.parse::<i64>() {
+            Ok(-1) => Ok(ClientGames(None)),
+            Ok(n) if n >= 0 => Ok(ClientGames(Some(n as u64))),
+            _ => Err(format!(
+                "invalid value {text:?}, expected a number of games, or -1"
+            )),
+        }
+    }
+}
+
+/// OUTPUT_DIR: a folder or an object store URL.
+#[derive(Debug)]
+pub struct OutDir(pub OutputDir);
+
+impl FromText for OutDir {
+    fn from_text(text: &str) -> Result<Self, String> {
+        OutputDir::parse(not_empty(text)?).map(OutDir)
+    }
+}
+
+/// METRICS_ADDR: `HOST:PORT`, or unset when empty.
+#[derive(Debug)]
+pub struct OptAddr(pub Option<SocketAddr>);
+
+impl FromText for OptAddr {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(OptAddr(None));
+        }
+        text.parse().map(|a| OptAddr(Some(a))).map_err(|_| {
+            format!("invalid value {text:?}, expected HOST:PORT such as 127.0.0.1:9100")
+        })
+    }
+}
