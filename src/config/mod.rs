@@ -1,10 +1,10 @@
 //! Configuration: every setting of the README's settings table, layered with figment.
 //!
-//! Each setting is declared once in [`vars`] (variable, flag, default, help, type); the command
+//! Each setting is declared once in `vars.rs` (variable, flag, default, help, type); the command
 //! line, `--help`, the layers and the README test all read that declaration. Precedence, lowest
 //! first: built-in default, `--config FILE` (TOML), `.env` in the working directory, the process
-//! environment, command-line flags ([`layers`]). figment merges the layers and extracts them into
-//! typed fields ([`types`]); a bad value is one error naming the variable and the layer it came
+//! environment, command-line flags (`layers.rs`). figment merges the layers and extracts them into
+//! typed fields (`types.rs`); a bad value is one error naming the variable and the layer it came
 //! from, before any network I/O.
 
 use std::fmt;
