@@ -4,6 +4,9 @@
 //! was not given leaves the variable to the lower layers of [`crate::config`], which is what lets
 //! `.env` and `--config` work underneath the environment.
 
+// The doc comments below are `--help` text, where <WORKER_CHANNEL>-<worker id> is plain text.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
