@@ -11,9 +11,9 @@
 //!   ([`pipeline::keys`]), the one Redis connection layer ([`pipeline::redis_conn`]) and the
 //!   Parquet sink ([`pipeline::sink`], a folder or an object store).
 //! - [`ops`]: operator commands outside the flow: `demo`, `bench`, `report`, `status`, `clean`,
-//!   `build-db`.
-//! - [`testkit`]: support for tests, benchmarks and the demo: synthetic games and a private
-//!   `redis-server`.
+//!   `build-db`, with what they run on: a throwaway `redis-server` ([`ops::private_redis`], for
+//!   `demo` and `bench`) and synthetic finished games ([`ops::bench::synth`], for `bench etl`).
+//!   The tests reuse both; there is no test-only code in the library.
 //!
 //! Shared pieces at the top: [`config`] (settings), [`cli`], [`clock`], [`logging`], [`metrics`],
 //! [`shutdown`], [`heroes`], [`connections`] (the cap, idle timeout and accept backoff of the
@@ -30,4 +30,3 @@ pub mod ops;
 pub mod pipeline;
 pub mod roles;
 pub mod shutdown;
-pub mod testkit;

@@ -12,8 +12,8 @@ use common::roles::{
     wait_live, Proc,
 };
 use common::{free_port, superhero, wait_until, TestRedis};
+use superhero::ops::bench::synth::{self, SynthGame};
 use superhero::pipeline::keys;
-use superhero::testkit::synth::{self, SynthGame};
 
 const LOBBY: &str = "redis.lib.server.lobby";
 

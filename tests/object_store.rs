@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::roles::{conn, games, runtime, tokens, Proc};
 use common::{free_port, superhero, wait_until, TestRedis};
+use superhero::ops::bench::synth::{self, SynthGame};
 use superhero::pipeline::keys;
-use superhero::testkit::synth::{self, SynthGame};
 
 const LOBBY: &str = "redis.lib.server.lobby";
 const BUCKET: &str = "superhero-test";

@@ -12,13 +12,13 @@ use common::{superhero, wait_for, TestRedis};
 use rand::SeedableRng;
 use redis::aio::ConnectionManager;
 use superhero::config::Settings;
+use superhero::ops::bench::synth::{self, SynthGame};
 use superhero::pipeline::redis_conn::{self, Redis, SubEvent};
 use superhero::pipeline::sink::{META_TABLE, PODIUM_TABLE};
 use superhero::pipeline::{delivery, keys};
 use superhero::roles::fanout;
 use superhero::roles::worker::{self, WorkerReport};
 use superhero::shutdown::{self, ShutdownTrigger};
-use superhero::testkit::synth::{self, SynthGame};
 use tokio::task::JoinHandle;
 
 const LOBBY: &str = "redis.lib.server.lobby";

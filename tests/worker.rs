@@ -11,13 +11,13 @@ use common::{wait_for, TestRedis};
 use rand::SeedableRng;
 use redis::aio::ConnectionManager;
 use superhero::config::Settings;
+use superhero::ops::bench::synth::{self, SynthGame};
 use superhero::pipeline::redis_conn::{self, Redis};
 use superhero::pipeline::sink::{self, META_TABLE, PODIUM_TABLE};
 use superhero::pipeline::{delivery, keys};
 use superhero::roles::fanout;
 use superhero::roles::worker::{self, etl, WorkerReport};
 use superhero::shutdown::{self, ShutdownTrigger};
-use superhero::testkit::synth::{self, SynthGame};
 use tokio::task::JoinHandle;
 
 const LOBBY: &str = "redis.lib.server.lobby";

@@ -14,9 +14,9 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::RowAccessor;
 use rand::SeedableRng;
 use redis::aio::ConnectionManager;
+use superhero::ops::bench::synth::{self, SynthGame};
 use superhero::pipeline::sink::{self, MetaRow, PodiumRow, META_TABLE, PODIUM_TABLE};
 use superhero::roles::worker::etl;
-use superhero::testkit::synth::{self, SynthGame};
 
 const WORKER: &str = "w-1";
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use superhero::config::{Layers, Settings};
-use superhero::testkit::private_redis::PrivateRedis;
+use superhero::ops::private_redis::PrivateRedis;
 
 /// A private redis-server, stopped when dropped.
 pub struct TestRedis {
@@ -20,7 +20,7 @@ pub struct TestRedis {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    superhero::testkit::private_redis::free_port().expect("no free port")
+    superhero::ops::private_redis::free_port().expect("no free port")
 }
 
 impl TestRedis {

@@ -200,15 +200,15 @@ pub fn scan(redis: &TestRedis, pattern: &str) -> Vec<String> {
 }
 
 /// `n` synthetic finished 3-player games, reproducible from `seed`.
-pub fn games(n: usize, seed: u64) -> Vec<superhero::testkit::synth::SynthGame> {
+pub fn games(n: usize, seed: u64) -> Vec<superhero::ops::bench::synth::SynthGame> {
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n)
-        .map(|_| superhero::testkit::synth::random_game(&mut rng, 3, 12, 1000))
+        .map(|_| superhero::ops::bench::synth::random_game(&mut rng, 3, 12, 1000))
         .collect()
 }
 
-pub fn tokens(games: &[superhero::testkit::synth::SynthGame]) -> Vec<String> {
+pub fn tokens(games: &[superhero::ops::bench::synth::SynthGame]) -> Vec<String> {
     games.iter().map(|g| g.token.clone()).collect()
 }
 

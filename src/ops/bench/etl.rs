@@ -10,9 +10,9 @@ use anyhow::{bail, Result};
 use super::{count_files, quantiles, wait_for_subscriber, BenchReport, Child};
 use crate::config::Settings;
 use crate::metrics;
+use crate::ops::bench::synth;
 use crate::pipeline::redis_conn::Redis;
 use crate::pipeline::{keys, sink};
-use crate::testkit::synth;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn bench(

@@ -30,7 +30,7 @@ pub(super) async fn bench(
     let mut report = BenchReport::new("game", redis);
     let heroes = build_db::load_source(None)?;
     build_db::store(redis, &heroes).await?;
-    let port = crate::testkit::private_redis::free_port()?;
+    let port = crate::ops::private_redis::free_port()?;
     let mut settings = settings.clone();
     settings.websocket_host = "127.0.0.1".into();
     settings.websocket_port = port;

@@ -22,6 +22,7 @@ use serde_json::Value;
 mod etl;
 pub mod fanout;
 mod game;
+pub mod synth;
 
 use crate::config::Settings;
 use crate::metrics;
@@ -158,7 +159,7 @@ struct Child {
 
 impl Child {
     async fn spawn(binary: &Path, settings: &Settings, args: &[&str]) -> Result<Child> {
-        let port = crate::testkit::private_redis::free_port()?;
+        let port = crate::ops::private_redis::free_port()?;
         let metrics: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut cmd = tokio::process::Command::new(binary);
         cmd.args(args)

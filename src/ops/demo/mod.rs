@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::config::{LoggerModule, Settings};
 use crate::logging::{self, Console};
 use crate::ops::build_db;
+use crate::ops::private_redis::{self, PrivateRedis};
 use crate::pipeline::redis_conn::Redis;
 use crate::pipeline::{keys, sink};
 use crate::roles::player::{
@@ -30,7 +31,6 @@ use crate::roles::player::{
 };
 use crate::roles::{fanout, server, worker};
 use crate::shutdown::{self, Shutdown};
-use crate::testkit::private_redis::{self, PrivateRedis};
 
 mod progress;
 mod summary;
