@@ -17,8 +17,8 @@ use super::identity;
 use super::protocol::{self, game_status, reason, GamePush};
 use super::views;
 use super::{
-    close_going_away, next_request, next_request_or_idle, refuse_and_close, send_json, send_status,
-    Incoming, Shared, Socket,
+    close_going_away, next_request, next_request_until_shutdown, refuse_and_close, send_json,
+    send_status, Incoming, Shared, Socket,
 };
 use crate::connections::Slot;
 use crate::metrics::Gauge;
@@ -52,13 +52,7 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
     // Names this socket in its lobby registrations (the ready script).
     let socket = format!("{}:{}", shared.server_id, uuid::Uuid::new_v4().simple());
     loop {
-        let incoming = tokio::select! {
-            incoming = next_request_or_idle(&mut ws, &mut slot) => incoming,
-            _ = shared.shutdown.recv() => {
-                close_going_away(&mut ws).await;
-                return;
-            }
-        };
+        let incoming = next_request_until_shutdown(&shared, &mut ws, &mut slot).await;
         let text = match incoming {
             Incoming::Text(text) => text,
             Incoming::Refused(r) => {

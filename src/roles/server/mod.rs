@@ -353,6 +353,22 @@ pub async fn next_request_or_idle(ws: &mut Socket, slot: &mut Slot) -> Incoming 
     }
 }
 
+/// [`next_request_or_idle`], or `Closed` after a "going away" close when the server shuts
+/// down first.
+pub async fn next_request_until_shutdown(
+    shared: &Shared,
+    ws: &mut Socket,
+    slot: &mut Slot,
+) -> Incoming {
+    tokio::select! {
+        incoming = next_request_or_idle(ws, slot) => incoming,
+        _ = shared.shutdown.recv() => {
+            close_going_away(ws).await;
+            Incoming::Closed
+        }
+    }
+}
+
 /// Sends one JSON message.
 pub async fn send_json(ws: &mut Socket, message: &impl Serialize) -> bool {
     match serde_json::to_string(message) {

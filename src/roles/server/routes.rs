@@ -12,7 +12,7 @@ use super::game::{self, Attacked, Found};
 use super::identity;
 use super::protocol::{self, game_status, reason, Route, StatusReply};
 use super::views;
-use super::{close_going_away, next_request_or_idle, refuse_and_close, Incoming, Shared, Socket};
+use super::{next_request_until_shutdown, refuse_and_close, Incoming, Shared, Socket};
 use crate::connections::Slot;
 
 /// A route's answer: the reply text, or the reason the request was refused. `Err` of the outer
@@ -23,13 +23,7 @@ type Answer = Result<Result<String, &'static str>>;
 /// displaced at the connection cap) or the server shuts down.
 pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot, route: Route) {
     loop {
-        let incoming = tokio::select! {
-            incoming = next_request_or_idle(&mut ws, &mut slot) => incoming,
-            _ = shared.shutdown.recv() => {
-                close_going_away(&mut ws).await;
-                return;
-            }
-        };
+        let incoming = next_request_until_shutdown(&shared, &mut ws, &mut slot).await;
         let reply = match incoming {
             Incoming::Text(text) => handle(&shared, route, &text).await,
             Incoming::Refused(r) => status_text(r),

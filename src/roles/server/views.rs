@@ -10,15 +10,6 @@ use redis::aio::ConnectionManager;
 use super::protocol::HeroSpec;
 use crate::pipeline::keys::{self, status};
 
-/// HERO of user `u` in game `g`, or None when `u` has no hero there.
-pub async fn hero_spec(conn: &mut ConnectionManager, g: &str, u: &str) -> Result<Option<HeroSpec>> {
-    let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys::game_hero(g, u))
-        .query_async(conn)
-        .await?;
-    Ok(spec_of(u, &fields))
-}
-
 pub(super) fn spec_of(u: &str, fields: &BTreeMap<String, String>) -> Option<HeroSpec> {
     if fields.is_empty() {
         return None;
