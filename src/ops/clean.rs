@@ -12,7 +12,7 @@ use anyhow::Result;
 use redis::aio::ConnectionManager;
 
 use crate::pipeline::keys;
-use crate::pipeline::redis_conn::Redis;
+use crate::pipeline::redis_conn::{scan, Redis};
 
 /// Keys deleted per round trip.
 const DELETE_BATCH: usize = 500;
@@ -36,27 +36,6 @@ pub struct Cleaned {
     pub keys: Vec<String>,
     /// Completed games left in place because their output is not written yet.
     pub kept_unwritten: Vec<String>,
-}
-
-/// Every key matching `pattern`, by SCAN.
-pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<BTreeSet<String>> {
-    let mut found = BTreeSet::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        found.extend(batch);
-        if next == 0 {
-            return Ok(found);
-        }
-        cursor = next;
-    }
 }
 
 async fn delete(conn: &mut ConnectionManager, keys: &[String]) -> Result<()> {

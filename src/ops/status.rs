@@ -12,8 +12,8 @@ use anyhow::Result;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::ops::clean::scan;
 use crate::pipeline::keys;
+use crate::pipeline::redis_conn::scan;
 use crate::pipeline::redis_conn::{numsub, Redis};
 use crate::shutdown::Shutdown;
 

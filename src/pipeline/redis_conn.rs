@@ -7,6 +7,7 @@
 //! capped retry delay roles use around their own Redis calls, and [`Outage`] makes sure an outage
 //! is logged once, not once per retry.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -310,4 +311,25 @@ pub async fn numsub(
         }
     }
     Ok(out)
+}
+
+/// Every key matching `pattern`, by SCAN.
+pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<BTreeSet<String>> {
+    let mut found = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        found.extend(batch);
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
+    }
 }

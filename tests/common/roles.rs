@@ -179,24 +179,13 @@ pub fn completed_games(redis: &TestRedis) -> Vec<String> {
 }
 
 pub fn scan(redis: &TestRedis, pattern: &str) -> Vec<String> {
-    let mut conn = redis.client();
-    let mut cursor: u64 = 0;
-    let mut found = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(&mut conn)
-            .expect("SCAN");
-        found.extend(batch);
-        if next == 0 {
-            return found;
-        }
-        cursor = next;
-    }
+    runtime().block_on(async {
+        superhero::pipeline::redis_conn::scan(&mut conn(redis).await, pattern)
+            .await
+            .expect("SCAN")
+            .into_iter()
+            .collect()
+    })
 }
 
 /// `n` synthetic finished 3-player games, reproducible from `seed`.

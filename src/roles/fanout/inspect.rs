@@ -10,6 +10,7 @@ use redis::{RedisResult, Value};
 
 use crate::pipeline::delivery;
 use crate::pipeline::keys;
+use crate::pipeline::redis_conn::scan;
 
 /// What `superhero status` shows of the pipeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -227,34 +228,20 @@ pub async fn inspect(conn: &mut ConnectionManager, lobby: &str) -> Result<Pipeli
 
 /// Games some worker claimed and has not finished (a lease but no done marker).
 async fn claimed_unfinished(conn: &mut ConnectionManager) -> Result<u64> {
-    let mut count = 0;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(keys::ETL_LEASE_PATTERN)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        let games: Vec<&str> = found
-            .iter()
-            .filter_map(|k| keys::game_of_etl_lease(k))
-            .collect();
-        if !games.is_empty() {
-            let mut pipe = redis::pipe();
-            for g in &games {
-                pipe.exists(keys::etl_done(g));
-            }
-            let done: Vec<bool> = pipe.query_async(conn).await?;
-            count += done.iter().filter(|d| !**d).count() as u64;
-        }
-        if next == 0 {
-            return Ok(count);
-        }
-        cursor = next;
+    let leases = scan(conn, keys::ETL_LEASE_PATTERN).await?;
+    let games: Vec<&str> = leases
+        .iter()
+        .filter_map(|k| keys::game_of_etl_lease(k))
+        .collect();
+    if games.is_empty() {
+        return Ok(0);
     }
+    let mut pipe = redis::pipe();
+    for g in &games {
+        pipe.exists(keys::etl_done(g));
+    }
+    let done: Vec<bool> = pipe.query_async(conn).await?;
+    Ok(done.iter().filter(|d| !**d).count() as u64)
 }
 
 #[cfg(test)]
