@@ -32,7 +32,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let redis = TestRedis::start();
+    setup_on(TestRedis::start()).await
+}
+
+async fn setup_on(redis: TestRedis) -> Setup {
     let out = tempfile::tempdir().unwrap();
     let settings = redis.settings_with(&[
         ("OUTPUT_DIR", out.path().to_str().unwrap()),
@@ -365,4 +368,42 @@ async fn clean_routine_runs_only_after_the_files() {
         .await
         .unwrap();
     assert!(ttl > 0, "the clean routine puts a TTL on the game's keys");
+}
+
+#[tokio::test]
+async fn an_error_redis_will_repeat_fails_the_delivery_instead_of_retrying_forever() {
+    // A Redis that refuses a command the worker needs (managed services disable some): every
+    // read of the game answers "ERR unknown command". Retrying cannot help, so the delivery
+    // fails with that reason and ends in the dead letters, rather than holding the worker's
+    // slot while it "waits for Redis" for ever.
+    let mut s = setup_on(TestRedis::start_with(&["--rename-command", "SORT", ""])).await;
+    let worker = start(&mut s).await;
+    let id = deliver(&mut s).await;
+    let conn = s.conn.clone();
+    let failures = keys::delivery_failures(LOBBY);
+    wait_for(
+        "the failure noted for the dead letter",
+        Duration::from_secs(15),
+        || {
+            let (mut conn, failures, id) = (conn.clone(), failures.clone(), id.clone());
+            async move {
+                let reason: Option<String> = redis::cmd("HGET")
+                    .arg(failures)
+                    .arg(id)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                reason.is_some_and(|r| r.contains("unknown command"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(get(&mut s.conn, keys::etl_done(&s.game.token)).await, None);
+    assert_eq!(
+        get(&mut s.conn, keys::etl_lease(&s.game.token)).await,
+        None,
+        "the failed delivery gave its lease back"
+    );
+    let report = worker.stop().await;
+    assert_eq!(report.games_written, 0);
 }

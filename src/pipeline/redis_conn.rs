@@ -144,6 +144,31 @@ pub fn describe(e: &redis::RedisError) -> String {
     text.lines().next().unwrap_or("unknown error").to_string()
 }
 
+/// Server error codes that say "not now" rather than "never": the server is loading, busy
+/// with a script, failing over or out of memory. Retrying the same command can succeed.
+const TRANSIENT_CODES: [&str; 8] = [
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "READONLY",
+    "MASTERDOWN",
+    "OOM",
+    "CLUSTERDOWN",
+    "NOREPLICAS",
+];
+
+/// Whether retrying after `e` can succeed: the connection failed or timed out, or the server
+/// answered with one of the passing conditions of [`TRANSIENT_CODES`]. Anything else
+/// (WRONGTYPE, a script error, a parse error) will fail the same way however often it is
+/// retried, so a caller that retries it forever holds its work for ever.
+pub fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code().is_some_and(|code| TRANSIENT_CODES.contains(&code))
+}
+
 /// Capped exponential backoff: 50 ms, 100 ms, … up to [`MAX_BACKOFF`].
 #[derive(Debug, Default)]
 pub struct Backoff {

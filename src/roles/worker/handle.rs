@@ -18,20 +18,17 @@ use crate::pipeline::redis_conn::{self, Backoff, Outage};
 
 /// Why the handling of one record stopped early.
 pub(super) enum Failure {
-    /// Redis is unreachable: retry the whole record (every step can be repeated).
+    /// Redis is unreachable or passingly unable to answer: retry the whole record (every step
+    /// can be repeated).
     Redis(redis::RedisError),
-    /// Anything else (a file error, malformed game state): give up on this delivery.
+    /// Anything else (a file error, malformed game state, an error Redis will repeat such as
+    /// WRONGTYPE): give up on this delivery; it ends in the dead letters with this reason.
     Other(anyhow::Error),
 }
 
 impl From<redis::RedisError> for Failure {
     fn from(e: redis::RedisError) -> Self {
-        let transient = e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_timeout()
-            || matches!(e.kind(), redis::ErrorKind::Server(_));
-        if transient {
+        if redis_conn::is_transient(&e) {
             Failure::Redis(e)
         } else {
             Failure::Other(e.into())
