@@ -1,5 +1,6 @@
 //! Putting a file in place in a folder: written under a temporary name in its final
-//! directory, fsynced, then renamed, so no reader ever sees a partial file.
+//! directory, fsynced, then renamed, so no reader ever sees a partial file; the directory is
+//! fsynced after the rename, so the game is on disk before it is marked done.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
@@ -34,6 +35,10 @@ pub(super) fn place_file(path: &Path, bytes: &[u8]) -> Result<()> {
                 .mode(0o755)
                 .create(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
+            // A new table directory is an entry of its parent: sync that too.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
         }
         write_synced(&tmp, bytes).map_err(|again| again.context(e))
     });
@@ -44,7 +49,17 @@ pub(super) fn place_file(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         anyhow::Error::new(e).context(format!("cannot rename into {}", path.display()))
-    })
+    })?;
+    // The rename lives in the directory: until the directory is synced, a host crash can undo
+    // it while Redis already says the game is done.
+    sync_dir(dir)
+}
+
+/// fsyncs a directory, so the entries made or renamed in it survive a host crash.
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))
 }
 
 pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

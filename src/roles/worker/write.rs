@@ -80,6 +80,16 @@ impl Worker {
                 self.clean(conn, game).await?;
                 Ok(Some(Outcome::AlreadyDone))
             }
+            Finish::Lost { writer: None } => {
+                // No lease, no writer, no done: Redis lost the game's claim keys while we wrote
+                // (restarted without persistence, or failed over with lag). Its game keys went
+                // with them, so nobody can write the game again: our pair is the only copy.
+                tracing::warn!(
+                    "game {game}: Redis no longer knows this game's claim (restarted or failed \
+                     over?); keeping our files as its output"
+                );
+                Ok(None)
+            }
             Finish::Lost { writer } => {
                 if writer.as_deref() != Some(self.id.as_str()) {
                     tracing::info!("game {game}: lease lost to another writer; removing our files");
