@@ -387,3 +387,19 @@ fn help_lists_every_setting_without_secrets() {
     assert_eq!(code, 0);
     assert!(out.starts_with("superhero "));
 }
+
+#[test]
+fn a_fanout_with_an_ack_timeout_that_cannot_work_exits_2_naming_it() {
+    // ACK_TIMEOUT=0 would claim back every pending entry on each sweep and dead-letter
+    // everything within a second: refused before anything starts.
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["0", "0.5"] {
+        let (code, _, err) = run(superhero(dir.path())
+            .arg("fanout")
+            .env("ACK_TIMEOUT", value)
+            .env("REDIS_PORT", "1"));
+        assert_eq!(code, 2, "ACK_TIMEOUT={value}: {err}");
+        assert!(err.contains("ACK_TIMEOUT"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one error line: {err}");
+    }
+}

@@ -407,3 +407,42 @@ async fn an_error_redis_will_repeat_fails_the_delivery_instead_of_retrying_forev
     let report = worker.stop().await;
     assert_eq!(report.games_written, 0);
 }
+
+#[tokio::test]
+async fn a_record_back_after_its_games_keys_expired_finds_the_game_done() {
+    // A record queued at a worker that died comes back after ACK_TIMEOUT; meanwhile another
+    // worker wrote the game and REDIS_EXPIRY removed its keys, host key included. It must be
+    // acknowledged as done, not failed as an unknown game (which ends as a false dead letter).
+    let mut s = setup().await;
+    let g = s.game.token.clone();
+    let _: () = redis::cmd("DEL")
+        .arg(keys::game_keys(&g).to_vec())
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    set_key(&mut s, keys::etl_done(&g), GHOST, None).await;
+    let report = deliver_once(&mut s).await;
+    assert_eq!(report.games_written, 0);
+    let failures: u64 = redis::cmd("HLEN")
+        .arg(keys::delivery_failures(LOBBY))
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    assert_eq!(failures, 0, "no failure noted");
+}
+
+#[tokio::test]
+async fn a_written_games_done_marker_outlives_every_redelivery() {
+    // REDIS_EXPIRY (30 s by default) is shorter than ACK_TIMEOUT × MAX_DELIVERIES (30 s × 5):
+    // the done marker must stay until the last possible redelivery has come back.
+    let mut s = setup().await;
+    let report = deliver_once(&mut s).await;
+    assert_eq!(report.games_written, 1);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(keys::etl_done(&s.game.token))
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let bound = (s.settings.ack_timeout * s.settings.max_deliveries).as_secs() as i64;
+    assert!(ttl >= bound, "done expires in {ttl} s, before {bound} s");
+}

@@ -22,6 +22,8 @@ pub use vars::{Var, VARS};
 /// Largest MAX_CONNECTIONS accepted: tokio's semaphore holds at most about 2^61 permits, and
 /// a cap beyond any process's file descriptors is a typo.
 const MAX_CONNECTIONS_LIMIT: usize = 1 << 24;
+/// The shortest ACK_TIMEOUT accepted: a record must get at least a second to be written.
+const MIN_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A setting that could not be parsed. The binary exits with code 2 on it.
 #[derive(Debug)]
@@ -210,6 +212,19 @@ impl Checked<'_> {
                 "invalid value 0, expected a positive number of seconds",
             ));
         }
+        let ack_timeout = raw.ack_timeout.0;
+        if ack_timeout < MIN_ACK_TIMEOUT {
+            // Below this every pending entry is claimed back on each sweep and dead-lettered
+            // within a second, before any worker could have written it.
+            return Err(self.invalid(
+                "ACK_TIMEOUT",
+                format!(
+                    "invalid value {}, expected at least {} second(s)",
+                    ack_timeout.as_secs_f64(),
+                    MIN_ACK_TIMEOUT.as_secs()
+                ),
+            ));
+        }
         let max_connections = raw.max_connections.0;
         if max_connections == 0 || max_connections > MAX_CONNECTIONS_LIMIT {
             return Err(self.invalid(
@@ -243,7 +258,7 @@ impl Checked<'_> {
             client_sleep: raw.client_sleep.0,
             output_dir: raw.output_dir.0,
             worker_id,
-            ack_timeout: raw.ack_timeout.0,
+            ack_timeout,
             max_deliveries,
             log_retention: raw.log_retention.0,
             write_timeout,

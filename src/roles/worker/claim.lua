@@ -6,9 +6,14 @@
 -- Returns {answer, who}: unknown | not_host | done (files of) | busy (lease holder) | fresh |
 -- claimed (previous writer).
 local host = redis.call('GET', KEYS[4])
-if not host then return {'unknown', ''} end
-if host ~= ARGV[3] then return {'not_host', ''} end
 local done = redis.call('GET', KEYS[2])
+-- A written game's keys expire after REDIS_EXPIRY, its done marker later: a record that comes
+-- back after a worker died finds the game done, not unknown.
+if not host then
+    if done then return {'done', done} end
+    return {'unknown', ''}
+end
+if host ~= ARGV[3] then return {'not_host', ''} end
 if done then return {'done', done} end
 local lease = redis.call('GET', KEYS[1])
 if lease and lease ~= ARGV[1] then return {'busy', lease} end

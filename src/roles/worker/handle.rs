@@ -177,7 +177,7 @@ impl Worker {
         etl::expire_game(conn, game, self.redis_expiry)
             .await
             .map_err(anyhow_failure)?;
-        let seconds = self.redis_expiry.as_secs().max(1) as i64;
+        let seconds = self.done_expiry.as_secs().max(1) as i64;
         let _: () = redis::pipe()
             .expire(keys::etl_done(game), seconds)
             .ignore()

@@ -88,6 +88,10 @@ struct Worker {
     output: sink::Output,
     clean_routine: bool,
     redis_expiry: Duration,
+    /// How long `etl:done` outlives the clean routine: a record queued at a worker that died
+    /// comes back up to ACK_TIMEOUT × MAX_DELIVERIES later and must still find the game done,
+    /// whatever REDIS_EXPIRY did to the rest of the game's keys.
+    done_expiry: Duration,
     write_timeout: Duration,
     /// Writes that ran past WRITE_TIMEOUT and have not returned yet: while any is stuck the
     /// worker stops beating, so the fanout gives it nothing new.
@@ -135,6 +139,7 @@ pub async fn run_with_metrics(
         output,
         clean_routine: settings.clean_routine,
         redis_expiry: settings.redis_expiry,
+        done_expiry: done_expiry(settings),
         write_timeout: settings.write_timeout,
         stuck_writes: Arc::new(AtomicUsize::new(0)),
         conn,
@@ -199,4 +204,13 @@ fn tally(report: &mut WorkerReport, done: Result<Outcome, tokio::task::JoinError
         Ok(Outcome::NothingToDo | Outcome::Abandoned) => {}
         Err(e) => tracing::error!("record handler failed: {e}"),
     }
+}
+
+/// The TTL of a written game's `etl:done`: REDIS_EXPIRY, but never shorter than the time its
+/// record can still come back (every delivery's ACK_TIMEOUT) plus a margin.
+fn done_expiry(settings: &Settings) -> Duration {
+    let redeliveries = settings.ack_timeout * (settings.max_deliveries + 1);
+    settings
+        .redis_expiry
+        .max(redeliveries + Duration::from_secs(10))
 }
