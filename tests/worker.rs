@@ -446,3 +446,45 @@ async fn a_written_games_done_marker_outlives_every_redelivery() {
     let bound = (s.settings.ack_timeout * s.settings.max_deliveries).as_secs() as i64;
     assert!(ttl >= bound, "done expires in {ttl} s, before {bound} s");
 }
+
+#[tokio::test]
+async fn a_write_that_overruns_write_timeout_keeps_the_game_and_becomes_its_output() {
+    // WRITE_TIMEOUT of a millisecond: the write (two files, each fsynced with its directory)
+    // overruns and goes on in the background. It must hold the game until it returns and then
+    // be judged under that hold: its complete pair is marked done, never removed after a stale
+    // look at the done marker.
+    let redis = TestRedis::start();
+    let mut s = setup_on(redis).await;
+    s.settings.write_timeout = Duration::from_millis(1);
+    let g = s.game.token.clone();
+    let worker = start(&mut s).await;
+    let id = deliver(&mut s).await;
+    let conn = s.conn.clone();
+    wait_for("the game done", Duration::from_secs(20), || {
+        let (mut conn, g) = (conn.clone(), g.clone());
+        async move { get(&mut conn, keys::etl_done(&g)).await.is_some() }
+    })
+    .await;
+    // The record comes back, as the fanout routes it after ACK_TIMEOUT: acknowledged as done.
+    let record = synth::host_record(LOBBY, &s.game);
+    let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(keys::worker_channel(LOBBY, "live"))
+        .arg(routed)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    wait_acked(&mut s).await;
+    worker.stop().await;
+    assert_eq!(
+        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+        Some("live")
+    );
+    assert_eq!(
+        all_files(s.out.path()),
+        vec![
+            format!("{META_TABLE}/{g}_live.gz"),
+            format!("{PODIUM_TABLE}/{g}_live.gz")
+        ]
+    );
+}

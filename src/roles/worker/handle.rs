@@ -21,6 +21,9 @@ pub(super) enum Failure {
     /// Redis is unreachable or passingly unable to answer: retry the whole record (every step
     /// can be repeated).
     Redis(redis::RedisError),
+    /// The write overran WRITE_TIMEOUT and goes on in the background, holding the game's lease
+    /// until it returns and its files are judged: give up on this delivery without releasing.
+    Overran(anyhow::Error),
     /// Anything else (a file error, malformed game state, an error Redis will repeat such as
     /// WRONGTYPE): give up on this delivery; it ends in the dead letters with this reason.
     Other(anyhow::Error),
@@ -64,6 +67,11 @@ impl Worker {
                     if !backoff.wait(&self.shutdown).await {
                         return Outcome::Abandoned;
                     }
+                }
+                Err(Failure::Overran(e)) => {
+                    tracing::error!("worker {}: {e:#}; the record will be routed again", self.id);
+                    self.note_failure(&record, &format!("{e:#}")).await;
+                    return Outcome::Abandoned;
                 }
                 Err(Failure::Other(e)) => {
                     tracing::error!("worker {}: {e:#}; the record will be routed again", self.id);

@@ -11,7 +11,6 @@ use tracing::Instrument;
 use super::claim::{self, Finish};
 use super::handle::{anyhow_failure, Failure};
 use super::{etl, Outcome, Worker};
-use crate::pipeline::keys;
 
 impl Worker {
     /// Holds the claim for the steps after [`claim::claim`]; `None` when another worker took the
@@ -63,7 +62,7 @@ impl Worker {
             tracing::info!("game {game}: removing the incomplete files of worker {previous}");
             self.remove_files(game, &previous).await;
         }
-        self.write_files(game, &data).await?;
+        self.write_files(game, token, &data).await?;
         match claim::finish(conn, game, token, &self.id).await? {
             Finish::Done(by) if by == self.id => {
                 self.metrics
@@ -130,16 +129,18 @@ impl Worker {
     }
 
     /// Writes the game's pair of files, giving up after WRITE_TIMEOUT. A write that overruns
-    /// keeps its thread (it cannot be cancelled); when it does return, its files are removed
-    /// unless they became the game's output meanwhile.
+    /// keeps its thread (it cannot be cancelled), and keeps the game's lease too: nobody else
+    /// may claim the game, judge or remove files until the write has returned and its files
+    /// have been judged under that same lease (see [`Self::settle_overrun`]).
     pub(super) async fn write_files(
         &self,
         game: &str,
+        token: &str,
         data: &etl::GameData,
     ) -> Result<(), Failure> {
         let (meta, podium) = etl::rows(game, data);
         let (output, id, g) = (self.output.clone(), self.id.clone(), game.to_string());
-        // Spawned, so a write past WRITE_TIMEOUT runs on and is cleaned up when it returns.
+        // Spawned, so a write past WRITE_TIMEOUT runs on and is settled when it returns.
         let mut write = tokio::spawn(async move { output.write_game(&id, &g, meta, podium).await });
         match tokio::time::timeout(self.write_timeout, &mut write).await {
             Ok(joined) => joined
@@ -147,28 +148,77 @@ impl Worker {
                 .map_err(Failure::Other),
             Err(_) => {
                 self.stuck_writes.fetch_add(1, Ordering::Relaxed);
+                let renewer = self.keep_lease(game, token);
                 let (stuck, mut conn) = (self.stuck_writes.clone(), self.conn.clone());
-                let (output, id, g) = (self.output.clone(), self.id.clone(), game.to_string());
-                tokio::spawn(async move {
-                    let _ = write.await;
-                    stuck.fetch_sub(1, Ordering::Relaxed);
-                    let done: Option<String> = redis::cmd("GET")
-                        .arg(keys::etl_done(&g))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or(None);
-                    if done.as_deref() != Some(id.as_str()) {
-                        tracing::warn!(
-                            "game {g}: a write that overran WRITE_TIMEOUT returned; removing its files"
-                        );
-                        output.remove_pair(&g, &id).await;
+                let (output, id) = (self.output.clone(), self.id.clone());
+                let (g, token) = (game.to_string(), token.to_string());
+                tokio::spawn(
+                    async move {
+                        let written = matches!(write.await, Ok(Ok(())));
+                        settle_overrun(&mut conn, &output, &g, &token, &id, written).await;
+                        renewer.abort();
+                        stuck.fetch_sub(1, Ordering::Relaxed);
                     }
-                }.in_current_span());
-                Err(Failure::Other(anyhow::anyhow!(
-                    "writing game {game} took longer than WRITE_TIMEOUT ({:?}); gave it up",
+                    .in_current_span(),
+                );
+                Err(Failure::Overran(anyhow::anyhow!(
+                    "writing game {game} took longer than WRITE_TIMEOUT ({:?}); it goes on in \
+                     the background, holding the game",
                     self.write_timeout
                 )))
             }
+        }
+    }
+}
+
+/// Judges the files of a write that overran WRITE_TIMEOUT, once it has returned, while the
+/// lease is still held for it: a complete pair becomes the game's output through the same
+/// `finish` step as any write (so it is marked done only with both files present); anything
+/// else is removed, then the lease is given back. A lease lost meanwhile is judged as in
+/// [`Worker::write`]: another writer's game is not ours to keep; a game Redis forgot keeps
+/// our files.
+async fn settle_overrun(
+    conn: &mut ConnectionManager,
+    output: &crate::pipeline::sink::Output,
+    game: &str,
+    token: &str,
+    id: &str,
+    written: bool,
+) {
+    let finished = if written {
+        claim::finish(conn, game, token, id).await
+    } else {
+        output.remove_pair(game, id).await;
+        claim::release(conn, game, token)
+            .await
+            .map(|()| Finish::Lost { writer: None })
+    };
+    match finished {
+        Ok(Finish::Done(by)) if by == id => {
+            tracing::info!(
+                "game {game}: a write that overran WRITE_TIMEOUT returned and is the output"
+            );
+        }
+        Ok(Finish::Done(by)) => {
+            tracing::warn!(
+                "game {game}: finished by {by} while our write overran; removing our files"
+            );
+            output.remove_pair(game, id).await;
+        }
+        Ok(Finish::Lost { writer: Some(w) }) if w != id => {
+            tracing::warn!(
+                "game {game}: {w} took the game over while our write overran; removing our files"
+            );
+            output.remove_pair(game, id).await;
+        }
+        Ok(Finish::Lost { .. }) => {}
+        Err(e) => {
+            // Redis is unreachable: keep the files; whoever claims the game next judges them
+            // by the writer key, as after a crash.
+            tracing::warn!(
+                "game {game}: cannot settle a write that overran WRITE_TIMEOUT ({}); its files stay for the next claimant",
+                crate::pipeline::redis_conn::describe(&e)
+            );
         }
     }
 }
