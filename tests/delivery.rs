@@ -551,3 +551,361 @@ fn acknowledged_history_is_trimmed_after_the_retention_window() {
     );
     assert_exactly_once(&[&out], &tokens(&games));
 }
+
+#[test]
+fn the_log_is_never_trimmed_past_another_groups_pending_entries() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stream = keys::log_stream(LOBBY);
+    // Another reader of the same log (an analytics consumer, say) with its own group.
+    let _: () = redis.cmd(&["XGROUP", "CREATE", &stream, "analytics", "0", "MKSTREAM"]);
+    let games = games(100, 11);
+    let ids = seed_and_append(&redis, &games);
+    let _: redis::Value = redis.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "analytics",
+        "a1",
+        "COUNT",
+        "1000",
+        "STREAMS",
+        &stream,
+        ">",
+    ]);
+    // It acknowledges the first half only.
+    let half = ids.len() / 2;
+    let mut ack = vec!["XACK", stream.as_str(), "analytics"];
+    ack.extend(ids[..half].iter().map(String::as_str));
+    let _: u64 = redis.cmd(&ack);
+    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
+    let _f = fanout(dir.path(), &redis, "fanout", &[("LOG_RETENTION", "1")]);
+    wait_pairs(&[&out], 100, Duration::from_secs(60));
+    wait_until(
+        "the fanouts' group drained",
+        Duration::from_secs(30),
+        || unacked(&redis, LOBBY) == 0,
+    );
+    wait_until(
+        "the acknowledged half trimmed",
+        Duration::from_secs(30),
+        || {
+            let len: usize = redis.cmd(&["XLEN", &stream]);
+            len <= ids.len() - half
+        },
+    );
+    let left: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.client())
+        .unwrap();
+    let left: Vec<String> = left.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        left,
+        ids[half..].to_vec(),
+        "the other group's pending entries stay"
+    );
+}
+
+#[test]
+fn games_at_a_trickle_spread_over_every_worker() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let ids = ["w1", "w2", "w3", "w4"];
+    let _workers: Vec<Proc> = ids
+        .iter()
+        .map(|id| worker(dir.path(), &redis, id, &out, &[]))
+        .collect();
+    for id in ids {
+        wait_live(&redis, LOBBY, id);
+    }
+    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    // One game at a time, each written before the next ends: every record finds every worker
+    // idle, so only the tie-break decides where it goes.
+    // Each game's records as the server appends them: `Starting Match`, then one `Cleaning Game
+    // Records` per participant in token order (the host's anywhere among them).
+    let games = games(40, 12);
+    let stream = keys::log_stream(LOBBY);
+    for (i, game) in games.iter().enumerate() {
+        runtime().block_on(async {
+            synth::seed(&mut conn(&redis).await, std::slice::from_ref(game))
+                .await
+                .unwrap()
+        });
+        let start = serde_json::json!({
+            "level": "INFO", "timestamp": "2026-12-06 00:00:00", "name": LOBBY,
+            "log_message": "Starting Match",
+            "task": {"PAYLOAD": {"GAME_TOKEN": game.token}, "STATUS": {"GAME": "START"}},
+        });
+        let mut records = vec![start.to_string()];
+        records.extend(synth::records(LOBBY, game));
+        for record in &records {
+            let _: String = redis.cmd(&["XADD", &stream, "*", "record", record]);
+        }
+        wait_pairs(&[&out], i + 1, Duration::from_secs(30));
+    }
+    assert_exactly_once(&[&out], &tokens(&games));
+    let mut per_worker: std::collections::BTreeMap<String, usize> =
+        ids.iter().map(|id| (id.to_string(), 0)).collect();
+    for files in pairs(&[&out]).values() {
+        *per_worker.entry(files[0].1.clone()).or_default() += 1;
+    }
+    assert!(
+        per_worker.values().all(|&n| n >= 5),
+        "games per worker: {per_worker:?}"
+    );
+}
+
+/// Beats `id`'s heartbeat (by Redis's clock, as a worker does) until dropped.
+struct FakeHeartbeat(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl FakeHeartbeat {
+    fn start(redis: &TestRedis, id: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, mut conn, id) = (stop.clone(), redis.client(), id.to_string());
+        std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
+                let ms = secs * 1000 + micros / 1000;
+                let _: u64 = redis::cmd("ZADD")
+                    .arg(keys::worker_heartbeats(LOBBY))
+                    .arg(ms)
+                    .arg(&id)
+                    .query(&mut conn)
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        FakeHeartbeat(stop)
+    }
+}
+
+impl Drop for FakeHeartbeat {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Collects the `delivery_id` of every record PUBLISHed on a worker's channel.
+fn listen(redis: &TestRedis, id: &str) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (sink, mut conn, channel) = (
+        heard.clone(),
+        redis.client(),
+        keys::worker_channel(LOBBY, id),
+    );
+    std::thread::spawn(move || {
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe(&channel).unwrap();
+        while let Ok(msg) = pubsub.get_message() {
+            let record: serde_json::Value =
+                serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+            let id = record["delivery_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            sink.lock().unwrap().push(id);
+        }
+    });
+    let channel = keys::worker_channel(LOBBY, id);
+    wait_until("the listener subscribed", Duration::from_secs(10), || {
+        let (_, n): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query(&mut redis.client())
+            .unwrap();
+        n == 1
+    });
+    heard
+}
+
+#[test]
+fn a_fanout_paused_past_ack_timeout_does_not_take_back_what_another_routed() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = keys::log_stream(LOBBY);
+    let group = keys::fanout_group(LOBBY);
+    let ids = seed_and_append(&redis, &games(3, 13));
+    // A worker that is live but not yet listening: the first fanout reads every entry, finds
+    // nobody on the channel and holds them, as its own pending entries.
+    let _beat = FakeHeartbeat::start(&redis, "wz");
+    let a = Proc::start(
+        "fanout-a",
+        dir.path(),
+        &redis,
+        &["fanout"],
+        &[("ACK_TIMEOUT", "60")],
+    );
+    let owners = |redis: &TestRedis| -> Vec<(String, String, u64)> {
+        // Empty until the fanout has created its group.
+        let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(&group)
+            .arg("-")
+            .arg("+")
+            .arg(1000)
+            .query(&mut redis.client())
+            .unwrap_or_default();
+        rows.into_iter()
+            .map(|(id, owner, _, n)| (id, owner, n))
+            .collect()
+    };
+    wait_until(
+        "the first fanout holds every entry",
+        Duration::from_secs(20),
+        || {
+            let pending = owners(&redis);
+            pending.len() == ids.len() && pending.iter().all(|(_, o, _)| o.starts_with("fanout:"))
+        },
+    );
+    a.signal("STOP");
+    // The worker starts listening; a second fanout re-claims the paused one's entries after
+    // its ACK_TIMEOUT and routes them, then dies.
+    let heard = listen(&redis, "wz");
+    let mut b = Proc::start(
+        "fanout-b",
+        dir.path(),
+        &redis,
+        &["fanout"],
+        &[("ACK_TIMEOUT", "2")],
+    );
+    wait_until(
+        "every entry routed by the second fanout",
+        Duration::from_secs(20),
+        || heard.lock().unwrap().len() >= ids.len(),
+    );
+    b.kill();
+    a.signal("CONT");
+    // A record appended after the resume is routed by the first fanout after its held
+    // entries: once it arrives, whatever the resumed fanout did with them is done.
+    let marker = seed_and_append(&redis, &games(1, 14));
+    wait_until(
+        "the resumed fanout routed a new record",
+        Duration::from_secs(20),
+        || {
+            let heard = heard.lock().unwrap();
+            marker.iter().all(|m| heard.contains(m))
+        },
+    );
+    let heard = heard.lock().unwrap().clone();
+    for id in &ids {
+        let times = heard.iter().filter(|h| *h == id).count();
+        assert_eq!(times, 1, "{id} routed {times} times: {heard:?}");
+    }
+    // They stay the worker's, each counted as the two deliveries it had.
+    for (id, owner, deliveries) in owners(&redis) {
+        if ids.contains(&id) {
+            assert_eq!((owner.as_str(), deliveries), ("wz", 2), "{id}");
+        }
+    }
+}
+
+/// The consumers of the fanouts' group.
+fn group_consumers(redis: &TestRedis) -> Vec<String> {
+    let rows: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .query(&mut redis.client())
+        .unwrap_or_default();
+    rows.iter()
+        .filter_map(|row| match row.get("name") {
+            Some(redis::Value::BulkString(name)) => Some(String::from_utf8_lossy(name).to_string()),
+            Some(redis::Value::SimpleString(name)) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_group_keeps_no_consumer_of_workers_gone() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    // 30 workers with random ids, each handed records, then killed: none exits cleanly.
+    let ids: Vec<String> = (0..30)
+        .map(|i| format!("r{i}-{:08x}", rand::random::<u32>()))
+        .collect();
+    let mut workers: Vec<Proc> = ids
+        .iter()
+        .map(|id| worker(dir.path(), &redis, id, &out, &[]))
+        .collect();
+    for id in &ids {
+        wait_live(&redis, LOBBY, id);
+    }
+    seed_and_append(&redis, &games(120, 15));
+    wait_pairs(&[&out], 120, Duration::from_secs(120));
+    wait_until("every record acknowledged", Duration::from_secs(30), || {
+        unacked(&redis, LOBBY) == 0
+    });
+    let before = group_consumers(&redis);
+    assert!(before.len() > 10, "consumers: {before:?}");
+    for w in &mut workers {
+        w.kill();
+    }
+    let _live = worker(dir.path(), &redis, "survivor", &out, &[]);
+    wait_live(&redis, LOBBY, "survivor");
+    seed_and_append(&redis, &games(4, 16));
+    wait_pairs(&[&out], 124, Duration::from_secs(60));
+    wait_until(
+        "only the live worker's and the fanout's consumers left",
+        Duration::from_secs(30),
+        || {
+            group_consumers(&redis)
+                .iter()
+                .all(|c| c == "survivor" || c.starts_with("fanout:"))
+        },
+    );
+}
+
+#[test]
+fn the_dead_letters_keep_within_their_cap() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let metrics = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics}");
+    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
+    wait_live(&redis, LOBBY, "w1");
+    let _f = fanout(
+        dir.path(),
+        &redis,
+        "fanout",
+        &[("DEAD_LETTERS_MAX", "3"), ("METRICS_ADDR", &metrics_addr)],
+    );
+    // Entries that are no record at all go straight to the dead letters.
+    let stream = keys::log_stream(LOBBY);
+    let ids: Vec<String> = (0..10)
+        .map(|i| redis.cmd(&["XADD", &stream, "*", "record", &format!("not json {i}")]))
+        .collect();
+    let dead = keys::dead_stream(LOBBY);
+    wait_until("every entry dead-lettered", Duration::from_secs(20), || {
+        unacked(&redis, LOBBY) == 0 && {
+            let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+                .arg(&dead)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query(&mut redis.client())
+                .unwrap();
+            last.first()
+                .and_then(|(_, f)| f.iter().find(|(k, _)| k == "entry"))
+                .is_some_and(|(_, v)| *v == ids[9])
+        }
+    });
+    let kept: Vec<String> = dead_letters(&redis)
+        .into_iter()
+        .map(|fields| fields["entry"].clone())
+        .collect();
+    assert_eq!(kept, ids[7..].to_vec(), "the newest three are kept");
+    wait_until("the drops counted", Duration::from_secs(10), || {
+        common::scrape(metrics).is_some_and(|text| {
+            superhero::metrics::sample_value(&text, "superhero_fanout_dead_letters_dropped_total")
+                == Some(7.0)
+        })
+    });
+}

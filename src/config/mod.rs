@@ -110,6 +110,8 @@ pub struct Settings {
     pub worker_id: String,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,
+    /// The most entries `<lobby>:dead` keeps.
+    pub dead_letters_max: usize,
     pub log_retention: Duration,
     pub write_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
@@ -205,6 +207,11 @@ impl Checked<'_> {
             self.positive("MAX_TURNS", raw.max_turns.0, "a positive number of turns")?;
         let max_deliveries =
             self.positive("MAX_DELIVERIES", raw.max_deliveries.0, "a positive number")?;
+        let dead_letters_max = self.positive(
+            "DEAD_LETTERS_MAX",
+            raw.dead_letters_max.0,
+            "a positive number",
+        )?;
         let write_timeout = raw.write_timeout.0;
         if write_timeout.is_zero() {
             return Err(self.invalid(
@@ -260,6 +267,7 @@ impl Checked<'_> {
             worker_id,
             ack_timeout,
             max_deliveries,
+            dead_letters_max,
             log_retention: raw.log_retention.0,
             write_timeout,
             metrics_addr: raw.metrics_addr.0,

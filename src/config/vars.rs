@@ -181,6 +181,11 @@ settings! {
         var: "MAX_DELIVERIES", flag: "max-deliveries", value: "N", heading: "Pipeline",
         default: "5", help: "routings of one record before it goes to the dead-letter stream",
     }
+    dead_letters_max: Whole<usize> {
+        var: "DEAD_LETTERS_MAX", flag: "dead-letters-max", value: "N", heading: "Pipeline",
+        default: "10000",
+        help: "dead letters kept in <lobby>:dead; the oldest beyond it are dropped and counted",
+    }
     log_retention: Seconds {
         var: "LOG_RETENTION", flag: "log-retention", value: "SECS", heading: "Pipeline",
         default: "3600",

@@ -118,6 +118,11 @@ pub async fn connect_or_start(settings: &Settings) -> Result<DemoRedis> {
     }
 }
 
+/// The id of the demo's `i`th worker (from 1).
+fn worker_id(i: usize) -> String {
+    format!("worker-{i}")
+}
+
 /// Runs the demo and returns its summary (the caller prints it and picks the exit code).
 pub async fn run(
     settings: &Settings,
@@ -161,7 +166,7 @@ pub async fn run(
     let mut roles = tokio::task::JoinSet::new();
     for i in 1..=options.workers {
         let mut s = settings.clone();
-        s.worker_id = format!("worker-{i}");
+        s.worker_id = worker_id(i);
         let (redis, stop) = (redis.clone(), roles_shutdown.clone());
         roles.spawn(async move {
             worker::run(&s, redis, stop)
@@ -282,6 +287,10 @@ pub async fn run(
     crate::ops::clean::remove_channel_keys(&redis, &settings.worker_channel).await;
     let seconds = started.elapsed().as_secs_f64();
     let mut summary = inspect_output(&output, &played).await;
+    // Every worker has its line, those that wrote nothing included.
+    for i in 1..=options.workers {
+        summary.files_per_worker.entry(worker_id(i)).or_default();
+    }
     summary.redis = redis.addr().to_string();
     summary.private_redis = demo_redis.private.is_some();
     summary.games_timed_out = timed_out.len();

@@ -3,8 +3,10 @@
 -- times, moved to the dead-letter stream with its reason and the workers tried, and
 -- acknowledged. One script, so of several fanouts exactly one takes each entry.
 -- KEYS: 1 log stream, 2 dead-letter stream, 3 tries hash, 4 failures hash
--- ARGV: 1 group, 2 this fanout's consumer name, 3 ACK_TIMEOUT ms, 4 MAX_DELIVERIES, 5 batch
--- Returns one {id, 'retry', record, previous consumer} or {id, 'dead', reason} per entry.
+-- ARGV: 1 group, 2 this fanout's consumer name, 3 ACK_TIMEOUT ms, 4 MAX_DELIVERIES, 5 batch,
+--       6 DEAD_LETTERS_MAX
+-- Returns one {id, 'retry', record, previous consumer} or {id, 'dead', reason, dropped} per
+-- entry, dropped being the oldest dead letters removed to keep the stream within its cap.
 local function record_of(entry)
   if not entry then return nil end
   local fields = entry[2]
@@ -32,10 +34,12 @@ for _, p in ipairs(expired) do
   elseif count >= tonumber(ARGV[4]) then
     local reason = redis.call('HGET', KEYS[4], id) or
       ('not acknowledged within ACK_TIMEOUT (' .. ARGV[3] .. ' ms)')
-    redis.call('XADD', KEYS[2], '*', 'entry', id, 'record', record, 'reason', reason,
-      'workers', tried, 'deliveries', tostring(count))
+    local before = redis.call('XLEN', KEYS[2])
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], '*', 'entry', id, 'record', record,
+      'reason', reason, 'workers', tried, 'deliveries', tostring(count))
+    local dropped = before + 1 - redis.call('XLEN', KEYS[2])
     forget(id)
-    table.insert(out, {id, 'dead', reason})
+    table.insert(out, {id, 'dead', reason, tostring(dropped)})
   else
     -- Without JUSTID: the delivery count goes up by one.
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id)

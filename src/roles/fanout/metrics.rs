@@ -12,6 +12,10 @@ pub struct FanoutMetrics {
     pub records_routed: Counter,
     pub records_rerouted: Counter,
     pub records_dead_lettered: Counter,
+    /// Entries this fanout had read or held that another fanout re-claimed while it was paused.
+    pub records_left_to_another_fanout: Counter,
+    /// Dead letters dropped to keep `<lobby>:dead` within DEAD_LETTERS_MAX.
+    pub dead_letters_dropped: Counter,
     pub stream_length: Gauge,
     /// Entries of the log no fanout has read yet.
     pub group_lag: Gauge,
@@ -28,6 +32,8 @@ impl FanoutMetrics {
             records_routed: Counter::default(),
             records_rerouted: Counter::default(),
             records_dead_lettered: Counter::default(),
+            records_left_to_another_fanout: Counter::default(),
+            dead_letters_dropped: Counter::default(),
             stream_length: Gauge::default(),
             group_lag: Gauge::default(),
             unacked: Gauge::default(),
@@ -56,6 +62,16 @@ impl FanoutMetrics {
                     "records_dead_lettered",
                     "Log entries moved to the dead-letter stream by this fanout",
                     &m.records_dead_lettered,
+                ),
+                (
+                    "records_left_to_another_fanout",
+                    "Entries this fanout held that another fanout re-claimed while it was paused",
+                    &m.records_left_to_another_fanout,
+                ),
+                (
+                    "dead_letters_dropped",
+                    "Dead letters dropped to keep the dead-letter stream within DEAD_LETTERS_MAX",
+                    &m.dead_letters_dropped,
                 ),
                 (
                     "stream_length",

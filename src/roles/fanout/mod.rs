@@ -68,6 +68,11 @@ const READ_BLOCK: Duration = Duration::from_millis(100);
 const SATURATED_PAUSE: Duration = Duration::from_millis(5);
 /// A worker without a heartbeat for this long is forgotten (no longer listed by `status`).
 const FORGET_WORKER: Duration = Duration::from_secs(600);
+/// How long a fanout's consumer may go without reading before another fanout deletes it
+/// (when it holds nothing): a live fanout reads every READ_BLOCK.
+const FORGET_FANOUT: Duration = Duration::from_secs(60);
+/// How many games' workers the router remembers, so a game's records go to one worker.
+const GAMES_REMEMBERED: usize = 10_000;
 /// How long a foreign record's digest is remembered, so several fanouts append it once.
 const FOREIGN_SEEN_SECS: u64 = 3600;
 
@@ -75,6 +80,10 @@ static CLAIM_EXPIRED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_expired.lua")));
 static LIVE_WORKERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("live_workers.lua")));
+static ROUTE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("route.lua")));
+static KEEP_OWN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("keep_own.lua")));
+static FORGET_CONSUMERS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("forget_consumers.lua")));
 static TRIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("trim.lua")));
 static APPEND_FOREIGN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("append_foreign.lua")));
@@ -125,11 +134,15 @@ pub async fn run_with_metrics(
         conn: redis.own_conn()?,
         ack_timeout: settings.ack_timeout,
         max_deliveries: settings.max_deliveries,
+        dead_letters_max: settings.dead_letters_max,
         retention: settings.log_retention,
         group_ready: false,
         workers: Vec::new(),
         unacked: HashMap::new(),
-        next: 0,
+        // Fanouts start their rotation at different workers, so they do not all send the
+        // first record of a quiet spell to the same one.
+        next: rand::random::<u32>() as usize,
+        games: HashMap::new(),
         held: Vec::new(),
         redis_offset_ms: 0,
         next_refresh: now,

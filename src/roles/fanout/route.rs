@@ -1,37 +1,39 @@
-//! Handing log entries to workers: each goes to one live worker with room (round-robin), as
-//! that worker's pending entry (XCLAIM … JUSTID) and as a PUBLISH on its channel carrying the
-//! entry id as `delivery_id` ([`with_delivery_id`]); what nobody can take is held, and what is
-//! no record at all goes to the dead letters.
+//! Handing log entries to workers: each goes to one live worker with room (the worker its
+//! game's records went to, else the least loaded, ties broken by rotation), as that worker's
+//! pending entry (XCLAIM … JUSTID) and as a PUBLISH on its channel carrying the entry id as
+//! `delivery_id` ([`with_delivery_id`]); what nobody can take is held, and what is no record at
+//! all goes to the dead letters.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use redis::RedisResult;
 
 use super::router::Router;
-use super::Entry;
+use super::{Entry, GAMES_REMEMBERED, KEEP_OWN, ROUTE};
 use crate::pipeline::delivery::{self, MAX_UNACKED_PER_WORKER};
 use crate::pipeline::keys;
-use crate::pipeline::record::{self, RecordError, DELIVERY_ID_FIELD};
+use crate::pipeline::record::{self, Event, RecordError, DELIVERY_ID_FIELD};
 
 impl Router {
     /// Hands entries to workers: each goes to one live worker with room, as its pending entry
-    /// and as a PUBLISH on its channel. Entries whose PUBLISH reached nobody go to the next
-    /// worker; with none left they are held until one appears.
+    /// and as a PUBLISH on its channel, in one script that also checks the entry is still this
+    /// fanout's and the worker below its limit (see `route.lua`). Entries whose PUBLISH
+    /// reached nobody go to the next worker; with none left they are held until one appears.
     pub(super) async fn route(&mut self, entries: Vec<Entry>) -> RedisResult<()> {
         let mut queue: VecDeque<Entry> = entries.into();
         while !queue.is_empty() {
-            let mut batch: BTreeMap<String, Vec<(Entry, String)>> = BTreeMap::new();
+            let mut batch: Vec<(Entry, String, String)> = Vec::new();
             let mut invalid = Vec::new();
             while let Some(entry) = queue.pop_front() {
-                let payload = match with_delivery_id(&entry.record, &entry.id) {
+                let (payload, game) = match routed(&entry.record, &entry.id) {
                     Ok(p) => p,
                     Err(e) => {
                         invalid.push((entry, e));
                         continue;
                     }
                 };
-                match self.pick(entry.avoid.as_deref()) {
-                    Some(worker) => batch.entry(worker).or_default().push((entry, payload)),
+                match self.pick(entry.avoid.as_deref(), game.as_deref()) {
+                    Some(worker) => batch.push((entry, worker, payload)),
                     None => {
                         queue.push_front(entry);
                         break;
@@ -46,38 +48,44 @@ impl Router {
                 let rest: Vec<Entry> = queue.drain(..).collect();
                 return self.hold(rest).await;
             }
-            let mut pipe = redis::pipe();
-            for (worker, items) in &batch {
-                let ids: Vec<&String> = items.iter().map(|(e, _)| &e.id).collect();
-                claim_cmd(&mut pipe, &self.stream, &self.group, worker, &ids).ignore();
-                let channel = keys::worker_channel(&self.lobby, worker);
-                for (_, payload) in items {
-                    pipe.publish(&channel, payload);
-                }
+            let mut invocation = ROUTE.key(&self.stream);
+            invocation
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(MAX_UNACKED_PER_WORKER)
+                .arg(keys::worker_channel(&self.lobby, ""));
+            for (entry, worker, payload) in &batch {
+                invocation.arg(&entry.id).arg(worker).arg(payload);
             }
-            let receivers: Vec<u64> = pipe.query_async(&mut self.conn).await?;
+            let answers: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
             let local_now = crate::clock::now_ms() as i64;
-            let mut answers = receivers.into_iter();
-            for (worker, items) in batch {
-                let mut gone = false;
-                for (entry, _) in items {
-                    if answers.next().unwrap_or(0) > 0 {
-                        self.delivered(&entry, local_now);
-                    } else {
-                        gone = true;
+            let mut gone = BTreeSet::new();
+            for ((entry, worker, _), answer) in batch.into_iter().zip(answers) {
+                match answer {
+                    1 => self.delivered(&entry, local_now),
+                    -1 => {
+                        // Re-claimed by another fanout while this one was paused: it routes it.
+                        self.metrics.records_left_to_another_fanout.inc();
+                        tracing::debug!("record {} was taken by another fanout", entry.id);
+                    }
+                    -2 => {
+                        // Full by the count of every fanout's deliveries: none more this round.
+                        self.unacked.insert(worker, MAX_UNACKED_PER_WORKER);
+                        queue.push_back(entry);
+                    }
+                    _ => {
+                        gone.insert(worker);
                         queue.push_back(Entry {
                             avoid: None,
                             ..entry
                         });
                     }
                 }
-                if gone {
-                    tracing::info!(
-                        "worker {worker} no longer listens; routing its records elsewhere"
-                    );
-                    self.workers.retain(|w| *w != worker);
-                    self.unacked.remove(&worker);
-                }
+            }
+            for worker in gone {
+                tracing::info!("worker {worker} no longer listens; routing its records elsewhere");
+                self.workers.retain(|w| *w != worker);
+                self.unacked.remove(&worker);
             }
         }
         Ok(())
@@ -97,30 +105,54 @@ impl Router {
         }
     }
 
-    /// Round-robin over live workers with room, avoiding `avoid` when another can take it.
-    pub(super) fn pick(&mut self, avoid: Option<&str>) -> Option<String> {
-        let n = self.workers.len();
-        let mut fallback = None;
-        for step in 0..n {
-            let i = (self.next + step) % n;
-            let worker = &self.workers[i];
-            if self.unacked(worker) >= MAX_UNACKED_PER_WORKER {
-                continue;
+    /// The worker for an entry: the one its game's records went to while it has room (so one
+    /// worker sees a whole game, and a game's work lands where its rotation put it); otherwise
+    /// the least loaded live worker with room, ties broken by a rotation over games so that at a
+    /// game's pace, when every worker is idle, games still spread. Avoids `avoid` when another
+    /// can take it.
+    pub(super) fn pick(&mut self, avoid: Option<&str>, game: Option<&str>) -> Option<String> {
+        let has_room = |r: &Self, w: &str| r.unacked(w) < MAX_UNACKED_PER_WORKER;
+        if let Some(worker) = game.and_then(|g| self.games.get(g)) {
+            if Some(worker.as_str()) != avoid
+                && has_room(self, worker)
+                && self.workers.contains(worker)
+            {
+                let worker = worker.clone();
+                *self.unacked.entry(worker.clone()).or_default() += 1;
+                return Some(worker);
             }
-            if Some(worker.as_str()) == avoid && n > 1 {
-                fallback.get_or_insert(i);
-                continue;
-            }
-            return Some(self.take_slot(i));
         }
-        fallback.map(|i| self.take_slot(i))
-    }
-
-    pub(super) fn take_slot(&mut self, i: usize) -> String {
-        self.next = i + 1;
+        let n = self.workers.len();
+        let open: Vec<usize> = (0..n)
+            .map(|step| (self.next + step) % n)
+            .filter(|&i| has_room(self, &self.workers[i]))
+            .collect();
+        let preferred: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|&i| n == 1 || Some(self.workers[i].as_str()) != avoid)
+            .collect();
+        let candidates = if preferred.is_empty() {
+            open
+        } else {
+            preferred
+        };
+        let i = candidates
+            .into_iter()
+            .min_by_key(|&i| self.unacked(&self.workers[i]))?;
         let worker = self.workers[i].clone();
         *self.unacked.entry(worker.clone()).or_default() += 1;
-        worker
+        if let Some(g) = game {
+            // The rotation moves once per game, not per record: a game's records come in a
+            // fixed pattern (its host's among them), which a per-record rotation would align
+            // with the workers, sending every host record to the same one.
+            self.next = i + 1;
+            if self.games.len() >= GAMES_REMEMBERED {
+                self.games.clear();
+            }
+            self.games.insert(g.to_string(), worker.clone());
+        }
+        Some(worker)
     }
 
     /// Keeps entries no worker can take, claimed by this fanout so they do not count as
@@ -129,26 +161,47 @@ impl Router {
         if entries.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        self.claim_for_self(&ids).await?;
         self.held.extend(entries);
-        Ok(())
+        self.keep_held().await
     }
 
-    pub(super) async fn claim_for_self(&mut self, ids: &[String]) -> RedisResult<()> {
-        let mut pipe = redis::pipe();
-        claim_cmd(&mut pipe, &self.stream, &self.group, &self.consumer, ids).ignore();
-        pipe.query_async(&mut self.conn).await
+    /// Resets the idle time of the held entries still this fanout's; drops the others, which
+    /// another fanout re-claimed while this one was paused.
+    pub(super) async fn keep_held(&mut self) -> RedisResult<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = KEEP_OWN.key(&self.stream);
+        invocation.arg(&self.group).arg(&self.consumer);
+        for entry in &self.held {
+            invocation.arg(&entry.id);
+        }
+        let mine: HashSet<String> = invocation.invoke_async(&mut self.conn).await?;
+        let before = self.held.len();
+        self.held.retain(|e| mine.contains(&e.id));
+        let taken = before - self.held.len();
+        if taken > 0 {
+            self.metrics
+                .records_left_to_another_fanout
+                .inc_by(taken as u64);
+            tracing::info!("{taken} held record(s) were taken by another fanout");
+        }
+        Ok(())
     }
 
     /// An entry no worker could ever handle (not a valid record) goes straight to the dead
     /// letters.
     pub(super) async fn dead_letter_now(&mut self, entry: &Entry, reason: &str) -> RedisResult<()> {
         tracing::warn!("record {} is not routable: {reason}", entry.id);
-        let _: () = redis::pipe()
+        let dead = keys::dead_stream(&self.lobby);
+        let (before, after): (u64, u64) = redis::pipe()
             .atomic()
+            .cmd("XLEN")
+            .arg(&dead)
             .cmd("XADD")
-            .arg(keys::dead_stream(&self.lobby))
+            .arg(&dead)
+            .arg("MAXLEN")
+            .arg(self.dead_letters_max)
             .arg("*")
             .arg("entry")
             .arg(&entry.id)
@@ -161,6 +214,8 @@ impl Router {
             .arg("deliveries")
             .arg(0)
             .ignore()
+            .cmd("XLEN")
+            .arg(&dead)
             .cmd("XACK")
             .arg(&self.stream)
             .arg(&self.group)
@@ -169,32 +224,28 @@ impl Router {
             .query_async(&mut self.conn)
             .await?;
         self.metrics.records_dead_lettered.inc();
+        self.metrics
+            .dead_letters_dropped
+            .inc_by((before + 1).saturating_sub(after));
         Ok(())
     }
-}
-
-/// `XCLAIM <stream> <group> <consumer> 0 <ids…> JUSTID`: the entries become `consumer`'s
-/// without counting as a new delivery.
-pub(super) fn claim_cmd<'a, I: redis::ToRedisArgs>(
-    pipe: &'a mut redis::Pipeline,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    ids: &[I],
-) -> &'a mut redis::Pipeline {
-    pipe.cmd("XCLAIM")
-        .arg(stream)
-        .arg(group)
-        .arg(consumer)
-        .arg(0)
-        .arg(ids)
-        .arg("JUSTID")
 }
 
 /// The record as routed: the same JSON object (decoded once if it came double-encoded) with the
 /// delivery id as an extra field. Fails with the reason a worker would skip it for.
 pub fn with_delivery_id(raw: &[u8], id: &str) -> Result<String, RecordError> {
+    routed(raw, id).map(|(payload, _)| payload)
+}
+
+/// [`with_delivery_id`], and the game the record is about, if it names one.
+fn routed(raw: &[u8], id: &str) -> Result<(String, Option<String>), RecordError> {
     let parsed = record::parse(raw)?;
+    let game = match parsed.event {
+        Event::CleaningGameRecords { game_token, .. } | Event::GameTimedOut { game_token } => {
+            Some(game_token.to_string())
+        }
+        Event::Other => None,
+    };
     let text =
         std::str::from_utf8(raw).map_err(|_| RecordError::NotJson("invalid UTF-8".into()))?;
     let trimmed = text.trim();
@@ -210,7 +261,7 @@ pub fn with_delivery_id(raw: &[u8], id: &str) -> Result<String, RecordError> {
         let mut map: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&object).map_err(|e| RecordError::NotJson(e.to_string()))?;
         map.insert(DELIVERY_ID_FIELD.into(), id.into());
-        return Ok(serde_json::Value::Object(map).to_string());
+        return Ok((serde_json::Value::Object(map).to_string(), game));
     }
     // A valid record is an object with at least log_message: `{` is followed by a field.
     let body = object
@@ -218,7 +269,7 @@ pub fn with_delivery_id(raw: &[u8], id: &str) -> Result<String, RecordError> {
         .strip_prefix('{')
         .ok_or(RecordError::NotObject)?;
     let id = serde_json::to_string(id).map_err(|e| RecordError::NotJson(e.to_string()))?;
-    Ok(format!("{{\"{DELIVERY_ID_FIELD}\":{id},{body}"))
+    Ok((format!("{{\"{DELIVERY_ID_FIELD}\":{id},{body}"), game))
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
 
 use super::{
-    inspect, Entry, FanoutMetrics, CLAIM_BATCH, CLAIM_EXPIRED, FORGET_WORKER, GAUGE_REFRESH,
-    LIVE_WORKERS, READ_BLOCK, ROUTE_BATCH, SATURATED_PAUSE, TRIM, TRIM_EVERY, WORKER_REFRESH,
+    inspect, Entry, FanoutMetrics, CLAIM_BATCH, CLAIM_EXPIRED, FORGET_CONSUMERS, FORGET_FANOUT,
+    FORGET_WORKER, GAUGE_REFRESH, LIVE_WORKERS, READ_BLOCK, ROUTE_BATCH, SATURATED_PAUSE, TRIM,
+    TRIM_EVERY, WORKER_REFRESH,
 };
 use crate::pipeline::delivery::{self, MAX_UNACKED_PER_WORKER};
 use crate::pipeline::keys;
@@ -28,13 +29,16 @@ pub(super) struct Router {
     pub(super) conn: ConnectionManager,
     pub(super) ack_timeout: Duration,
     pub(super) max_deliveries: u32,
+    pub(super) dead_letters_max: usize,
     pub(super) retention: Duration,
     pub(super) group_ready: bool,
-    /// Live workers, in a stable order for round-robin.
+    /// Live workers, in a stable order for the rotation.
     pub(super) workers: Vec<String>,
     /// Unacknowledged entries per worker (from XPENDING, plus what was routed since).
     pub(super) unacked: HashMap<String, u64>,
     pub(super) next: usize,
+    /// The worker each recent game's records went to.
+    pub(super) games: HashMap<String, String>,
     /// Entries read while no worker could take them; kept claimed by this fanout.
     pub(super) held: Vec<Entry>,
     /// Redis clock minus local clock, for latency from entry ids without comparing clocks.
@@ -234,11 +238,8 @@ impl Router {
 
     /// Claims expired entries for routing again, or dead-letters them.
     pub(super) async fn claim_expired(&mut self) -> RedisResult<()> {
-        if !self.held.is_empty() {
-            // Keep what we hold from looking abandoned to the other fanouts.
-            let ids: Vec<String> = self.held.iter().map(|e| e.id.clone()).collect();
-            self.claim_for_self(&ids).await?;
-        }
+        // Keep what we hold from looking abandoned to the other fanouts.
+        self.keep_held().await?;
         let reply: Vec<Vec<Vec<u8>>> = CLAIM_EXPIRED
             .key(&self.stream)
             .key(keys::dead_stream(&self.lobby))
@@ -249,6 +250,7 @@ impl Router {
             .arg(self.ack_timeout.as_millis() as u64)
             .arg(self.max_deliveries)
             .arg(CLAIM_BATCH)
+            .arg(self.dead_letters_max)
             .invoke_async(&mut self.conn)
             .await?;
         let mut again = Vec::new();
@@ -258,6 +260,8 @@ impl Router {
             match text(1).as_str() {
                 "dead" => {
                     self.metrics.records_dead_lettered.inc();
+                    let dropped: u64 = text(3).parse().unwrap_or(0);
+                    self.metrics.dead_letters_dropped.inc_by(dropped);
                     tracing::error!(
                         "record {} moved to {} after {} deliveries: {}",
                         text(0),
@@ -285,15 +289,28 @@ impl Router {
         Ok(())
     }
 
+    /// Trims the log to LOG_RETENTION and deletes the group's consumers of workers and
+    /// fanouts that are gone and hold nothing.
     pub(super) async fn trim(&mut self) -> RedisResult<()> {
         let removed: u64 = TRIM
             .key(&self.stream)
-            .arg(&self.group)
             .arg(self.retention.as_millis() as u64)
             .invoke_async(&mut self.conn)
             .await?;
         if removed > 0 {
             tracing::debug!("trimmed {removed} acknowledged record(s) from the log");
+        }
+        let forgotten: u64 = FORGET_CONSUMERS
+            .key(&self.stream)
+            .key(keys::worker_heartbeats(&self.lobby))
+            .arg(&self.group)
+            .arg(delivery::HEARTBEAT_STALE.as_millis() as u64)
+            .arg(FORGET_FANOUT.as_millis() as u64)
+            .arg(delivery::fanout_consumer(""))
+            .invoke_async(&mut self.conn)
+            .await?;
+        if forgotten > 0 {
+            tracing::debug!("deleted {forgotten} consumer(s) of workers or fanouts gone");
         }
         Ok(())
     }
