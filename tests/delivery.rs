@@ -909,3 +909,46 @@ fn the_dead_letters_keep_within_their_cap() {
         })
     });
 }
+
+#[test]
+fn a_worker_killed_mid_burst_leaves_every_game_written_once_and_no_dead_letter() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // ACK_TIMEOUT 2 s, MAX_DELIVERIES 3 and the shortest REDIS_EXPIRY there is: the records
+    // the dead worker held come back after their games may have been written and expired.
+    let env = [
+        ("ACK_TIMEOUT", "2"),
+        ("MAX_DELIVERIES", "3"),
+        ("REDIS_EXPIRY", "1"),
+    ];
+    let mut w1 = worker(dir.path(), &redis, "w1", &out, &env);
+    let _w2 = worker(dir.path(), &redis, "w2", &out, &env);
+    let _w3 = worker(dir.path(), &redis, "w3", &out, &env);
+    for id in ["w1", "w2", "w3"] {
+        wait_live(&redis, LOBBY, id);
+    }
+    let _f = fanout(dir.path(), &redis, "fanout", &env);
+    let games = games(1000, 17);
+    seed_and_append(&redis, &games);
+    wait_until(
+        "w1 has written some games",
+        Duration::from_secs(120),
+        || {
+            pairs(&[&out])
+                .values()
+                .filter(|files| files.iter().any(|(_, w)| w == "w1"))
+                .count()
+                >= 50
+        },
+    );
+    w1.kill();
+    wait_pairs(&[&out], 1000, Duration::from_secs(300));
+    wait_until("every record acknowledged", Duration::from_secs(60), || {
+        let state = common::roles::pipeline_state(&redis, LOBBY);
+        state.undelivered == 0 && state.unacked == 0
+    });
+    let dead = dead_letters(&redis);
+    assert_eq!(dead, Vec::new(), "no dead letter");
+    assert_exactly_once(&[&out], &tokens(&games));
+}

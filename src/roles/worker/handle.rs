@@ -12,7 +12,6 @@ use tracing::Instrument;
 use super::claim::{self, Claim};
 use super::{etl, Outcome, Worker, BUSY_WAIT};
 use crate::pipeline::delivery;
-use crate::pipeline::keys;
 use crate::pipeline::record::{self, Event, Record, RecordError};
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
 
@@ -182,17 +181,9 @@ impl Worker {
         if !self.clean_routine {
             return Ok(());
         }
-        etl::expire_game(conn, game, self.redis_expiry)
+        etl::expire_game(conn, game, self.redis_expiry, self.done_expiry)
             .await
             .map_err(anyhow_failure)?;
-        let seconds = self.done_expiry.as_secs().max(1) as i64;
-        let _: () = redis::pipe()
-            .expire(keys::etl_done(game), seconds)
-            .ignore()
-            .expire(keys::etl_writer(game), seconds)
-            .ignore()
-            .query_async(conn)
-            .await?;
         Ok(())
     }
 

@@ -294,21 +294,36 @@ pub fn rows(game: &str, data: &GameData) -> (Vec<MetaRow>, Vec<PodiumRow>) {
     (meta, podium)
 }
 
-/// The clean routine (CLEAN_ROUTINE, `docs/redis-keys.md`): puts `expiry` on every key of the game (every hero hash
-/// included) and removes the game from `games:participants` and `games:players:<n>` (and from
-/// the open lobbies, should it still be listed there). Call it only once the files are in place.
-pub async fn expire_game(conn: &mut ConnectionManager, game: &str, expiry: Duration) -> Result<()> {
+/// The clean routine (CLEAN_ROUTINE, `docs/redis-keys.md`): puts `expiry` on every key of the
+/// game (every hero hash included) but its ETL markers, which get `marker_expiry` in the same
+/// transaction (a record that comes back later must find the game done, so a crash between
+/// the two must not leave the markers on the shorter TTL), and removes the game from
+/// `games:participants` and `games:players:<n>` (and from the open lobbies, should it still be
+/// listed there). Call it only once the files are in place.
+pub async fn expire_game(
+    conn: &mut ConnectionManager,
+    game: &str,
+    expiry: Duration,
+    marker_expiry: Duration,
+) -> Result<()> {
     let (members, size): (Vec<String>, Option<String>) = redis::pipe()
         .smembers(keys::game(game))
         .get(keys::game_participants(game))
         .query_async(conn)
         .await
         .with_context(|| format!("cannot read the keys of game {game}"))?;
-    let seconds = i64::try_from(expiry.as_secs().max(1)).unwrap_or(i64::MAX);
+    let whole_seconds = |d: Duration| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX);
+    let seconds = whole_seconds(expiry);
+    let markers = [keys::etl_done(game), keys::etl_writer(game)];
     let mut pipe = redis::pipe();
     pipe.atomic();
     for key in keys::game_keys(game) {
-        pipe.expire(key, seconds).ignore();
+        let ttl = if markers.contains(&key) {
+            whole_seconds(marker_expiry)
+        } else {
+            seconds
+        };
+        pipe.expire(key, ttl).ignore();
     }
     for user in &members {
         pipe.expire(keys::game_hero(game, user), seconds).ignore();
