@@ -214,7 +214,7 @@ fn with_default_settings_written_games_leave_no_keys_behind() {
     // Every game's keys (played or timed out) expire; only the roster, the users and the
     // pipeline's own bookkeeping remain. A written game's done marker and writer outlive the
     // rest on purpose (its record may still come back after every ACK_TIMEOUT), but they too
-    // carry a TTL: at most ACK_TIMEOUT × (MAX_DELIVERIES + 1) + 10 s with the defaults.
+    // carry a TTL: at most ACK_TIMEOUT × (MAX_DELIVERIES + 1) + 10 s (30 × 6 + 10 with the defaults).
     wait_until(
         "every game's keys to expire",
         Duration::from_secs(30),
@@ -229,7 +229,7 @@ fn with_default_settings_written_games_leave_no_keys_behind() {
         for key in left.iter().filter(|k| k.contains(g.as_str())) {
             assert!(is_done_marker(key), "{g}: {key}");
             let ttl: i64 = redis.cmd(&["TTL", key]);
-            assert!(ttl > 0 && ttl <= 30 * 4 + 10, "{key} has TTL {ttl}");
+            assert!(ttl > 0 && ttl <= 30 * 6 + 10, "{key} has TTL {ttl}");
         }
     }
     // Users idle for USER_EXPIRY are forgotten: name, token and last use.

@@ -183,10 +183,14 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<String> {
 }
 
 /// A TCP proxy in front of moto that the test can take down and bring back on the same port:
-/// while down, connecting is refused and open connections are cut.
+/// while down, connecting is refused and open connections are cut. While held, it forwards
+/// nothing (a store that stalls mid-request) until released.
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
+    /// Chunks that arrived while held.
+    stalled: Arc<std::sync::atomic::AtomicUsize>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     target: u16,
     listener: Option<std::thread::JoinHandle<()>>,
@@ -197,6 +201,8 @@ impl Proxy {
         let mut proxy = Proxy {
             port: free_port(),
             up: Arc::new(AtomicBool::new(false)),
+            held: Arc::new(AtomicBool::new(false)),
+            stalled: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             open: Arc::new(Mutex::new(Vec::new())),
             target,
             listener: None,
@@ -209,7 +215,13 @@ impl Proxy {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         self.up.store(true, Ordering::SeqCst);
-        let (up, open, target) = (self.up.clone(), self.open.clone(), self.target);
+        let (up, held, stalled, open, target) = (
+            self.up.clone(),
+            self.held.clone(),
+            self.stalled.clone(),
+            self.open.clone(),
+            self.target,
+        );
         self.listener = Some(std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -222,8 +234,20 @@ impl Proxy {
                 };
                 for (from, to) in [(&client, &server), (&server, &client)] {
                     let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    let (held, stalled) = (held.clone(), stalled.clone());
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if held.load(Ordering::SeqCst) {
+                                stalled.fetch_add(1, Ordering::SeqCst);
+                            }
+                            while held.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(Shutdown::Write);
                     });
                 }
@@ -233,6 +257,16 @@ impl Proxy {
             }
             // Dropping the listener here closes the port: new connections are refused.
         }));
+    }
+
+    /// Chunks of requests or answers held so far.
+    fn stalled(&self) -> usize {
+        self.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Stalls (true) or resumes (false) every byte in both directions.
+    fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::SeqCst);
     }
 
     fn take_down(&mut self) {
@@ -248,6 +282,7 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        self.hold(false);
         self.take_down();
     }
 }
@@ -678,4 +713,105 @@ fn an_unsupported_output_scheme_is_a_configuration_error() {
         "{stderr}"
     );
     assert!(!dir.path().join("ftp:").exists());
+}
+
+#[test]
+fn redis_restarted_empty_while_a_write_is_in_flight_keeps_the_files() {
+    let moto = Moto::start();
+    moto.create_bucket();
+    let proxy = Proxy::start(moto.port);
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let w1 = worker(dir.path(), &redis, "w1", &endpoint, &[]);
+    let mut f = fanout(dir.path(), &redis, &endpoint, &[]);
+    wait_live(&redis, "w1");
+    let games = games(1, 21);
+    seed(&redis, &games);
+    // The store stalls; the worker claims the game and its write hangs in the proxy.
+    proxy.hold(true);
+    append(&redis, &games);
+    wait_until(
+        "w1's write stalled in the store",
+        Duration::from_secs(20),
+        || proxy.stalled() > 0,
+    );
+    // Redis comes back empty: the game's keys and its claim are gone with it. (The fanout has
+    // done its part; without it, the worker is Redis's only client running scripts.)
+    f.kill();
+    let mut redis = redis;
+    redis.restart();
+    // The worker's next lease renewal (a script) finds the lease gone, on a new connection:
+    // its `finish` will run against the empty Redis rather than fail on the broken one.
+    wait_until("the worker back on Redis", Duration::from_secs(20), || {
+        let clients: String = redis.cmd(&["CLIENT", "LIST"]);
+        clients.contains("cmd=evalsha")
+    });
+    proxy.hold(false);
+    wait_until(
+        "the worker judged its write against an empty Redis",
+        Duration::from_secs(30),
+        || w1.log_text().contains("keeping our files as its output"),
+    );
+    let (found, _) = moto.pairs();
+    let files = found.get(&games[0].token).cloned().unwrap_or_default();
+    assert_eq!(files.len(), 2, "the only copy of the game stays: {found:?}");
+}
+
+#[test]
+fn a_write_held_past_write_timeout_while_another_worker_is_routed_the_game_ends_as_one_pair() {
+    let moto = Moto::start();
+    moto.create_bucket();
+    let proxy = Proxy::start(moto.port);
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let slow = format!("http://127.0.0.1:{}", proxy.port);
+    let direct = format!("http://127.0.0.1:{}", moto.port);
+    let _w1 = worker(dir.path(), &redis, "w1", &slow, &[("WRITE_TIMEOUT", "1")]);
+    let _f = fanout(dir.path(), &redis, &direct, &[]);
+    wait_live(&redis, "w1");
+    let games = games(1, 22);
+    let game = games[0].token.clone();
+    seed(&redis, &games);
+    proxy.hold(true);
+    append(&redis, &games);
+    wait_until("w1 holds the game", Duration::from_secs(20), || {
+        let holder: Option<String> = redis.cmd(&["GET", &keys::etl_lease(&game)]);
+        holder.is_some_and(|h| h.starts_with("w1:"))
+    });
+    // A second worker, on a store that answers, is routed the record once w1's delivery times
+    // out; while w1's write is out it must not take the game.
+    let _w2 = worker(dir.path(), &redis, "w2", &direct, &[]);
+    wait_live(&redis, "w2");
+    wait_until("the record routed to w2", Duration::from_secs(30), || {
+        let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(keys::log_stream(LOBBY))
+            .arg(keys::fanout_group(LOBBY))
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .query(&mut redis.client())
+            .unwrap_or_default();
+        rows.iter().any(|(_, owner, _, _)| owner == "w2")
+    });
+    let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&game)]);
+    assert_eq!(
+        done, None,
+        "nobody finished the game while w1's write was out"
+    );
+    proxy.hold(false);
+    wait_until("the game done", Duration::from_secs(60), || {
+        let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&game)]);
+        done.is_some() && unacked(&redis) == 0
+    });
+    let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&game)]);
+    let (found, others) = moto.pairs();
+    assert!(others.is_empty(), "stray objects: {others:?}");
+    let files = found.get(&game).cloned().unwrap_or_default();
+    assert_eq!(files.len(), 2, "{found:?}");
+    assert!(
+        files.iter().all(|(_, w)| Some(w) == done.as_ref()),
+        "done = {done:?}, files {files:?}"
+    );
+    assert_eq!(dead_letters(&redis), 0);
 }
