@@ -269,6 +269,53 @@ fn a_user_waits_in_one_open_lobby_at_most() {
     });
 }
 
+#[test]
+fn a_game_with_corrupt_keys_holds_back_no_other_deadline() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    build_db(dir.path(), &redis);
+    // Two broken games, due before anything else (the sweep takes the oldest first): one whose
+    // status is a hash, one whose turn number is not a number.
+    let wrong_type = uuid::Uuid::new_v4().to_string();
+    let garbage = uuid::Uuid::new_v4().to_string();
+    let _: i64 = redis.cmd(&["HSET", &format!("games:{wrong_type}:status"), "x", "y"]);
+    let _: () = redis.cmd(&["SET", &format!("games:{garbage}:status"), "In-Progress"]);
+    let _: i64 = redis.cmd(&["RPUSH", &format!("games:{garbage}:order"), "someone"]);
+    let _: () = redis.cmd(&["SET", &format!("games:{garbage}:turns"), "twelve"]);
+    let _: i64 = redis.cmd(&["ZADD", "games:deadlines", "1", &wrong_type, "2", &garbage]);
+    let port = free_port();
+    let server = server(
+        dir.path(),
+        &redis,
+        "server",
+        port,
+        &[("LOBBY_TIMEOUT", "2")],
+    );
+    // A lobby nobody else joins: its deadline comes after the broken ones.
+    let g = runtime().block_on(async {
+        let u = ws::login(port, "alone").await;
+        ws::find(port, &u, 2).await
+    });
+    wait_until("the lobby to time out", Duration::from_secs(10), || {
+        status_of(&redis, &g).as_deref() == Some("Timed Out")
+    });
+    // Each broken game is logged once and put back, not retried at every sweep.
+    let now_ms = || {
+        let (secs, micros): (u64, u64) = redis.cmd(&["TIME"]);
+        secs * 1000 + micros / 1000
+    };
+    for bad in [&wrong_type, &garbage] {
+        let due: Option<u64> = redis.cmd(&["ZSCORE", "games:deadlines", bad]);
+        assert!(due.is_some_and(|d| d > now_ms()), "{bad} due at {due:?}");
+        let log = server.log_text();
+        let lines = log
+            .lines()
+            .filter(|l| l.contains(bad.as_str()) && l.contains("cannot apply its deadline"))
+            .count();
+        assert_eq!(lines, 1, "{log}");
+    }
+}
+
 /// Keys under `games:` that are not one game's: indexes shared by all games.
 fn is_done_marker(key: &str) -> bool {
     key.ends_with(":etl:done") || key.ends_with(":etl:writer")
