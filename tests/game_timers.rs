@@ -316,6 +316,123 @@ fn a_game_with_corrupt_keys_holds_back_no_other_deadline() {
     }
 }
 
+#[test]
+fn a_player_who_keeps_playing_outlives_user_expiry() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Two heroes that take ten million hits to fall: the game lasts as long as the test plays.
+    let hero = |id: u32| {
+        serde_json::json!({"id": id.to_string(), "name": format!("Wall {id}"), "powerstats": {
+            "intelligence": "100", "strength": "100", "durability": "100",
+            "speed": "1", "power": "1", "combat": "1"}})
+    };
+    let roster = dir.path().join("walls.json");
+    std::fs::write(&roster, serde_json::json!([hero(1), hero(2)]).to_string()).unwrap();
+    let built = common::superhero(dir.path())
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .args(["build-db", "--source", roster.to_str().unwrap()])
+        .status()
+        .expect("build-db");
+    assert!(built.success());
+    let port = free_port();
+    let _server = server(
+        dir.path(),
+        &redis,
+        "server",
+        port,
+        &[
+            ("USER_EXPIRY", "1"),
+            ("TURN_TIMEOUT", "30"),
+            ("SERVER_SLEEP", "0.1"),
+            ("MAX_TURNS", "100000"),
+        ],
+    );
+    let last_use = |u: &str| -> u64 {
+        let ms: Option<u64> = redis.cmd(&["ZSCORE", "games:users:last-use", u]);
+        ms.unwrap_or(0)
+    };
+    let known = |u: &str| -> bool { redis.cmd(&["SISMEMBER", "games:user-tokens", u]) };
+    runtime().block_on(async {
+        let a = ws::login(port, "a").await;
+        let b = ws::login(port, "b").await;
+        let g = ws::find(port, &a, 2).await;
+        assert_eq!(ws::find(port, &b, 2).await, g);
+        let found_at = last_use(&a).max(last_use(&b));
+        wait_until(
+            "Redis's clock to pass the finds",
+            Duration::from_secs(5),
+            || {
+                let (secs, micros): (u64, u64) = redis.cmd(&["TIME"]);
+                secs * 1000 + micros / 1000 > found_at
+            },
+        );
+        let mut lobbies = [
+            ws::open_lobby(port, &g, &a).await,
+            ws::open_lobby(port, &g, &b).await,
+        ];
+        let mut starts = Vec::new();
+        for lobby in &mut lobbies {
+            let start = ws::next_json(lobby, Duration::from_secs(10))
+                .await
+                .expect("START");
+            assert_eq!(start["STATUS"]["GAME"], "START", "{start}");
+            starts.push(start);
+        }
+        assert!(
+            last_use(&a) > found_at && last_use(&b) > found_at,
+            "a lobby registration marks its player as used"
+        );
+        // Each player names the other by its alias, the one participant that is not itself.
+        let players = [a.clone(), b.clone()];
+        let enemy: Vec<String> = (0..2)
+            .map(|i| {
+                let seen = starts[i]["PAYLOAD"]["PARTICIPANTS"].as_array().unwrap();
+                let other = seen
+                    .iter()
+                    .find(|p| p.as_str() != Some(players[i].as_str()));
+                other.and_then(|p| p.as_str()).unwrap().to_string()
+            })
+            .collect();
+        let mut turn = usize::from(starts[0]["PAYLOAD"]["PARTICIPANTS"][0] != a.as_str());
+        // Logged in after the game started and idle since: once the sweep forgets it, it has
+        // forgotten every user idle since before it (a and b too, unless playing refreshes them).
+        let idle = ws::login(port, "idle").await;
+        let mut actions = [
+            ws::connect(port, "/api/v1/game/action").await,
+            ws::connect(port, "/api/v1/game/action").await,
+        ];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while known(&idle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle user is never forgotten"
+            );
+            loop {
+                let push = ws::next_json(&mut lobbies[turn], Duration::from_secs(10))
+                    .await
+                    .expect("USER'S TURN");
+                if push["STATUS"]["GAME"] == "USER'S TURN" {
+                    break;
+                }
+            }
+            let reply = ws::ask(
+                &mut actions[turn],
+                serde_json::json!({"PAYLOAD": {"GAME_TOKEN": g, "USER_TOKEN": players[turn],
+                    "ENEMY_TOKEN": enemy[turn], "ACTION": "ATTACK"}}),
+            )
+            .await;
+            assert_eq!(reply["STATUS"]["ACTION"], "ATTACK", "{reply}");
+            turn = 1 - turn;
+        }
+        assert_eq!(status_of(&redis, &g).as_deref(), Some("In-Progress"));
+        assert!(known(&a) && known(&b), "a player was forgotten mid-game");
+        // And each may look for its next game.
+        ws::find(port, &a, 3).await;
+        ws::find(port, &b, 3).await;
+    });
+}
+
 /// Keys under `games:` that are not one game's: indexes shared by all games.
 fn is_done_marker(key: &str) -> bool {
     key.ends_with(":etl:done") || key.ends_with(":etl:writer")

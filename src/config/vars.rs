@@ -204,7 +204,7 @@ settings! {
     user_expiry: Seconds {
         var: "USER_EXPIRY", flag: "user-expiry", value: "SECS", heading: "Game",
         default: "86400",
-        help: "seconds after its last login or find that a user and its token are forgotten",
+        help: "seconds after its last login, find, lobby registration or attack that a user and its token are forgotten",
     }
     idle_timeout: Seconds {
         var: "IDLE_TIMEOUT", flag: "idle-timeout", value: "SECS", heading: "Game",

@@ -62,7 +62,7 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Forgets users whose last login or find is older than USER_EXPIRY.
+/// Forgets users whose last login, find, lobby registration or attack is older than USER_EXPIRY.
 async fn forget_idle_users(shared: &Shared) -> redis::RedisResult<u64> {
     let forgotten: u64 = EXPIRE_USERS
         .key(keys::USERS)
