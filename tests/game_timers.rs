@@ -433,6 +433,100 @@ fn a_player_who_keeps_playing_outlives_user_expiry() {
     });
 }
 
+#[test]
+fn without_records_the_server_expires_finished_games() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    build_db(dir.path(), &redis);
+    let port = free_port();
+    let port_s = port.to_string();
+    // No records, so no worker will ever clean: the server must.
+    let _server = server(
+        dir.path(),
+        &redis,
+        "server",
+        port,
+        &[
+            ("LOGGER_MODULE", "default"),
+            ("REDIS_EXPIRY", "2"),
+            ("LOBBY_TIMEOUT", "2"),
+        ],
+    );
+    // Games that end by attacks (two bots)...
+    let mut bots: Vec<Proc> = (0..2)
+        .map(|i| {
+            Proc::start(
+                &format!("player-{i}"),
+                dir.path(),
+                &redis,
+                &["player", "--participants", "2"],
+                &[
+                    ("WEBSOCKET_HOST", "127.0.0.1"),
+                    ("WEBSOCKET_PORT", &port_s),
+                    ("CLIENT_GAMES", "3"),
+                    ("CLIENT_SLEEP", "0.2"),
+                    ("LOBBY_TIMEOUT", "2"),
+                ],
+            )
+        })
+        .collect();
+    let (deserted, lonely) = runtime().block_on(async {
+        // ...one whose player left (its lobby socket closed: eliminated)...
+        let a = ws::login(port, "stays").await;
+        let b = ws::login(port, "leaves").await;
+        let deserted = ws::find(port, &a, 3).await;
+        assert_eq!(ws::find(port, &b, 3).await, deserted);
+        let c = ws::login(port, "third").await;
+        assert_eq!(ws::find(port, &c, 3).await, deserted);
+        let mut lobbies = Vec::new();
+        for u in [&a, &b, &c] {
+            lobbies.push(ws::open_lobby(port, &deserted, u).await);
+        }
+        for lobby in &mut lobbies {
+            let start = ws::next_json(lobby, Duration::from_secs(10))
+                .await
+                .expect("START");
+            assert_eq!(start["STATUS"]["GAME"], "START", "{start}");
+        }
+        drop(lobbies.pop());
+        drop(lobbies.pop());
+        // ...and a lobby nobody joins.
+        let d = ws::login(port, "lonely").await;
+        let lonely = ws::find(port, &d, 4).await;
+        (deserted, lonely)
+    });
+    for bot in &mut bots {
+        assert_eq!(
+            bot.wait_exit(Duration::from_secs(60)),
+            Some(Some(0)),
+            "{}",
+            bot.log_text()
+        );
+    }
+    wait_until("the deserted game to end", Duration::from_secs(10), || {
+        status_of(&redis, &deserted).is_none_or(|s| s == "Completed")
+    });
+    wait_until(
+        "the lonely lobby to time out",
+        Duration::from_secs(10),
+        || status_of(&redis, &lonely).is_none_or(|s| s == "Timed Out"),
+    );
+    wait_until(
+        "every game's keys to expire",
+        Duration::from_secs(15),
+        || {
+            scan(&redis, "games:*")
+                .iter()
+                .all(|k| is_shared_game_key(k))
+        },
+    );
+    let listed: u64 = redis.cmd(&["ZCARD", "games:participants"]);
+    assert_eq!(
+        listed, 0,
+        "finished games stay listed in games:participants"
+    );
+}
+
 /// Keys under `games:` that are not one game's: indexes shared by all games.
 fn is_done_marker(key: &str) -> bool {
     key.ends_with(":etl:done") || key.ends_with(":etl:writer")

@@ -25,6 +25,19 @@ local function emit(stream, channel, ts, message, task)
   redis.pcall('PUBLISH', channel, string.sub(rec, 1, -2) .. ',"entry_id":"' .. id .. '"}')
   return 1
 end
+-- `expire_ended` cleans a game that just ended when no worker will: with LOGGER_MODULE=default
+-- no record reaches a worker's clean routine, so the script that ends the game puts `ttl`
+-- seconds (REDIS_EXPIRY; '0' when a worker cleans, or CLEAN_ROUTINE is off) on every key of the
+-- game and takes it out of games:participants. Such a script takes games:participants as
+-- KEYS[first] and every key of the game after it, to the last; hero hashes are `hero_prefix`
+-- followed by a member.
+local function expire_ended(ttl, first, g, hero_prefix, members)
+  ttl = tonumber(ttl) or 0
+  if ttl <= 0 then return end
+  redis.call('ZREM', KEYS[first], g)
+  for i = first + 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+  for _, u in ipairs(members) do redis.call('EXPIRE', hero_prefix .. u, ttl) end
+end
 local function emit_cleaning(stream, channel, ts, g, members)
   table.sort(members)
   for _, u in ipairs(members) do
