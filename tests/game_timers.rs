@@ -527,6 +527,90 @@ fn without_records_the_server_expires_finished_games() {
     );
 }
 
+#[test]
+fn a_stale_game_timed_out_record_cleans_no_game_that_plays() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    build_db(dir.path(), &redis);
+    let env = [
+        ("OUTPUT_DIR", out.to_str().unwrap()),
+        ("LOBBY_TIMEOUT", "2"),
+        ("TURN_TIMEOUT", "60"),
+    ];
+    let port = free_port();
+    let _server = server(dir.path(), &redis, "server", port, &env);
+    let _worker = Proc::start(
+        "w1",
+        dir.path(),
+        &redis,
+        &["worker", "--worker-id", "w1"],
+        &env,
+    );
+    let _fanout = Proc::start("fanout", dir.path(), &redis, &["fanout"], &env);
+    common::roles::wait_live(&redis, LOBBY, "w1");
+    let (playing, players, lonely, _lobbies) = runtime().block_on(async {
+        let a = ws::login(port, "a").await;
+        let b = ws::login(port, "b").await;
+        let g = ws::find(port, &a, 2).await;
+        assert_eq!(ws::find(port, &b, 2).await, g);
+        let mut lobbies = [
+            ws::open_lobby(port, &g, &a).await,
+            ws::open_lobby(port, &g, &b).await,
+        ];
+        for lobby in &mut lobbies {
+            let start = ws::next_json(lobby, Duration::from_secs(10))
+                .await
+                .expect("START");
+            assert_eq!(start["STATUS"]["GAME"], "START", "{start}");
+        }
+        let c = ws::login(port, "c").await;
+        let lonely = ws::find(port, &c, 3).await;
+        (g, [a, b], lonely, lobbies)
+    });
+    // A `Game Timed Out` record about the game in progress, as a stale or foreign one would
+    // reach the log.
+    let record = serde_json::json!({"level": "INFO", "timestamp": "2026-12-06T00:00:00.000000",
+        "name": LOBBY, "log_message": "Game Timed Out", "task": {"game_token": playing}});
+    let _: String = redis.cmd(&[
+        "XADD",
+        &format!("{LOBBY}:log"),
+        "*",
+        "record",
+        &record.to_string(),
+    ]);
+    // The lonely lobby times out for real: its own record cleans it.
+    wait_until(
+        "the lonely lobby to be cleaned",
+        Duration::from_secs(20),
+        || {
+            let ttl: i64 = redis.cmd(&["TTL", &format!("games:{lonely}:status")]);
+            ttl > 0
+        },
+    );
+    wait_until("every record acknowledged", Duration::from_secs(20), || {
+        let state = common::roles::pipeline_state(&redis, LOBBY);
+        state.undelivered == 0 && state.unacked == 0
+    });
+    assert_eq!(status_of(&redis, &playing).as_deref(), Some("In-Progress"));
+    let mut kept = vec![
+        format!("games:{playing}"),
+        format!("games:{playing}:status"),
+        format!("games:{playing}:order"),
+    ];
+    kept.extend(
+        players
+            .iter()
+            .map(|u| format!("games:{playing}:superheros:{u}")),
+    );
+    for key in &kept {
+        let ttl: i64 = redis.cmd(&["TTL", key]);
+        assert_eq!(ttl, -1, "{key} of a game in progress expires");
+    }
+    let listed: Option<f64> = redis.cmd(&["ZSCORE", "games:participants", &playing]);
+    assert!(listed.is_some(), "a game in progress was unlisted");
+}
+
 /// Keys under `games:` that are not one game's: indexes shared by all games.
 fn is_done_marker(key: &str) -> bool {
     key.ends_with(":etl:done") || key.ends_with(":etl:writer")
