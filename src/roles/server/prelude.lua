@@ -5,9 +5,9 @@
 -- with its entry id added. It runs inside the script that commits the change the record
 -- reports, so the record exists in Redis from the instant the state does. The PUBLISH is for
 -- other subscribers and may fail (a forbidden channel, say) without undoing anything: the log
--- is the record's home. Every script that emits takes the log stream as its last key and the
--- lobby channel ('' when LOGGER_MODULE is not redis) and the record timestamp as its first two
--- arguments after its own.
+-- is the record's home. Every script that emits takes the log stream among its keys and the
+-- lobby channel ('' when LOGGER_MODULE is not redis) and the record timestamp among its
+-- arguments.
 local function int(x) return string.format('%d', x) end
 local function now_us()
   local t = redis.call('TIME')
