@@ -119,7 +119,9 @@ settings! {
     }
     clean_routine: Switch {
         var: "CLEAN_ROUTINE", flag: "clean-routine", value: "BOOL", heading: "Pipeline",
-        default: "true", help: "worker also expires a game's keys after writing its files",
+        default: "true",
+        help: "expire a finished game's keys: by the worker after writing its files, or by the \
+               server when the game ends if LOGGER_MODULE is default",
     }
     logger_module: Module {
         var: "LOGGER_MODULE", flag: "logger-module", value: "MODULE", heading: "Pipeline",
@@ -209,7 +211,7 @@ settings! {
     user_expiry: Seconds {
         var: "USER_EXPIRY", flag: "user-expiry", value: "SECS", heading: "Game",
         default: "86400",
-        help: "seconds after its last login or find that a user and its token are forgotten",
+        help: "seconds after its last login, find, lobby registration or attack that a user and its token are forgotten",
     }
     idle_timeout: Seconds {
         var: "IDLE_TIMEOUT", flag: "idle-timeout", value: "SECS", heading: "Game",

@@ -108,8 +108,9 @@ pub const USER_TOKENS: &str = "games:user-tokens";
 /// process enforces every game's deadline from it, so a game ends whatever server died.
 pub const GAME_DEADLINES: &str = "games:deadlines";
 
-/// Sorted set: user token → last login or find (ms, Redis time); users idle for USER_EXPIRY are
-/// removed from `users`, [`USER_TOKENS`] and [`USER_NAMES`].
+/// Sorted set: user token → its last login, find, lobby registration or attack (ms, Redis
+/// time); users idle for USER_EXPIRY are removed from `users`, [`USER_TOKENS`] and
+/// [`USER_NAMES`].
 pub const USERS_LAST_USE: &str = "games:users:last-use";
 
 /// Hash: user token → user name (to remove an idle user from `users`, which maps the other way).

@@ -7,23 +7,30 @@
 //! it is falls, exactly as when its socket closes. The scripts check the state they act on, so
 //! any number of servers may sweep at once and each deadline acts once. A game whose servers
 //! all died therefore ends as soon as one server runs again: within TURN_TIMEOUT per living
-//! player.
+//! player. A game whose deadline cannot be applied (a key of it holds garbage or the wrong
+//! type) is logged once and put back a minute; the games behind it go on.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::game::{self, Eliminated};
 use super::views;
 use super::Shared;
 use crate::pipeline::keys::{self, status};
+use crate::pipeline::redis_conn;
 
 /// How often the deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 /// Games handled per sweep round trip.
 const SWEEP_BATCH: usize = 100;
+/// How long a game whose deadline failed (a key of it holds garbage or the wrong type) waits
+/// before it is tried again: rare enough to cost nothing, soon enough for a mended game.
+const BROKEN_RETRY: Duration = Duration::from_secs(60);
 /// How often idle users are looked for.
 const USER_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -32,15 +39,18 @@ static EXPIRE_USERS: LazyLock<Script> =
 
 static DUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("due.lua")));
 
+static POSTPONE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("postpone.lua")));
+
 /// Sweeps until shutdown.
 pub async fn run(shared: Arc<Shared>) {
     let mut users_due = tokio::time::Instant::now();
+    let mut broken = Broken::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = shared.shutdown.recv() => return,
         }
-        if let Err(e) = sweep(&shared).await {
+        if let Err(e) = sweep(&shared, &mut broken).await {
             shared.unavailable(&e);
         }
         if tokio::time::Instant::now() >= users_due {
@@ -52,7 +62,7 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Forgets users whose last login or find is older than USER_EXPIRY.
+/// Forgets users whose last login, find, lobby registration or attack is older than USER_EXPIRY.
 async fn forget_idle_users(shared: &Shared) -> redis::RedisResult<u64> {
     let forgotten: u64 = EXPIRE_USERS
         .key(keys::USERS)
@@ -69,52 +79,114 @@ async fn forget_idle_users(shared: &Shared) -> redis::RedisResult<u64> {
     Ok(forgotten)
 }
 
-/// Applies every deadline that has passed; the number of games it acted on.
-pub async fn sweep(shared: &Shared) -> anyhow::Result<usize> {
+/// Applies every deadline that has passed; the number of games it acted on. Each game is
+/// handled on its own: one whose keys hold garbage or the wrong type is logged once, its
+/// deadline moved [`BROKEN_RETRY`] on, and the sweep goes on with the next, so it cannot hold
+/// back every deadline queued behind it. A Redis that is unreachable or busy ends the sweep.
+pub async fn sweep(shared: &Shared, broken: &mut Broken) -> anyhow::Result<usize> {
     let mut conn = shared.redis.conn();
     let due: Vec<String> = DUE
         .key(keys::GAME_DEADLINES)
         .arg(SWEEP_BATCH)
         .invoke_async(&mut conn)
         .await?;
-    let rules = &shared.rules;
     let mut acted = 0;
     for g in due {
-        let view = views::view(&mut conn, &g).await?;
-        match view.status.as_deref() {
-            Some(status::WAITING_LOBBY) => {
-                if game::lobby_timeout(&mut conn, &g, view.participants, rules.lobby_ms, rules)
-                    .await?
-                {
-                    shared.game_timed_out(&g);
-                    acted += 1;
-                }
+        match apply(shared, &mut conn, &g).await {
+            Ok(done) => {
+                acted += usize::from(done);
+                broken.mended(&g);
             }
-            Some(status::IN_PROGRESS) => {
-                let Some(head) = view.head else { continue };
-                match game::eliminate(&mut conn, &g, &head, Some(view.turn), rules).await? {
-                    Eliminated::Nothing => {}
-                    outcome => {
-                        tracing::info!(
-                            "game {g}: {head} did not act within TURN_TIMEOUT and is eliminated"
-                        );
-                        if let Eliminated::Completed { records } = outcome {
-                            shared.game_completed(&g, records);
-                        }
-                        acted += 1;
-                    }
+            Err(e) if is_outage(&e) => return Err(e),
+            Err(e) => {
+                if broken.first_failure(&g) {
+                    tracing::error!(
+                        "game {g}: cannot apply its deadline ({e:#}); trying again every {}s",
+                        BROKEN_RETRY.as_secs()
+                    );
                 }
-            }
-            // Over, or gone: nothing is due any more.
-            _ => {
-                let _: () = redis::cmd("ZREM")
-                    .arg(keys::GAME_DEADLINES)
+                let _: i64 = POSTPONE
+                    .key(keys::GAME_DEADLINES)
                     .arg(&g)
-                    .query_async(&mut conn)
+                    .arg(BROKEN_RETRY.as_millis() as u64)
+                    .invoke_async(&mut conn)
                     .await?;
             }
         }
     }
     shared.available();
     Ok(acted)
+}
+
+/// Applies game `g`'s deadline: a lobby still waiting times out, the player whose turn it is
+/// falls. True when it changed the game.
+async fn apply(shared: &Shared, conn: &mut ConnectionManager, g: &str) -> anyhow::Result<bool> {
+    let rules = &shared.rules;
+    let view = views::view(conn, g).await?;
+    match view.status.as_deref() {
+        Some(status::WAITING_LOBBY) => {
+            let timed_out =
+                game::lobby_timeout(conn, g, view.participants, rules.lobby_ms, rules).await?;
+            if timed_out {
+                shared.game_timed_out(g);
+            }
+            Ok(timed_out)
+        }
+        Some(status::IN_PROGRESS) => {
+            let Some(head) = view.head else {
+                return Ok(false);
+            };
+            match game::eliminate(conn, g, &head, Some(view.turn), rules).await? {
+                Eliminated::Nothing => Ok(false),
+                outcome => {
+                    tracing::info!(
+                        "game {g}: {head} did not act within TURN_TIMEOUT and is eliminated"
+                    );
+                    if let Eliminated::Completed { records } = outcome {
+                        shared.game_completed(g, records);
+                    }
+                    Ok(true)
+                }
+            }
+        }
+        // Over, or gone: nothing is due any more.
+        _ => {
+            let _: () = redis::cmd("ZREM")
+                .arg(keys::GAME_DEADLINES)
+                .arg(g)
+                .query_async(conn)
+                .await?;
+            Ok(false)
+        }
+    }
+}
+
+/// Whether `e` says Redis itself failed (unreachable, or busy for now) rather than one game's
+/// keys: then every other game would fail the same way.
+fn is_outage(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|cause| cause.downcast_ref::<redis::RedisError>())
+        .any(redis_conn::is_transient)
+}
+
+/// How many broken games [`Broken`] remembers before it starts over (and logs them again).
+const BROKEN_KEPT: usize = 4096;
+
+/// The games whose deadline failed, so each is logged once, not at every retry.
+#[derive(Default)]
+pub struct Broken(HashSet<String>);
+
+impl Broken {
+    /// True the first time game `g` fails.
+    fn first_failure(&mut self, g: &str) -> bool {
+        if self.0.len() >= BROKEN_KEPT {
+            self.0.clear();
+        }
+        self.0.insert(g.to_string())
+    }
+
+    /// Game `g`'s deadline went through: should it break again, that is news.
+    fn mended(&mut self, g: &str) {
+        self.0.remove(g);
+    }
 }

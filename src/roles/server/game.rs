@@ -11,12 +11,14 @@
 //! the script, so no state change can happen without its announcement. Likewise the scripts
 //! that start, complete or time out a game append that transition's lifecycle records to the
 //! log stream themselves ([`Rules`]): no record ever exists only in this process's memory.
+//! With LOGGER_MODULE=default no record reaches a worker's clean routine, so the scripts that
+//! complete or time out a game put REDIS_EXPIRY on its keys themselves.
 
 use std::sync::LazyLock;
 
 use anyhow::{Context, Result};
 use redis::aio::ConnectionManager;
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 use serde::Deserialize;
 
 use super::protocol::reason;
@@ -70,6 +72,10 @@ pub struct Rules {
     pub lobby_ms: u64,
     /// A game's status key is `.0 + game + .1` (for scripts that look at another game).
     status_key: (String, String),
+    /// Seconds of TTL the scripts that end a game put on its keys themselves: REDIS_EXPIRY when
+    /// no record will reach a worker's clean routine (LOGGER_MODULE is not `redis`), else 0
+    /// (the worker cleans once the files are written). 0 too when CLEAN_ROUTINE is off.
+    ended_ttl: u64,
 }
 
 impl Rules {
@@ -82,7 +88,28 @@ impl Rules {
             turn_ms: (settings.server_sleep + settings.turn_timeout).as_millis() as u64,
             lobby_ms: settings.lobby_timeout.as_millis() as u64,
             status_key: keys::split_around_game(keys::game_status),
+            ended_ttl: if !on && settings.clean_routine {
+                settings.redis_expiry.as_secs().max(1)
+            } else {
+                0
+            },
         }
+    }
+}
+
+/// What a script that may end a game takes last (`expire_ended` in prelude.lua):
+/// `games:participants` and every key of the game, and the TTL of an ended game.
+trait EndsGame {
+    fn ending(&mut self, g: &str, rules: &Rules) -> &mut Self;
+}
+
+impl EndsGame for ScriptInvocation<'_> {
+    fn ending(&mut self, g: &str, rules: &Rules) -> &mut Self {
+        self.key(keys::GAMES_PARTICIPANTS);
+        for key in keys::game_keys(g) {
+            self.key(key);
+        }
+        self.arg(rules.ended_ttl)
     }
 }
 
@@ -251,6 +278,7 @@ pub async fn ready(
         .key(&rules.stream)
         .key(keys::USERS_OPEN_LOBBY)
         .key(keys::game_lobby_sockets(g))
+        .key(keys::USERS_LAST_USE)
         .arg(u)
         .arg(keys::game_events(g))
         .arg(&rules.channel)
@@ -310,6 +338,7 @@ pub async fn attack(
         .key(keys::GAME_DEADLINES)
         .key(&rules.stream)
         .key(keys::game_lobby_sockets(g))
+        .key(keys::USERS_LAST_USE)
         .arg(g)
         .arg(u)
         .arg(enemy_alias)
@@ -320,6 +349,7 @@ pub async fn attack(
         .arg(crate::clock::record_timestamp())
         .arg(rules.turn_ms)
         .arg(keys::game_hero(g, ""))
+        .ending(g, rules)
         .invoke_async(conn)
         .await
         .context("attack script")?;
@@ -393,6 +423,8 @@ pub async fn eliminate(
         .arg(crate::clock::record_timestamp())
         .arg(g)
         .arg(rules.turn_ms)
+        .arg(keys::game_hero(g, ""))
+        .ending(g, rules)
         .invoke_async(conn)
         .await
         .context("eliminate script")?;
@@ -426,6 +458,8 @@ pub async fn lobby_timeout(
         .arg(window_ms)
         .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
+        .arg(keys::game_hero(g, ""))
+        .ending(g, rules)
         .invoke_async(conn)
         .await
         .context("lobby timeout script")?;

@@ -4,8 +4,11 @@
 -- another socket holds the pair the registration is refused (TAKEN), so a player who learnt
 -- someone's tokens cannot open (and then close) a lobby in their name. The same socket asking
 -- again (its first answer was lost with the connection) holds it.
+-- A participant's registration marks it as just used, as login and find do: a game may outlast
+-- USER_EXPIRY.
 -- KEYS: 1 game set, 2 status, 3 participants, 4 ready, 5 order, 6 turns, 7 game deadlines,
---       8 log stream, 9 users' open lobby, 10 lobby sockets (user → socket id)
+--       8 log stream, 9 users' open lobby, 10 lobby sockets (user → socket id),
+--       11 users' last use
 -- ARGV: 1 u, 2 events channel, 3 lobby channel, 4 record timestamp, 5 g, 6 hero key prefix,
 --       7 turn window ms, 8 socket id (`<server id>:<socket>`)
 -- Returns UNKNOWN, NOT IN GAME, TAKEN, STATUS <status> (a finished game is not registered),
@@ -14,6 +17,7 @@ local u = ARGV[1]
 local st = redis.call('GET', KEYS[2])
 if not st then return {'UNKNOWN'} end
 if redis.call('SISMEMBER', KEYS[1], u) == 0 then return {'NOT IN GAME'} end
+redis.call('ZADD', KEYS[11], 'XX', int(now_ms()), u)
 if st == 'Completed' or st == 'Timed Out' then return {'STATUS', st} end
 if redis.call('HSETNX', KEYS[10], u, ARGV[8]) == 0
     and redis.call('HGET', KEYS[10], u) ~= ARGV[8] then

@@ -95,7 +95,8 @@ impl Worker {
             } => (game_token.to_string(), user_token.to_string()),
             Event::GameTimedOut { game_token } => {
                 // A lobby that never played: no files, but its keys must not stay forever.
-                self.clean(&mut conn, &game_token.to_string()).await?;
+                self.clean_timed_out(&mut conn, &game_token.to_string())
+                    .await?;
                 self.ack(&mut conn, record).await?;
                 return Ok(Outcome::NothingToDo);
             }
@@ -184,6 +185,27 @@ impl Worker {
         etl::expire_game(conn, game, self.redis_expiry, self.done_expiry)
             .await
             .map_err(anyhow_failure)?;
+        Ok(())
+    }
+
+    /// CLEAN_ROUTINE for a `Game Timed Out` record: expires the game only if its status says
+    /// it timed out, never a game that plays or completed whatever the record claims.
+    async fn clean_timed_out(
+        &self,
+        conn: &mut ConnectionManager,
+        game: &str,
+    ) -> Result<(), Failure> {
+        if !self.clean_routine {
+            return Ok(());
+        }
+        let expired = etl::expire_timed_out(conn, game, self.redis_expiry)
+            .await
+            .map_err(anyhow_failure)?;
+        if !expired {
+            tracing::warn!(
+                "game {game}: a Game Timed Out record for a game that did not time out; its keys are left as they are"
+            );
+        }
         Ok(())
     }
 

@@ -5,10 +5,12 @@
 //! pure, so the podium rules are unit-tested here without Redis.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use redis::aio::ConnectionManager;
+use redis::Script;
 use serde::Deserialize;
 
 use crate::pipeline::keys::{self, status};
@@ -339,6 +341,37 @@ pub async fn expire_game(
         .await
         .with_context(|| format!("cannot expire game {game}"))?;
     Ok(())
+}
+
+static EXPIRE_TIMED_OUT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("expire_timed_out.lua")));
+
+/// The clean routine of a `Game Timed Out` record: what [`expire_game`] does, for a game whose
+/// status is `Timed Out` only, checked in the same script. False, and nothing changed, for a
+/// game in any other status: the record is stale or another publisher's, and that game is not a
+/// dead lobby. True for a game already gone.
+pub async fn expire_timed_out(
+    conn: &mut ConnectionManager,
+    game: &str,
+    expiry: Duration,
+) -> Result<bool> {
+    let mut script = EXPIRE_TIMED_OUT.prepare_invoke();
+    script
+        .key(keys::game_status(game))
+        .key(keys::game(game))
+        .key(keys::GAMES_PARTICIPANTS)
+        .key(keys::GAME_DEADLINES);
+    for key in keys::game_keys(game) {
+        script.key(key);
+    }
+    let expired: i64 = script
+        .arg(game)
+        .arg(expiry.as_secs().max(1))
+        .arg(keys::game_hero(game, ""))
+        .invoke_async(conn)
+        .await
+        .with_context(|| format!("cannot expire timed-out game {game}"))?;
+    Ok(expired != 0)
 }
 
 #[cfg(test)]
