@@ -19,12 +19,6 @@ mod vars;
 pub use layers::{read_dotenv, Layers};
 pub use vars::{Var, VARS};
 
-/// Largest MAX_CONNECTIONS accepted: tokio's semaphore holds at most about 2^61 permits, and
-/// a cap beyond any process's file descriptors is a typo.
-const MAX_CONNECTIONS_LIMIT: usize = 1 << 24;
-/// The shortest ACK_TIMEOUT accepted: a record must get at least a second to be written.
-const MIN_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// A setting that could not be parsed. The binary exits with code 2 on it.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -156,18 +150,6 @@ impl Checked<'_> {
         ConfigError(format!("{var}: {why}{from}"))
     }
 
-    fn positive<T: PartialEq + Default + fmt::Display>(
-        &self,
-        var: &str,
-        value: T,
-        expected: &str,
-    ) -> Result<T, ConfigError> {
-        if value == T::default() {
-            return Err(self.invalid(var, format!("invalid value {value}, expected {expected}")));
-        }
-        Ok(value)
-    }
-
     fn settings(&self, raw: vars::RawSettings) -> Result<Settings, ConfigError> {
         let redis = RedisSettings {
             host: raw.redis_host.0,
@@ -203,51 +185,23 @@ impl Checked<'_> {
             }
             None => random_worker_id(),
         };
-        let max_turns =
-            self.positive("MAX_TURNS", raw.max_turns.0, "a positive number of turns")?;
-        let max_deliveries =
-            self.positive("MAX_DELIVERIES", raw.max_deliveries.0, "a positive number")?;
-        let dead_letters_max = self.positive(
-            "DEAD_LETTERS_MAX",
-            raw.dead_letters_max.0,
-            "a positive number",
-        )?;
-        let write_timeout = raw.write_timeout.0;
-        if write_timeout.is_zero() {
-            return Err(self.invalid(
-                "WRITE_TIMEOUT",
-                "invalid value 0, expected a positive number of seconds",
-            ));
-        }
         let ack_timeout = raw.ack_timeout.0;
-        if ack_timeout < MIN_ACK_TIMEOUT {
-            // Below this every pending entry is claimed back on each sweep and dead-lettered
-            // within a second, before any worker could have written it.
-            return Err(self.invalid(
-                "ACK_TIMEOUT",
-                format!(
-                    "invalid value {}, expected at least {} second(s)",
-                    ack_timeout.as_secs_f64(),
-                    MIN_ACK_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-        let max_connections = raw.max_connections.0;
-        if max_connections == 0 || max_connections > MAX_CONNECTIONS_LIMIT {
-            return Err(self.invalid(
-                "MAX_CONNECTIONS",
-                format!(
-                    "invalid value {max_connections}, expected a number of connections from 1 to {MAX_CONNECTIONS_LIMIT}"
-                ),
-            ));
-        }
-        let idle_timeout = raw.idle_timeout.0;
-        if idle_timeout.is_zero() {
-            return Err(self.invalid(
-                "IDLE_TIMEOUT",
-                "invalid value 0, expected a positive number of seconds",
-            ));
-        }
+        // A write that may run past ACK_TIMEOUT would see its record routed again while it
+        // still holds the game: each such delivery only waits and counts towards the limit.
+        let write_timeout = match raw.write_timeout.0 {
+            Some(w) if w >= ack_timeout => {
+                return Err(self.invalid(
+                    "WRITE_TIMEOUT",
+                    format!(
+                        "invalid value {}, expected less than ACK_TIMEOUT ({})",
+                        w.as_secs_f64(),
+                        ack_timeout.as_secs_f64()
+                    ),
+                ))
+            }
+            Some(w) => w,
+            None => ack_timeout / 2,
+        };
         Ok(Settings {
             redis,
             redis_expiry: raw.redis_expiry.0,
@@ -260,19 +214,19 @@ impl Checked<'_> {
             server_sleep: raw.server_sleep.0,
             lobby_timeout: raw.lobby_timeout.0,
             turn_timeout: raw.turn_timeout.0,
-            max_turns,
+            max_turns: raw.max_turns.0,
             client_games: raw.client_games.0,
             client_sleep: raw.client_sleep.0,
             output_dir: raw.output_dir.0,
             worker_id,
             ack_timeout,
-            max_deliveries,
-            dead_letters_max,
+            max_deliveries: raw.max_deliveries.0,
+            dead_letters_max: raw.dead_letters_max.0,
             log_retention: raw.log_retention.0,
             write_timeout,
             metrics_addr: raw.metrics_addr.0,
-            max_connections,
-            idle_timeout,
+            max_connections: raw.max_connections.0,
+            idle_timeout: raw.idle_timeout.0,
             user_expiry: raw.user_expiry.0,
         })
     }

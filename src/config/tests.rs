@@ -114,6 +114,33 @@ fn the_readme_settings_table_lists_every_variable_with_its_default() {
 }
 
 #[test]
+fn settings_that_cannot_work_are_refused_naming_the_variable() {
+    for (env, name) in [
+        (&[("ACK_TIMEOUT", "0")][..], "ACK_TIMEOUT"),
+        (&[("ACK_TIMEOUT", "0.5")][..], "ACK_TIMEOUT"),
+        (&[("WRITE_TIMEOUT", "30")][..], "WRITE_TIMEOUT"),
+        (
+            &[("ACK_TIMEOUT", "5"), ("WRITE_TIMEOUT", "6")][..],
+            "WRITE_TIMEOUT",
+        ),
+        (&[("WRITE_TIMEOUT", "0")][..], "WRITE_TIMEOUT"),
+        (&[("MAX_DELIVERIES", "0")][..], "MAX_DELIVERIES"),
+        (&[("MAX_TURNS", "0")][..], "MAX_TURNS"),
+        (&[("DEAD_LETTERS_MAX", "0")][..], "DEAD_LETTERS_MAX"),
+    ] {
+        let err = Settings::from_layers(layers(env)).unwrap_err().to_string();
+        assert!(err.contains(&format!("error: {name}: ")), "{env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // Unset, WRITE_TIMEOUT follows ACK_TIMEOUT.
+    let s = Settings::from_layers(layers(&[("ACK_TIMEOUT", "4")])).unwrap();
+    assert_eq!(s.write_timeout, Duration::from_secs(2));
+    let s =
+        Settings::from_layers(layers(&[("ACK_TIMEOUT", "4"), ("WRITE_TIMEOUT", "3.5")])).unwrap();
+    assert_eq!(s.write_timeout, Duration::from_millis(3500));
+}
+
+#[test]
 fn bad_port_names_the_variable() {
     let err = Settings::from_layers(layers(&[("REDIS_PORT", "abc")])).unwrap_err();
     assert!(err.to_string().contains("REDIS_PORT"), "{err}");
@@ -236,11 +263,11 @@ fn a_bad_value_names_its_variable_and_its_layer() {
 }
 
 #[test]
-fn a_rule_broken_after_extraction_names_the_layer_too() {
+fn a_broken_rule_names_the_layer_too() {
     let err = Settings::from_layers(one(|l| &mut l.flags, "MAX_TURNS", "0"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("MAX_TURNS: invalid value 0"), "{err}");
+    assert!(err.contains("MAX_TURNS: invalid value \"0\""), "{err}");
     assert!(
         err.contains("(from command-line flag --max-turns)"),
         "{err}"

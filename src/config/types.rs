@@ -85,6 +85,10 @@ deserialize_from_text!(
     Text,
     OptText,
     Seconds,
+    PositiveSeconds,
+    AckTimeout,
+    ConnectionCap,
+    OptSeconds,
     Switch,
     LogLevel,
     Module,
@@ -97,6 +101,13 @@ impl<'de, T: WholeKind> Deserialize<'de> for Whole<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = d.deserialize_any(TextVisitor)?;
         Whole::from_text(&text).map_err(de::Error::custom)
+    }
+}
+
+impl<'de, T: WholeKind + PartialEq + Default> Deserialize<'de> for Positive<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = d.deserialize_any(TextVisitor)?;
+        Positive::from_text(&text).map_err(de::Error::custom)
     }
 }
 
@@ -162,6 +173,42 @@ impl<T: WholeKind> Whole<T> {
     }
 }
 
+/// A whole number above zero (a count of turns, of deliveries).
+#[derive(Debug)]
+pub struct Positive<T>(pub T);
+
+impl<T: WholeKind + PartialEq + Default> Positive<T> {
+    fn from_text(text: &str) -> Result<Self, String> {
+        let Whole(n) = Whole::<T>::from_text(text)?;
+        if n == T::default() {
+            return Err(format!(
+                "invalid value {text:?}, expected a positive number"
+            ));
+        }
+        Ok(Positive(n))
+    }
+}
+
+/// MAX_CONNECTIONS: from 1 to [`MAX_CONNECTIONS_LIMIT`].
+#[derive(Debug)]
+pub struct ConnectionCap(pub usize);
+
+/// Largest MAX_CONNECTIONS accepted: tokio's semaphore holds at most about 2^61 permits, and
+/// a cap beyond any process's file descriptors is a typo.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 24;
+
+impl FromText for ConnectionCap {
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => Ok(ConnectionCap(n)),
+            _ => Err(format!(
+                "invalid value {text:?}, expected a number of connections from 1 to \
+                 {MAX_CONNECTIONS_LIMIT}"
+            )),
+        }
+    }
+}
+
 /// A number of seconds, from 0, fractions allowed.
 #[derive(Debug)]
 pub struct Seconds(pub Duration);
@@ -174,6 +221,57 @@ impl FromText for Seconds {
             return Err(expected());
         }
         Ok(Seconds(Duration::from_secs_f64(secs)))
+    }
+}
+
+/// A number of seconds above zero.
+#[derive(Debug)]
+pub struct PositiveSeconds(pub Duration);
+
+impl FromText for PositiveSeconds {
+    fn from_text(text: &str) -> Result<Self, String> {
+        let Seconds(d) = Seconds::from_text(text)?;
+        if d.is_zero() {
+            return Err(format!(
+                "invalid value {text:?}, expected a positive number of seconds"
+            ));
+        }
+        Ok(PositiveSeconds(d))
+    }
+}
+
+/// A number of seconds above zero, or unset when empty (the setting then follows another).
+#[derive(Debug)]
+pub struct OptSeconds(pub Option<Duration>);
+
+impl FromText for OptSeconds {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(OptSeconds(None));
+        }
+        PositiveSeconds::from_text(text).map(|PositiveSeconds(d)| OptSeconds(Some(d)))
+    }
+}
+
+/// The shortest ACK_TIMEOUT accepted. Below it the fanouts claim every pending entry back on
+/// each sweep and dead-letter it within a second, before any worker could have written it.
+pub const MIN_ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// ACK_TIMEOUT: at least [`MIN_ACK_TIMEOUT`].
+#[derive(Debug)]
+pub struct AckTimeout(pub Duration);
+
+impl FromText for AckTimeout {
+    fn from_text(text: &str) -> Result<Self, String> {
+        let Seconds(d) = Seconds::from_text(text)?;
+        if d < MIN_ACK_TIMEOUT {
+            return Err(format!(
+                "invalid value {text:?}, expected at least {} second(s): a routed record \
+                 needs time to be written before it is routed again",
+                MIN_ACK_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(AckTimeout(d))
     }
 }
 

@@ -6,7 +6,8 @@
 use serde::Deserialize;
 
 use super::types::{
-    ClientGames, LogLevel, Module, OptAddr, OptText, OutDir, Seconds, Switch, Text, Whole,
+    AckTimeout, ClientGames, ConnectionCap, LogLevel, Module, OptAddr, OptSeconds, OptText, OutDir,
+    Positive, PositiveSeconds, Seconds, Switch, Text, Whole,
 };
 
 /// One setting as the command line, the layers and the README see it.
@@ -152,7 +153,7 @@ settings! {
         var: "TURN_TIMEOUT", flag: "turn-timeout", value: "SECS", heading: "Game",
         default: "10", help: "seconds a player may take to act before it is eliminated",
     }
-    max_turns: Whole<u32> {
+    max_turns: Positive<u32> {
         var: "MAX_TURNS", flag: "max-turns", value: "N", heading: "Game",
         default: "1000", help: "turn cap: a game always ends",
     }
@@ -174,16 +175,16 @@ settings! {
         unset: "12 random hex chars",
         help: "worker id used in its channel and file names",
     }
-    ack_timeout: Seconds {
+    ack_timeout: AckTimeout {
         var: "ACK_TIMEOUT", flag: "ack-timeout", value: "SECS", heading: "Pipeline",
         default: "30",
         help: "seconds a routed record may stay unacknowledged before it is routed again",
     }
-    max_deliveries: Whole<u32> {
+    max_deliveries: Positive<u32> {
         var: "MAX_DELIVERIES", flag: "max-deliveries", value: "N", heading: "Pipeline",
         default: "5", help: "routings of one record before it goes to the dead-letter stream",
     }
-    dead_letters_max: Whole<usize> {
+    dead_letters_max: Positive<usize> {
         var: "DEAD_LETTERS_MAX", flag: "dead-letters-max", value: "N", heading: "Pipeline",
         default: "10000",
         help: "dead letters kept in <lobby>:dead; the oldest beyond it are dropped and counted",
@@ -193,16 +194,17 @@ settings! {
         default: "3600",
         help: "seconds acknowledged records stay in the log stream before they are trimmed",
     }
-    write_timeout: Seconds {
+    write_timeout: OptSeconds {
         var: "WRITE_TIMEOUT", flag: "write-timeout", value: "SECS", heading: "Pipeline",
-        default: "60",
-        help: "seconds a worker may spend writing one game before it gives the game up",
+        unset: "ACK_TIMEOUT / 2",
+        help: "seconds a worker may spend writing one game before it gives the delivery up; \
+               below ACK_TIMEOUT",
     }
     metrics_addr: OptAddr {
         var: "METRICS_ADDR", flag: "metrics-addr", value: "HOST:PORT", heading: "Pipeline",
         unset: "(off)", help: "HOST:PORT of a Prometheus metrics endpoint; off when unset",
     }
-    max_connections: Whole<usize> {
+    max_connections: ConnectionCap {
         var: "MAX_CONNECTIONS", flag: "max-connections", value: "N", heading: "Game",
         default: "1024",
         help: "open WebSocket connections one server process allows; at the cap the \
@@ -213,7 +215,7 @@ settings! {
         default: "86400",
         help: "seconds after its last login, find, lobby registration or attack that a user and its token are forgotten",
     }
-    idle_timeout: Seconds {
+    idle_timeout: PositiveSeconds {
         var: "IDLE_TIMEOUT", flag: "idle-timeout", value: "SECS", heading: "Game",
         default: "30",
         help: "seconds the server keeps a socket that owes it a request (not a lobby socket \
