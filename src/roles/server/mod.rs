@@ -201,8 +201,17 @@ pub async fn run(
             .in_current_span(),
         )
     };
-    // A Redis that restarted without persistence has no heroes: serve games anyway.
-    if let Err(e) = crate::ops::build_db::reload_if_missing(&shared.redis).await {
+    // A Redis that restarted without persistence has no heroes: serve games anyway. Redis gone
+    // meanwhile must not hold up a shutdown.
+    let reloaded = tokio::select! {
+        reloaded = crate::ops::build_db::reload_if_missing(&shared.redis) => reloaded,
+        _ = shutdown.recv() => {
+            dispatcher.abort();
+            sweeper.abort();
+            return Ok(());
+        }
+    };
+    if let Err(e) = reloaded {
         tracing::warn!("cannot check the hero collection: {e:#}");
     }
     tracing::info!(

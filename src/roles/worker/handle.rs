@@ -229,14 +229,22 @@ impl Worker {
         }
     }
 
-    /// Beats the heartbeat unless a write is stuck past WRITE_TIMEOUT.
+    /// Beats the heartbeat unless a write is stuck past WRITE_TIMEOUT. Returns at shutdown
+    /// without waiting for the beat: during an outage a command waits on a reconnection for
+    /// as long as Redis stays away.
     pub(super) async fn heartbeat(&self) {
         if self.stuck_writes.load(Ordering::Relaxed) > 0 {
             return;
         }
         let mut conn = self.conn.clone();
-        if let Err(e) = delivery::heartbeat(&mut conn, &self.lobby, &self.id).await {
-            self.outage().failed(&redis_conn::describe(&e));
+        let beat = delivery::heartbeat(&mut conn, &self.lobby, &self.id);
+        let beaten = tokio::select! {
+            beaten = beat => beaten,
+            _ = self.shutdown.recv() => return,
+        };
+        match beaten {
+            Ok(()) => self.outage().recovered(),
+            Err(e) => self.outage().failed(&redis_conn::describe(&e)),
         }
     }
 
@@ -255,6 +263,14 @@ impl Worker {
 
     pub(super) fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
         self.outage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes once a command of this worker has found Redis unreachable (and it has not
+    /// answered since).
+    pub(super) async fn redis_gone(&self) {
+        while !self.outage().is_down() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
