@@ -488,3 +488,146 @@ async fn a_write_that_overruns_write_timeout_keeps_the_game_and_becomes_its_outp
         ]
     );
 }
+
+/// Consumer name → its pending count, of the log's group (XINFO CONSUMERS).
+async fn consumers(conn: &mut ConnectionManager) -> std::collections::BTreeMap<String, u64> {
+    let rows: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .query_async(conn)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|row| {
+            let name: String = redis::from_redis_value_ref(&row["name"]).unwrap();
+            let pending: u64 = redis::from_redis_value_ref(&row["pending"]).unwrap();
+            (name, pending)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_deletes_its_consumer_unless_it_holds_entries() {
+    let mut s = setup().await;
+    // The consumer the fanout made for this worker when it routed the record to it.
+    let worker = start(&mut s).await;
+    deliver(&mut s).await;
+    wait_acked(&mut s).await;
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("live")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    assert_eq!(consumers(&mut s.conn).await.get("live"), Some(&0));
+    worker.stop().await;
+    assert_eq!(
+        consumers(&mut s.conn).await.get("live"),
+        None,
+        "a clean stop holding nothing deletes the worker's consumer"
+    );
+
+    // Routed to the worker as it stopped (never received): the entry is pending under its
+    // consumer, which must stay, or the entry would leave the pending list for good.
+    let worker = start(&mut s).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let unseeded = synth::random_game(&mut rng, 3, 12, 1000);
+    let record = synth::host_record(LOBBY, &unseeded);
+    let id: String = redis::cmd("XADD")
+        .arg(keys::log_stream(LOBBY))
+        .arg("*")
+        .arg(delivery::RECORD_FIELD)
+        .arg(&record)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::fanout_group(LOBBY))
+        .arg("fanout:test")
+        .arg("STREAMS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(">")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("live")
+        .arg(0)
+        .arg(&id)
+        .arg("JUSTID")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    worker.stop().await;
+    assert_eq!(consumers(&mut s.conn).await.get("live"), Some(&1));
+    assert_eq!(pending_ids(&mut s.conn).await, vec![id]);
+}
+
+#[tokio::test]
+async fn a_failure_noted_for_an_entry_no_longer_pending_leaves_no_field() {
+    let mut s = setup().await;
+    let failures = keys::delivery_failures(LOBBY);
+    // No worker listens: the entry is only made pending, as a fanout that read it would.
+    let record = synth::host_record(LOBBY, &s.game);
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut s.conn)
+        .await;
+    created.unwrap();
+    let id: String = redis::cmd("XADD")
+        .arg(keys::log_stream(LOBBY))
+        .arg("*")
+        .arg(delivery::RECORD_FIELD)
+        .arg(&record)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::fanout_group(LOBBY))
+        .arg("fanout:test")
+        .arg("STREAMS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(">")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let noted = |conn: ConnectionManager, failures: String, id: String| async move {
+        let mut conn = conn;
+        let reason: Option<String> = redis::cmd("HGET")
+            .arg(failures)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        reason
+    };
+    let _ = delivery::note_failure(&mut s.conn, LOBBY, &id, "w1", "first try").await;
+    assert_eq!(
+        noted(s.conn.clone(), failures.clone(), id.clone())
+            .await
+            .as_deref(),
+        Some("w1: first try"),
+        "a pending entry's failure is noted"
+    );
+    // Another worker acknowledged it meanwhile; a late note of a slower attempt comes after.
+    delivery::ack(&mut s.conn, LOBBY, std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    let _ = delivery::note_failure(&mut s.conn, LOBBY, &id, "w2", "too late").await;
+    assert_eq!(
+        noted(s.conn.clone(), failures.clone(), id.clone()).await,
+        None,
+        "nothing would ever remove a note of an acknowledged entry"
+    );
+}

@@ -192,13 +192,26 @@ pub async fn run_with_metrics(
         () = drain(&mut jobs, &mut report) => false,
         () = worker.redis_gone() => true,
     };
-    if redis_gone && !jobs.is_empty() {
-        tracing::warn!(
-            "worker {id}: Redis is unreachable; abandoning {} record(s) in hand (they will be \
-             routed again)",
-            jobs.len()
-        );
-        jobs.abort_all();
+    if redis_gone {
+        if !jobs.is_empty() {
+            tracing::warn!(
+                "worker {id}: Redis is unreachable; abandoning {} record(s) in hand (they will \
+                 be routed again)",
+                jobs.len()
+            );
+            jobs.abort_all();
+        }
+    } else {
+        // Nothing in hand will be acknowledged any more. An empty consumer left in the group
+        // would stay there for ever when this worker id never comes back.
+        let retired = delivery::retire(&mut conn, &lobby, &id);
+        if let Ok(Ok(false)) = tokio::time::timeout(LEAVE_TIMEOUT, retired).await {
+            tracing::info!(
+                "worker {id}: keeping its consumer of {}: it still holds records, which will be \
+                 routed again",
+                keys::fanout_group(&lobby)
+            );
+        }
     }
     tracing::info!(
         "worker {id} stopped: {} record(s) received, {} game(s) written, {} skipped",
