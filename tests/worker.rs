@@ -631,3 +631,52 @@ async fn a_failure_noted_for_an_entry_no_longer_pending_leaves_no_field() {
         "nothing would ever remove a note of an acknowledged entry"
     );
 }
+
+#[tokio::test]
+async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
+    // Crash point 3 with a leftover that cannot be removed (a directory in the place of the
+    // ghost's META: the tests run as root, where a read-only folder stops nothing). Writing our
+    // pair beside it would leave the game with two writers' files.
+    let mut s = setup().await;
+    let g = s.game.token.clone();
+    set_key(&mut s, keys::etl_writer(&g), GHOST, None).await;
+    let blocked = file(s.out.path(), META_TABLE, &g, GHOST);
+    std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+    let worker = start(&mut s).await;
+    let id = deliver(&mut s).await;
+    let conn = s.conn.clone();
+    let failures = keys::delivery_failures(LOBBY);
+    let reason = |conn: ConnectionManager, failures: String, id: String| async move {
+        let mut conn = conn;
+        let reason: Option<String> = redis::cmd("HGET")
+            .arg(failures)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        reason
+    };
+    wait_for(
+        "the delivery to fail or be acknowledged",
+        Duration::from_secs(15),
+        || {
+            let (conn, failures, id) = (conn.clone(), failures.clone(), id.clone());
+            async move {
+                let mut c = conn.clone();
+                reason(conn, failures, id).await.is_some() || unacked(&mut c).await == 0
+            }
+        },
+    )
+    .await;
+    worker.stop().await;
+    let why = reason(s.conn.clone(), failures, id.clone()).await;
+    assert!(
+        why.as_deref()
+            .is_some_and(|r| r.contains("cannot remove") && r.contains(GHOST)),
+        "failure noted: {why:?}"
+    );
+    assert_eq!(pending_ids(&mut s.conn).await, vec![id], "not acknowledged");
+    assert_eq!(get(&mut s.conn, keys::etl_done(&g)).await, None);
+    assert!(!file(s.out.path(), META_TABLE, &g, "live").exists());
+    assert!(!file(s.out.path(), PODIUM_TABLE, &g, "live").exists());
+}

@@ -72,7 +72,7 @@ pub async fn remove(
             Verdict::Finished => sweep.games_finished += 1,
             Verdict::Remove(why) => {
                 tracing::info!("worker {worker}: removing its files of game {game}: {why}");
-                output.remove_pair(&game, worker).await;
+                output.remove_pair_or_warn(&game, worker).await;
                 sweep.games_removed += 1;
             }
         }
