@@ -680,3 +680,60 @@ async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
     assert!(!file(s.out.path(), META_TABLE, &g, "live").exists());
     assert!(!file(s.out.path(), PODIUM_TABLE, &g, "live").exists());
 }
+
+#[tokio::test]
+async fn a_paused_process_of_the_same_id_cannot_finish_a_game_its_successor_swept() {
+    // A process of worker "live" put its META in place (on an object store a PUT is final) and
+    // was paused before its PODIUM; its lease ran out. A new process of "live" starts beside
+    // it: its start-up sweep removes the lone META. Then the paused one resumes, puts its PODIUM
+    // in place and asks `finish` to mark the game done: that must fail, or the game's output
+    // is half a pair. The writer key as the paused process left it: its lease token, or the
+    // bare worker id a version before tokens recorded.
+    for (writer, zombie_token) in [("live:zombie", "live:zombie"), ("live", "live")] {
+        let mut s = setup().await;
+        let g = s.game.token.clone();
+        ghost_files(&mut s).await;
+        for table in [META_TABLE, PODIUM_TABLE] {
+            std::fs::rename(
+                file(s.out.path(), table, &g, GHOST),
+                file(s.out.path(), table, &g, "live"),
+            )
+            .unwrap();
+        }
+        let podium = file(s.out.path(), PODIUM_TABLE, &g, "live");
+        let held_back = s.out.path().join("podium-not-yet-put");
+        std::fs::rename(&podium, &held_back).unwrap();
+        set_key(&mut s, keys::etl_writer(&g), writer, None).await;
+
+        let worker = start(&mut s).await;
+        assert!(
+            !file(s.out.path(), META_TABLE, &g, "live").exists(),
+            "the sweep removed the lone META"
+        );
+        std::fs::rename(&held_back, &podium).unwrap();
+        let finished = worker::claim::finish(&mut s.conn, &g, zombie_token, "live")
+            .await
+            .unwrap();
+        assert!(
+            matches!(finished, worker::claim::Finish::Lost { .. }),
+            "writer {writer}: the paused process finished the game with half a pair: {finished:?}"
+        );
+        assert_eq!(get(&mut s.conn, keys::etl_done(&g)).await, None);
+
+        // The record, routed again, is written once: the paused process's PODIUM is replaced.
+        deliver(&mut s).await;
+        wait_acked(&mut s).await;
+        worker.stop().await;
+        assert_eq!(
+            get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+            Some("live")
+        );
+        assert_eq!(
+            all_files(s.out.path()),
+            vec![
+                format!("{META_TABLE}/{g}_live.gz"),
+                format!("{PODIUM_TABLE}/{g}_live.gz")
+            ]
+        );
+    }
+}

@@ -23,6 +23,8 @@ impl Worker {
         previous_writer: Option<String>,
     ) -> Result<Option<Outcome>, Failure> {
         let started = Instant::now();
+        // The previous writer's files are named by its worker id; its token is what the keys hold.
+        let previous_writer = previous_writer.map(|t| claim::writer_id(&t).to_string());
         if let Some(previous) = &previous_writer {
             if self.pair_in_place(game, previous).await? {
                 // A writer died between its renames and `finish`: its pair is the output.
@@ -55,7 +57,7 @@ impl Worker {
             return Ok(Some(Outcome::Unwritable(why)));
         };
         if let Some(previous) = previous_writer {
-            if !claim::start_writing(conn, game, token, &self.id).await? {
+            if !claim::start_writing(conn, game, token).await? {
                 return Ok(None);
             }
             // We are the writer now: whatever the previous one left is not the output, and our
@@ -99,7 +101,9 @@ impl Worker {
                 Ok(None)
             }
             Finish::Lost { writer } => {
-                if writer.as_deref() != Some(self.id.as_str()) {
+                // Compared by worker id: files of another process of our id (one that took our
+                // id over while we were paused) have our names, and are not ours to remove.
+                if writer.as_deref().map(claim::writer_id) != Some(self.id.as_str()) {
                     tracing::info!("game {game}: lease lost to another writer; removing our files");
                     self.remove_own_files(game).await;
                 }
@@ -215,7 +219,7 @@ async fn settle_overrun(
             );
             output.remove_pair_or_warn(game, id).await;
         }
-        Ok(Finish::Lost { writer: Some(w) }) if w != id => {
+        Ok(Finish::Lost { writer: Some(w) }) if claim::writer_id(&w) != id => {
             tracing::warn!(
                 "game {game}: {w} took the game over while our write overran; removing our files"
             );
