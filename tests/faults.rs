@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::roles::{build_db, server, wait_live, Proc};
+use common::roles::{build_db, runtime, server, wait_live, Proc};
 use common::{free_port, superhero, wait_until, TestRedis};
 
 /// A role process whose stderr goes to a file, killed if the test fails.
@@ -279,9 +279,10 @@ fn a_role_that_has_seen_the_outage_stops_within_two_seconds_of_sigterm() {
     build_db(dir.path(), &redis);
     let lobby = "redis.lib.server.lobby";
     // Each role with the name of the part that logs its command connection's outage.
+    let ws_port = free_port();
     let mut roles = vec![
         (
-            server(dir.path(), &redis, "server", free_port(), &[]),
+            server(dir.path(), &redis, "server", ws_port, &[]),
             "game server",
         ),
         (
@@ -314,6 +315,14 @@ fn a_role_that_has_seen_the_outage_stops_within_two_seconds_of_sigterm() {
             );
         }
     }
+    // A player asks the server something during the outage: its socket's handler waits on
+    // Redis when the signal comes.
+    let client = runtime();
+    let _player = client.block_on(async {
+        let mut ws = common::ws::connect(ws_port, "/api/v1/login").await;
+        common::ws::send(&mut ws, &serde_json::json!({"PAYLOAD": {"USER": "late"}})).await;
+        ws
+    });
     // The reported moment, not a settling pause: by 3 s after the kill every role has issued a
     // command after its first failure (the worker beats every second, the server sweeps every
     // 200 ms), so each one is waiting on a reconnection when the signal comes.

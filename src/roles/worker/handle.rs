@@ -16,6 +16,10 @@ use crate::pipeline::keys;
 use crate::pipeline::record::{self, Event, Record, RecordError};
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
 
+/// How long a stopping worker waits for Redis to answer a PING before it gives up on the
+/// games in hand.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Why the handling of one record stopped early.
 pub(super) enum Failure {
     /// Redis is unreachable or passingly unable to answer: retry the whole record (every step
@@ -265,11 +269,28 @@ impl Worker {
         self.outage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Completes once a command of this worker has found Redis unreachable (and it has not
-    /// answered since).
+    /// Completes once Redis is known to be unreachable: a command of this worker found it so
+    /// (and it has not answered since), or a PING goes unanswered for [`PROBE_TIMEOUT`] (an
+    /// error some step swallowed leaves the others waiting on a reconnection, unflagged).
     pub(super) async fn redis_gone(&self) {
-        while !self.outage().is_down() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            if self.outage().is_down() {
+                return;
+            }
+            let mut conn = self.conn.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                Err(_) => {
+                    self.outage().failed(&"no answer to PING");
+                    return;
+                }
+                Ok(Err(e)) if redis_conn::is_transient(&e) => {
+                    self.outage().failed(&redis_conn::describe(&e));
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
         }
     }
 }
