@@ -668,17 +668,51 @@ async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
         },
     )
     .await;
-    worker.stop().await;
     let why = reason(s.conn.clone(), failures, id.clone()).await;
     assert!(
         why.as_deref()
             .is_some_and(|r| r.contains("cannot remove") && r.contains(GHOST)),
         "failure noted: {why:?}"
     );
-    assert_eq!(pending_ids(&mut s.conn).await, vec![id], "not acknowledged");
+    assert_eq!(
+        pending_ids(&mut s.conn).await,
+        vec![id.clone()],
+        "not acknowledged"
+    );
     assert_eq!(get(&mut s.conn, keys::etl_done(&g)).await, None);
     assert!(!file(s.out.path(), META_TABLE, &g, "live").exists());
     assert!(!file(s.out.path(), PODIUM_TABLE, &g, "live").exists());
+    let writer = get(&mut s.conn, keys::etl_writer(&g)).await.unwrap();
+    assert_eq!(
+        worker::claim::writer_id(&writer),
+        GHOST,
+        "the ghost's files are left for the next claimant to judge"
+    );
+
+    // Once the obstacle is gone, the record routed again is written once, and nothing of the
+    // ghost's stays beside it.
+    std::fs::remove_dir_all(&blocked).unwrap();
+    let record = synth::host_record(LOBBY, &s.game);
+    let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(keys::worker_channel(LOBBY, "live"))
+        .arg(routed)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    wait_acked(&mut s).await;
+    worker.stop().await;
+    assert_eq!(
+        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+        Some("live")
+    );
+    assert_eq!(
+        all_files(s.out.path()),
+        vec![
+            format!("{META_TABLE}/{g}_live.gz"),
+            format!("{PODIUM_TABLE}/{g}_live.gz")
+        ]
+    );
 }
 
 #[tokio::test]

@@ -23,5 +23,4 @@ if not writer then
     redis.call('SET', KEYS[3], ARGV[1])
     return {'fresh', ''}
 end
-if writer == ARGV[1] then return {'fresh', ''} end
 return {'claimed', writer}

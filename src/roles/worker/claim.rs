@@ -134,13 +134,36 @@ pub async fn start_writing(
     g: &str,
     token: &str,
 ) -> RedisResult<bool> {
-    let started: i64 = START_WRITING
+    record_writer(conn, g, token, token).await
+}
+
+/// Names worker `previous`'s files as the game's to judge again, if the lease is still ours
+/// (we became the writer but could not remove them): the next claimant tries again rather than
+/// writing its pair beside them. The token recorded is a fresh one that no process holds, so a
+/// slow `previous` cannot finish the game with files we may have removed in part.
+pub async fn hand_back(
+    conn: &mut ConnectionManager,
+    g: &str,
+    token: &str,
+    previous: &str,
+) -> RedisResult<bool> {
+    record_writer(conn, g, token, &lease_token(previous)).await
+}
+
+async fn record_writer(
+    conn: &mut ConnectionManager,
+    g: &str,
+    token: &str,
+    writer: &str,
+) -> RedisResult<bool> {
+    let recorded: i64 = START_WRITING
         .key(keys::etl_lease(g))
         .key(keys::etl_writer(g))
         .arg(token)
+        .arg(writer)
         .invoke_async(conn)
         .await?;
-    Ok(started == 1)
+    Ok(recorded == 1)
 }
 
 /// Marks the game done with `files_of`'s pair of files, if the lease is still ours (or expired

@@ -63,15 +63,14 @@ impl Worker {
             // We are the writer now: whatever the previous one left is not the output, and our
             // pair must not be written beside files we could not remove.
             tracing::info!("game {game}: removing the incomplete files of worker {previous}");
-            self.output
-                .remove_pair(game, &previous)
-                .await
-                .map_err(|e| {
-                    Failure::Other(e.context(format!(
-                        "game {game}: cannot remove the incomplete files of worker {previous}, \
-                         so its pair is not written"
-                    )))
-                })?;
+            if let Err(e) = self.output.remove_pair(game, &previous).await {
+                // Their judgement goes back to whoever claims the game next.
+                claim::hand_back(conn, game, token, &previous).await?;
+                return Err(Failure::Other(e.context(format!(
+                    "game {game}: cannot remove the incomplete files of worker {previous}, so \
+                     its pair is not written"
+                ))));
+            }
         }
         self.write_files(game, token, &data).await?;
         match claim::finish(conn, game, token, &self.id).await? {
