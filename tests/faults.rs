@@ -1,5 +1,6 @@
-//! Issue 6: the whole pipeline, each role a real `superhero` process, survives Redis going away
-//! and coming back; games played after the recovery are processed exactly once.
+//! Redis going away: the whole pipeline, each role a real `superhero` process, survives it and
+//! processes the games played after the recovery exactly once; and a role that has seen it
+//! still stops promptly on SIGTERM.
 
 mod common;
 
@@ -7,8 +8,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::roles::{build_db, runtime, server, wait_live, Proc};
 use common::{free_port, superhero, wait_until, TestRedis};
 
 /// A role process whose stderr goes to a file, killed if the test fails.
@@ -261,5 +263,85 @@ fn redis_restart_mid_run_every_role_survives_and_later_games_are_processed_once(
         assert!(r.is_running(), "{} exited:\n{}", r.name, r.log_text());
         let code = r.terminate();
         assert_eq!(code, Some(0), "{} exit code:\n{}", r.name, r.log_text());
+    }
+}
+
+/// An operator's sequence: the roles start on a private Redis, Redis is killed, SIGTERM comes
+/// 3 s after the kill. By then each role has seen the outage on its subscriber and on its
+/// command connection, and a command issued since waits on a reconnection that never succeeds;
+/// none of that may hold up the shutdown.
+#[test]
+fn a_role_that_has_seen_the_outage_stops_within_two_seconds_of_sigterm() {
+    let mut redis = TestRedis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let out = out.display().to_string();
+    build_db(dir.path(), &redis);
+    let lobby = "redis.lib.server.lobby";
+    // Each role with the name of the part that logs its command connection's outage.
+    let ws_port = free_port();
+    let mut roles = vec![
+        (
+            server(dir.path(), &redis, "server", ws_port, &[]),
+            "game server",
+        ),
+        (
+            Proc::start("fanout", dir.path(), &redis, &["fanout"], &[]),
+            "fanout",
+        ),
+        (
+            Proc::start(
+                "worker",
+                dir.path(),
+                &redis,
+                &["worker", "--worker-id", "w1"],
+                &[("OUTPUT_DIR", out.as_str())],
+            ),
+            "worker",
+        ),
+    ];
+    wait_live(&redis, lobby, "w1");
+    wait_until("the fanout to route", Duration::from_secs(20), || {
+        roles[1].0.log_text().contains("live workers: w1")
+    });
+    let killed = Instant::now();
+    redis.kill();
+    for (role, part) in &roles {
+        for what in ["subscriber", part] {
+            wait_until(
+                &format!("{}: {what} to log the outage", role.name),
+                Duration::from_secs(20),
+                || role.log_text().contains(&format!("{what}: lost Redis")),
+            );
+        }
+    }
+    // A player asks the server something during the outage: its socket's handler waits on
+    // Redis when the signal comes.
+    let client = runtime();
+    let _player = client.block_on(async {
+        let mut ws = common::ws::connect(ws_port, "/api/v1/login").await;
+        common::ws::send(&mut ws, &serde_json::json!({"PAYLOAD": {"USER": "late"}})).await;
+        ws
+    });
+    // The reported moment, not a settling pause: by 3 s after the kill every role has issued a
+    // command after its first failure (the worker beats every second, the server sweeps every
+    // 200 ms), so each one is waiting on a reconnection when the signal comes.
+    wait_until("3 s after the kill", Duration::from_secs(10), || {
+        killed.elapsed() >= Duration::from_secs(3)
+    });
+    for (role, _) in &mut roles {
+        role.signal("TERM");
+    }
+    let signalled = Instant::now();
+    for (role, _) in &mut roles {
+        let left = Duration::from_secs(2).saturating_sub(signalled.elapsed());
+        let code = role.wait_exit(left);
+        assert_eq!(
+            code,
+            Some(Some(0)),
+            "{} still running 2 s after SIGTERM:\n{}",
+            role.name,
+            role.log_text()
+        );
     }
 }

@@ -488,3 +488,286 @@ async fn a_write_that_overruns_write_timeout_keeps_the_game_and_becomes_its_outp
         ]
     );
 }
+
+/// Consumer name → its pending count, of the log's group (XINFO CONSUMERS).
+async fn consumers(conn: &mut ConnectionManager) -> std::collections::BTreeMap<String, u64> {
+    let rows: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .query_async(conn)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|row| {
+            let name: String = redis::from_redis_value_ref(&row["name"]).unwrap();
+            let pending: u64 = redis::from_redis_value_ref(&row["pending"]).unwrap();
+            (name, pending)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_deletes_its_consumer_unless_it_holds_entries() {
+    let mut s = setup().await;
+    // The consumer the fanout made for this worker when it routed the record to it.
+    let worker = start(&mut s).await;
+    deliver(&mut s).await;
+    wait_acked(&mut s).await;
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("live")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    assert_eq!(consumers(&mut s.conn).await.get("live"), Some(&0));
+    worker.stop().await;
+    assert_eq!(
+        consumers(&mut s.conn).await.get("live"),
+        None,
+        "a clean stop holding nothing deletes the worker's consumer"
+    );
+
+    // Routed to the worker as it stopped (never received): the entry is pending under its
+    // consumer, which must stay, or the entry would leave the pending list for good.
+    let worker = start(&mut s).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let unseeded = synth::random_game(&mut rng, 3, 12, 1000);
+    let record = synth::host_record(LOBBY, &unseeded);
+    let id: String = redis::cmd("XADD")
+        .arg(keys::log_stream(LOBBY))
+        .arg("*")
+        .arg(delivery::RECORD_FIELD)
+        .arg(&record)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::fanout_group(LOBBY))
+        .arg("fanout:test")
+        .arg("STREAMS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(">")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("live")
+        .arg(0)
+        .arg(&id)
+        .arg("JUSTID")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    worker.stop().await;
+    assert_eq!(consumers(&mut s.conn).await.get("live"), Some(&1));
+    assert_eq!(pending_ids(&mut s.conn).await, vec![id]);
+}
+
+#[tokio::test]
+async fn a_failure_noted_for_an_entry_no_longer_pending_leaves_no_field() {
+    let mut s = setup().await;
+    let failures = keys::delivery_failures(LOBBY);
+    // No worker listens: the entry is only made pending, as a fanout that read it would.
+    let record = synth::host_record(LOBBY, &s.game);
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut s.conn)
+        .await;
+    created.unwrap();
+    let id: String = redis::cmd("XADD")
+        .arg(keys::log_stream(LOBBY))
+        .arg("*")
+        .arg(delivery::RECORD_FIELD)
+        .arg(&record)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::fanout_group(LOBBY))
+        .arg("fanout:test")
+        .arg("STREAMS")
+        .arg(keys::log_stream(LOBBY))
+        .arg(">")
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    let noted = |conn: ConnectionManager, failures: String, id: String| async move {
+        let mut conn = conn;
+        let reason: Option<String> = redis::cmd("HGET")
+            .arg(failures)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        reason
+    };
+    let _ = delivery::note_failure(&mut s.conn, LOBBY, &id, "w1", "first try").await;
+    assert_eq!(
+        noted(s.conn.clone(), failures.clone(), id.clone())
+            .await
+            .as_deref(),
+        Some("w1: first try"),
+        "a pending entry's failure is noted"
+    );
+    // Another worker acknowledged it meanwhile; a late note of a slower attempt comes after.
+    delivery::ack(&mut s.conn, LOBBY, std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    let _ = delivery::note_failure(&mut s.conn, LOBBY, &id, "w2", "too late").await;
+    assert_eq!(
+        noted(s.conn.clone(), failures.clone(), id.clone()).await,
+        None,
+        "nothing would ever remove a note of an acknowledged entry"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
+    // Crash point 3 with a leftover that cannot be removed (a directory in the place of the
+    // ghost's META: the tests run as root, where a read-only folder stops nothing). Writing our
+    // pair beside it would leave the game with two writers' files.
+    let mut s = setup().await;
+    let g = s.game.token.clone();
+    set_key(&mut s, keys::etl_writer(&g), GHOST, None).await;
+    let blocked = file(s.out.path(), META_TABLE, &g, GHOST);
+    std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+    let worker = start(&mut s).await;
+    let id = deliver(&mut s).await;
+    let conn = s.conn.clone();
+    let failures = keys::delivery_failures(LOBBY);
+    let reason = |conn: ConnectionManager, failures: String, id: String| async move {
+        let mut conn = conn;
+        let reason: Option<String> = redis::cmd("HGET")
+            .arg(failures)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        reason
+    };
+    wait_for(
+        "the delivery to fail or be acknowledged",
+        Duration::from_secs(15),
+        || {
+            let (conn, failures, id) = (conn.clone(), failures.clone(), id.clone());
+            async move {
+                let mut c = conn.clone();
+                reason(conn, failures, id).await.is_some() || unacked(&mut c).await == 0
+            }
+        },
+    )
+    .await;
+    let why = reason(s.conn.clone(), failures, id.clone()).await;
+    assert!(
+        why.as_deref()
+            .is_some_and(|r| r.contains("cannot remove") && r.contains(GHOST)),
+        "failure noted: {why:?}"
+    );
+    assert_eq!(
+        pending_ids(&mut s.conn).await,
+        vec![id.clone()],
+        "not acknowledged"
+    );
+    assert_eq!(get(&mut s.conn, keys::etl_done(&g)).await, None);
+    assert!(!file(s.out.path(), META_TABLE, &g, "live").exists());
+    assert!(!file(s.out.path(), PODIUM_TABLE, &g, "live").exists());
+    let writer = get(&mut s.conn, keys::etl_writer(&g)).await.unwrap();
+    assert_eq!(
+        worker::claim::writer_id(&writer),
+        GHOST,
+        "the ghost's files are left for the next claimant to judge"
+    );
+
+    // Once the obstacle is gone, the record routed again is written once, and nothing of the
+    // ghost's stays beside it.
+    std::fs::remove_dir_all(&blocked).unwrap();
+    let record = synth::host_record(LOBBY, &s.game);
+    let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(keys::worker_channel(LOBBY, "live"))
+        .arg(routed)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+    wait_acked(&mut s).await;
+    worker.stop().await;
+    assert_eq!(
+        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+        Some("live")
+    );
+    assert_eq!(
+        all_files(s.out.path()),
+        vec![
+            format!("{META_TABLE}/{g}_live.gz"),
+            format!("{PODIUM_TABLE}/{g}_live.gz")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_paused_process_of_the_same_id_cannot_finish_a_game_its_successor_swept() {
+    // A process of worker "live" put its META in place (on an object store a PUT is final) and
+    // was paused before its PODIUM; its lease ran out. A new process of "live" starts beside
+    // it: its start-up sweep removes the lone META. Then the paused one resumes, puts its PODIUM
+    // in place and asks `finish` to mark the game done: that must fail, or the game's output
+    // is half a pair. The writer key as the paused process left it: its lease token, or the
+    // bare worker id a version before tokens recorded.
+    for (writer, zombie_token) in [("live:zombie", "live:zombie"), ("live", "live")] {
+        let mut s = setup().await;
+        let g = s.game.token.clone();
+        ghost_files(&mut s).await;
+        for table in [META_TABLE, PODIUM_TABLE] {
+            std::fs::rename(
+                file(s.out.path(), table, &g, GHOST),
+                file(s.out.path(), table, &g, "live"),
+            )
+            .unwrap();
+        }
+        let podium = file(s.out.path(), PODIUM_TABLE, &g, "live");
+        let held_back = s.out.path().join("podium-not-yet-put");
+        std::fs::rename(&podium, &held_back).unwrap();
+        set_key(&mut s, keys::etl_writer(&g), writer, None).await;
+
+        let worker = start(&mut s).await;
+        assert!(
+            !file(s.out.path(), META_TABLE, &g, "live").exists(),
+            "the sweep removed the lone META"
+        );
+        std::fs::rename(&held_back, &podium).unwrap();
+        let finished = worker::claim::finish(&mut s.conn, &g, zombie_token, "live")
+            .await
+            .unwrap();
+        assert!(
+            matches!(finished, worker::claim::Finish::Lost { .. }),
+            "writer {writer}: the paused process finished the game with half a pair: {finished:?}"
+        );
+        assert_eq!(get(&mut s.conn, keys::etl_done(&g)).await, None);
+
+        // The record, routed again, is written once: the paused process's PODIUM is replaced.
+        deliver(&mut s).await;
+        wait_acked(&mut s).await;
+        worker.stop().await;
+        assert_eq!(
+            get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+            Some("live")
+        );
+        assert_eq!(
+            all_files(s.out.path()),
+            vec![
+                format!("{META_TABLE}/{g}_live.gz"),
+                format!("{PODIUM_TABLE}/{g}_live.gz")
+            ]
+        );
+    }
+}

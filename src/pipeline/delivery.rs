@@ -8,9 +8,10 @@
 //! worker holds what (XPENDING) and for how long. An entry idle for ACK_TIMEOUT is claimed by
 //! a fanout and routed again; after MAX_DELIVERIES it goes to `<lobby>:dead`.
 //!
-//! This module holds what both sides must agree on: the consumer names, the heartbeat, and the
-//! acknowledgement.
+//! This module holds what both sides must agree on: the consumer names, the heartbeat, the
+//! acknowledgement, the failure notes and a stopping worker's retirement from the group.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -48,8 +49,10 @@ pub fn entry_ms(id: &str) -> Option<u64> {
     id.split('-').next().and_then(|ms| ms.parse().ok())
 }
 
-static BEAT: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("beat.lua")));
+static BEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("beat.lua")));
+static RETIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("retire.lua")));
+static NOTE_FAILURE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("note_failure.lua")));
 
 /// Records that worker `id` is alive and making progress, by Redis's clock.
 pub async fn heartbeat(conn: &mut ConnectionManager, lobby: &str, id: &str) -> RedisResult<()> {
@@ -68,6 +71,18 @@ pub async fn leave(conn: &mut ConnectionManager, lobby: &str, id: &str) -> Redis
         .arg(id)
         .query_async(conn)
         .await
+}
+
+/// Deletes worker `id`'s consumer of the group once it stops, unless it still holds pending
+/// entries (those stay until a fanout routes them again). True when deleted.
+pub async fn retire(conn: &mut ConnectionManager, lobby: &str, id: &str) -> RedisResult<bool> {
+    let deleted: i64 = RETIRE
+        .key(keys::log_stream(lobby))
+        .arg(keys::fanout_group(lobby))
+        .arg(id)
+        .invoke_async(conn)
+        .await?;
+    Ok(deleted == 1)
 }
 
 /// Acknowledges delivered entries: they leave the group's pending list for good, with what the
@@ -91,20 +106,24 @@ pub async fn ack(conn: &mut ConnectionManager, lobby: &str, ids: &[String]) -> R
     Ok(())
 }
 
-/// Notes why worker `worker` could not handle entry `id`; the dead letter carries the last one.
+/// Notes why worker `worker` could not handle entry `id`, while the entry is still pending;
+/// the dead letter carries the last one. True when noted.
 pub async fn note_failure(
     conn: &mut ConnectionManager,
     lobby: &str,
     id: &str,
     worker: &str,
     reason: &str,
-) -> RedisResult<()> {
-    redis::cmd("HSET")
-        .arg(keys::delivery_failures(lobby))
+) -> RedisResult<bool> {
+    let noted: i64 = NOTE_FAILURE
+        .key(keys::log_stream(lobby))
+        .key(keys::delivery_failures(lobby))
+        .arg(keys::fanout_group(lobby))
         .arg(id)
         .arg(format!("{worker}: {reason}"))
-        .query_async(conn)
-        .await
+        .invoke_async(conn)
+        .await?;
+    Ok(noted == 1)
 }
 
 #[cfg(test)]

@@ -270,8 +270,12 @@ pub fn subscribe(
                     pubsub.psubscribe(p).await?;
                 }
                 anyhow::Ok(pubsub)
-            }
-            .await;
+            };
+            // A Redis that accepts and then stalls must not hold up a shutdown.
+            let pubsub = tokio::select! {
+                pubsub = pubsub => pubsub,
+                _ = shutdown.recv() => return,
+            };
             let pubsub = match pubsub {
                 Ok(p) => p,
                 Err(e) => {

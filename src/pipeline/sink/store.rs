@@ -192,24 +192,36 @@ impl Output {
         Ok(true)
     }
 
-    /// Removes `worker`'s files of `game`: final and (in a folder) temporary. Best effort: a
-    /// file that cannot be removed is logged.
-    pub async fn remove_pair(&self, game: &str, worker: &str) {
+    /// Removes `worker`'s files of `game`: final and (in a folder) temporary. Every file is
+    /// tried; the first that could not be removed is the error (a file already gone is not).
+    pub async fn remove_pair(&self, game: &str, worker: &str) -> Result<()> {
         match self {
             Output::Folder(dir) => remove_folder_pair(dir, game, worker),
             Output::Store { store, root, shown } => {
                 let name = file_name(game, worker);
+                let mut first_error = None;
                 for table in [META_TABLE, PODIUM_TABLE] {
                     match store.delete(&Self::object(root, table, &name)).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => tracing::warn!(
-                            "cannot remove {}/{name}: {:#}",
-                            self.table_location(table),
-                            store_error(e, shown)
-                        ),
+                        Err(e) => {
+                            let e = store_error(e, shown).context(format!(
+                                "cannot remove {}/{name}",
+                                self.table_location(table)
+                            ));
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
+                first_error.map_or(Ok(()), Err)
             }
+        }
+    }
+
+    /// [`Self::remove_pair`] where a failure changes nothing but a warning: files of ours that
+    /// are not the output, which `report` names if they stay.
+    pub async fn remove_pair_or_warn(&self, game: &str, worker: &str) {
+        if let Err(e) = self.remove_pair(game, worker).await {
+            tracing::warn!("{e:#}");
         }
     }
 
@@ -348,29 +360,50 @@ pub fn redact(text: &str) -> String {
     out.replace('\n', " ")
 }
 
-/// Removes `worker`'s files of `game` under folder `dir`, final and temporary.
-fn remove_folder_pair(dir: &Path, game: &str, worker: &str) {
+/// Removes `worker`'s files of `game` under folder `dir`, final and temporary; the first
+/// failure is the error, after trying every file.
+fn remove_folder_pair(dir: &Path, game: &str, worker: &str) -> Result<()> {
     let name = file_name(game, worker);
     let tmp_prefix = format!(".{name}.");
+    let mut first_error = None;
+    let mut note = |result: Result<()>| {
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    };
     for table in [META_TABLE, PODIUM_TABLE] {
         let table_dir = super::table_dir(dir, table);
-        remove_if_present(&table_dir.join(&name));
-        if let Ok(entries) = std::fs::read_dir(&table_dir) {
-            for entry in entries.flatten() {
-                let file = entry.file_name();
-                let file = file.to_string_lossy();
-                if file.starts_with(&tmp_prefix) && file.ends_with(".tmp") {
-                    remove_if_present(&entry.path());
-                }
+        note(remove_file_if_present(&table_dir.join(&name)));
+        let entries = match std::fs::read_dir(&table_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                note(Err(e).with_context(|| format!("cannot list {}", table_dir.display())));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            if file.starts_with(&tmp_prefix) && file.ends_with(".tmp") {
+                note(remove_file_if_present(&entry.path()));
             }
         }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn remove_file_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 
 fn remove_if_present(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("cannot remove {}: {e}", path.display());
-        }
+    if let Err(e) = remove_file_if_present(path) {
+        tracing::warn!("{e:#}");
     }
 }

@@ -48,30 +48,37 @@ pub(super) async fn append_foreign(
             continue;
         }
         loop {
-            let appended: RedisResult<u64> = APPEND_FOREIGN
-                .key(&stream)
+            let mut invocation = APPEND_FOREIGN.key(&stream);
+            invocation
                 .arg(&seen_prefix)
                 .arg(FOREIGN_SEEN_SECS)
-                .arg(&batch)
-                .invoke_async(&mut conn)
-                .await;
-            match appended {
-                Ok(n) => {
+                .arg(&batch);
+            let append = invocation.invoke_async(&mut conn);
+            // During an outage a command waits on a reconnection for as long as Redis stays
+            // away: a shutdown does not wait for it.
+            let appended: Option<RedisResult<u64>> = tokio::select! {
+                appended = append => Some(appended),
+                _ = shutdown.recv() => None,
+            };
+            let stopped = match appended {
+                Some(Ok(n)) => {
                     outage.recovered();
                     backoff.reset();
                     metrics.records_received.inc_by(n);
                     break;
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     outage.failed(&redis_conn::describe(&e));
-                    if !backoff.wait(&shutdown).await {
-                        tracing::error!(
-                            "stopping with Redis unreachable: {} record(s) of another publisher not appended",
-                            batch.len()
-                        );
-                        return;
-                    }
+                    !backoff.wait(&shutdown).await
                 }
+                None => true,
+            };
+            if stopped {
+                tracing::error!(
+                    "stopping with Redis unreachable: {} record(s) of another publisher not appended",
+                    batch.len()
+                );
+                return;
             }
         }
     }

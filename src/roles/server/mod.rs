@@ -57,6 +57,8 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for connections while Redis is down.
+const REDIS_DOWN_GRACE: Duration = Duration::from_secs(1);
 /// Longest WebSocket handshake; a shorter IDLE_TIMEOUT applies to the handshake too.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle socket's close frame may take: its slot may be wanted by a newcomer.
@@ -201,8 +203,17 @@ pub async fn run(
             .in_current_span(),
         )
     };
-    // A Redis that restarted without persistence has no heroes: serve games anyway.
-    if let Err(e) = crate::ops::build_db::reload_if_missing(&shared.redis).await {
+    // A Redis that restarted without persistence has no heroes: serve games anyway. Redis gone
+    // meanwhile must not hold up a shutdown.
+    let reloaded = tokio::select! {
+        reloaded = crate::ops::build_db::reload_if_missing(&shared.redis) => reloaded,
+        _ = shutdown.recv() => {
+            dispatcher.abort();
+            sweeper.abort();
+            return Ok(());
+        }
+    };
+    if let Err(e) = reloaded {
         tracing::warn!("cannot check the hero collection: {e:#}");
     }
     tracing::info!(
@@ -242,9 +253,19 @@ pub async fn run(
         connections.len()
     );
     let closing = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, closing).await.is_err() {
-        connections.abort_all();
+    // A handler waiting on a Redis that is gone waits for as long as the outage lasts: once
+    // Redis is known to be down, the sockets get a short grace only.
+    let redis_gone = async {
+        while !shared.redis_down.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(REDIS_DOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(SHUTDOWN_GRACE, closing) => {}
+        () = redis_gone => {}
     }
+    connections.abort_all();
     dispatcher.abort();
     sweeper.abort();
     Ok(())

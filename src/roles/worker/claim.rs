@@ -3,9 +3,11 @@
 //! Three keys per game (see `docs/redis-keys.md`):
 //! - `games:<g>:etl:lease` — `<worker id>:<nonce>` with a TTL of [`LEASE`], renewed while the
 //!   holder works. Only the holder may write the game; a dead holder loses it when the TTL runs out.
-//! - `games:<g>:etl:writer` — the worker that last *started* writing files for the game. The
-//!   output directory is shared, so a worker that takes over an expired lease looks at the
-//!   previous writer's files: a complete pair is kept, anything less is removed.
+//! - `games:<g>:etl:writer` — the lease token of the worker that last *started* writing files
+//!   for the game. The output directory is shared, so a worker that takes over an expired lease
+//!   looks at the previous writer's files (named by its worker id, [`writer_id`]): a complete
+//!   pair is kept, anything less is removed. A token, not a worker id: a paused process whose
+//!   id a new process took over is another writer, and cannot finish the game with its files.
 //! - `games:<g>:etl:done` — the worker whose pair of files is the game's output. Set by a Lua
 //!   script only while the lease is still the caller's, so it is set once per game.
 //!
@@ -45,7 +47,8 @@ pub enum Claim {
     /// Another worker holds a live lease (its `<worker id>:<nonce>`).
     Busy(String),
     /// The lease is ours. `None`: nobody wrote before, and we are recorded as the writer
-    /// already. `Some(w)`: worker `w` started writing before us and may have left files.
+    /// already. `Some(t)`: the writer with lease token `t` started writing before us and may
+    /// have left files (named by [`writer_id`]`(t)`).
     Claimed { previous_writer: Option<String> },
 }
 
@@ -54,7 +57,8 @@ pub enum Claim {
 pub enum Finish {
     /// The game's output is the pair written by this worker id (ours or the one we asked for).
     Done(String),
-    /// Someone else holds the lease; `writer` is the last worker that started writing.
+    /// Someone else holds the lease; `writer` is the lease token of the last worker that
+    /// started writing.
     Lost { writer: Option<String> },
 }
 
@@ -63,16 +67,21 @@ pub fn lease_token(worker_id: &str) -> String {
     format!("{worker_id}:{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The worker id of a lease token, which names the writer's files. Worker ids hold no ':'; a
+/// bare worker id (what the writer key held before it held tokens) is its own.
+pub fn writer_id(token: &str) -> &str {
+    token.split_once(':').map_or(token, |(id, _)| id)
+}
+
 /// For the record of `user` in game `g`: checks that `user` is the game's host, then takes the
 /// lease unless the game is done or someone else holds it; when nobody has written the game
-/// before, also records `worker_id` as its writer (one round trip for the common case). Taking
-/// it again with the same token (a retry after a Redis error) succeeds.
+/// before, also records `token` as its writer (one round trip for the common case). Taking it
+/// again with the same token (a retry after a Redis error) succeeds.
 pub async fn claim(
     conn: &mut ConnectionManager,
     g: &str,
     user: &str,
     token: &str,
-    worker_id: &str,
 ) -> RedisResult<Claim> {
     let (answer, who): (String, String) = CLAIM
         .key(keys::etl_lease(g))
@@ -82,7 +91,6 @@ pub async fn claim(
         .arg(token)
         .arg(LEASE.as_millis() as u64)
         .arg(user)
-        .arg(worker_id)
         .invoke_async(conn)
         .await?;
     Ok(match answer.as_str() {
@@ -105,6 +113,8 @@ static START_WRITING: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("start_writing.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("finish.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
+static CLAIM_LEFTOVERS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("claim_leftovers.lua")));
 
 /// Extends the lease if it is still ours; false when it was lost.
 pub async fn renew(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<bool> {
@@ -117,25 +127,47 @@ pub async fn renew(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisR
     Ok(renewed == 1)
 }
 
-/// Records `worker_id` as the game's writer if the lease is still ours; false when it was lost.
+/// Records our lease token as the game's writer if the lease is still ours; false when it was
+/// lost.
 pub async fn start_writing(
     conn: &mut ConnectionManager,
     g: &str,
     token: &str,
-    worker_id: &str,
 ) -> RedisResult<bool> {
-    let started: i64 = START_WRITING
+    record_writer(conn, g, token, token).await
+}
+
+/// Names worker `previous`'s files as the game's to judge again, if the lease is still ours
+/// (we became the writer but could not remove them): the next claimant tries again rather than
+/// writing its pair beside them. The token recorded is a fresh one that no process holds, so a
+/// slow `previous` cannot finish the game with files we may have removed in part.
+pub async fn hand_back(
+    conn: &mut ConnectionManager,
+    g: &str,
+    token: &str,
+    previous: &str,
+) -> RedisResult<bool> {
+    record_writer(conn, g, token, &lease_token(previous)).await
+}
+
+async fn record_writer(
+    conn: &mut ConnectionManager,
+    g: &str,
+    token: &str,
+    writer: &str,
+) -> RedisResult<bool> {
+    let recorded: i64 = START_WRITING
         .key(keys::etl_lease(g))
         .key(keys::etl_writer(g))
         .arg(token)
-        .arg(worker_id)
+        .arg(writer)
         .invoke_async(conn)
         .await?;
-    Ok(started == 1)
+    Ok(recorded == 1)
 }
 
 /// Marks the game done with `files_of`'s pair of files, if the lease is still ours (or expired
-/// with nobody else having started since: the writer is still `files_of`), and drops the lease.
+/// with nobody else having started since: the writer is still our token), and drops the lease.
 pub async fn finish(
     conn: &mut ConnectionManager,
     g: &str,
@@ -167,4 +199,61 @@ pub async fn release(conn: &mut ConnectionManager, g: &str, token: &str) -> Redi
         .invoke_async(conn)
         .await?;
     Ok(())
+}
+
+/// The answer of [`claim_leftovers`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Leftovers {
+    /// The game's output is the pair of this worker id.
+    Done(String),
+    /// The game's keys are gone (expired after it was written, or `clean --force`).
+    UnknownGame,
+    /// Another worker holds a live lease (its token).
+    Busy(String),
+    /// Another worker (this writer token) took the game over; the lease is ours until
+    /// [`release`].
+    OtherWriter(String),
+    /// The lease and the writer key are ours: nothing of a previous process of our worker id
+    /// can finish the game any more.
+    Ours,
+}
+
+/// For the start-up sweep of `worker_id`, which found files of its own for game `g`: takes the
+/// lease (unless another worker holds it) and, when the last writer was a process of the same
+/// worker id, the writer key too, both as `token`.
+pub async fn claim_leftovers(
+    conn: &mut ConnectionManager,
+    g: &str,
+    token: &str,
+    worker_id: &str,
+) -> RedisResult<Leftovers> {
+    let (answer, who): (String, String) = CLAIM_LEFTOVERS
+        .key(keys::etl_lease(g))
+        .key(keys::etl_done(g))
+        .key(keys::etl_writer(g))
+        .key(keys::game_host(g))
+        .arg(token)
+        .arg(worker_id)
+        .arg(LEASE.as_millis() as u64)
+        .invoke_async(conn)
+        .await?;
+    Ok(match answer.as_str() {
+        "done" => Leftovers::Done(who),
+        "unknown" => Leftovers::UnknownGame,
+        "busy" => Leftovers::Busy(who),
+        "other" => Leftovers::OtherWriter(who),
+        _ => Leftovers::Ours,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_token_names_its_workers_files() {
+        let token = lease_token("worker-7");
+        assert_eq!(writer_id(&token), "worker-7");
+        assert_eq!(writer_id("worker-7"), "worker-7");
+    }
 }

@@ -15,6 +15,10 @@ use crate::pipeline::delivery;
 use crate::pipeline::record::{self, Event, Record, RecordError};
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
 
+/// How long a stopping worker waits for Redis to answer a PING before it gives up on the
+/// games in hand.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Why the handling of one record stopped early.
 pub(super) enum Failure {
     /// Redis is unreachable or passingly unable to answer: retry the whole record (every step
@@ -162,7 +166,7 @@ impl Worker {
     ) -> Result<Claim, Failure> {
         let give_up = Instant::now() + BUSY_WAIT;
         loop {
-            let answer = claim::claim(conn, game, user, token, &self.id).await?;
+            let answer = claim::claim(conn, game, user, token).await?;
             if !matches!(answer, Claim::Busy(_))
                 || Instant::now() >= give_up
                 || self.shutdown.is_triggered()
@@ -242,14 +246,22 @@ impl Worker {
         }
     }
 
-    /// Beats the heartbeat unless a write is stuck past WRITE_TIMEOUT.
+    /// Beats the heartbeat unless a write is stuck past WRITE_TIMEOUT. Returns at shutdown
+    /// without waiting for the beat: during an outage a command waits on a reconnection for
+    /// as long as Redis stays away.
     pub(super) async fn heartbeat(&self) {
         if self.stuck_writes.load(Ordering::Relaxed) > 0 {
             return;
         }
         let mut conn = self.conn.clone();
-        if let Err(e) = delivery::heartbeat(&mut conn, &self.lobby, &self.id).await {
-            self.outage().failed(&redis_conn::describe(&e));
+        let beat = delivery::heartbeat(&mut conn, &self.lobby, &self.id);
+        let beaten = tokio::select! {
+            beaten = beat => beaten,
+            _ = self.shutdown.recv() => return,
+        };
+        match beaten {
+            Ok(()) => self.outage().recovered(),
+            Err(e) => self.outage().failed(&redis_conn::describe(&e)),
         }
     }
 
@@ -268,6 +280,31 @@ impl Worker {
 
     pub(super) fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
         self.outage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes once Redis is known to be unreachable: a command of this worker found it so
+    /// (and it has not answered since), or a PING goes unanswered for [`PROBE_TIMEOUT`] (an
+    /// error some step swallowed leaves the others waiting on a reconnection, unflagged).
+    pub(super) async fn redis_gone(&self) {
+        loop {
+            if self.outage().is_down() {
+                return;
+            }
+            let mut conn = self.conn.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                Err(_) => {
+                    self.outage().failed(&"no answer to PING");
+                    return;
+                }
+                Ok(Err(e)) if redis_conn::is_transient(&e) => {
+                    self.outage().failed(&redis_conn::describe(&e));
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 }
 

@@ -1,12 +1,15 @@
 //! A worker's own leftovers in its OUTPUT_DIR, removed when it starts.
 //!
 //! Workers need not share OUTPUT_DIR (one volume per host; an object store is always shared,
-//! and there this sweep finds only what the claim would also have judged). Then a worker that takes a game
-//! over from a dead writer W cannot see W's files, so W judges its own files by the game's claim
-//! keys when it starts again under the same id: temporary files and half pairs go, a pair that is
-//! the output stays, a duplicate of another worker's output goes, a complete pair of an unfinished
-//! game finishes it. The full rule and its one limit (a worker down longer than REDIS_EXPIRY after
-//! a takeover) are in `docs/delivery.md` ("Crash analysis: one folder per worker").
+//! and there this sweep finds only what the claim would also have judged). Then a worker that
+//! takes a game over from a dead writer W cannot see W's files, so W judges its own files by the
+//! game's claim keys when it starts again under the same id: temporary files and half pairs go,
+//! a pair that is the output stays, a duplicate of another worker's output goes, a complete pair
+//! of an unfinished game finishes it. Before it removes or finishes anything the sweep takes the
+//! game's lease and writer key over from any earlier process of its worker id, so a paused
+//! process that comes back cannot finish a game with files judged here. The full rule and its
+//! one limit (a worker down longer than REDIS_EXPIRY after a takeover) are in `docs/delivery.md`
+//! ("Crash analysis: one folder per worker").
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,8 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use redis::aio::ConnectionManager;
 
-use super::claim::{self, Finish};
-use crate::pipeline::keys;
+use super::claim::{self, Finish, Leftovers};
 use crate::pipeline::sink;
 
 /// How long a start waits for another worker's lease on one of our games to end.
@@ -67,15 +69,19 @@ pub async fn remove(
         }
     }
     for (game, tables) in games {
-        match judge(conn, worker, &game, tables.len() == 2).await? {
+        let token = claim::lease_token(worker);
+        match judge(conn, worker, &game, &token, tables.len() == 2).await? {
             Verdict::Keep => sweep.games_kept += 1,
             Verdict::Finished => sweep.games_finished += 1,
             Verdict::Remove(why) => {
                 tracing::info!("worker {worker}: removing its files of game {game}: {why}");
-                output.remove_pair(&game, worker).await;
+                output.remove_pair_or_warn(&game, worker).await;
                 sweep.games_removed += 1;
             }
         }
+        // Whatever the verdict, a lease the sweep took is given back; a game removed here is
+        // written afresh by whoever claims it next.
+        claim::release(conn, &game, &token).await?;
     }
     if sweep != Sweep::default() {
         tracing::info!(
@@ -97,58 +103,48 @@ enum Verdict {
     Remove(&'static str),
 }
 
+/// Judges `worker`'s files of `game` (`complete`: both are there) by the game's claim keys.
+/// Before anything is removed or finished, the lease and (when the last writer had our worker
+/// id) the writer key become this sweep's ([`claim::claim_leftovers`]): a paused process of
+/// our id that comes back cannot finish the game with files judged here.
 async fn judge(
     conn: &mut ConnectionManager,
     worker: &str,
     game: &str,
+    token: &str,
     complete: bool,
 ) -> Result<Verdict> {
     let give_up = Instant::now() + LEASE_WAIT;
     loop {
-        let (host, done, lease, writer): (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = redis::pipe()
-            .get(keys::game_host(game))
-            .get(keys::etl_done(game))
-            .get(keys::etl_lease(game))
-            .get(keys::etl_writer(game))
-            .query_async(conn)
-            .await?;
-        match done {
-            Some(by) if by == worker => return Ok(Verdict::Keep),
-            Some(_) => return Ok(Verdict::Remove("another worker's files are the output")),
-            None => {}
-        }
-        if host.is_none() {
-            return Ok(Verdict::Keep);
-        }
-        if !complete {
-            return Ok(Verdict::Remove("half a pair"));
-        }
-        if writer.as_deref() != Some(worker) {
-            return Ok(Verdict::Remove("another worker took the game over"));
-        }
-        if lease.is_none() {
-            // Finish with our pair, exactly as a takeover on a shared folder would.
-            let token = claim::lease_token(worker);
-            return Ok(match claim::finish(conn, game, &token, worker).await? {
-                Finish::Done(by) if by == worker => Verdict::Finished,
-                Finish::Done(_) | Finish::Lost { .. } => {
-                    // Someone moved first: judge again on the next pass.
-                    continue;
+        let verdict = match claim::claim_leftovers(conn, game, token, worker).await? {
+            Leftovers::Done(by) if by == worker => Verdict::Keep,
+            Leftovers::Done(_) => Verdict::Remove("another worker's files are the output"),
+            Leftovers::UnknownGame => Verdict::Keep,
+            // Another worker may be judging these very files: half a pair is of no use to it.
+            Leftovers::Busy(_) if !complete => Verdict::Remove("half a pair"),
+            Leftovers::Busy(holder) => {
+                if Instant::now() >= give_up {
+                    tracing::warn!(
+                        "worker {worker}: game {game} is held by {holder}; keeping our files \
+                         for now"
+                    );
+                    return Ok(Verdict::Keep);
                 }
-            });
-        }
-        if Instant::now() >= give_up {
-            tracing::warn!(
-                "worker {worker}: game {game} is held by another worker; keeping our files for now"
-            );
-            return Ok(Verdict::Keep);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Leftovers::OtherWriter(_) => Verdict::Remove("another worker took the game over"),
+            Leftovers::Ours if !complete => Verdict::Remove("half a pair"),
+            Leftovers::Ours => {
+                // Finish with our pair, exactly as a takeover on a shared folder would.
+                match claim::finish(conn, game, token, worker).await? {
+                    Finish::Done(by) if by == worker => return Ok(Verdict::Finished),
+                    // Someone moved first: judge again on the next pass.
+                    Finish::Done(_) | Finish::Lost { .. } => continue,
+                }
+            }
+        };
+        return Ok(verdict);
     }
 }
 

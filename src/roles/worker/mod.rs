@@ -51,6 +51,10 @@ pub const MAX_IN_FLIGHT: usize = 16;
 /// How long a record of a game another worker is writing waits for that worker to finish.
 const BUSY_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a stopping worker waits for Redis to take it out of rotation: a stop must not wait
+/// for a Redis that is gone (the fanout drops a worker whose beat is stale anyway).
+const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// What a worker did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerReport {
@@ -178,13 +182,36 @@ pub async fn run_with_metrics(
             },
         }
     }
-    // Shutdown: out of rotation at once; the games in hand are finished; records not yet
-    // started stay unacknowledged and are routed again by the fanout.
+    // Shutdown: out of rotation at once; the games in hand are finished while Redis answers;
+    // records not yet started, and games in hand once Redis is gone, stay unacknowledged and
+    // are routed again by the fanout (abandoning a game half-way is a crash the claim survives).
     let mut conn = worker.conn.clone();
     let left = delivery::leave(&mut conn, &lobby, &id);
-    let _ = tokio::time::timeout(Duration::from_secs(1), left).await;
-    while let Some(done) = jobs.join_next().await {
-        tally(&mut report, done);
+    let _ = tokio::time::timeout(LEAVE_TIMEOUT, left).await;
+    let redis_gone = tokio::select! {
+        () = drain(&mut jobs, &mut report) => false,
+        () = worker.redis_gone() => true,
+    };
+    if redis_gone {
+        if !jobs.is_empty() {
+            tracing::warn!(
+                "worker {id}: Redis is unreachable; abandoning {} record(s) in hand (they will \
+                 be routed again)",
+                jobs.len()
+            );
+            jobs.abort_all();
+        }
+    } else {
+        // Nothing in hand will be acknowledged any more. An empty consumer left in the group
+        // would stay there for ever when this worker id never comes back.
+        let retired = delivery::retire(&mut conn, &lobby, &id);
+        if let Ok(Ok(false)) = tokio::time::timeout(LEAVE_TIMEOUT, retired).await {
+            tracing::info!(
+                "worker {id}: keeping its consumer of {}: it still holds records, which will be \
+                 routed again",
+                keys::fanout_group(&lobby)
+            );
+        }
     }
     tracing::info!(
         "worker {id} stopped: {} record(s) received, {} game(s) written, {} skipped",
@@ -193,6 +220,12 @@ pub async fn run_with_metrics(
         report.skipped
     );
     Ok(report)
+}
+
+async fn drain(jobs: &mut JoinSet<Outcome>, report: &mut WorkerReport) {
+    while let Some(done) = jobs.join_next().await {
+        tally(report, done);
+    }
 }
 
 fn tally(report: &mut WorkerReport, done: Result<Outcome, tokio::task::JoinError>) {

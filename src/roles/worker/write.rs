@@ -23,6 +23,8 @@ impl Worker {
         previous_writer: Option<String>,
     ) -> Result<Option<Outcome>, Failure> {
         let started = Instant::now();
+        // The previous writer's files are named by its worker id; its token is what the keys hold.
+        let previous_writer = previous_writer.map(|t| claim::writer_id(&t).to_string());
         if let Some(previous) = &previous_writer {
             if self.pair_in_place(game, previous).await? {
                 // A writer died between its renames and `finish`: its pair is the output.
@@ -55,12 +57,20 @@ impl Worker {
             return Ok(Some(Outcome::Unwritable(why)));
         };
         if let Some(previous) = previous_writer {
-            if !claim::start_writing(conn, game, token, &self.id).await? {
+            if !claim::start_writing(conn, game, token).await? {
                 return Ok(None);
             }
-            // We are the writer now: whatever the previous one left is not the output.
+            // We are the writer now: whatever the previous one left is not the output, and our
+            // pair must not be written beside files we could not remove.
             tracing::info!("game {game}: removing the incomplete files of worker {previous}");
-            self.remove_files(game, &previous).await;
+            if let Err(e) = self.output.remove_pair(game, &previous).await {
+                // Their judgement goes back to whoever claims the game next.
+                claim::hand_back(conn, game, token, &previous).await?;
+                return Err(Failure::Other(e.context(format!(
+                    "game {game}: cannot remove the incomplete files of worker {previous}, so \
+                     its pair is not written"
+                ))));
+            }
         }
         self.write_files(game, token, &data).await?;
         match claim::finish(conn, game, token, &self.id).await? {
@@ -75,7 +85,7 @@ impl Worker {
             }
             Finish::Done(by) => {
                 tracing::info!("game {game} was finished by {by} meanwhile; removing our files");
-                self.remove_files(game, &self.id).await;
+                self.remove_own_files(game).await;
                 self.clean(conn, game).await?;
                 Ok(Some(Outcome::AlreadyDone))
             }
@@ -90,9 +100,11 @@ impl Worker {
                 Ok(None)
             }
             Finish::Lost { writer } => {
-                if writer.as_deref() != Some(self.id.as_str()) {
+                // Compared by worker id: files of another process of our id (one that took our
+                // id over while we were paused) have our names, and are not ours to remove.
+                if writer.as_deref().map(claim::writer_id) != Some(self.id.as_str()) {
                     tracing::info!("game {game}: lease lost to another writer; removing our files");
-                    self.remove_files(game, &self.id).await;
+                    self.remove_own_files(game).await;
                 }
                 Ok(None)
             }
@@ -123,9 +135,10 @@ impl Worker {
             .map_err(Failure::Other)
     }
 
-    /// Removes `worker`'s files of `game`, final and temporary.
-    pub(super) async fn remove_files(&self, game: &str, worker: &str) {
-        self.output.remove_pair(game, worker).await;
+    /// Removes our own files of `game` that are not its output, final and temporary (a
+    /// failure is only logged: `report` names what stays).
+    pub(super) async fn remove_own_files(&self, game: &str) {
+        self.output.remove_pair_or_warn(game, &self.id).await;
     }
 
     /// Writes the game's pair of files, giving up after WRITE_TIMEOUT. A write that overruns
@@ -188,7 +201,7 @@ async fn settle_overrun(
     let finished = if written {
         claim::finish(conn, game, token, id).await
     } else {
-        output.remove_pair(game, id).await;
+        output.remove_pair_or_warn(game, id).await;
         claim::release(conn, game, token)
             .await
             .map(|()| Finish::Lost { writer: None })
@@ -203,13 +216,13 @@ async fn settle_overrun(
             tracing::warn!(
                 "game {game}: finished by {by} while our write overran; removing our files"
             );
-            output.remove_pair(game, id).await;
+            output.remove_pair_or_warn(game, id).await;
         }
-        Ok(Finish::Lost { writer: Some(w) }) if w != id => {
+        Ok(Finish::Lost { writer: Some(w) }) if claim::writer_id(&w) != id => {
             tracing::warn!(
                 "game {game}: {w} took the game over while our write overran; removing our files"
             );
-            output.remove_pair(game, id).await;
+            output.remove_pair_or_warn(game, id).await;
         }
         Ok(Finish::Lost { .. }) => {}
         Err(e) => {
