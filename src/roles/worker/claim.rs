@@ -1,7 +1,7 @@
 //! The exactly-once claim on a game's ETL, and the acknowledgement of a routed record.
 //!
 //! Three keys per game (see `docs/redis-keys.md`):
-//! - `games:<g>:etl:lease` — `<worker id>:<nonce>` with a TTL of [`LEASE`], renewed while the
+//! - `games:<g>:etl:lease` — `<worker id>:<nonce>` with a TTL of [`lease_for`] ACK_TIMEOUT, renewed while the
 //!   holder works. Only the holder may write the game; a dead holder loses it when the TTL runs out.
 //! - `games:<g>:etl:writer` — the lease token of the worker that last *started* writing files
 //!   for the game. The output directory is shared, so a worker that takes over an expired lease
@@ -34,6 +34,13 @@ use crate::pipeline::keys;
 
 /// How long a claim lasts without renewal. A holder renews it every third of this.
 pub const LEASE: Duration = Duration::from_secs(5);
+
+/// The lease a worker takes: [`LEASE`], or half of ACK_TIMEOUT when that is shorter. The record
+/// of a worker that died holding a game comes back after ACK_TIMEOUT; by then its lease must
+/// have run out, or each delivery only finds the game busy and counts towards MAX_DELIVERIES.
+pub fn lease_for(ack_timeout: Duration) -> Duration {
+    LEASE.min(ack_timeout / 2)
+}
 
 /// The answer of [`claim`].
 #[derive(Debug, PartialEq, Eq)]
@@ -82,6 +89,7 @@ pub async fn claim(
     g: &str,
     user: &str,
     token: &str,
+    lease: Duration,
 ) -> RedisResult<Claim> {
     let (answer, who): (String, String) = CLAIM
         .key(keys::etl_lease(g))
@@ -89,7 +97,7 @@ pub async fn claim(
         .key(keys::etl_writer(g))
         .key(keys::game_host(g))
         .arg(token)
-        .arg(LEASE.as_millis() as u64)
+        .arg(lease.as_millis() as u64)
         .arg(user)
         .invoke_async(conn)
         .await?;
@@ -117,11 +125,16 @@ static CLAIM_LEFTOVERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_leftovers.lua")));
 
 /// Extends the lease if it is still ours; false when it was lost.
-pub async fn renew(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<bool> {
+pub async fn renew(
+    conn: &mut ConnectionManager,
+    g: &str,
+    token: &str,
+    lease: Duration,
+) -> RedisResult<bool> {
     let renewed: i64 = RENEW
         .key(keys::etl_lease(g))
         .arg(token)
-        .arg(LEASE.as_millis() as u64)
+        .arg(lease.as_millis() as u64)
         .invoke_async(conn)
         .await?;
     Ok(renewed == 1)
@@ -255,5 +268,12 @@ mod tests {
         let token = lease_token("worker-7");
         assert_eq!(writer_id(&token), "worker-7");
         assert_eq!(writer_id("worker-7"), "worker-7");
+    }
+
+    #[test]
+    fn a_lease_runs_out_before_its_record_comes_back() {
+        assert_eq!(lease_for(Duration::from_secs(30)), LEASE);
+        assert_eq!(lease_for(Duration::from_secs(2)), Duration::from_secs(1));
+        assert!(lease_for(Duration::from_secs(1)) < Duration::from_secs(1));
     }
 }

@@ -166,7 +166,7 @@ impl Worker {
     ) -> Result<Claim, Failure> {
         let give_up = Instant::now() + BUSY_WAIT;
         loop {
-            let answer = claim::claim(conn, game, user, token).await?;
+            let answer = claim::claim(conn, game, user, token, self.lease).await?;
             if !matches!(answer, Claim::Busy(_))
                 || Instant::now() >= give_up
                 || self.shutdown.is_triggered()

@@ -96,6 +96,8 @@ struct Worker {
     /// comes back up to ACK_TIMEOUT × MAX_DELIVERIES later and must still find the game done,
     /// whatever REDIS_EXPIRY did to the rest of the game's keys.
     done_expiry: Duration,
+    /// How long a claim lasts without renewal ([`claim::lease_for`] ACK_TIMEOUT).
+    lease: Duration,
     write_timeout: Duration,
     /// Writes that ran past WRITE_TIMEOUT and have not returned yet: while any is stuck the
     /// worker stops beating, so the fanout gives it nothing new.
@@ -144,6 +146,7 @@ pub async fn run_with_metrics(
         clean_routine: settings.clean_routine,
         redis_expiry: settings.redis_expiry,
         done_expiry: done_expiry(settings),
+        lease: claim::lease_for(settings.ack_timeout),
         write_timeout: settings.write_timeout,
         stuck_writes: Arc::new(AtomicUsize::new(0)),
         conn,

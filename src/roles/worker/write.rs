@@ -114,10 +114,11 @@ impl Worker {
     /// Renews the lease every third of its length until aborted.
     pub(super) fn keep_lease(&self, game: &str, token: &str) -> tokio::task::JoinHandle<()> {
         let (mut conn, game, token) = (self.conn.clone(), game.to_string(), token.to_string());
+        let lease = self.lease;
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(claim::LEASE / 3).await;
-                match claim::renew(&mut conn, &game, &token).await {
+                tokio::time::sleep(lease / 3).await;
+                match claim::renew(&mut conn, &game, &token, lease).await {
                     Ok(true) => {}
                     Ok(false) => return,
                     Err(_) => {} // Redis is down: keep trying, the lease may survive it.
