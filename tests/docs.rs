@@ -41,7 +41,7 @@ fn check_generated(doc: &str, generated: &str) {
         + text[start..]
             .find(END)
             .unwrap_or_else(|| panic!("{doc} lacks the line {END:?}"));
-    if std::env::var_os("UPDATE_DOCS").is_some() {
+    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
         let updated = format!("{}{generated}{}", &text[..start], &text[end..]);
         std::fs::write(&path, updated).unwrap_or_else(|e| panic!("cannot write {doc}: {e}"));
         return;
