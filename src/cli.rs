@@ -14,7 +14,7 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand}
 
 use crate::config::{Var, VARS};
 
-/// Super Hero Combat Simulator and its Redis pub/sub -> Parquet data pipeline.
+/// Super Hero Combat Simulator and its Redis Stream -> Parquet data pipeline.
 #[derive(Debug, Parser)]
 #[command(name = "superhero", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {

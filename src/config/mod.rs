@@ -1,11 +1,11 @@
-//! Configuration: every setting of the README's settings table, layered with figment.
+//! Configuration: every setting (docs/settings.md lists them), layered with figment.
 //!
 //! Each setting is declared once in `vars.rs` (variable, flag, default, help, type); the command
-//! line, `--help`, the layers and the README test all read that declaration. Precedence, lowest
-//! first: built-in default, `--config FILE` (TOML), `.env` in the working directory, the process
-//! environment, command-line flags (`layers.rs`). figment merges the layers and extracts them into
-//! typed fields (`types.rs`); a bad value is one error naming the variable and the layer it came
-//! from, before any network I/O.
+//! line, `--help`, the layers and the generated table of docs/settings.md all read that
+//! declaration. Precedence, lowest first: built-in default, `--config FILE` (TOML), `.env` in the
+//! working directory, the process environment, command-line flags (`layers.rs`). figment merges
+//! the layers and extracts them into typed fields (`types.rs`); a bad value is one error naming
+//! the variable and the layer it came from, before any network I/O.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -130,7 +130,7 @@ impl Settings {
         Checked(&figment).settings(raw)
     }
 
-    /// The settings as the README lists them, password masked, for a DEBUG log line.
+    /// The settings as docs/settings.md lists them, password masked, for a DEBUG log line.
     pub fn describe(&self) -> String {
         format!("{self:?}")
     }
@@ -232,7 +232,7 @@ impl Checked<'_> {
     }
 }
 
-/// true/false/1/0/yes/no in any case (the original shipped `False`).
+/// true/false/1/0/yes/no in any case (Python-era env files say `False`).
 pub fn parse_bool(text: &str) -> Option<bool> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "y" | "on" => Some(true),

@@ -1,4 +1,5 @@
-//! Tests of the settings: defaults, layers, values, errors and the README table.
+//! Tests of the settings: defaults, layers, values and errors. The table in docs/settings.md is
+//! checked against the declarations by tests/docs.rs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,57 +61,6 @@ fn connection_limits_must_be_positive() {
         let err = Settings::from_layers(layers(&[(name, bad)])).unwrap_err();
         assert!(err.to_string().contains(name), "{name}={bad}: {err}");
     }
-}
-
-/// The rows of the README's settings table: `(variable, default, meaning)`.
-fn readme_settings_rows() -> Vec<(String, String, String)> {
-    let readme = include_str!("../../README.md");
-    let section = readme
-        .split("\n## Settings\n")
-        .nth(1)
-        .expect("README has a Settings section");
-    section
-        .lines()
-        .skip_while(|l| !l.starts_with("| Variable | Default | Meaning |"))
-        .skip(2)
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').splitn(3, '|').map(str::trim).collect();
-            assert_eq!(
-                cells.len(),
-                3,
-                "README settings row with fewer than 3 cells: {l}"
-            );
-            (cells[0].into(), cells[1].into(), cells[2].into())
-        })
-        .collect()
-}
-
-#[test]
-fn the_readme_settings_table_lists_every_variable_with_its_default() {
-    let rows = readme_settings_rows();
-    for var in VARS {
-        let (_, default, _) = rows
-            .iter()
-            .find(|(name, _, _)| name == var.name)
-            .unwrap_or_else(|| panic!("README settings table lacks {}", var.name));
-        assert_eq!(
-            default, var.default_text,
-            "README gives another default for {}",
-            var.name
-        );
-    }
-    for (name, _, _) in &rows {
-        assert!(
-            Var::find(name).is_some(),
-            "README settings table has {name}, which no setting declares"
-        );
-    }
-    assert_eq!(
-        rows.len(),
-        VARS.len(),
-        "README settings table repeats a row"
-    );
 }
 
 #[test]

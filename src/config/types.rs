@@ -275,7 +275,7 @@ impl FromText for AckTimeout {
     }
 }
 
-/// A boolean: true/false/1/0/yes/no/on/off in any case (the original shipped `False`).
+/// A boolean: true/false/1/0/yes/no/on/off in any case (Python-era env files say `False`).
 #[derive(Debug)]
 pub struct Switch(pub bool);
 

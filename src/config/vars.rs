@@ -1,7 +1,7 @@
 //! The one declaration of every setting: its variable, flag, value name, help heading, default,
 //! help text and type. From it come [`VARS`] (which the command line, `--help`, the built-in
-//! defaults layer and the README test read) and `RawSettings`, the typed struct figment
-//! extracts the merged layers into. The entries follow the README's settings table.
+//! defaults layer and the table in docs/settings.md are made from) and `RawSettings`, the typed
+//! struct figment extracts the merged layers into.
 
 use serde::Deserialize;
 
@@ -10,7 +10,7 @@ use super::types::{
     Positive, PositiveSeconds, Seconds, Switch, Text, Whole,
 };
 
-/// One setting as the command line, the layers and the README see it.
+/// One setting as the command line, the layers and docs/settings.md see it.
 #[derive(Debug)]
 pub struct Var {
     /// The environment variable, also the key in `.env` and in the `--config` file.
@@ -23,7 +23,7 @@ pub struct Var {
     pub heading: &'static str,
     /// The built-in default; `None`: unset unless a layer sets it.
     pub default: Option<&'static str>,
-    /// The default as `--help` and the README show it (`(none)` where there is no value).
+    /// The default as `--help` and docs/settings.md show it (`(none)` where there is no value).
     pub default_text: &'static str,
     /// One line of meaning.
     pub help: &'static str,
@@ -66,7 +66,7 @@ macro_rules! settings {
             help: $help:literal $(,)?
         }
     )*) => {
-        /// Every setting, in the order the README documents them.
+        /// Every setting, in the order docs/settings.md lists them.
         pub const VARS: &[Var] = &[$(Var {
             name: $var,
             flag: $flag,
