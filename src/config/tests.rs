@@ -1,5 +1,5 @@
 //! Tests of the settings: defaults, layers, values and errors. The table in docs/settings.md is
-//! checked against the declarations by tests/docs.rs.
+//! checked against the declarations by tests/it/docs.rs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! the state a worker killed at that instant leaves behind, then a live worker given the record
 //! again, as the fanout would after ACK_TIMEOUT.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

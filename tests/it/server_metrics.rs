@@ -1,7 +1,7 @@
 //! Issue 7, the game server's part: the Prometheus endpoint counts what happened, and without
 //! METRICS_ADDR no port is opened.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

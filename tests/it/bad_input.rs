@@ -1,7 +1,7 @@
 //! Issue 6: a table of bad inputs on the WebSocket API, each answered with its STATUS reason on
 //! a connection that stays usable, and a normal game completing afterwards.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

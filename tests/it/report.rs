@@ -1,7 +1,7 @@
 //! Issue 5: `superhero report` names unreadable files and games written twice, and fails only
 //! with --strict.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

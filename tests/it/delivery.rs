@@ -2,7 +2,7 @@
 //! private redis-server; records reach the log stream from the server's scripts (or, for the
 //! synthetic games, exactly as those scripts append them).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The fanout and the workers together, against private redis-servers: exactly once, nothing
 //! lost, even spread, bad input skipped, workers killed or stopped while records flow.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! Servers run in-process through `server::run` (the same function the CLI runs) unless the test
 //! is about the process itself (SIGTERM, outage logging), which runs the real binary.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};

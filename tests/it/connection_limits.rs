@@ -2,7 +2,7 @@
 //! MAX_CONNECTIONS, sockets that owe a request are closed after IDLE_TIMEOUT (lobby sockets in
 //! a game are not), and a flood of silent connections does not stop a metrics scrape.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

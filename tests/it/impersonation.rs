@@ -8,7 +8,7 @@
 //!
 //! Servers run in-process through `server::run`, each test on its own private redis-server.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

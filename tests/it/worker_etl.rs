@@ -2,7 +2,7 @@
 //! turned into rows and written as Parquet, then read back with an independent implementation
 //! (the arrow-rs `parquet` crate): schema, codec, and hand-computed values.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Issue 13: every game ends whatever crashes, no server judges another's clock, and Redis stays
 //! bounded with the default settings. Every role is a real process on a private redis-server.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

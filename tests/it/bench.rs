@@ -1,7 +1,7 @@
 //! Issue 5: every `bench` runs end to end with tiny sizes and reports numbers (speed is never
 //! asserted here; the figures live in the README).
 
-mod common;
+use crate::common;
 
 use common::{superhero, TestRedis};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! written yet, `clean --all` removes what older versions left behind, and a server whose Redis
 //! lost everything reloads the built-in roster by itself.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command};

@@ -1,6 +1,6 @@
 //! Issue 6 (security): TLS to Redis with a password, secrets kept out of output.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! processes the games played after the recovery exactly once; and a role that has seen it
 //! still stops promptly on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::File;

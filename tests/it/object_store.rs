@@ -3,7 +3,7 @@
 //! bucket, and runs workers and a fanout as real processes writing to `s3://bucket/run`.
 //! Without moto the tests fail and say how to install it.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

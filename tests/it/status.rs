@@ -1,7 +1,7 @@
 //! Issue 7: `superhero status` reports exactly what a prepared Redis holds, and fails when Redis
 //! cannot be reached.
 
-mod common;
+use crate::common;
 
 use common::{free_port, superhero, TestRedis};
 use superhero::pipeline::keys;

@@ -1,7 +1,7 @@
 //! Issue 7: during a short pipeline run, each role's /metrics endpoint serves exposition text
 //! whose counters match what the run did; a role without METRICS_ADDR opens no port.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! Issue 2: configuration, build-db and clean through the real binary against a private Redis.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -295,7 +295,7 @@ fn clean_removes_finished_games_only() {
         uuid::Uuid::new_v4().to_string(),
     );
     seed_game(&redis, &done, "Completed", 3);
-    // A worker wrote its output; without this marker clean keeps the game (see tests/ops.rs).
+    // A worker wrote its output; without this marker clean keeps the game (see tests/it/ops.rs).
     redis.cmd::<()>(&["SET", &format!("games:{done}:etl:done"), "w1"]);
     seed_game(&redis, &timed_out, "Timed Out", 2);
     seed_game(&redis, &live, "In-Progress", 3);

@@ -2,7 +2,7 @@
 //! files on disk. Issue 11: in a terminal it reads like a product (bars, routine lines in a log
 //! file), piped it prints plain lines, and it does not wait out LOBBY_TIMEOUT at the end.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
