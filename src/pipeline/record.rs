@@ -1,10 +1,14 @@
 //! Lifecycle records (`docs/records.md`): what the server publishes on WORKER_CHANNEL and the pipeline
 //! consumes.
 //!
-//! [`LifecycleRecord`] is the shape the server writes. [`parse`] is the consumer side: it takes
+//! [`LifecycleRecord`] is the shape the server writes (its scripts build the same object with
+//! `cjson.encode`, `emit` in `roles/server/prelude.lua`), and [`AttackRecord`] the entry of a
+//! game's log the attack script writes (`attack_record` there). [`parse`] is the consumer side: it takes
 //! whatever bytes arrived on a channel, accepts the record as a JSON object or as a JSON string
 //! holding that object (the original Python publisher double-encoded), and returns a typed
 //! [`Record`] or a [`RecordError`] whose `Display` is the reason a consumer logs before skipping.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,6 +46,85 @@ impl LifecycleRecord {
             name: name.to_string(),
             log_message: log_message.to_string(),
             task,
+        }
+    }
+}
+
+/// An attack record (`docs/websocket-api.md`): one entry of `games:<g>:logs`, and the reply
+/// to the attacker (with the enemy named by the alias the attacker knows it by). Written by the
+/// attack script (`attack_record` in `roles/server/prelude.lua`, `cjson.encode` of the same
+/// object) and by the synthetic generator; read by the server, the bot, the worker's ETL and
+/// tests. Borrows its text where it can: the ETL reads ~30 of them per game. The fields the ETL
+/// does not need may be absent, as a reader of other writers' logs expects.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct AttackRecord<'a> {
+    #[serde(borrow, default)]
+    pub timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    pub payload: AttackPayload<'a>,
+    #[serde(borrow)]
+    pub status: AttackStatus<'a>,
+}
+
+/// Who attacked in which game.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct AttackPayload<'a> {
+    #[serde(borrow, default)]
+    pub game_token: Cow<'a, str>,
+    #[serde(borrow)]
+    pub user_token: Cow<'a, str>,
+}
+
+/// `ACTION` is always `ATTACK`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct AttackStatus<'a> {
+    #[serde(borrow, default)]
+    pub action: Cow<'a, str>,
+    #[serde(borrow)]
+    pub details: AttackDetails<'a>,
+}
+
+/// What the attack did to the enemy.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct AttackDetails<'a> {
+    #[serde(borrow)]
+    pub enemy_token: Cow<'a, str>,
+    pub enemy_damage: u64,
+    #[serde(default)]
+    pub enemy_health_prior: u64,
+    pub enemy_health_post: u64,
+}
+
+impl<'a> AttackRecord<'a> {
+    /// `attacker` hit `enemy` in `game` for `damage`, taking its health from `prior` to `post`.
+    pub fn new(
+        timestamp: &'a str,
+        game: &'a str,
+        attacker: &'a str,
+        enemy: &'a str,
+        damage: u64,
+        prior: u64,
+        post: u64,
+    ) -> Self {
+        AttackRecord {
+            timestamp: timestamp.into(),
+            payload: AttackPayload {
+                game_token: game.into(),
+                user_token: attacker.into(),
+            },
+            status: AttackStatus {
+                action: "ATTACK".into(),
+                details: AttackDetails {
+                    enemy_token: enemy.into(),
+                    enemy_damage: damage,
+                    enemy_health_prior: prior,
+                    enemy_health_post: post,
+                },
+            },
         }
     }
 }

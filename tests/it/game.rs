@@ -13,10 +13,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use superhero::config::Settings;
 use superhero::pipeline::keys;
+use superhero::pipeline::record::AttackRecord;
 use superhero::pipeline::record::LifecycleRecord;
 use superhero::pipeline::redis_conn::Redis;
 use superhero::roles::player::{self, GameReport, Outcome, PlayerOptions};
-use superhero::roles::server::protocol::AttackRecord;
 use superhero::shutdown::{self, Shutdown};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -102,8 +102,16 @@ fn check_game(redis: &TestRedis, g: &str, max_turns: usize) -> usize {
     let mut last_post: HashMap<String, u64> = HashMap::new();
     for line in &logs {
         let record: AttackRecord = serde_json::from_str(line).expect("attack record JSON");
+        // Built by the attack script with cjson, read and written back by the one Rust type:
+        // the same object.
+        let back: serde_json::Value = serde_json::to_value(&record).unwrap();
+        let original: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(back, original, "the attack record round-trips");
         let d = &record.status.details;
-        let (u, e) = (&record.payload.user_token, &d.enemy_token);
+        let (u, e) = (
+            &record.payload.user_token.to_string(),
+            &d.enemy_token.to_string(),
+        );
         assert_eq!(record.payload.game_token, g);
         assert!(
             members.contains(u) && members.contains(e) && u != e,
@@ -384,8 +392,16 @@ async fn lifecycle_records_follow_the_logs() {
             while let Some(msg) = stream.next().await {
                 let record: LifecycleRecord =
                     serde_json::from_slice(msg.get_payload_bytes()).expect("record JSON");
-                let raw: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+                let mut raw: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
                 let entry_id = raw["entry_id"].as_str().map(str::to_string);
+                // Built by the server's scripts with cjson, read and written back by the one
+                // Rust type: the same object (but the entry id the PUBLISH adds).
+                raw.as_object_mut().unwrap().remove("entry_id");
+                assert_eq!(
+                    serde_json::to_value(&record).unwrap(),
+                    raw,
+                    "the lifecycle record round-trips"
+                );
                 let g = record.task["game_token"]
                     .as_str()
                     .unwrap_or_default()

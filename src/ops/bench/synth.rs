@@ -13,9 +13,11 @@ use rand::Rng;
 use redis::aio::ConnectionManager;
 
 use crate::pipeline::keys::{self, status};
-use crate::pipeline::record::{LifecycleRecord, CLEANING_GAME_RECORDS};
+use crate::pipeline::record::{AttackRecord, LifecycleRecord, CLEANING_GAME_RECORDS};
 use crate::pipeline::sink::{MetaRow, PodiumRow};
 
+/// The timestamp of every synthetic attack record.
+const SYNTH_TIMESTAMP: &str = "2026-11-26T16:14:48Z";
 /// A participant of a synthetic game and its hero.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SynthPlayer {
@@ -194,6 +196,8 @@ impl SynthGame {
     }
 
     /// The attack records of the game, as the server's attack script writes them.
+    ///
+    /// (An attack record of plain strings and numbers always serialises.)
     pub fn log_entries(&self) -> Vec<String> {
         self.events
             .iter()
@@ -204,13 +208,16 @@ impl SynthGame {
                     damage,
                     prior,
                     post,
-                } => Some(format!(
-                    "{{\"TIMESTAMP\": \"2026-11-26T16:14:48Z\", \"PAYLOAD\": {{\"GAME_TOKEN\": \"{}\", \
-                     \"USER_TOKEN\": \"{}\"}}, \"STATUS\": {{\"ACTION\": \"ATTACK\", \"DETAILS\": \
-                     {{\"ENEMY_TOKEN\": \"{}\", \"ENEMY_DAMAGE\": {damage}, \"ENEMY_HEALTH_PRIOR\": \
-                     {prior}, \"ENEMY_HEALTH_POST\": {post}}}}}}}",
-                    self.token, self.players[attacker], self.players[enemy]
-                )),
+                } => serde_json::to_string(&AttackRecord::new(
+                    SYNTH_TIMESTAMP,
+                    &self.token,
+                    &self.players[attacker],
+                    &self.players[enemy],
+                    damage,
+                    prior,
+                    post,
+                ))
+                .ok(),
                 SynthEvent::Leave(_) => None,
             })
             .collect()

@@ -26,10 +26,7 @@ local damage = tonumber(redis.call('HGET', KEYS[5], 'attack') or '0') or 0
 local post = prior - damage
 if post < 0 then post = 0 end
 redis.call('HSET', ehero, 'health', int(post))
-local record = '{"TIMESTAMP": "' .. ARGV[4] .. '", "PAYLOAD": {"GAME_TOKEN": "' .. g ..
-  '", "USER_TOKEN": "' .. u .. '"}, "STATUS": {"ACTION": "ATTACK", "DETAILS": {"ENEMY_TOKEN": "' ..
-  e .. '", "ENEMY_DAMAGE": ' .. int(damage) .. ', "ENEMY_HEALTH_PRIOR": ' .. int(prior) ..
-  ', "ENEMY_HEALTH_POST": ' .. int(post) .. '}}}'
+local record = attack_record(ARGV[4], g, u, e, damage, prior, post)
 local attacks = redis.call('RPUSH', KEYS[7], record)
 redis.call('LMOVE', KEYS[3], KEYS[3], 'LEFT', 'RIGHT')
 if post == 0 then

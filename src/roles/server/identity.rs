@@ -23,10 +23,11 @@ use anyhow::{Context, Result};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::protocol::{game_status, AttackRecord, GameStatus, HeroSpec, StartPayload, StartPush};
+use super::protocol::{game_status, GameStatus, HeroSpec, StartPayload, StartPush};
 use super::views;
 use super::Shared;
 use crate::pipeline::keys;
+use crate::pipeline::record::AttackRecord;
 
 static RELEASE_LOBBY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("release_lobby.lua")));
@@ -89,7 +90,7 @@ pub async fn hero_spec(
 pub fn record_for_attacker(record: &str, enemy_alias: &str) -> Result<String> {
     let mut parsed: AttackRecord =
         serde_json::from_str(record).context("the attack script returned a malformed record")?;
-    parsed.status.details.enemy_token = enemy_alias.to_string();
+    parsed.status.details.enemy_token = enemy_alias.into();
     Ok(serde_json::to_string(&parsed)?)
 }
 

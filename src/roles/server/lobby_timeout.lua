@@ -18,5 +18,5 @@ local members = redis.call('SMEMBERS', KEYS[6])
 if #members > 0 then redis.call('HDEL', KEYS[7], unpack(members)) end
 expire_ended(ARGV[7], 9, ARGV[1], ARGV[6], members)
 redis.call('PUBLISH', ARGV[2], '{"kind":"timed_out"}')
-emit(KEYS[5], ARGV[4], ARGV[5], 'Game Timed Out', '{"game_token":"' .. ARGV[1] .. '"}')
+emit(KEYS[5], ARGV[4], ARGV[5], 'Game Timed Out', {game_token = ARGV[1]})
 return 1

@@ -17,10 +17,11 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- The record is `pipeline::record::LifecycleRecord`; `task` is a table.
 local function emit(stream, channel, ts, message, task)
   if channel == '' then return 0 end
-  local rec = '{"level":"INFO","timestamp":' .. cjson.encode(ts) .. ',"name":' ..
-    cjson.encode(channel) .. ',"log_message":"' .. message .. '","task":' .. task .. '}'
+  local rec = cjson.encode({level = 'INFO', timestamp = ts, name = channel,
+    log_message = message, task = task})
   local id = redis.call('XADD', stream, '*', 'record', rec)
   redis.pcall('PUBLISH', channel, string.sub(rec, 1, -2) .. ',"entry_id":"' .. id .. '"}')
   return 1
@@ -41,8 +42,14 @@ end
 local function emit_cleaning(stream, channel, ts, g, members)
   table.sort(members)
   for _, u in ipairs(members) do
-    emit(stream, channel, ts, 'Cleaning Game Records',
-      '{"game_token":"' .. g .. '","user_token":"' .. u .. '"}')
+    emit(stream, channel, ts, 'Cleaning Game Records', {game_token = g, user_token = u})
   end
   return #members
+end
+-- `attack_record` is the one attack record (`pipeline::record::AttackRecord`): an entry of
+-- games:<g>:logs and, with the enemy renamed to its alias, the attacker's reply.
+local function attack_record(ts, g, u, e, damage, prior, post)
+  return cjson.encode({TIMESTAMP = ts, PAYLOAD = {GAME_TOKEN = g, USER_TOKEN = u},
+    STATUS = {ACTION = 'ATTACK', DETAILS = {ENEMY_TOKEN = e, ENEMY_DAMAGE = math.floor(damage),
+      ENEMY_HEALTH_PRIOR = math.floor(prior), ENEMY_HEALTH_POST = math.floor(post)}}})
 end

@@ -330,32 +330,6 @@ pub struct HeroReplyPayload {
     pub hero: HeroSpec,
 }
 
-/// An attack record, as returned to the attacker and stored in `games:<g>:logs`. The server
-/// builds it inside the attack script; this type is for readers (bot, tests, worker).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub struct AttackRecord {
-    pub timestamp: String,
-    pub payload: GameUserPayload,
-    pub status: AttackStatus,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub struct AttackStatus {
-    pub action: String,
-    pub details: AttackDetails,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub struct AttackDetails {
-    pub enemy_token: String,
-    pub enemy_damage: u64,
-    pub enemy_health_prior: u64,
-    pub enemy_health_post: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,14 +43,12 @@ if redis.call('SCARD', KEYS[4]) >= n and redis.call('SCARD', KEYS[1]) >= n then
     for i, p in ipairs(order) do
       local h = redis.call('HMGET', ARGV[6] .. p, 'id', 'attack', 'health')
       local id = tonumber(h[1])
-      heroes[i] = '"' .. p .. '":{"token":"' .. p .. '","id":' ..
-        ((id and int(id)) or 'null') .. ',"attack":' .. int(tonumber(h[2]) or 0) ..
-        ',"health":' .. int(tonumber(h[3]) or 0) .. '}'
+      heroes[p] = {token = p, id = (id and math.floor(id)) or cjson.null,
+        attack = math.floor(tonumber(h[2]) or 0), health = math.floor(tonumber(h[3]) or 0)}
     end
     emit(KEYS[8], ARGV[3], ARGV[4], 'Starting Match',
-      '{"PAYLOAD":{"GAME_TOKEN":"' .. ARGV[5] .. '","PARTICIPANTS":["' ..
-      table.concat(order, '","') .. '"],"PARTICIPANTS_HEROS":{' .. table.concat(heroes, ',') ..
-      '}},"STATUS":{"GAME":"START"}}')
+      {PAYLOAD = {GAME_TOKEN = ARGV[5], PARTICIPANTS = order, PARTICIPANTS_HEROS = heroes},
+       STATUS = {GAME = 'START'}})
   end
   return {'STARTED'}
 end

@@ -4,16 +4,15 @@
 //! [`load_game`] is the only Redis read of the ETL: one pipeline, one round trip. [`rows`] is
 //! pure, so the podium rules are unit-tested here without Redis.
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use redis::aio::ConnectionManager;
 use redis::Script;
-use serde::Deserialize;
 
 use crate::pipeline::keys::{self, status};
+use crate::pipeline::record::AttackRecord;
 use crate::pipeline::sink::{MetaRow, PodiumRow};
 
 /// What the ETL needs of one finished game.
@@ -49,40 +48,6 @@ pub struct Attack {
     pub enemy: usize,
     pub damage: u64,
     pub enemy_health_post: u64,
-}
-
-/// The parts of an attack record (`docs/websocket-api.md`) the ETL reads, borrowed from the log entry: the
-/// worker parses ~30 of them per game, so it skips the owned `server::protocol::AttackRecord`.
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-struct LogEntry<'a> {
-    #[serde(borrow)]
-    payload: LogPayload<'a>,
-    #[serde(borrow)]
-    status: LogStatus<'a>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-struct LogPayload<'a> {
-    #[serde(borrow)]
-    user_token: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-struct LogStatus<'a> {
-    #[serde(borrow)]
-    details: LogDetails<'a>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-struct LogDetails<'a> {
-    #[serde(borrow)]
-    enemy_token: Cow<'a, str>,
-    enemy_damage: u64,
-    enemy_health_post: u64,
 }
 
 /// Reads game `game` in one round trip. `None` when the game does not exist or is not
@@ -177,7 +142,7 @@ fn parse_game(
 
     let mut attacks = Vec::with_capacity(logs.len());
     for (n, text) in logs.iter().enumerate() {
-        let entry: LogEntry = serde_json::from_str(text)
+        let entry: AttackRecord = serde_json::from_str(text)
             .with_context(|| format!("log entry {n} is not an attack record"))?;
         let attacker = index_of(&entry.payload.user_token).with_context(|| {
             format!(
