@@ -67,30 +67,13 @@ fn parse_all(text: &str) -> Result<(), TestCaseError> {
         }
     };
     let results = [
-        protocol::user_name(&payload).map(|_| ()),
-        protocol::participants(&payload).map(|n| assert!((2..=8).contains(&n))),
-        protocol::action(&payload),
-        protocol::token(
-            &payload,
-            "USER_TOKEN",
-            reason::MISSING_USER_TOKEN,
-            reason::UNKNOWN_USER_TOKEN,
-        )
-        .map(|t| assert!(uuid::Uuid::parse_str(&t).is_ok())),
-        protocol::token(
-            &payload,
-            "GAME_TOKEN",
-            reason::MISSING_GAME_TOKEN,
-            reason::UNKNOWN_GAME_TOKEN,
-        )
-        .map(|_| ()),
-        protocol::token(
-            &payload,
-            "ENEMY_TOKEN",
-            reason::MISSING_ENEMY_TOKEN,
-            reason::INVALID_ENEMY,
-        )
-        .map(|_| ()),
+        protocol::LoginPayload::parse(&payload).map(|_| ()),
+        protocol::FindPayload::parse(&payload).map(|p| {
+            assert!((2..=8).contains(&p.participants));
+            assert!(uuid::Uuid::parse_str(&p.user_token).is_ok());
+        }),
+        protocol::GameUserPayload::parse(&payload).map(|_| ()),
+        protocol::ActionPayload::parse(&payload).map(|p| assert_eq!(p.action, "ATTACK")),
     ];
     for r in results {
         if let Err(r) = r {
@@ -136,7 +119,49 @@ fn valid_requests_parse() {
         r#"{{"PAYLOAD": {{"GAME_TOKEN": "{g}", "USER_TOKEN": "{g}", "PARTICIPANTS": 3, "USER": "x", "ACTION": "ATTACK"}}}}"#
     );
     let payload = protocol::payload_of(&text).unwrap();
-    assert_eq!(protocol::participants(&payload), Ok(3));
-    assert_eq!(protocol::user_name(&payload), Ok("x".to_string()));
-    assert_eq!(protocol::action(&payload), Ok(()));
+    assert_eq!(
+        protocol::FindPayload::parse(&payload).map(|p| p.participants),
+        Ok(3)
+    );
+    assert_eq!(
+        protocol::LoginPayload::parse(&payload).map(|p| p.user),
+        Ok("x".to_string())
+    );
+    assert_eq!(
+        protocol::ActionPayload::parse(&payload).map(|p| p.enemy_token),
+        Err(reason::MISSING_ENEMY_TOKEN)
+    );
+}
+
+/// What the bot sends (the types' serde form) is what the server parses back (their `parse`).
+#[test]
+fn every_request_the_bot_sends_parses_back_to_itself() {
+    let (g, u, e) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    fn back<P: serde::Serialize>(payload: &P) -> serde_json::Map<String, serde_json::Value> {
+        let text = serde_json::to_string(&protocol::Request { payload }).unwrap();
+        protocol::payload_of(&text).unwrap()
+    }
+    let login = protocol::LoginPayload { user: "ana".into() };
+    assert_eq!(protocol::LoginPayload::parse(&back(&login)), Ok(login));
+    let find = protocol::FindPayload {
+        user_token: u.clone(),
+        participants: 3,
+    };
+    assert_eq!(protocol::FindPayload::parse(&back(&find)), Ok(find));
+    let lobby = protocol::GameUserPayload {
+        game_token: g.clone(),
+        user_token: u.clone(),
+    };
+    assert_eq!(protocol::GameUserPayload::parse(&back(&lobby)), Ok(lobby));
+    let attack = protocol::ActionPayload {
+        game_token: g,
+        user_token: u,
+        enemy_token: e,
+        action: protocol::ATTACK.into(),
+    };
+    assert_eq!(protocol::ActionPayload::parse(&back(&attack)), Ok(attack));
 }

@@ -12,7 +12,7 @@ use super::{mark, BotState, GameReport, Outcome, PlayerOptions};
 use crate::config::Settings;
 use crate::roles::server::protocol::{
     game_status, reason, ActionPayload, FindPayload, FindReply, GameUserPayload, HeroReply,
-    LoginPayload, LoginReply, Request, Route, StartPush,
+    LoginPayload, LoginReply, Request, Route, StartPush, ATTACK,
 };
 
 pub(super) enum Failure {
@@ -218,7 +218,7 @@ impl Session {
                     game_token: g.clone(),
                     user_token: self.user_token.clone(),
                     enemy_token: enemy,
-                    action: "ATTACK".to_string(),
+                    action: ATTACK.to_string(),
                 },
             })
             .await?;

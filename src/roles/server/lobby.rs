@@ -64,7 +64,9 @@ pub async fn serve(shared: Arc<Shared>, mut ws: Socket, mut slot: Slot) {
             Incoming::Fatal(r, code) => return refuse_and_close(&mut ws, r, code).await,
             Incoming::Closed => return,
         };
-        let tokens = protocol::payload_of(&text).and_then(|p| protocol::game_and_user(&p));
+        let tokens = protocol::payload_of(&text)
+            .and_then(|p| protocol::GameUserPayload::parse(&p))
+            .map(|p| (p.game_token, p.user_token));
         let (g, u) = match tokens {
             Ok(t) => t,
             Err(r) => {

@@ -1,9 +1,11 @@
 //! WebSocket API v1 wire formats (`docs/websocket-api.md`): request parsing with a STATUS reason for every way a
 //! request can be wrong, and the serde types of every reply and push.
 //!
-//! Requests are parsed in two steps: the frame must be a JSON object with an object `PAYLOAD`
-//! ([`payload_of`]), then each route pulls the fields it needs with [`token`], [`participants`]
-//! and friends, each failing with the reason the client sees. The player bot uses the same types.
+//! Each request payload is one type that both encodes (serde, the player bot sends it) and
+//! parses its wire form: the frame must be a JSON object with an object `PAYLOAD`
+//! ([`payload_of`]), then the route's type takes its fields with `parse` (e.g.
+//! [`FindPayload::parse`]), failing on the first wrong field, in the order the fields are
+//! listed, with the STATUS reason the client sees.
 
 use std::collections::BTreeMap;
 
@@ -120,7 +122,7 @@ pub fn payload_of(text: &str) -> Result<Map<String, Value>, &'static str> {
 }
 
 /// A token field: present (else `missing`), a UUID (else `unknown`), returned in canonical form.
-pub fn token(
+fn token(
     payload: &Map<String, Value>,
     field: &str,
     missing: &'static str,
@@ -136,7 +138,7 @@ pub fn token(
 }
 
 /// Game and user token of a payload, or the reason they are missing or malformed.
-pub fn game_and_user(payload: &Map<String, Value>) -> Result<(String, String), &'static str> {
+fn game_and_user(payload: &Map<String, Value>) -> Result<(String, String), &'static str> {
     let g = token(
         payload,
         "GAME_TOKEN",
@@ -153,7 +155,7 @@ pub fn game_and_user(payload: &Map<String, Value>) -> Result<(String, String), &
 }
 
 /// PARTICIPANTS: a JSON integer from 2 to 8.
-pub fn participants(payload: &Map<String, Value>) -> Result<u8, &'static str> {
+fn participants(payload: &Map<String, Value>) -> Result<u8, &'static str> {
     match payload.get("PARTICIPANTS") {
         None | Some(Value::Null) => Err(reason::MISSING_PARTICIPANTS),
         Some(Value::Number(n)) => n
@@ -166,7 +168,7 @@ pub fn participants(payload: &Map<String, Value>) -> Result<u8, &'static str> {
 }
 
 /// USER of a login: a non-empty string of bounded length.
-pub fn user_name(payload: &Map<String, Value>) -> Result<String, &'static str> {
+fn user_name(payload: &Map<String, Value>) -> Result<String, &'static str> {
     match payload.get("USER") {
         None | Some(Value::Null) => Err(reason::MISSING_USER),
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_USER_NAME => Ok(s.clone()),
@@ -175,13 +177,16 @@ pub fn user_name(payload: &Map<String, Value>) -> Result<String, &'static str> {
 }
 
 /// ACTION of an action request: only ATTACK exists.
-pub fn action(payload: &Map<String, Value>) -> Result<(), &'static str> {
+fn action(payload: &Map<String, Value>) -> Result<String, &'static str> {
     match payload.get("ACTION") {
         None | Some(Value::Null) => Err(reason::MISSING_ACTION),
-        Some(Value::String(s)) if s == "ATTACK" => Ok(()),
+        Some(Value::String(s)) if s == ATTACK => Ok(ATTACK.to_string()),
         Some(_) => Err(reason::INVALID_ACTION),
     }
 }
+
+/// The one ACTION.
+pub const ATTACK: &str = "ATTACK";
 
 // ---- Requests (what the bot sends) ----
 
@@ -191,34 +196,84 @@ pub struct Request<P> {
     pub payload: P,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct LoginPayload {
     pub user: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+impl LoginPayload {
+    pub fn parse(payload: &Map<String, Value>) -> Result<Self, &'static str> {
+        Ok(LoginPayload {
+            user: user_name(payload)?,
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct FindPayload {
     pub user_token: String,
     pub participants: u8,
 }
 
+impl FindPayload {
+    pub fn parse(payload: &Map<String, Value>) -> Result<Self, &'static str> {
+        Ok(FindPayload {
+            user_token: token(
+                payload,
+                "USER_TOKEN",
+                reason::MISSING_USER_TOKEN,
+                reason::UNKNOWN_USER_TOKEN,
+            )?,
+            participants: participants(payload)?,
+        })
+    }
+}
+
 /// Payload of lobby and hero requests.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct GameUserPayload {
     pub game_token: String,
     pub user_token: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+impl GameUserPayload {
+    pub fn parse(payload: &Map<String, Value>) -> Result<Self, &'static str> {
+        let (game_token, user_token) = game_and_user(payload)?;
+        Ok(GameUserPayload {
+            game_token,
+            user_token,
+        })
+    }
+}
+
+/// An attack. The enemy is named by the alias the attacker knows it by.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct ActionPayload {
     pub game_token: String,
     pub user_token: String,
     pub enemy_token: String,
     pub action: String,
+}
+
+impl ActionPayload {
+    pub fn parse(payload: &Map<String, Value>) -> Result<Self, &'static str> {
+        let (game_token, user_token) = game_and_user(payload)?;
+        Ok(ActionPayload {
+            game_token,
+            user_token,
+            enemy_token: token(
+                payload,
+                "ENEMY_TOKEN",
+                reason::MISSING_ENEMY_TOKEN,
+                reason::INVALID_ENEMY,
+            )?,
+            action: action(payload)?,
+        })
+    }
 }
 
 // ---- Replies and pushes ----

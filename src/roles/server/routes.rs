@@ -70,8 +70,8 @@ fn json(value: &impl serde::Serialize) -> Result<String> {
 }
 
 async fn login(shared: &Shared, payload: &Map<String, Value>) -> Answer {
-    let name = match protocol::user_name(payload) {
-        Ok(n) => n,
+    let name = match protocol::LoginPayload::parse(payload) {
+        Ok(p) => p.user,
         Err(r) => return Ok(Err(r)),
     };
     let (token, created) = game::login(&mut shared.redis.conn(), &name).await?;
@@ -82,17 +82,8 @@ async fn login(shared: &Shared, payload: &Map<String, Value>) -> Answer {
 }
 
 async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
-    let user = match protocol::token(
-        payload,
-        "USER_TOKEN",
-        reason::MISSING_USER_TOKEN,
-        reason::UNKNOWN_USER_TOKEN,
-    ) {
-        Ok(u) => u,
-        Err(r) => return Ok(Err(r)),
-    };
-    let n = match protocol::participants(payload) {
-        Ok(n) => n,
+    let (user, n) = match protocol::FindPayload::parse(payload) {
+        Ok(p) => (p.user_token, p.participants),
         Err(r) => return Ok(Err(r)),
     };
     let mut conn = shared.redis.conn();
@@ -121,8 +112,8 @@ async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
 }
 
 async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
-    let (g, u) = match protocol::game_and_user(payload) {
-        Ok(t) => t,
+    let (g, u) = match protocol::GameUserPayload::parse(payload) {
+        Ok(p) => (p.game_token, p.user_token),
         Err(r) => return Ok(Err(r)),
     };
     let mut conn = shared.redis.conn();
@@ -143,22 +134,10 @@ async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
 }
 
 async fn action(shared: &Arc<Shared>, payload: &Map<String, Value>) -> Answer {
-    let (g, u) = match protocol::game_and_user(payload) {
-        Ok(t) => t,
+    let (g, u, e) = match protocol::ActionPayload::parse(payload) {
+        Ok(p) => (p.game_token, p.user_token, p.enemy_token),
         Err(r) => return Ok(Err(r)),
     };
-    let e = match protocol::token(
-        payload,
-        "ENEMY_TOKEN",
-        reason::MISSING_ENEMY_TOKEN,
-        reason::INVALID_ENEMY,
-    ) {
-        Ok(e) => e,
-        Err(r) => return Ok(Err(r)),
-    };
-    if let Err(r) = protocol::action(payload) {
-        return Ok(Err(r));
-    }
     let mut conn = shared.redis.conn();
     let max_turns = shared.settings.max_turns;
     // Players name their enemies by alias only; the attack script resolves it.
