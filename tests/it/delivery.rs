@@ -824,7 +824,6 @@ fn the_group_keeps_no_consumer_of_workers_gone() {
     let redis = TestRedis::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let _f = fanout(dir.path(), &redis, "fanout", &[]);
     // 30 workers with random ids, each handed records, then killed: none exits cleanly.
     let ids: Vec<String> = (0..30)
         .map(|i| format!("r{i}-{:08x}", rand::random::<u32>()))
@@ -836,6 +835,8 @@ fn the_group_keeps_no_consumer_of_workers_gone() {
     for id in &ids {
         wait_live(&redis, LOBBY, id);
     }
+    // Started once every worker beats, the fanout's first look finds all 30.
+    let _f = fanout(dir.path(), &redis, "fanout", &[]);
     seed_and_append(&redis, &games(120, 15));
     wait_pairs(&[&out], 120, Duration::from_secs(120));
     wait_until("every record acknowledged", Duration::from_secs(30), || {

@@ -17,23 +17,43 @@ local summary = redis.call('XPENDING', stream, group)
 if summary[4] then
   for _, c in ipairs(summary[4]) do held[c[1]] = tonumber(c[2]) end
 end
-local out = {}
+-- What this fanout holds, in one call: normally just the batch it read or claimed.
+local mine = {}
+if (held[me] or 0) > 0 then
+  for _, p in ipairs(redis.call('XPENDING', stream, group, '-', '+', held[me], me)) do
+    mine[p[1]] = true
+  end
+end
+local out, claims, order = {}, {}, {}
 for i = 5, #ARGV, 3 do
-  local id, worker, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local p = redis.call('XPENDING', stream, group, id, id, 1)
-  if #p == 0 or p[1][2] ~= me then
-    table.insert(out, -1)
+  local n = (i - 5) / 3 + 1
+  local id, worker = ARGV[i], ARGV[i + 1]
+  if not mine[id] then
+    out[n] = -1
   elseif (held[worker] or 0) >= limit then
-    table.insert(out, -2)
+    out[n] = -2
   else
-    redis.call('XCLAIM', stream, group, worker, 0, id, 'JUSTID')
-    if redis.call('PUBLISH', prefix .. worker, payload) > 0 then
-      held[worker] = (held[worker] or 0) + 1
-      table.insert(out, 1)
-    else
-      redis.call('XCLAIM', stream, group, me, 0, id, 'JUSTID')
-      table.insert(out, 0)
+    held[worker] = (held[worker] or 0) + 1
+    if not claims[worker] then
+      claims[worker] = {}
+      table.insert(order, worker)
     end
+    table.insert(claims[worker], id)
+    out[n] = 1
+  end
+end
+-- One XCLAIM per worker, then one PUBLISH per entry; what reached nobody comes back to us.
+for _, worker in ipairs(order) do
+  local args = {'XCLAIM', stream, group, worker, 0}
+  for _, id in ipairs(claims[worker]) do table.insert(args, id) end
+  table.insert(args, 'JUSTID')
+  redis.call(unpack(args))
+end
+for i = 5, #ARGV, 3 do
+  local n = (i - 5) / 3 + 1
+  if out[n] == 1 and redis.call('PUBLISH', prefix .. ARGV[i + 1], ARGV[i + 2]) == 0 then
+    redis.call('XCLAIM', stream, group, me, 0, ARGV[i], 'JUSTID')
+    out[n] = 0
   end
 end
 return out
