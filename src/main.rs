@@ -56,7 +56,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
     match command {
         Command::BuildDb(args) => {
             // Validate the file before touching Redis, so a bad file fails fast and offline.
-            build_db::load_source(args.source.as_deref())?;
+            superhero::heroes::load_source(args.source.as_deref())?;
             let redis = Redis::connect(&settings.redis).await?;
             build_db::run(&redis, args.source.as_deref()).await?;
         }

@@ -14,9 +14,11 @@ use std::time::Duration;
 use figment::Figment;
 
 mod layers;
+mod output_dir;
 mod types;
 mod vars;
 pub use layers::{read_dotenv, Layers};
+pub use output_dir::OutputDir;
 pub use vars::{Var, VARS};
 
 /// A setting that could not be parsed. The binary exits with code 2 on it.
@@ -100,7 +102,7 @@ pub struct Settings {
     pub client_games: Option<u64>,
     pub client_sleep: Duration,
     /// A folder, or an object store URL (`s3://bucket/prefix`).
-    pub output_dir: crate::pipeline::sink::OutputDir,
+    pub output_dir: OutputDir,
     pub worker_id: String,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,

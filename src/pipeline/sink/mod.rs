@@ -11,7 +11,7 @@
 //! Page statistics are off: a file holds one game, so min/max pruning buys readers nothing.
 //! In a folder every file goes to a temporary name in its final directory, is fsynced, and is
 //! then renamed into place, so no reader ever sees a partial file. OUTPUT_DIR may also be an
-//! object store URL (`s3://bucket/prefix`): [`location`] parses it, [`store`] holds the
+//! object store URL (`s3://bucket/prefix`): [`crate::config::OutputDir`] parses it, [`store`] holds the
 //! [`Output`] that writes, lists and removes files in either kind of place.
 //!
 //! This file holds the rows, the paths and the entry points; `encode.rs` makes the Parquet bytes,
@@ -26,12 +26,11 @@ use serde::Serialize;
 mod encode;
 mod folder;
 mod gzip;
-pub mod location;
 mod read;
 pub mod store;
 
 pub use encode::{meta_schema, podium_schema, Sink};
-pub use location::OutputDir;
+pub use folder::final_name_of_temporary;
 pub use read::{meta_from_bytes, podium_from_bytes, read_meta, read_podium};
 pub use store::Output;
 
@@ -71,7 +70,23 @@ pub fn table_dir(output_dir: &Path, table: &str) -> PathBuf {
 
 /// `output_dir/superhero/<table>/<game>_<worker_id>.gz`.
 pub fn file_path(output_dir: &Path, table: &str, game: &str, worker_id: &str) -> PathBuf {
-    table_dir(output_dir, table).join(format!("{game}_{worker_id}.gz"))
+    table_dir(output_dir, table).join(file_name(game, worker_id))
+}
+
+/// The name of `worker`'s file of `game` in either table: `<game>_<worker>.gz`. The worker id is
+/// in the name so that two workers writing the same game never overwrite each other's file,
+/// and whoever judges leftovers can tell whose a file is ([`parse_file_name`]).
+pub fn file_name(game: &str, worker: &str) -> String {
+    format!("{game}_{worker}.gz")
+}
+
+/// `<game_token>_<worker id>.gz` → (game token, worker id): [`file_name`] read back. A game
+/// token is a UUID, always 36 characters, so a worker id holding `_` still splits right.
+pub fn parse_file_name(name: &str) -> Option<(&str, &str)> {
+    let stem = name.strip_suffix(".gz")?;
+    let (game, worker) = stem.split_at_checked(36)?;
+    let worker = worker.strip_prefix('_')?;
+    (uuid::Uuid::parse_str(game).is_ok() && !worker.is_empty()).then_some((game, worker))
 }
 
 /// Whether `id` can be used as one file-name component. The rule is the worker-id rule of
@@ -227,6 +242,34 @@ mod tests {
             assert!(write_game(dir.path(), worker, game, &meta, &podium).is_err());
         }
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn file_names_read_back() {
+        let g = game();
+        assert_eq!(
+            parse_file_name(&file_name(&g, "w1")),
+            Some((g.as_str(), "w1"))
+        );
+        assert_eq!(
+            parse_file_name(&file_name(&g, "w_1")),
+            Some((g.as_str(), "w_1"))
+        );
+        assert_eq!(parse_file_name(&format!("{g}.gz")), None);
+        assert_eq!(parse_file_name(&format!("{g}_.gz")), None);
+        assert_eq!(parse_file_name("short_w1.gz"), None);
+        assert_eq!(parse_file_name(&format!("{g}_w1.gz.1-0.tmp")), None);
+    }
+
+    #[test]
+    fn temporary_names_are_recognised() {
+        let g = game();
+        let name = file_name(&g, "w1");
+        assert_eq!(
+            final_name_of_temporary(&format!(".{name}.1234-5.tmp")),
+            Some(name.as_str())
+        );
+        assert_eq!(final_name_of_temporary(&name), None);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
-use super::location::OutputDir;
-use super::{MetaRow, PodiumRow, DATASET_DIR, META_TABLE, PODIUM_TABLE};
+use super::{file_name, MetaRow, PodiumRow, DATASET_DIR, META_TABLE, PODIUM_TABLE};
+use crate::config::OutputDir;
 
 /// How long one store request is retried before its error is reported.
 pub const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
@@ -318,11 +318,6 @@ fn tail(object: &StorePath, root: &StorePath) -> String {
         .unwrap_or_else(|| object.to_string())
 }
 
-/// `<game>_<worker>.gz`.
-pub fn file_name(game: &str, worker: &str) -> String {
-    format!("{game}_{worker}.gz")
-}
-
 fn endpoint_from_env() -> Option<String> {
     ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
         .iter()
@@ -364,7 +359,6 @@ pub fn redact(text: &str) -> String {
 /// failure is the error, after trying every file.
 fn remove_folder_pair(dir: &Path, game: &str, worker: &str) -> Result<()> {
     let name = file_name(game, worker);
-    let tmp_prefix = format!(".{name}.");
     let mut first_error = None;
     let mut note = |result: Result<()>| {
         if let Err(e) = result {
@@ -385,7 +379,7 @@ fn remove_folder_pair(dir: &Path, game: &str, worker: &str) -> Result<()> {
         for entry in entries.flatten() {
             let file = entry.file_name();
             let file = file.to_string_lossy();
-            if file.starts_with(&tmp_prefix) && file.ends_with(".tmp") {
+            if super::final_name_of_temporary(&file) == Some(name.as_str()) {
                 note(remove_file_if_present(&entry.path()));
             }
         }
