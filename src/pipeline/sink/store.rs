@@ -1,7 +1,7 @@
 //! The place game files go: a local folder or an object store, behind one small enum.
 //!
 //! Both hold the same layout, `<root>/superhero/<table>/<game>_<worker>.gz`. In a folder a file
-//! is written under a temporary name and renamed into place ([`super::write_game`]); in an
+//! is written under a temporary name and renamed into place ([`super::folder`]); in an
 //! object store a PUT is atomic per object, so the final name is written directly. Either way
 //! META goes in place before PODIUM, so a PODIUM file always has its META beside it.
 //!
@@ -25,6 +25,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
+use super::folder::place_file;
 use super::{file_name, MetaRow, PodiumRow, DATASET_DIR, META_TABLE, PODIUM_TABLE};
 use crate::config::OutputDir;
 
@@ -132,7 +133,10 @@ impl Output {
             .join(name.to_string())
     }
 
-    /// Writes the two Parquet files of `game` (see [`super::write_game`] for the checks).
+    /// Writes `worker_id`'s two Parquet files of `game`: the only writer of game files. META
+    /// goes in place first and PODIUM last, so a PODIUM file always has its META beside it.
+    /// Nothing is written when the game token or the worker id would not make a safe file name
+    /// ([`super::encode_game`] checks both).
     pub async fn write_game(
         &self,
         worker_id: &str,
@@ -143,8 +147,14 @@ impl Output {
         match self {
             Output::Folder(dir) => {
                 let (dir, id, g) = (dir.clone(), worker_id.to_string(), game.to_string());
+                // Encoding and the fsyncs block: off the async threads.
                 tokio::task::spawn_blocking(move || {
-                    super::write_game(&dir, &id, &g, &meta, &podium)
+                    let (meta_bytes, podium_bytes) = super::encode_game(&id, &g, &meta, &podium)?;
+                    place_file(&super::file_path(&dir, META_TABLE, &g, &id), &meta_bytes)?;
+                    place_file(
+                        &super::file_path(&dir, PODIUM_TABLE, &g, &id),
+                        &podium_bytes,
+                    )
                 })
                 .await
                 .context("the writing thread failed")?
