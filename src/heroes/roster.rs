@@ -40,7 +40,7 @@ pub fn load_source(source: Option<&Path>) -> Result<Vec<Hero>> {
 /// Replaces `superheros` with `heroes`; returns how many were loaded.
 pub async fn store(redis: &Redis, heroes: &[Hero]) -> Result<usize> {
     let mut conn = redis.conn();
-    let staging = format!("{}:loading:{}", keys::SUPERHEROS, uuid::Uuid::new_v4());
+    let staging = keys::superheros_loading(&uuid::Uuid::new_v4().to_string());
     let started = Instant::now();
     let bar =
         ProgressBar::with_draw_target(Some(heroes.len() as u64), ProgressDrawTarget::hidden());
