@@ -30,3 +30,6 @@ pub mod ops;
 pub mod pipeline;
 pub mod roles;
 pub mod shutdown;
+
+#[cfg(test)]
+mod layering;

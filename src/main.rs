@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(e.exit_code());
         }
     };
     // `demo` installs its own logging: a log file beside its output, the terminal under its bars.
@@ -41,9 +41,11 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command, settings)) {
         Ok(code) => code,
         Err(e) => {
+            // A bad setting found late (REDIS_URL is parsed when Redis is reached) is still
+            // one line and its own exit code.
             if let Some(config) = e.downcast_ref::<ConfigError>() {
                 eprintln!("error: {config}");
-                return ExitCode::from(2);
+                return ExitCode::from(config.exit_code());
             }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -56,7 +58,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
     match command {
         Command::BuildDb(args) => {
             // Validate the file before touching Redis, so a bad file fails fast and offline.
-            build_db::load_source(args.source.as_deref())?;
+            superhero::heroes::load_source(args.source.as_deref())?;
             let redis = Redis::connect(&settings.redis).await?;
             build_db::run(&redis, args.source.as_deref()).await?;
         }

@@ -14,22 +14,25 @@ use std::time::Duration;
 use figment::Figment;
 
 mod layers;
+mod output_dir;
 mod types;
 mod vars;
 pub use layers::{read_dotenv, Layers};
+pub use output_dir::OutputDir;
 pub use vars::{Var, VARS};
 
-/// A setting that could not be parsed. The binary exits with code 2 on it.
-#[derive(Debug)]
+/// A setting that could not be parsed: one line naming the variable (and the layer it came
+/// from), never a retry, and its own exit code so a script can tell it from a failed run.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration error: {}", self.0)
+impl ConfigError {
+    /// The status the binary exits with: 2, as for a command line clap refuses.
+    pub fn exit_code(&self) -> u8 {
+        2
     }
 }
-
-impl std::error::Error for ConfigError {}
 
 /// Where Redis lives and how to log in.
 #[derive(Clone)]
@@ -100,7 +103,7 @@ pub struct Settings {
     pub client_games: Option<u64>,
     pub client_sleep: Duration,
     /// A folder, or an object store URL (`s3://bucket/prefix`).
-    pub output_dir: crate::pipeline::sink::OutputDir,
+    pub output_dir: OutputDir,
     pub worker_id: String,
     pub ack_timeout: Duration,
     pub max_deliveries: u32,

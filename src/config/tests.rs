@@ -31,7 +31,7 @@ fn defaults_match_the_spec() {
     assert_eq!(s.client_games, Some(10));
     assert_eq!(
         s.output_dir,
-        crate::pipeline::sink::OutputDir::Folder(PathBuf::from("./data"))
+        crate::config::OutputDir::Folder(PathBuf::from("./data"))
     );
     assert_eq!(s.ack_timeout, Duration::from_secs(30));
     assert_eq!(s.worker_id.len(), 12);

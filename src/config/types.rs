@@ -14,8 +14,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::{parse_bool, parse_level, LoggerModule};
-use crate::pipeline::sink::OutputDir;
+use super::{parse_bool, parse_level, LoggerModule, OutputDir};
 
 /// Any scalar as text (trimmed); tables and arrays are not settings.
 struct TextVisitor;

@@ -65,14 +65,6 @@ impl Report {
     }
 }
 
-/// `<game_token>_<worker id>.gz` → (game token, worker id).
-pub fn parse_file_name(name: &str) -> Option<(&str, &str)> {
-    let stem = name.strip_suffix(".gz")?;
-    let (game, worker) = stem.split_at_checked(36)?;
-    let worker = worker.strip_prefix('_')?;
-    (uuid::Uuid::parse_str(game).is_ok() && !worker.is_empty()).then_some((game, worker))
-}
-
 /// The finished files of one table, skipping hidden temporaries.
 pub async fn table_files(output: &Output, table: &str) -> Result<Vec<String>> {
     let mut names = output.list(table).await?;
@@ -96,7 +88,7 @@ async fn read_table<R>(
     let location = output.table_location(table);
     for name in table_files(output, table).await? {
         let path = format!("{location}/{name}");
-        let Some((game, worker)) = parse_file_name(&name) else {
+        let Some((game, worker)) = sink::parse_file_name(&name) else {
             unreadable.push(Unreadable {
                 path,
                 reason: "name is not <game_token>_<worker id>.gz".into(),
@@ -281,15 +273,6 @@ pub fn render_table(r: &Report, top: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_names() {
-        let g = "0b0c3c4e-6f8e-4a57-9b52-2d7e3b6a9c11";
-        assert_eq!(parse_file_name(&format!("{g}_w1.gz")), Some((g, "w1")));
-        assert_eq!(parse_file_name(&format!("{g}_w_1.gz")), Some((g, "w_1")));
-        assert_eq!(parse_file_name(&format!("{g}.gz")), None);
-        assert_eq!(parse_file_name("short_w1.gz"), None);
-    }
 
     #[test]
     fn leaderboard_joins_and_counts_each_player_once() {

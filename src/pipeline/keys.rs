@@ -5,6 +5,12 @@
 
 /// Hash: hero id → hero JSON.
 pub const SUPERHEROS: &str = "superheros";
+/// Hash: a hero collection being loaded (`id` is fresh per load), RENAMEd over [`SUPERHEROS`]
+/// once complete so readers never see half of it.
+pub fn superheros_loading(id: &str) -> String {
+    format!("{SUPERHEROS}:loading:{id}")
+}
+
 /// Hash: user name → user token.
 pub const USERS: &str = "users";
 /// Sorted set: game token → number of players joined.
@@ -340,7 +346,12 @@ mod tests {
         let docs = include_str!("../../docs/redis-keys.md");
         let (g, u, lobby) = ("<g>", "<u>", "<lobby>");
         let mut names: Vec<String> = game_keys(g).into();
-        names.extend([game_hero(g, u), game_events(g), etl_lease(g)]);
+        names.extend([
+            game_hero(g, u),
+            game_events(g),
+            etl_lease(g),
+            superheros_loading("<id>"),
+        ]);
         names.extend(
             [
                 SUPERHEROS,

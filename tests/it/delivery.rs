@@ -341,7 +341,9 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
                 .await
                 .unwrap();
             let (meta, podium) = synth::expected_rows(g);
-            superhero::pipeline::sink::write_game(&out_w, "w", &g.token, &meta, &podium).unwrap();
+            common::write_pair(&out_w, "w", &g.token, &meta, &podium)
+                .await
+                .unwrap();
         }
     });
     // W died mid-pair on the first game: its PODIUM file was still a temporary.

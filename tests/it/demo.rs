@@ -16,7 +16,7 @@ fn files(table_dir: &Path) -> Vec<(String, String)> {
     for entry in std::fs::read_dir(table_dir).expect("table dir").flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         assert!(name.ends_with(".gz"), "unexpected file {name}");
-        let (game, worker) = superhero::ops::report::parse_file_name(&name).expect("file name");
+        let (game, worker) = superhero::pipeline::sink::parse_file_name(&name).expect("file name");
         out.push((game.to_string(), worker.to_string()));
     }
     out

@@ -110,7 +110,7 @@ fn list_pairs(port: u16) -> (Pairs, Vec<String>) {
         let parts: Vec<&str> = key.split('/').collect();
         match parts.as_slice() {
             ["run", "superhero", table, name] => {
-                match superhero::ops::report::parse_file_name(name) {
+                match superhero::pipeline::sink::parse_file_name(name) {
                     Some((game, worker)) => found
                         .entry(game.to_string())
                         .or_default()

@@ -34,7 +34,7 @@ fn write(out: &Path, worker: &str, game: &str, heroes: &[(u16, u64)]) {
             damage_received: 10,
         })
         .collect();
-    sink::write_game(out, worker, game, &meta, &podium).expect("write_game");
+    common::write_pair_blocking(out, worker, game, &meta, &podium).expect("write_game");
 }
 
 fn report(out: &Path, extra: &[&str]) -> (i32, String) {

@@ -63,7 +63,9 @@ async fn ghost_files(s: &mut Setup) {
         .unwrap()
         .unwrap();
     let (meta, podium) = etl::rows(&s.game.token, &data);
-    sink::write_game(s.out.path(), GHOST, &s.game.token, &meta, &podium).unwrap();
+    common::write_pair(s.out.path(), GHOST, &s.game.token, &meta, &podium)
+        .await
+        .unwrap();
 }
 
 fn file(out: &Path, table: &str, game: &str, worker: &str) -> std::path::PathBuf {

@@ -230,7 +230,9 @@ async fn fixed_games_round_trip_through_an_independent_reader() {
         assert_eq!(data.host.as_deref(), Some(game.host.as_str()));
         let (meta, podium) = etl::rows(&game.token, &data);
         assert_eq!((meta.clone(), podium.clone()), synth::expected_rows(game));
-        sink::write_game(out.path(), WORKER, &game.token, &meta, &podium).unwrap();
+        common::write_pair(out.path(), WORKER, &game.token, &meta, &podium)
+            .await
+            .unwrap();
 
         let (meta_path, podium_path) = paths(out.path(), &game.token);
         let meta_back = read_meta_with_arrow_rs(&meta_path);
@@ -335,17 +337,19 @@ fn unsafe_tokens_write_nothing_and_no_temporary_file_stays() {
                 })
                 .collect()
         };
-        assert!(sink::write_game(out.path(), WORKER, bad, &rewrite(&meta), &podium).is_err());
+        assert!(
+            common::write_pair_blocking(out.path(), WORKER, bad, &rewrite(&meta), &podium).is_err()
+        );
     }
-    assert!(sink::write_game(out.path(), "../w", &game.token, &meta, &podium).is_err());
+    assert!(common::write_pair_blocking(out.path(), "../w", &game.token, &meta, &podium).is_err());
     assert!(all_files(out.path()).is_empty());
     assert!(all_files(out.path().parent().unwrap())
         .iter()
         .all(|f| f.file_name().is_none_or(|n| n != "x")));
 
-    sink::write_game(out.path(), WORKER, &game.token, &meta, &podium).unwrap();
+    common::write_pair_blocking(out.path(), WORKER, &game.token, &meta, &podium).unwrap();
     let podium_again: Vec<PodiumRow> = podium.clone();
-    sink::write_game(out.path(), WORKER, &game.token, &meta, &podium_again).unwrap();
+    common::write_pair_blocking(out.path(), WORKER, &game.token, &meta, &podium_again).unwrap();
     let files = all_files(out.path());
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(files.iter().all(|f| !f.to_string_lossy().ends_with(".tmp")));

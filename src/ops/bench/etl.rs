@@ -22,7 +22,7 @@ pub(super) async fn bench(
     games: usize,
     players: usize,
     attacks: usize,
-    output_dir: Option<&crate::pipeline::sink::OutputDir>,
+    output_dir: Option<&crate::config::OutputDir>,
 ) -> Result<BenchReport> {
     let mut report = BenchReport::new("etl", redis);
     // Output on tmpfs when there is one: the benchmark measures the worker, not the disk.
@@ -35,7 +35,7 @@ pub(super) async fn bench(
         }),
     };
     let out = output_dir.cloned().unwrap_or_else(|| {
-        crate::pipeline::sink::OutputDir::Folder(
+        crate::config::OutputDir::Folder(
             scratch
                 .as_ref()
                 .map(|d| d.path().to_path_buf())

@@ -9,7 +9,6 @@ use anyhow::{bail, Result};
 use super::{quantiles, BenchReport, Child};
 use crate::config::Settings;
 use crate::metrics;
-use crate::ops::build_db;
 use crate::pipeline::redis_conn::Redis;
 use crate::roles::player::{self, PlayerOptions};
 use crate::shutdown::Shutdown;
@@ -28,8 +27,8 @@ pub(super) async fn bench(
         bail!("bench game needs a positive --seconds");
     }
     let mut report = BenchReport::new("game", redis);
-    let heroes = build_db::load_source(None)?;
-    build_db::store(redis, &heroes).await?;
+    let heroes = crate::heroes::load_source(None)?;
+    crate::heroes::store(redis, &heroes).await?;
     let port = crate::ops::private_redis::free_port()?;
     let mut settings = settings.clone();
     settings.websocket_host = "127.0.0.1".into();

@@ -40,7 +40,7 @@ pub enum BenchKind {
         players: usize,
         attacks: usize,
         /// Where the worker writes; `None`: a scratch folder on tmpfs.
-        output_dir: Option<crate::pipeline::sink::OutputDir>,
+        output_dir: Option<crate::config::OutputDir>,
     },
     /// R records → fanout → K workers' channels.
     Fanout { records: usize, workers: usize },

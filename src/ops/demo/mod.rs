@@ -22,7 +22,6 @@ use tokio::sync::mpsc;
 
 use crate::config::{LoggerModule, Settings};
 use crate::logging::{self, Console};
-use crate::ops::build_db;
 use crate::ops::private_redis::{self, PrivateRedis};
 use crate::pipeline::redis_conn::Redis;
 use crate::pipeline::{keys, sink};
@@ -51,7 +50,7 @@ pub struct DemoOptions {
     pub players: usize,
     pub workers: usize,
     pub games: u64,
-    pub output_dir: Option<crate::pipeline::sink::OutputDir>,
+    pub output_dir: Option<crate::config::OutputDir>,
     /// Game size for every bot; random 2–3 when unset.
     pub participants: Option<u8>,
     /// Progress bars or plain lines.
@@ -153,8 +152,8 @@ pub async fn run(
     }
     let output = sink::Output::open(&settings.output_dir)?;
 
-    let heroes = build_db::load_source(None)?;
-    build_db::store(&redis, &heroes).await?;
+    let heroes = crate::heroes::load_source(None)?;
+    crate::heroes::store(&redis, &heroes).await?;
 
     let (stop_roles, roles_shutdown) = shutdown::channel();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))

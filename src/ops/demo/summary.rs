@@ -90,7 +90,7 @@ pub(super) async fn files_by_game(
         }
     };
     for name in &names {
-        if let Some((game, worker)) = crate::ops::report::parse_file_name(name) {
+        if let Some((game, worker)) = sink::parse_file_name(name) {
             if games.contains(game) {
                 found
                     .entry(game.to_string())
@@ -135,7 +135,7 @@ pub(super) async fn top_heroes(
         let mut rows = Vec::new();
         for (game, workers) in files_by_game(output, table, games).await {
             for worker in workers {
-                let name = sink::store::file_name(&game, &worker);
+                let name = sink::file_name(&game, &worker);
                 match output.read(table, &name).await.and_then(&parse) {
                     Ok(r) => rows.extend(r),
                     Err(e) => tracing::warn!("cannot read {name}: {e:#}"),

@@ -1,11 +1,10 @@
-//! Encoding a game's rows as Parquet: a [`Sink`] keeps the schema descriptors, the Arrow
+//! Encoding a game's rows as Parquet: a [`Encoder`] keeps the schema descriptors, the Arrow
 //! schema footer entry and one reusable gzip encoder; arrow2 encodes each column as one plain
 //! page, the page is gzipped, and parquet2 lays out the file in a memory buffer.
 
 use std::io::Cursor;
-use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use arrow2::array::{Array, PrimitiveArray, Utf8Array};
 use arrow2::datatypes::{DataType, Field, Schema};
 use arrow2::io::parquet::write::{
@@ -13,20 +12,14 @@ use arrow2::io::parquet::write::{
     FallibleStreamingIterator, FileWriter, KeyValue, Page, SchemaDescriptor, Version, WriteOptions,
 };
 
-use super::folder::place_file;
 use super::gzip::Gzip;
-use super::{
-    check_game_token, file_path, is_safe_worker_id, MetaRow, PodiumRow, META_TABLE, PODIUM_TABLE,
-};
+use super::{MetaRow, PodiumRow};
 
-/// Reusable state for writing game files: schemas, buffers and a gzip encoder.
-pub struct Sink {
+/// Reusable state for encoding game files: the schemas and a gzip encoder.
+pub struct Encoder {
     meta: TableSchema,
     podium: TableSchema,
     gzip: Gzip,
-    /// Encoded bytes of the META file, then of the PODIUM file.
-    meta_bytes: Vec<u8>,
-    podium_bytes: Vec<u8>,
 }
 
 /// Everything about a table's layout that does not depend on the rows.
@@ -97,46 +90,13 @@ pub(super) const WRITE_OPTIONS: WriteOptions = WriteOptions {
     data_pagesize_limit: None,
 };
 
-impl Sink {
+impl Encoder {
     pub fn new() -> Result<Self> {
-        Ok(Sink {
+        Ok(Encoder {
             meta: TableSchema::new(meta_fields())?,
             podium: TableSchema::new(podium_fields())?,
             gzip: Gzip::new(),
-            meta_bytes: Vec::with_capacity(4096),
-            podium_bytes: Vec::with_capacity(4096),
         })
-    }
-
-    /// See [`super::write_game`].
-    pub fn write_game(
-        &mut self,
-        output_dir: &Path,
-        worker_id: &str,
-        game: &str,
-        meta: &[MetaRow],
-        podium: &[PodiumRow],
-    ) -> Result<()> {
-        check_game_token(game)?;
-        ensure!(
-            is_safe_worker_id(worker_id),
-            "worker id {worker_id:?} is not a safe file-name component"
-        );
-
-        let mut meta_bytes = std::mem::take(&mut self.meta_bytes);
-        let mut podium_bytes = std::mem::take(&mut self.podium_bytes);
-        let encoded = self
-            .encode_meta(meta, &mut meta_bytes)
-            .and_then(|()| self.encode_podium(podium, &mut podium_bytes))
-            .and_then(|()| {
-                let meta_path = file_path(output_dir, META_TABLE, game, worker_id);
-                let podium_path = file_path(output_dir, PODIUM_TABLE, game, worker_id);
-                place_file(&meta_path, &meta_bytes)?;
-                place_file(&podium_path, &podium_bytes)
-            });
-        self.meta_bytes = meta_bytes;
-        self.podium_bytes = podium_bytes;
-        encoded
     }
 
     /// Encodes GAME_META rows as a complete Parquet file into `out` (cleared first).

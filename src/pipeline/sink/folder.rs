@@ -20,12 +20,12 @@ pub(super) fn place_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
+    let name = name
+        .to_str()
+        .with_context(|| format!("{} is not a UTF-8 name", path.display()))?;
     // Unique per process and call: two threads may write the same game (a duplicate record).
     let seq = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tmp_name.push(format!(".{}-{seq}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let tmp = dir.join(format!(".{name}.{}-{seq}.tmp", std::process::id()));
     let written = write_synced(&tmp, bytes).or_else(|e| {
         // The directories are made on the first write into an OUTPUT_DIR only. Another thread
         // may have just made them (its first write failed too): then simply try again.
@@ -53,6 +53,14 @@ pub(super) fn place_file(path: &Path, bytes: &[u8]) -> Result<()> {
     // The rename lives in the directory: until the directory is synced, a host crash can undo
     // it while Redis already says the game is done.
     sync_dir(dir)
+}
+
+/// The final file name inside a temporary name `.<final>.<pid>-<seq>.tmp` ([`place_file`]'s),
+/// so a writer's leftover temporaries can be told by the final name they were for.
+pub fn final_name_of_temporary(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (final_name, _) = inner.rsplit_once('.')?;
+    Some(final_name)
 }
 
 /// fsyncs a directory, so the entries made or renamed in it survive a host crash.

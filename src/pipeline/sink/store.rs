@@ -1,7 +1,7 @@
 //! The place game files go: a local folder or an object store, behind one small enum.
 //!
 //! Both hold the same layout, `<root>/superhero/<table>/<game>_<worker>.gz`. In a folder a file
-//! is written under a temporary name and renamed into place ([`super::write_game`]); in an
+//! is written under a temporary name and renamed into place ([`super::folder`]); in an
 //! object store a PUT is atomic per object, so the final name is written directly. Either way
 //! META goes in place before PODIUM, so a PODIUM file always has its META beside it.
 //!
@@ -25,8 +25,9 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
-use super::location::OutputDir;
-use super::{MetaRow, PodiumRow, DATASET_DIR, META_TABLE, PODIUM_TABLE};
+use super::folder::place_file;
+use super::{file_name, MetaRow, PodiumRow, DATASET_DIR, META_TABLE, PODIUM_TABLE};
+use crate::config::OutputDir;
 
 /// How long one store request is retried before its error is reported.
 pub const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
@@ -132,7 +133,10 @@ impl Output {
             .join(name.to_string())
     }
 
-    /// Writes the two Parquet files of `game` (see [`super::write_game`] for the checks).
+    /// Writes `worker_id`'s two Parquet files of `game`: the only writer of game files. META
+    /// goes in place first and PODIUM last, so a PODIUM file always has its META beside it.
+    /// Nothing is written when the game token or the worker id would not make a safe file name
+    /// ([`super::encode_game`] checks both).
     pub async fn write_game(
         &self,
         worker_id: &str,
@@ -143,8 +147,14 @@ impl Output {
         match self {
             Output::Folder(dir) => {
                 let (dir, id, g) = (dir.clone(), worker_id.to_string(), game.to_string());
+                // Encoding and the fsyncs block: off the async threads.
                 tokio::task::spawn_blocking(move || {
-                    super::write_game(&dir, &id, &g, &meta, &podium)
+                    let (meta_bytes, podium_bytes) = super::encode_game(&id, &g, &meta, &podium)?;
+                    place_file(&super::file_path(&dir, META_TABLE, &g, &id), &meta_bytes)?;
+                    place_file(
+                        &super::file_path(&dir, PODIUM_TABLE, &g, &id),
+                        &podium_bytes,
+                    )
                 })
                 .await
                 .context("the writing thread failed")?
@@ -318,11 +328,6 @@ fn tail(object: &StorePath, root: &StorePath) -> String {
         .unwrap_or_else(|| object.to_string())
 }
 
-/// `<game>_<worker>.gz`.
-pub fn file_name(game: &str, worker: &str) -> String {
-    format!("{game}_{worker}.gz")
-}
-
 fn endpoint_from_env() -> Option<String> {
     ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
         .iter()
@@ -364,7 +369,6 @@ pub fn redact(text: &str) -> String {
 /// failure is the error, after trying every file.
 fn remove_folder_pair(dir: &Path, game: &str, worker: &str) -> Result<()> {
     let name = file_name(game, worker);
-    let tmp_prefix = format!(".{name}.");
     let mut first_error = None;
     let mut note = |result: Result<()>| {
         if let Err(e) = result {
@@ -385,7 +389,7 @@ fn remove_folder_pair(dir: &Path, game: &str, worker: &str) -> Result<()> {
         for entry in entries.flatten() {
             let file = entry.file_name();
             let file = file.to_string_lossy();
-            if file.starts_with(&tmp_prefix) && file.ends_with(".tmp") {
+            if super::final_name_of_temporary(&file) == Some(name.as_str()) {
                 note(remove_file_if_present(&entry.path()));
             }
         }

@@ -23,9 +23,9 @@
 //! no entry id) and appends those to the log (`append_foreign.lua`); records carrying an
 //! `entry_id` are in the log already and are ignored there.
 //!
-//! This file starts the fanout; `router.rs` is its loop and upkeep, `route.rs` hands entries to
-//! workers, `foreign.rs` appends other publishers' records, `inspect.rs` reads the log's state for
-//! `status`.
+//! This file starts the fanout; `router.rs` is the router (its loop, its upkeep, and the handing
+//! of entries to workers), `route.rs` the form a routed entry takes, `foreign.rs` appends other
+//! publishers' records, `inspect.rs` reads the log's state for `status`.
 
 mod foreign;
 mod inspect;
@@ -33,9 +33,8 @@ mod metrics;
 mod route;
 mod router;
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use redis::Script;
@@ -44,7 +43,7 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::pipeline::delivery;
 use crate::pipeline::keys;
-use crate::pipeline::redis_conn::{self, Outage, Redis};
+use crate::pipeline::redis_conn::{self, Redis};
 use crate::shutdown::Shutdown;
 use foreign::append_foreign;
 pub use inspect::{inspect, PipelineState};
@@ -125,33 +124,7 @@ pub async fn run_with_metrics(
         )
         .in_current_span(),
     );
-    let now = Instant::now();
-    let mut router = Router {
-        stream: keys::log_stream(&lobby),
-        group: keys::fanout_group(&lobby),
-        lobby,
-        consumer,
-        conn: redis.own_conn()?,
-        ack_timeout: settings.ack_timeout,
-        max_deliveries: settings.max_deliveries,
-        dead_letters_max: settings.dead_letters_max,
-        retention: settings.log_retention,
-        group_ready: false,
-        workers: Vec::new(),
-        unacked: HashMap::new(),
-        // Fanouts start their rotation at different workers, so they do not all send the
-        // first record of a quiet spell to the same one.
-        next: rand::random::<u32>() as usize,
-        games: HashMap::new(),
-        held: Vec::new(),
-        redis_offset_ms: 0,
-        next_refresh: now,
-        next_gauges: now,
-        next_claim: now,
-        next_trim: now,
-        metrics,
-        outage: Outage::new("fanout"),
-    };
+    let mut router = Router::new(settings, consumer, redis.own_conn()?, metrics);
     router.run(&shutdown).await;
     match foreign.await {
         Ok(()) => Ok(()),

@@ -1,18 +1,24 @@
-//! The fanout's router loop and its upkeep: create the consumer group, follow the live workers
+//! The fanout's router: its loop and upkeep (create the consumer group, follow the live workers
 //! and what each holds unacknowledged, sample the gauges, read new entries, claim expired ones
-//! and trim the log. Handing entries to workers is in [`super::route`].
+//! and trim the log) and the handing of entries to workers: each goes to one live worker with
+//! room (the worker its game's records went to, else the least loaded, ties broken by
+//! rotation), as that worker's pending entry (XCLAIM … JUSTID) and as a PUBLISH on its channel
+//! in the routed form of [`super::route`]; what nobody can take is held, and what is no record
+//! at all goes to the dead letters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
 
+use super::route::routed;
 use super::{
     inspect, Entry, FanoutMetrics, CLAIM_BATCH, CLAIM_EXPIRED, FORGET_CONSUMERS, FORGET_FANOUT,
-    FORGET_WORKER, GAUGE_REFRESH, LIVE_WORKERS, READ_BLOCK, ROUTE_BATCH, SATURATED_PAUSE, TRIM,
-    TRIM_EVERY, WORKER_REFRESH,
+    FORGET_WORKER, GAMES_REMEMBERED, GAUGE_REFRESH, KEEP_OWN, LIVE_WORKERS, READ_BLOCK, ROUTE,
+    ROUTE_BATCH, SATURATED_PAUSE, TRIM, TRIM_EVERY, WORKER_REFRESH,
 };
+use crate::config::Settings;
 use crate::pipeline::delivery::{self, MAX_UNACKED_PER_WORKER};
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
@@ -21,37 +27,75 @@ use crate::shutdown::Shutdown;
 /// The router loop's state: what it knows of the workers, what it holds, and when each upkeep task
 /// is due next.
 pub(super) struct Router {
-    pub(super) lobby: String,
-    pub(super) stream: String,
-    pub(super) group: String,
-    pub(super) consumer: String,
+    lobby: String,
+    stream: String,
+    group: String,
+    consumer: String,
     /// This loop's own connection: XREADGROUP BLOCK would stall a shared one.
-    pub(super) conn: ConnectionManager,
-    pub(super) ack_timeout: Duration,
-    pub(super) max_deliveries: u32,
-    pub(super) dead_letters_max: usize,
-    pub(super) retention: Duration,
-    pub(super) group_ready: bool,
+    conn: ConnectionManager,
+    ack_timeout: Duration,
+    max_deliveries: u32,
+    dead_letters_max: usize,
+    retention: Duration,
+    group_ready: bool,
     /// Live workers, in a stable order for the rotation.
-    pub(super) workers: Vec<String>,
+    workers: Vec<String>,
     /// Unacknowledged entries per worker (from XPENDING, plus what was routed since).
-    pub(super) unacked: HashMap<String, u64>,
-    pub(super) next: usize,
+    unacked: HashMap<String, u64>,
+    next: usize,
     /// The worker each recent game's records went to.
-    pub(super) games: HashMap<String, String>,
+    games: HashMap<String, String>,
     /// Entries read while no worker could take them; kept claimed by this fanout.
-    pub(super) held: Vec<Entry>,
+    held: Vec<Entry>,
     /// Redis clock minus local clock, for latency from entry ids without comparing clocks.
-    pub(super) redis_offset_ms: i64,
-    pub(super) next_refresh: Instant,
-    pub(super) next_gauges: Instant,
-    pub(super) next_claim: Instant,
-    pub(super) next_trim: Instant,
-    pub(super) metrics: FanoutMetrics,
-    pub(super) outage: Outage,
+    redis_offset_ms: i64,
+    next_refresh: Instant,
+    next_gauges: Instant,
+    next_claim: Instant,
+    next_trim: Instant,
+    metrics: FanoutMetrics,
+    outage: Outage,
 }
 
 impl Router {
+    /// A router for the lobby of `settings`, reading as `consumer` on `conn`, a connection of
+    /// its own.
+    pub(super) fn new(
+        settings: &Settings,
+        consumer: String,
+        conn: ConnectionManager,
+        metrics: FanoutMetrics,
+    ) -> Router {
+        let lobby = settings.worker_channel.clone();
+        let now = Instant::now();
+        Router {
+            stream: keys::log_stream(&lobby),
+            group: keys::fanout_group(&lobby),
+            lobby,
+            consumer,
+            conn,
+            ack_timeout: settings.ack_timeout,
+            max_deliveries: settings.max_deliveries,
+            dead_letters_max: settings.dead_letters_max,
+            retention: settings.log_retention,
+            group_ready: false,
+            workers: Vec::new(),
+            unacked: HashMap::new(),
+            // Fanouts start their rotation at different workers, so they do not all send the
+            // first record of a quiet spell to the same one.
+            next: rand::random::<u32>() as usize,
+            games: HashMap::new(),
+            held: Vec::new(),
+            redis_offset_ms: 0,
+            next_refresh: now,
+            next_gauges: now,
+            next_claim: now,
+            next_trim: now,
+            metrics,
+            outage: Outage::new("fanout"),
+        }
+    }
+
     pub(super) async fn run(&mut self, shutdown: &Shutdown) {
         let mut backoff = Backoff::default();
         loop {
@@ -89,7 +133,7 @@ impl Router {
 
     /// One round: housekeeping that is due, then one batch read and routed. Returns how long
     /// to pause before the next round.
-    pub(super) async fn step(&mut self) -> RedisResult<Duration> {
+    async fn step(&mut self) -> RedisResult<Duration> {
         if !self.group_ready {
             self.create_group().await?;
             self.group_ready = true;
@@ -134,7 +178,7 @@ impl Router {
         Ok(Duration::ZERO)
     }
 
-    pub(super) async fn create_group(&mut self) -> RedisResult<()> {
+    async fn create_group(&mut self) -> RedisResult<()> {
         let created: RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
@@ -150,7 +194,7 @@ impl Router {
     }
 
     /// Live workers (fresh heartbeat) and what each holds unacknowledged.
-    pub(super) async fn refresh_workers(&mut self) -> RedisResult<()> {
+    async fn refresh_workers(&mut self) -> RedisResult<()> {
         let sent_at = crate::clock::now_ms() as i64;
         let mut live: Vec<String> = LIVE_WORKERS
             .key(keys::worker_heartbeats(&self.lobby))
@@ -171,7 +215,7 @@ impl Router {
         self.refresh_unacked().await
     }
 
-    pub(super) async fn refresh_unacked(&mut self) -> RedisResult<()> {
+    async fn refresh_unacked(&mut self) -> RedisResult<()> {
         let summary: Value = redis::cmd("XPENDING")
             .arg(&self.stream)
             .arg(&self.group)
@@ -183,7 +227,7 @@ impl Router {
         Ok(())
     }
 
-    pub(super) async fn sample_gauges(&mut self) -> RedisResult<()> {
+    async fn sample_gauges(&mut self) -> RedisResult<()> {
         let (length, dead): (i64, i64) = redis::pipe()
             .cmd("XLEN")
             .arg(&self.stream)
@@ -200,18 +244,18 @@ impl Router {
     }
 
     /// Room left across live workers before each reaches its limit of unacknowledged records.
-    pub(super) fn room(&self) -> u64 {
+    fn room(&self) -> u64 {
         self.workers
             .iter()
             .map(|w| MAX_UNACKED_PER_WORKER.saturating_sub(self.unacked(w)))
             .sum()
     }
 
-    pub(super) fn unacked(&self, worker: &str) -> u64 {
+    fn unacked(&self, worker: &str) -> u64 {
         self.unacked.get(worker).copied().unwrap_or(0)
     }
 
-    pub(super) async fn read(&mut self, count: usize) -> RedisResult<Vec<Entry>> {
+    async fn read(&mut self, count: usize) -> RedisResult<Vec<Entry>> {
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.group)
@@ -237,7 +281,7 @@ impl Router {
     }
 
     /// Claims expired entries for routing again, or dead-letters them.
-    pub(super) async fn claim_expired(&mut self) -> RedisResult<()> {
+    async fn claim_expired(&mut self) -> RedisResult<()> {
         // Keep what we hold from looking abandoned to the other fanouts.
         self.keep_held().await?;
         let reply: Vec<Vec<Vec<u8>>> = CLAIM_EXPIRED
@@ -291,7 +335,7 @@ impl Router {
 
     /// Trims the log to LOG_RETENTION and deletes the group's consumers of workers and
     /// fanouts that are gone and hold nothing.
-    pub(super) async fn trim(&mut self) -> RedisResult<()> {
+    async fn trim(&mut self) -> RedisResult<()> {
         let removed: u64 = TRIM
             .key(&self.stream)
             .arg(self.retention.as_millis() as u64)
@@ -312,6 +356,221 @@ impl Router {
         if forgotten > 0 {
             tracing::debug!("deleted {forgotten} consumer(s) of workers or fanouts gone");
         }
+        Ok(())
+    }
+
+    /// Hands entries to workers: each goes to one live worker with room, as its pending entry
+    /// and as a PUBLISH on its channel, in one script that also checks the entry is still this
+    /// fanout's and the worker below its limit (see `route.lua`). Entries whose PUBLISH
+    /// reached nobody go to the next worker; with none left they are held until one appears.
+    async fn route(&mut self, entries: Vec<Entry>) -> RedisResult<()> {
+        let mut queue: VecDeque<Entry> = entries.into();
+        while !queue.is_empty() {
+            let mut batch: Vec<(Entry, String, String)> = Vec::new();
+            let mut invalid = Vec::new();
+            while let Some(entry) = queue.pop_front() {
+                let (payload, game) = match routed(&entry.record, &entry.id) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        invalid.push((entry, e));
+                        continue;
+                    }
+                };
+                match self.pick(entry.avoid.as_deref(), game.as_deref()) {
+                    Some(worker) => batch.push((entry, worker, payload)),
+                    None => {
+                        queue.push_front(entry);
+                        break;
+                    }
+                }
+            }
+            for (entry, reason) in invalid {
+                self.dead_letter_now(&entry, &reason.to_string()).await?;
+            }
+            if batch.is_empty() {
+                // Nobody can take these now.
+                let rest: Vec<Entry> = queue.drain(..).collect();
+                return self.hold(rest).await;
+            }
+            let mut invocation = ROUTE.key(&self.stream);
+            invocation
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(MAX_UNACKED_PER_WORKER)
+                .arg(keys::worker_channel(&self.lobby, ""));
+            for (entry, worker, payload) in &batch {
+                invocation.arg(&entry.id).arg(worker).arg(payload);
+            }
+            let answers: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
+            let local_now = crate::clock::now_ms() as i64;
+            let mut gone = BTreeSet::new();
+            for ((entry, worker, _), answer) in batch.into_iter().zip(answers) {
+                match answer {
+                    1 => self.delivered(&entry, local_now),
+                    -1 => {
+                        // Re-claimed by another fanout while this one was paused: it routes it.
+                        self.metrics.records_left_to_another_fanout.inc();
+                        tracing::debug!("record {} was taken by another fanout", entry.id);
+                    }
+                    -2 => {
+                        // Full by the count of every fanout's deliveries: none more this round.
+                        self.unacked.insert(worker, MAX_UNACKED_PER_WORKER);
+                        queue.push_back(entry);
+                    }
+                    _ => {
+                        gone.insert(worker);
+                        queue.push_back(Entry {
+                            avoid: None,
+                            ..entry
+                        });
+                    }
+                }
+            }
+            for worker in gone {
+                tracing::info!("worker {worker} no longer listens; routing its records elsewhere");
+                self.workers.retain(|w| *w != worker);
+                self.unacked.remove(&worker);
+            }
+        }
+        Ok(())
+    }
+
+    fn delivered(&mut self, entry: &Entry, local_now_ms: i64) {
+        if entry.rerouted {
+            self.metrics.records_rerouted.inc();
+        } else {
+            self.metrics.records_routed.inc();
+        }
+        if let Some(appended) = delivery::entry_ms(&entry.id) {
+            let age_ms = local_now_ms + self.redis_offset_ms - appended as i64;
+            self.metrics
+                .routing_latency
+                .observe(age_ms.max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// The worker for an entry: the one its game's records went to while it has room (so one
+    /// worker sees a whole game, and a game's work lands where its rotation put it); otherwise
+    /// the least loaded live worker with room, ties broken by a rotation over games so that at a
+    /// game's pace, when every worker is idle, games still spread. Avoids `avoid` when another
+    /// can take it.
+    fn pick(&mut self, avoid: Option<&str>, game: Option<&str>) -> Option<String> {
+        let has_room = |r: &Self, w: &str| r.unacked(w) < MAX_UNACKED_PER_WORKER;
+        if let Some(worker) = game.and_then(|g| self.games.get(g)) {
+            if Some(worker.as_str()) != avoid
+                && has_room(self, worker)
+                && self.workers.contains(worker)
+            {
+                let worker = worker.clone();
+                *self.unacked.entry(worker.clone()).or_default() += 1;
+                return Some(worker);
+            }
+        }
+        let n = self.workers.len();
+        let open: Vec<usize> = (0..n)
+            .map(|step| (self.next + step) % n)
+            .filter(|&i| has_room(self, &self.workers[i]))
+            .collect();
+        let preferred: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|&i| n == 1 || Some(self.workers[i].as_str()) != avoid)
+            .collect();
+        let candidates = if preferred.is_empty() {
+            open
+        } else {
+            preferred
+        };
+        let i = candidates
+            .into_iter()
+            .min_by_key(|&i| self.unacked(&self.workers[i]))?;
+        let worker = self.workers[i].clone();
+        *self.unacked.entry(worker.clone()).or_default() += 1;
+        if let Some(g) = game {
+            // The rotation moves once per game, not per record: a game's records come in a
+            // fixed pattern (its host's among them), which a per-record rotation would align
+            // with the workers, sending every host record to the same one.
+            self.next = i + 1;
+            if self.games.len() >= GAMES_REMEMBERED {
+                self.games.clear();
+            }
+            self.games.insert(g.to_string(), worker.clone());
+        }
+        Some(worker)
+    }
+
+    /// Keeps entries no worker can take, claimed by this fanout so they do not count as
+    /// abandoned; they are routed as soon as a worker is live.
+    async fn hold(&mut self, entries: Vec<Entry>) -> RedisResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.held.extend(entries);
+        self.keep_held().await
+    }
+
+    /// Resets the idle time of the held entries still this fanout's; drops the others, which
+    /// another fanout re-claimed while this one was paused.
+    async fn keep_held(&mut self) -> RedisResult<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = KEEP_OWN.key(&self.stream);
+        invocation.arg(&self.group).arg(&self.consumer);
+        for entry in &self.held {
+            invocation.arg(&entry.id);
+        }
+        let mine: HashSet<String> = invocation.invoke_async(&mut self.conn).await?;
+        let before = self.held.len();
+        self.held.retain(|e| mine.contains(&e.id));
+        let taken = before - self.held.len();
+        if taken > 0 {
+            self.metrics
+                .records_left_to_another_fanout
+                .inc_by(taken as u64);
+            tracing::info!("{taken} held record(s) were taken by another fanout");
+        }
+        Ok(())
+    }
+
+    /// An entry no worker could ever handle (not a valid record) goes straight to the dead
+    /// letters.
+    async fn dead_letter_now(&mut self, entry: &Entry, reason: &str) -> RedisResult<()> {
+        tracing::warn!("record {} is not routable: {reason}", entry.id);
+        let dead = keys::dead_stream(&self.lobby);
+        let (before, after): (u64, u64) = redis::pipe()
+            .atomic()
+            .cmd("XLEN")
+            .arg(&dead)
+            .cmd("XADD")
+            .arg(&dead)
+            .arg("MAXLEN")
+            .arg(self.dead_letters_max)
+            .arg("*")
+            .arg("entry")
+            .arg(&entry.id)
+            .arg("record")
+            .arg(&entry.record)
+            .arg("reason")
+            .arg(format!("not a valid record: {reason}"))
+            .arg("workers")
+            .arg("")
+            .arg("deliveries")
+            .arg(0)
+            .ignore()
+            .cmd("XLEN")
+            .arg(&dead)
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&entry.id)
+            .ignore()
+            .query_async(&mut self.conn)
+            .await?;
+        self.metrics.records_dead_lettered.inc();
+        self.metrics
+            .dead_letters_dropped
+            .inc_by((before + 1).saturating_sub(after));
         Ok(())
     }
 }

@@ -206,7 +206,7 @@ pub async fn run(
     // A Redis that restarted without persistence has no heroes: serve games anyway. Redis gone
     // meanwhile must not hold up a shutdown.
     let reloaded = tokio::select! {
-        reloaded = crate::ops::build_db::reload_if_missing(&shared.redis) => reloaded,
+        reloaded = crate::heroes::reload_if_missing(&shared.redis) => reloaded,
         _ = shutdown.recv() => {
             dispatcher.abort();
             sweeper.abort();

@@ -93,7 +93,7 @@ async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
     let mut found = game::find(&mut conn, &user, n, &shared.rules).await?;
     // No heroes at all means Redis lost its data: put the roster back and try once more.
     if matches!(found, Found::Refused(reason::NO_HEROES))
-        && crate::ops::build_db::reload_if_missing(&shared.redis).await?
+        && crate::heroes::reload_if_missing(&shared.redis).await?
     {
         found = game::find(&mut conn, &user, n, &shared.rules).await?;
     }

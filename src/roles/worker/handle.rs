@@ -10,7 +10,8 @@ use redis::aio::ConnectionManager;
 use tracing::Instrument;
 
 use super::claim::{self, Claim};
-use super::{etl, Outcome, Worker, BUSY_WAIT};
+use super::etl::{self, EtlError};
+use super::{Outcome, Worker, BUSY_WAIT};
 use crate::pipeline::delivery;
 use crate::pipeline::record::{self, Event, Record, RecordError};
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
@@ -38,6 +39,19 @@ impl From<redis::RedisError> for Failure {
             Failure::Redis(e)
         } else {
             Failure::Other(e.into())
+        }
+    }
+}
+
+/// An ETL step's Redis error follows the Redis rule above, exactly as a worker's own command;
+/// a bad token or malformed game state is final for this delivery.
+impl From<EtlError> for Failure {
+    fn from(e: EtlError) -> Self {
+        let transient = e.is_transient();
+        match e {
+            EtlError::Redis { source, .. } if transient => Failure::Redis(source),
+            EtlError::Redis { source, .. } => Failure::Other(source.into()),
+            other => Failure::Other(other.into()),
         }
     }
 }
@@ -186,9 +200,7 @@ impl Worker {
         if !self.clean_routine {
             return Ok(());
         }
-        etl::expire_game(conn, game, self.redis_expiry, self.done_expiry)
-            .await
-            .map_err(anyhow_failure)?;
+        etl::expire_game(conn, game, self.redis_expiry, self.done_expiry).await?;
         Ok(())
     }
 
@@ -202,9 +214,7 @@ impl Worker {
         if !self.clean_routine {
             return Ok(());
         }
-        let expired = etl::expire_timed_out(conn, game, self.redis_expiry)
-            .await
-            .map_err(anyhow_failure)?;
+        let expired = etl::expire_timed_out(conn, game, self.redis_expiry).await?;
         if !expired {
             tracing::warn!(
                 "game {game}: a Game Timed Out record for a game that did not time out; its keys are left as they are"
@@ -315,14 +325,6 @@ pub(super) fn game_span(record: &Record) -> tracing::Span {
             tracing::info_span!("game", game = %game_token)
         }
         Event::Other => tracing::Span::none(),
-    }
-}
-
-/// A Redis error inside an ETL step stays retryable; anything else is final for this delivery.
-pub(super) fn anyhow_failure(e: anyhow::Error) -> Failure {
-    match e.downcast::<redis::RedisError>() {
-        Ok(e) => e.into(),
-        Err(e) => Failure::Other(e),
     }
 }
 

@@ -56,12 +56,12 @@ pub async fn remove(
             Err(e) => return Err(e.context(format!("worker {worker}: start-up sweep"))),
         };
         for name in names {
-            if let Some(final_name) = temporary_of(&name) {
-                if owner_of(final_name).is_some_and(|(_, w)| w == worker) {
+            if let Some(final_name) = sink::final_name_of_temporary(&name) {
+                if sink::parse_file_name(final_name).is_some_and(|(_, w)| w == worker) {
                     output.remove_name(table, &name).await;
                     sweep.temporary_removed += 1;
                 }
-            } else if let Some((game, w)) = owner_of(&name) {
+            } else if let Some((game, w)) = sink::parse_file_name(&name) {
                 if w == worker {
                     games.entry(game.to_string()).or_default().push(table);
                 }
@@ -145,31 +145,5 @@ async fn judge(
             }
         };
         return Ok(verdict);
-    }
-}
-
-/// The final file name inside a temporary name `.<final>.<pid>-<seq>.tmp`.
-fn temporary_of(name: &str) -> Option<&str> {
-    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (final_name, _) = inner.rsplit_once('.')?;
-    Some(final_name)
-}
-
-/// (game, worker) of a final file name `<game>_<worker>.gz`.
-fn owner_of(name: &str) -> Option<(&str, &str)> {
-    crate::ops::report::parse_file_name(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn temporary_names_are_recognised() {
-        let g = "0b8f3a52-8a4b-4c55-9d3e-0123456789ab";
-        let tmp = format!(".{g}_w1.gz.1234-5.tmp");
-        assert_eq!(temporary_of(&tmp), Some(format!("{g}_w1.gz").as_str()));
-        assert_eq!(owner_of(&format!("{g}_w1.gz")), Some((g, "w1")));
-        assert_eq!(temporary_of(&format!("{g}_w1.gz")), None);
     }
 }

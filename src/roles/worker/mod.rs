@@ -4,7 +4,7 @@
 //! For every record: parse it ([`crate::pipeline::record::parse`]); a record that is not a `Cleaning Game
 //! Records` of the game's host needs nothing but an acknowledgement; for a host record the game
 //! is claimed ([`claim`]), read ([`etl::load_game`]), turned into rows ([`etl::rows`]) and
-//! written ([`crate::pipeline::sink::write_game`]), then marked done, cleaned (CLEAN_ROUTINE) and
+//! written ([`crate::pipeline::sink::Output::write_game`]), then marked done, cleaned (CLEAN_ROUTINE) and
 //! acknowledged (XACK of its log entry, [`crate::pipeline::delivery::ack`]). A host record whose game is
 //! unknown or unfinished, or whose handling failed, is not acknowledged: the fanout routes it
 //! again and, after MAX_DELIVERIES, dead-letters it with the reason noted here. Records are

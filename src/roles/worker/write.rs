@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use tracing::Instrument;
 
 use super::claim::{self, Finish};
-use super::handle::{anyhow_failure, Failure};
+use super::handle::Failure;
 use super::{etl, Outcome, Worker};
 
 impl Worker {
@@ -38,7 +38,7 @@ impl Worker {
                 };
             }
         }
-        let loaded = match etl::load_game(conn, game).await.map_err(anyhow_failure) {
+        let loaded = match etl::load_game(conn, game).await.map_err(Failure::from) {
             Ok(loaded) => loaded,
             Err(Failure::Other(e)) => {
                 // Malformed game state will not get better: no retry here; the fanout's

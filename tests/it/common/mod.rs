@@ -5,12 +5,13 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use superhero::config::{Layers, Settings};
 use superhero::ops::private_redis::PrivateRedis;
+use superhero::pipeline::sink::{MetaRow, Output, PodiumRow};
 
 /// A private redis-server, stopped when dropped.
 pub struct TestRedis {
@@ -158,4 +159,31 @@ pub fn scrape(port: u16) -> Option<String> {
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Writes `worker`'s pair of `game` into folder `out` through the sink's one writer, as a
+/// worker does.
+pub async fn write_pair(
+    out: &Path,
+    worker: &str,
+    game: &str,
+    meta: &[MetaRow],
+    podium: &[PodiumRow],
+) -> anyhow::Result<()> {
+    Output::Folder(out.to_path_buf())
+        .write_game(worker, game, meta.to_vec(), podium.to_vec())
+        .await
+}
+
+/// [`write_pair`] for a test that is not async itself.
+pub fn write_pair_blocking(
+    out: &Path,
+    worker: &str,
+    game: &str,
+    meta: &[MetaRow],
+    podium: &[PodiumRow],
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(write_pair(out, worker, game, meta, podium))
 }

@@ -98,7 +98,7 @@ pub fn pairs(dirs: &[&Path]) -> BTreeMap<String, Vec<(String, String)>> {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if let Some((game, worker)) = superhero::ops::report::parse_file_name(&name) {
+                if let Some((game, worker)) = superhero::pipeline::sink::parse_file_name(&name) {
                     out.entry(game.to_string())
                         .or_default()
                         .push((table.to_string(), worker.to_string()));

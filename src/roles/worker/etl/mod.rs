@@ -2,7 +2,8 @@
 //! GAME_META and GAME_PODIUM rows, and (CLEAN_ROUTINE) expire its keys afterwards.
 //!
 //! [`load_game`] is the only Redis read of the ETL: one pipeline, one round trip. [`rows`] is
-//! pure, so the podium rules are unit-tested here without Redis.
+//! pure, so the podium rules are unit-tested here without Redis. The Redis steps fail with an
+//! [`EtlError`], which says whether trying again can help.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -13,7 +14,45 @@ use redis::Script;
 
 use crate::pipeline::keys::{self, status};
 use crate::pipeline::record::AttackRecord;
+use crate::pipeline::redis_conn;
 use crate::pipeline::sink::{MetaRow, PodiumRow};
+
+/// Why an ETL step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtlError {
+    /// A Redis command failed; `doing` names the step.
+    #[error("{doing}")]
+    Redis {
+        doing: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The token cannot name a game's keys (it goes into a SORT pattern).
+    #[error("game token {token:?} is not a UUID")]
+    BadToken {
+        token: String,
+        #[source]
+        source: uuid::Error,
+    },
+    /// The game's state is not what the server writes; reading it again reads the same.
+    #[error("game {game} is malformed: {reason:#}")]
+    Malformed { game: String, reason: anyhow::Error },
+}
+
+impl EtlError {
+    /// Whether the same step can succeed later: only a Redis error of the passing kind
+    /// ([`redis_conn::is_transient`]); a bad token or malformed state never gets better.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EtlError::Redis { source, .. } => redis_conn::is_transient(source),
+            EtlError::BadToken { .. } | EtlError::Malformed { .. } => false,
+        }
+    }
+
+    fn redis(doing: String) -> impl FnOnce(redis::RedisError) -> EtlError {
+        move |source| EtlError::Redis { doing, source }
+    }
+}
 
 /// What the ETL needs of one finished game.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,9 +92,15 @@ pub struct Attack {
 /// Reads game `game` in one round trip. `None` when the game does not exist or is not
 /// `Completed`; an error when its state is malformed (a log entry that is not an attack record,
 /// an attack by or on a non-participant, a hero hash without an integer id or health).
-pub async fn load_game(conn: &mut ConnectionManager, game: &str) -> Result<Option<GameData>> {
+pub async fn load_game(
+    conn: &mut ConnectionManager,
+    game: &str,
+) -> Result<Option<GameData>, EtlError> {
     // The token goes into a SORT pattern below: it must not carry glob characters.
-    uuid::Uuid::parse_str(game).with_context(|| format!("game token {game:?} is not a UUID"))?;
+    uuid::Uuid::parse_str(game).map_err(|source| EtlError::BadToken {
+        token: game.to_string(),
+        source,
+    })?;
     type Reply = (
         Option<String>,
         Option<String>,
@@ -83,12 +128,15 @@ pub async fn load_game(conn: &mut ConnectionManager, game: &str) -> Result<Optio
         .lrange(keys::game_eliminated(game), 0, -1)
         .query_async(conn)
         .await
-        .with_context(|| format!("cannot read game {game}"))?;
+        .map_err(EtlError::redis(format!("cannot read game {game}")))?;
     if state.as_deref() != Some(status::COMPLETED) {
         return Ok(None);
     }
     parse_game(game, host, size, &heroes, &logs, &fallen)
-        .with_context(|| format!("game {game} is malformed"))
+        .map_err(|reason| EtlError::Malformed {
+            game: game.to_string(),
+            reason,
+        })
         .map(Some)
 }
 
@@ -272,13 +320,15 @@ pub async fn expire_game(
     game: &str,
     expiry: Duration,
     marker_expiry: Duration,
-) -> Result<()> {
+) -> Result<(), EtlError> {
     let (members, size): (Vec<String>, Option<String>) = redis::pipe()
         .smembers(keys::game(game))
         .get(keys::game_participants(game))
         .query_async(conn)
         .await
-        .with_context(|| format!("cannot read the keys of game {game}"))?;
+        .map_err(EtlError::redis(format!(
+            "cannot read the keys of game {game}"
+        )))?;
     let whole_seconds = |d: Duration| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX);
     let seconds = whole_seconds(expiry);
     let markers = [keys::etl_done(game), keys::etl_writer(game)];
@@ -304,7 +354,7 @@ pub async fn expire_game(
     pipe.zrem(keys::GAME_DEADLINES, game).ignore();
     pipe.query_async::<()>(conn)
         .await
-        .with_context(|| format!("cannot expire game {game}"))?;
+        .map_err(EtlError::redis(format!("cannot expire game {game}")))?;
     Ok(())
 }
 
@@ -319,7 +369,7 @@ pub async fn expire_timed_out(
     conn: &mut ConnectionManager,
     game: &str,
     expiry: Duration,
-) -> Result<bool> {
+) -> Result<bool, EtlError> {
     let mut script = EXPIRE_TIMED_OUT.prepare_invoke();
     script
         .key(keys::game_status(game))
@@ -335,7 +385,9 @@ pub async fn expire_timed_out(
         .arg(keys::game_hero(game, ""))
         .invoke_async(conn)
         .await
-        .with_context(|| format!("cannot expire timed-out game {game}"))?;
+        .map_err(EtlError::redis(format!(
+            "cannot expire timed-out game {game}"
+        )))?;
     Ok(expired != 0)
 }
 

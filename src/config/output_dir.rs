@@ -1,6 +1,7 @@
 //! Where the output goes, as OUTPUT_DIR says: a local folder (a plain path or `file:///path`)
 //! or an object store URL (`s3://bucket/prefix`, and `gs://`, `az://` where the object_store
-//! crate supports them). Parsing only; [`super::store`] opens it.
+//! crate supports them). Parsing only: the sink's `Output::open` opens it. It lives with the
+//! settings, below the pipeline, so that reading the settings never reaches into the sink.
 
 use std::fmt;
 use std::path::PathBuf;

@@ -1,12 +1,18 @@
 //! Heroes: the Super Hero API source format, the cleaning rule (`docs/redis-keys.md`, Heroes), and the stored form.
+//!
+//! `roster.rs` loads a collection into Redis, for `build-db` and for a game server that finds
+//! the collection gone.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod roster;
+pub use roster::{load_source, reload_if_missing, store};
+
 /// The project's own invented roster, shipped in the binary.
-pub const BUILTIN_ROSTER: &str = include_str!("../data/roster.json");
+pub const BUILTIN_ROSTER: &str = include_str!("../../data/roster.json");
 
 /// The six source stats, in the order the source lists them.
 pub const STATS: [&str; 6] = [
