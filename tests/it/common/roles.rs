@@ -356,11 +356,16 @@ fn block_on<T: Send>(fut: impl Future<Output = T> + Send) -> T {
 
 /// Waits until each channel has at least `n` subscribers.
 pub fn wait_subscribed(redis: &TestRedis, channels: &[String], n: u64) {
+    let client = redis::Client::open(redis.url()).expect("redis url");
     wait_until("subscriptions", Duration::from_secs(10), || {
-        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channels)
-            .query(&mut redis.client())
+        let counts: Vec<(String, u64)> = client
+            .get_connection()
+            .and_then(|mut c| {
+                redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(channels)
+                    .query(&mut c)
+            })
             .unwrap_or_default();
         counts.len() == channels.len() && counts.iter().all(|(_, k)| *k >= n)
     });
@@ -458,7 +463,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// Redis and the folders, no role yet; `env` is given to every role started from it.
     pub fn new(env: &[(&str, &str)]) -> Pipeline {
-        let redis = TestRedis::start();
+        Pipeline::on(TestRedis::start(), env)
+    }
+
+    /// [`Pipeline::new`] on a redis-server started by the caller (with its own arguments).
+    pub fn on(redis: TestRedis, env: &[(&str, &str)]) -> Pipeline {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("out");
         Pipeline {
@@ -484,6 +493,7 @@ impl Pipeline {
     /// fanout (named "fanout") and waits for it to subscribe to the lobby channel.
     pub fn with_roles(mut self, ids: &[&str], live_within: Duration) -> Pipeline {
         self.workers = ids.iter().map(|id| self.worker(id, &[])).collect();
+        wait_subscribed(&self.redis, &worker_channels(ids), 1);
         wait_live_for(&self.redis, LOBBY, ids, live_within);
         self.fanout = Some(self.fanout("fanout", &[]));
         wait_subscribed(&self.redis, &[LOBBY.to_string()], 1);
@@ -526,11 +536,30 @@ impl Pipeline {
         Proc::start(name, self.dir.path(), &self.redis, &["fanout"], &env)
     }
 
-    /// The worker named `id`.
-    pub fn worker_named(&mut self, id: &str) -> &mut Proc {
-        self.workers
-            .iter_mut()
-            .find(|w| w.name == id)
-            .unwrap_or_else(|| panic!("no worker {id}"))
+    /// The same roles in this process, with [`Pipeline::settings`]: workers `ids`
+    /// (`worker::run`), live within `live_within`, then a fanout (`fanout::run`) subscribed to
+    /// the lobby channel.
+    pub async fn start_tasks(
+        &self,
+        ids: &[&str],
+        live_within: Duration,
+    ) -> (Vec<Task<WorkerReport>>, Task<()>) {
+        let settings = self.settings(&[]);
+        let mut workers = Vec::new();
+        for id in ids {
+            workers.push(start_worker(&settings, id).await);
+        }
+        wait_subscribed(&self.redis, &worker_channels(ids), 1);
+        until_live(&self.redis, LOBBY, ids, live_within).await;
+        let fanout = start_fanout(&settings).await;
+        wait_subscribed(&self.redis, &[LOBBY.to_string()], 1);
+        (workers, fanout)
     }
+}
+
+/// The channels of workers `ids` in the lobby.
+pub fn worker_channels(ids: &[&str]) -> Vec<String> {
+    ids.iter()
+        .map(|id| superhero::pipeline::keys::worker_channel(LOBBY, id))
+        .collect()
 }
