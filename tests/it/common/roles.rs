@@ -428,6 +428,16 @@ impl<T: Send + 'static> Task<T> {
         self.task.await.unwrap().unwrap()
     }
 
+    /// [`Task::stop`], failing if the role takes longer than `timeout` to return.
+    pub async fn stop_within(self, timeout: Duration) -> T {
+        self.trigger.fire();
+        tokio::time::timeout(timeout, self.task)
+            .await
+            .unwrap_or_else(|_| panic!("the role did not stop within {timeout:?}"))
+            .expect("the role's task")
+            .expect("the role returns Ok")
+    }
+
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
