@@ -15,15 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(port: u16, path: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}"))
-        .await
-        .expect("connect to the test server");
-    ws
-}
+use common::ws::{connect, Ws};
 
 /// Sends one frame and returns the next JSON reply.
 async fn ask(ws: &mut Ws, frame: Message) -> Value {

@@ -6,7 +6,6 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{free_port, superhero, wait_until, TestRedis};
@@ -20,19 +19,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+use common::roles::Proc;
+use common::ws::{connect, Ws};
 
-/// A `superhero server` process, killed when dropped.
+/// A `superhero server` process (killed when dropped) and the port it serves on.
 struct Server {
-    child: Child,
+    _proc: Proc,
     port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Loads the heroes and starts a server process with `vars`; returns once it listens.
@@ -46,24 +39,22 @@ fn start_server(redis: &TestRedis, dir: &Path, vars: &[(&str, &str)]) -> Server 
     let built = build.arg("build-db").output().expect("build-db");
     assert!(built.status.success(), "{built:?}");
     let port = free_port();
-    let log = dir.join(format!("server-{port}.log"));
     let mut cmd = superhero(dir);
     env(&mut cmd);
     cmd.arg("server")
         .env("WEBSOCKET_HOST", "127.0.0.1")
-        .env("WEBSOCKET_PORT", port.to_string())
-        .stderr(std::fs::File::create(&log).unwrap());
+        .env("WEBSOCKET_PORT", port.to_string());
     for (k, v) in vars {
         cmd.env(k, v);
     }
-    let server = Server {
-        child: cmd.spawn().expect("spawn server"),
-        port,
-    };
+    let server = Proc::spawn(&format!("server-{port}"), dir, cmd);
     wait_until("the server to listen", Duration::from_secs(30), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("game server listening"))
+        server.log_text().contains("game server listening")
     });
-    server
+    Server {
+        _proc: server,
+        port,
+    }
 }
 
 /// Bot settings aimed at `server`.
@@ -125,13 +116,6 @@ fn check_games(redis: &TestRedis, reports: &[Vec<GameReport>], games: usize) -> 
         }
     }
     completed.len()
-}
-
-async fn ws(port: u16, path: &str) -> Ws {
-    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}"))
-        .await
-        .expect("websocket connect")
-        .0
 }
 
 /// Opens `n` silent connections: WebSockets that never send a request, and with `bare` every
@@ -297,8 +281,8 @@ async fn idle_sockets_are_closed_after_the_idle_timeout() {
     let bare_since = Instant::now();
     let bare = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let silent_since = Instant::now();
-    let silent = ws(port, "/api/v1/login").await;
-    let mut served = ws(port, "/api/v1/login").await;
+    let silent = connect(port, "/api/v1/login").await;
+    let mut served = connect(port, "/api/v1/login").await;
     let served_since = Instant::now();
     let reply = ask(&mut served, json!({"PAYLOAD": {"USER": "idler"}})).await;
     let user = reply["PAYLOAD"]["USER_TOKEN"].as_str().unwrap().to_string();
@@ -321,14 +305,14 @@ async fn idle_sockets_are_closed_after_the_idle_timeout() {
 
     // A lobby of three that never fills: the socket waits LOBBY_TIMEOUT (three idle timeouts)
     // for TIMED OUT, then idles out.
-    let mut find = ws(port, "/api/v1/game/find").await;
+    let mut find = connect(port, "/api/v1/game/find").await;
     let reply = ask(
         &mut find,
         json!({"PAYLOAD": {"USER_TOKEN": user, "PARTICIPANTS": 3}}),
     )
     .await;
     let game = reply["PAYLOAD"]["GAME_TOKEN"].as_str().unwrap().to_string();
-    let mut lobby = ws(port, "/api/v1/game/lobby").await;
+    let mut lobby = connect(port, "/api/v1/game/lobby").await;
     let registered = Instant::now();
     let push = ask(
         &mut lobby,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::roles::{
     assert_exactly_once, build_db, completed_games, conn, games, pairs, runtime, tokens, unacked,
-    wait_live, Proc,
+    wait_live, Pipeline, Proc,
 };
 use common::{free_port, superhero, wait_until, TestRedis};
 use superhero::ops::bench::synth::{self, SynthGame};
@@ -32,22 +32,8 @@ fn seed_and_append(redis: &TestRedis, games: &[SynthGame]) -> Vec<String> {
     })
 }
 
-fn out_str(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn worker(dir: &Path, redis: &TestRedis, id: &str, out: &Path, env: &[(&str, &str)]) -> Proc {
-    let out = out_str(out);
-    let mut all = vec![("OUTPUT_DIR", out.as_str()), ("ACK_TIMEOUT", "2")];
-    all.extend_from_slice(env);
-    Proc::start(id, dir, redis, &["worker", "--worker-id", id], &all)
-}
-
-fn fanout(dir: &Path, redis: &TestRedis, name: &str, env: &[(&str, &str)]) -> Proc {
-    let mut all = vec![("ACK_TIMEOUT", "2")];
-    all.extend_from_slice(env);
-    Proc::start(name, dir, redis, &["fanout"], &all)
-}
+/// What every role here gets unless a test says otherwise.
+const ENV: [(&str, &str); 1] = [("ACK_TIMEOUT", "2")];
 
 fn wait_pairs(dirs: &[&Path], n: usize, timeout: Duration) {
     wait_until(&format!("{n} games written"), timeout, || {
@@ -102,20 +88,19 @@ fn server(dir: &Path, redis: &TestRedis, ws_port: u16, extra: &[(&str, &str)]) -
 
 #[test]
 fn a_fanout_paused_then_killed_loses_no_game() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    build_db(dir.path(), &redis);
+    let p = Pipeline::new(&ENV);
+    let (redis, dir, out) = (&p.redis, p.dir.path(), p.out.as_path());
+    build_db(dir, redis);
     let ws = free_port();
-    let _server = server(dir.path(), &redis, ws, &[]);
-    let _w1 = worker(dir.path(), &redis, "w1", &out, &[]);
-    let mut f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
-    wait_live(&redis, LOBBY, "w1");
+    let _server = server(dir, redis, ws, &[]);
+    let _w1 = p.worker("w1", &[]);
+    let mut f1 = p.fanout("fanout-1", &[]);
+    wait_live(redis, LOBBY, "w1");
     // The paused fanout is still subscribed to the lobby channel, so the server's PUBLISHes
     // reach it (and only it): on a pub/sub hop that is where they would die with it.
     f1.signal("STOP");
-    play(dir.path(), &redis, ws, 4, 2);
-    let games = completed_games(&redis);
+    play(dir, redis, ws, 4, 2);
+    let games = completed_games(redis);
     assert!(!games.is_empty());
     // A fanout that read entries and died before routing them leaves them pending under its
     // name; the next fanout claims them after ACK_TIMEOUT.
@@ -139,21 +124,20 @@ fn a_fanout_paused_then_killed_loses_no_game() {
         .query(&mut redis.client())
         .expect("XREADGROUP");
     f1.kill();
-    let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
-    wait_pairs(&[&out], games.len(), Duration::from_secs(60));
+    let _f2 = p.fanout("fanout-2", &[]);
+    wait_pairs(&[out], games.len(), Duration::from_secs(60));
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
-        unacked(&redis, LOBBY) == 0
+        unacked(redis, LOBBY) == 0
     });
-    assert_exactly_once(&[&out], &games);
-    assert!(dead_letters(&redis).is_empty());
+    assert_exactly_once(&[out], &games);
+    assert!(dead_letters(redis).is_empty());
 }
 
 #[test]
 fn a_server_killed_after_its_publish_failed_loses_no_game() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    build_db(dir.path(), &redis);
+    let p = Pipeline::new(&ENV);
+    let (redis, dir, out) = (&p.redis, p.dir.path(), p.out.as_path());
+    build_db(dir, redis);
     // The server's user may not publish on the lobby channel: every PUBLISH of a lifecycle
     // record fails, as if the server died between its commit and its publish.
     let _: () = redis::cmd("ACL")
@@ -169,36 +153,35 @@ fn a_server_killed_after_its_publish_failed_loses_no_game() {
         .expect("ACL SETUSER");
     let ws = free_port();
     let url = format!("redis://game:game-pass@127.0.0.1:{}/0", redis.port);
-    let mut server = server(dir.path(), &redis, ws, &[("REDIS_URL", &url)]);
-    play(dir.path(), &redis, ws, 4, 2);
+    let mut server = server(dir, redis, ws, &[("REDIS_URL", &url)]);
+    play(dir, redis, ws, 4, 2);
     server.kill();
-    let games = completed_games(&redis);
+    let games = completed_games(redis);
     assert!(!games.is_empty());
-    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
-    let _f = fanout(dir.path(), &redis, "fanout", &[]);
-    wait_pairs(&[&out], games.len(), Duration::from_secs(60));
-    assert_exactly_once(&[&out], &games);
+    let _w = p.worker("w1", &[]);
+    let _f = p.fanout("fanout", &[]);
+    wait_pairs(&[out], games.len(), Duration::from_secs(60));
+    assert_exactly_once(&[out], &games);
 }
 
 #[test]
 fn a_late_acknowledgement_from_before_a_redis_restart_removes_nothing_new() {
-    let mut redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
-    let _f = fanout(dir.path(), &redis, "fanout", &[]);
-    wait_live(&redis, LOBBY, "w1");
+    let mut p = Pipeline::new(&ENV);
+    let out = p.out.clone();
+    let _w = p.worker("w1", &[]);
+    let _f = p.fanout("fanout", &[]);
+    wait_live(&p.redis, LOBBY, "w1");
     let first = games(2, 1);
-    let old_ids = seed_and_append(&redis, &first);
+    let old_ids = seed_and_append(&p.redis, &first);
     wait_pairs(&[&out], 2, Duration::from_secs(30));
     // Redis loses everything (no persistence); the roles ride it out.
-    redis.kill();
-    redis.restart();
-    wait_live(&redis, LOBBY, "w1");
+    p.redis.kill();
+    p.redis.restart();
+    wait_live(&p.redis, LOBBY, "w1");
     // Park the next records: no worker may take them until the late ack has landed.
     let second = games(2, 2);
     let new_ids = runtime().block_on(async {
-        let mut c = conn(&redis).await;
+        let mut c = conn(&p.redis).await;
         synth::seed(&mut c, &second).await.expect("seed");
         let records: Vec<String> = second
             .iter()
@@ -224,17 +207,15 @@ fn a_late_acknowledgement_from_before_a_redis_restart_removes_nothing_new() {
 
 #[test]
 fn a_record_whose_etl_always_fails_ends_in_the_dead_letters() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(&[("ACK_TIMEOUT", "1"), ("MAX_DELIVERIES", "3")]);
+    let (redis, dir) = (&p.redis, p.dir.path());
     // OUTPUT_DIR is a plain file: no game can ever be written there.
-    let out = dir.path().join("not-a-folder");
-    std::fs::write(&out, b"x").unwrap();
-    let env = [("ACK_TIMEOUT", "1"), ("MAX_DELIVERIES", "3")];
-    let _w = worker(dir.path(), &redis, "w1", &out, &env);
-    let _f = fanout(dir.path(), &redis, "fanout", &env);
-    wait_live(&redis, LOBBY, "w1");
+    std::fs::write(&p.out, b"x").unwrap();
+    let _w = p.worker("w1", &[]);
+    let _f = p.fanout("fanout", &[]);
+    wait_live(redis, LOBBY, "w1");
     let doomed = games(1, 3);
-    seed_and_append(&redis, &doomed);
+    seed_and_append(redis, &doomed);
     // And a host record of a game that does not exist.
     let ghost = uuid::Uuid::new_v4().to_string();
     let record = format!(
@@ -242,9 +223,9 @@ fn a_record_whose_etl_always_fails_ends_in_the_dead_letters() {
     );
     let _: String = redis.cmd(&["XADD", &keys::log_stream(LOBBY), "*", "record", &record]);
     wait_until("two dead letters", Duration::from_secs(40), || {
-        dead_letters(&redis).len() >= 2
+        dead_letters(redis).len() >= 2
     });
-    let dead = dead_letters(&redis);
+    let dead = dead_letters(redis);
     assert_eq!(dead.len(), 2, "{dead:?}");
     for letter in &dead {
         assert_eq!(letter["deliveries"], "3", "{letter:?}");
@@ -265,9 +246,9 @@ fn a_record_whose_etl_always_fails_ends_in_the_dead_letters() {
     wait_until(
         "nothing left unacknowledged",
         Duration::from_secs(10),
-        || unacked(&redis, LOBBY) == 0,
+        || unacked(redis, LOBBY) == 0,
     );
-    let status = superhero(dir.path())
+    let status = superhero(dir)
         .env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", redis.port.to_string())
         .args(["status", "--format", "json"])
@@ -279,28 +260,27 @@ fn a_record_whose_etl_always_fails_ends_in_the_dead_letters() {
 
 #[test]
 fn a_paused_worker_gets_nothing_new_and_its_games_are_written_by_another() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let w1 = worker(dir.path(), &redis, "w1", &out, &[]);
-    let _w2 = worker(dir.path(), &redis, "w2", &out, &[]);
-    let _f = fanout(dir.path(), &redis, "fanout", &[]);
-    wait_live(&redis, LOBBY, "w1");
-    wait_live(&redis, LOBBY, "w2");
+    let p = Pipeline::new(&ENV);
+    let (redis, out) = (&p.redis, p.out.as_path());
+    let w1 = p.worker("w1", &[]);
+    let _w2 = p.worker("w2", &[]);
+    let _f = p.fanout("fanout", &[]);
+    wait_live(redis, LOBBY, "w1");
+    wait_live(redis, LOBBY, "w2");
     w1.signal("STOP");
     // Until its heartbeat goes stale some of these still go to w1, and wait there.
     let first = games(20, 4);
-    seed_and_append(&redis, &first);
-    wait_pairs(&[&out], 20, Duration::from_secs(60));
+    seed_and_append(redis, &first);
+    wait_pairs(&[out], 20, Duration::from_secs(60));
     let second = games(20, 5);
-    seed_and_append(&redis, &second);
-    wait_pairs(&[&out], 40, Duration::from_secs(60));
+    seed_and_append(redis, &second);
+    wait_pairs(&[out], 40, Duration::from_secs(60));
     wait_until(
         "nothing left unacknowledged",
         Duration::from_secs(30),
-        || unacked(&redis, LOBBY) == 0,
+        || unacked(redis, LOBBY) == 0,
     );
-    let writers: Vec<String> = pairs(&[&out])
+    let writers: Vec<String> = pairs(&[out])
         .values()
         .flat_map(|f| f.iter().map(|(_, w)| w.clone()))
         .collect();
@@ -314,23 +294,23 @@ fn a_paused_worker_gets_nothing_new_and_its_games_are_written_by_another() {
         beat.is_some_and(|b| now_ms - b < 1500.0)
     });
     let third = games(5, 6);
-    seed_and_append(&redis, &third);
-    wait_pairs(&[&out], 45, Duration::from_secs(60));
+    seed_and_append(redis, &third);
+    wait_pairs(&[out], 45, Duration::from_secs(60));
     let mut all = tokens(&first);
     all.extend(tokens(&second));
     all.extend(tokens(&third));
-    assert_exactly_once(&[&out], &all);
+    assert_exactly_once(&[out], &all);
 }
 
 #[test]
 fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (out_w, out_x) = (dir.path().join("out-w"), dir.path().join("out-x"));
+    let p = Pipeline::new(&ENV);
+    let redis = &p.redis;
+    let (out_w, out_x) = (p.dir.path().join("out-w"), p.dir.path().join("out-x"));
     let games = games(2, 7);
     let (mid_pair, whole_pair) = (&games[0], &games[1]);
     runtime().block_on(async {
-        let mut c = conn(&redis).await;
+        let mut c = conn(redis).await;
         synth::seed(&mut c, &games).await.expect("seed");
         for g in &games {
             // W claimed and started writing; its lease has run out since.
@@ -356,17 +336,17 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
     // X takes the first game over; it cannot see W's folder, so it writes its own pair.
     let records: Vec<String> = synth::records(LOBBY, mid_pair);
     runtime().block_on(async {
-        let mut c = conn(&redis).await;
+        let mut c = conn(redis).await;
         synth::append_all(&mut c, LOBBY, &records, 100)
             .await
             .unwrap();
     });
-    let _x = worker(dir.path(), &redis, "x", &out_x, &[]);
-    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    let _x = p.worker("x", &[("OUTPUT_DIR", out_x.to_str().unwrap())]);
+    let _f = p.fanout("fanout", &[]);
     wait_pairs(&[&out_x], 1, Duration::from_secs(30));
     // W comes back under the same id: the half pair of a game done by X goes; the whole pair of
     // a game nobody took over is finished with (it becomes the output).
-    let w = worker(dir.path(), &redis, "w", &out_w, &[]);
+    let w = p.worker("w", &[("OUTPUT_DIR", out_w.to_str().unwrap())]);
     wait_until("w's start-up sweep", Duration::from_secs(30), || {
         w.log_text().contains("start-up sweep")
     });
@@ -375,14 +355,14 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
     // The second game's record now arrives: it is done already, nobody writes it again.
     let records: Vec<String> = synth::records(LOBBY, whole_pair);
     runtime().block_on(async {
-        let mut c = conn(&redis).await;
+        let mut c = conn(redis).await;
         synth::append_all(&mut c, LOBBY, &records, 100)
             .await
             .unwrap();
     });
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
         let len: u64 = redis.cmd(&["XLEN", &keys::log_stream(LOBBY)]);
-        len == 6 && unacked(&redis, LOBBY) == 0
+        len == 6 && unacked(redis, LOBBY) == 0
     });
     assert_exactly_once(&[&out_w, &out_x], &tokens(&games));
     let found = pairs(&[&out_w, &out_x]);
@@ -392,53 +372,52 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
 
 #[test]
 fn a_redis_restart_with_aof_loses_no_finished_game() {
-    let mut redis = TestRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    build_db(dir.path(), &redis);
+    let redis = TestRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut p = Pipeline::on(redis, &ENV);
+    let (dir, out) = (p.dir.path().to_path_buf(), p.out.clone());
+    build_db(&dir, &p.redis);
     let ws = free_port();
-    let _server = server(dir.path(), &redis, ws, &[]);
-    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
-    play(dir.path(), &redis, ws, 4, 2);
-    let before = completed_games(&redis);
+    let _server = server(&dir, &p.redis, ws, &[]);
+    let _w = p.worker("w1", &[]);
+    play(&dir, &p.redis, ws, 4, 2);
+    let before = completed_games(&p.redis);
     assert!(!before.is_empty());
     // No fanout ran yet: every finished game exists only as records in the log. Redis dies.
-    redis.kill();
-    redis.restart();
+    p.redis.kill();
+    p.redis.restart();
     assert_eq!(
-        completed_games(&redis),
+        completed_games(&p.redis),
         before,
         "the AOF brought the games back"
     );
-    let _f = fanout(dir.path(), &redis, "fanout", &[]);
-    play(dir.path(), &redis, ws, 4, 1);
-    let all = completed_games(&redis);
+    let _f = p.fanout("fanout", &[]);
+    play(&dir, &p.redis, ws, 4, 1);
+    let all = completed_games(&p.redis);
     wait_pairs(&[&out], all.len(), Duration::from_secs(60));
     assert_exactly_once(&[&out], &all);
 }
 
 #[test]
 fn two_fanouts_and_four_workers_write_2000_games_exactly_once() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
+    let p = Pipeline::new(&ENV);
+    let (redis, out) = (&p.redis, p.out.as_path());
     let _workers: Vec<Proc> = ["w1", "w2", "w3", "w4"]
         .iter()
-        .map(|id| worker(dir.path(), &redis, id, &out, &[]))
+        .map(|id| p.worker(id, &[]))
         .collect();
-    let _f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
-    let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
+    let _f1 = p.fanout("fanout-1", &[]);
+    let _f2 = p.fanout("fanout-2", &[]);
     for id in ["w1", "w2", "w3", "w4"] {
-        wait_live(&redis, LOBBY, id);
+        wait_live(redis, LOBBY, id);
     }
     let games = games(2000, 8);
-    seed_and_append(&redis, &games);
-    wait_pairs(&[&out], 2000, Duration::from_secs(180));
+    seed_and_append(redis, &games);
+    wait_pairs(&[out], 2000, Duration::from_secs(180));
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
-        unacked(&redis, LOBBY) == 0
+        unacked(redis, LOBBY) == 0
     });
-    assert_exactly_once(&[&out], &tokens(&games));
-    assert!(dead_letters(&redis).is_empty());
+    assert_exactly_once(&[out], &tokens(&games));
+    assert!(dead_letters(redis).is_empty());
     // Each fanout routed some: the group shares the work.
     let consumers: Vec<redis::Value> = redis::cmd("XINFO")
         .arg("CONSUMERS")
@@ -452,16 +431,15 @@ fn two_fanouts_and_four_workers_write_2000_games_exactly_once() {
 
 #[test]
 fn records_in_the_original_format_are_processed_exactly_once() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let _w1 = worker(dir.path(), &redis, "w1", &out, &[]);
-    let _w2 = worker(dir.path(), &redis, "w2", &out, &[]);
+    let p = Pipeline::new(&ENV);
+    let (redis, out) = (&p.redis, p.out.as_path());
+    let _w1 = p.worker("w1", &[]);
+    let _w2 = p.worker("w2", &[]);
     // Two fanouts hear every record of the other publisher: it must enter the log once.
-    let _f1 = fanout(dir.path(), &redis, "fanout-1", &[]);
-    let _f2 = fanout(dir.path(), &redis, "fanout-2", &[]);
-    wait_live(&redis, LOBBY, "w1");
-    wait_live(&redis, LOBBY, "w2");
+    let _f1 = p.fanout("fanout-1", &[]);
+    let _f2 = p.fanout("fanout-2", &[]);
+    wait_live(redis, LOBBY, "w1");
+    wait_live(redis, LOBBY, "w2");
     wait_until("both fanouts subscribed", Duration::from_secs(20), || {
         let n: Vec<(String, u64)> = redis.cmd(&["PUBSUB", "NUMSUB", LOBBY]);
         n.first().is_some_and(|(_, n)| *n == 2)
@@ -474,43 +452,42 @@ fn records_in_the_original_format_are_processed_exactly_once() {
         .map(|r| serde_json::to_string(&r).unwrap())
         .collect();
     runtime().block_on(async {
-        let mut c = conn(&redis).await;
+        let mut c = conn(redis).await;
         synth::seed(&mut c, &games).await.unwrap();
         synth::publish_all(&mut c, LOBBY, &records, 100)
             .await
             .unwrap();
     });
-    wait_pairs(&[&out], 50, Duration::from_secs(60));
+    wait_pairs(&[out], 50, Duration::from_secs(60));
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
-        unacked(&redis, LOBBY) == 0
+        unacked(redis, LOBBY) == 0
     });
-    assert_exactly_once(&[&out], &tokens(&games));
+    assert_exactly_once(&[out], &tokens(&games));
     let len: u64 = redis.cmd(&["XLEN", &keys::log_stream(LOBBY)]);
     assert_eq!(len as usize, records.len(), "each record appended once");
 }
 
 #[test]
 fn every_role_stops_promptly_on_sigterm_while_redis_is_down() {
-    let mut redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    build_db(dir.path(), &redis);
+    let mut p = Pipeline::new(&ENV);
+    let dir = p.dir.path().to_path_buf();
+    build_db(&dir, &p.redis);
     let ws = free_port();
     let mut roles = vec![
-        server(dir.path(), &redis, ws, &[]),
-        worker(dir.path(), &redis, "w1", &out, &[]),
-        fanout(dir.path(), &redis, "fanout", &[]),
+        server(&dir, &p.redis, ws, &[]),
+        p.worker("w1", &[]),
+        p.fanout("fanout", &[]),
     ];
-    wait_live(&redis, LOBBY, "w1");
+    wait_live(&p.redis, LOBBY, "w1");
     wait_until("the fanout to be up", Duration::from_secs(20), || {
-        let n: Vec<(String, u64)> = redis.cmd(&["PUBSUB", "NUMSUB", LOBBY]);
+        let n: Vec<(String, u64)> = p.redis.cmd(&["PUBSUB", "NUMSUB", LOBBY]);
         let groups: u64 = redis::cmd("EXISTS")
             .arg(keys::log_stream(LOBBY))
-            .query(&mut redis.client())
+            .query(&mut p.redis.client())
             .unwrap_or(0);
         n.first().is_some_and(|(_, n)| *n == 1) && groups == 1
     });
-    redis.kill();
+    p.redis.kill();
     for role in &roles {
         wait_until(
             &format!("{} to notice Redis is gone", role.name),
@@ -534,15 +511,14 @@ fn every_role_stops_promptly_on_sigterm_while_redis_is_down() {
 
 #[test]
 fn acknowledged_history_is_trimmed_after_the_retention_window() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
-    let _f = fanout(dir.path(), &redis, "fanout", &[("LOG_RETENTION", "1")]);
-    wait_live(&redis, LOBBY, "w1");
+    let p = Pipeline::new(&ENV);
+    let (redis, out) = (&p.redis, p.out.as_path());
+    let _w = p.worker("w1", &[]);
+    let _f = p.fanout("fanout", &[("LOG_RETENTION", "1")]);
+    wait_live(redis, LOBBY, "w1");
     let games = games(100, 10);
-    seed_and_append(&redis, &games);
-    wait_pairs(&[&out], 100, Duration::from_secs(60));
+    seed_and_append(redis, &games);
+    wait_pairs(&[out], 100, Duration::from_secs(60));
     wait_until(
         "the log trimmed to nothing",
         Duration::from_secs(30),
@@ -551,19 +527,18 @@ fn acknowledged_history_is_trimmed_after_the_retention_window() {
             len == 0
         },
     );
-    assert_exactly_once(&[&out], &tokens(&games));
+    assert_exactly_once(&[out], &tokens(&games));
 }
 
 #[test]
 fn the_log_is_never_trimmed_past_another_groups_pending_entries() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
+    let p = Pipeline::new(&ENV);
+    let (redis, out) = (&p.redis, p.out.as_path());
     let stream = keys::log_stream(LOBBY);
     // Another reader of the same log (an analytics consumer, say) with its own group.
     let _: () = redis.cmd(&["XGROUP", "CREATE", &stream, "analytics", "0", "MKSTREAM"]);
     let games = games(100, 11);
-    let ids = seed_and_append(&redis, &games);
+    let ids = seed_and_append(redis, &games);
     let _: redis::Value = redis.cmd(&[
         "XREADGROUP",
         "GROUP",
@@ -580,13 +555,13 @@ fn the_log_is_never_trimmed_past_another_groups_pending_entries() {
     let mut ack = vec!["XACK", stream.as_str(), "analytics"];
     ack.extend(ids[..half].iter().map(String::as_str));
     let _: u64 = redis.cmd(&ack);
-    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
-    let _f = fanout(dir.path(), &redis, "fanout", &[("LOG_RETENTION", "1")]);
-    wait_pairs(&[&out], 100, Duration::from_secs(60));
+    let _w = p.worker("w1", &[]);
+    let _f = p.fanout("fanout", &[("LOG_RETENTION", "1")]);
+    wait_pairs(&[out], 100, Duration::from_secs(60));
     wait_until(
         "the fanouts' group drained",
         Duration::from_secs(30),
-        || unacked(&redis, LOBBY) == 0,
+        || unacked(redis, LOBBY) == 0,
     );
     wait_until(
         "the acknowledged half trimmed",
@@ -612,18 +587,9 @@ fn the_log_is_never_trimmed_past_another_groups_pending_entries() {
 
 #[test]
 fn games_at_a_trickle_spread_over_every_worker() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
     let ids = ["w1", "w2", "w3", "w4"];
-    let _workers: Vec<Proc> = ids
-        .iter()
-        .map(|id| worker(dir.path(), &redis, id, &out, &[]))
-        .collect();
-    for id in ids {
-        wait_live(&redis, LOBBY, id);
-    }
-    let _f = fanout(dir.path(), &redis, "fanout", &[]);
+    let p = Pipeline::start(&ids, &ENV);
+    let (redis, out) = (&p.redis, p.out.as_path());
     // One game at a time, each written before the next ends: every record finds every worker
     // idle, so only the tie-break decides where it goes.
     // Each game's records as the server appends them: `Starting Match`, then one `Cleaning Game
@@ -632,7 +598,7 @@ fn games_at_a_trickle_spread_over_every_worker() {
     let stream = keys::log_stream(LOBBY);
     for (i, game) in games.iter().enumerate() {
         runtime().block_on(async {
-            synth::seed(&mut conn(&redis).await, std::slice::from_ref(game))
+            synth::seed(&mut conn(redis).await, std::slice::from_ref(game))
                 .await
                 .unwrap()
         });
@@ -646,12 +612,12 @@ fn games_at_a_trickle_spread_over_every_worker() {
         for record in &records {
             let _: String = redis.cmd(&["XADD", &stream, "*", "record", record]);
         }
-        wait_pairs(&[&out], i + 1, Duration::from_secs(30));
+        wait_pairs(&[out], i + 1, Duration::from_secs(30));
     }
-    assert_exactly_once(&[&out], &tokens(&games));
+    assert_exactly_once(&[out], &tokens(&games));
     let mut per_worker: std::collections::BTreeMap<String, usize> =
         ids.iter().map(|id| (id.to_string(), 0)).collect();
-    for files in pairs(&[&out]).values() {
+    for files in pairs(&[out]).values() {
         *per_worker.entry(files[0].1.clone()).or_default() += 1;
     }
     assert!(
@@ -823,41 +789,37 @@ fn group_consumers(redis: &TestRedis) -> Vec<String> {
 
 #[test]
 fn the_group_keeps_no_consumer_of_workers_gone() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
+    let p = Pipeline::new(&ENV);
+    let (redis, out) = (&p.redis, p.out.as_path());
     // 30 workers with random ids, each handed records, then killed: none exits cleanly.
     let ids: Vec<String> = (0..30)
         .map(|i| format!("r{i}-{:08x}", rand::random::<u32>()))
         .collect();
-    let mut workers: Vec<Proc> = ids
-        .iter()
-        .map(|id| worker(dir.path(), &redis, id, &out, &[]))
-        .collect();
+    let mut workers: Vec<Proc> = ids.iter().map(|id| p.worker(id, &[])).collect();
     for id in &ids {
-        wait_live(&redis, LOBBY, id);
+        wait_live(redis, LOBBY, id);
     }
     // Started once every worker beats, the fanout's first look finds all 30.
-    let _f = fanout(dir.path(), &redis, "fanout", &[]);
-    seed_and_append(&redis, &games(120, 15));
-    wait_pairs(&[&out], 120, Duration::from_secs(120));
+    let _f = p.fanout("fanout", &[]);
+    seed_and_append(redis, &games(120, 15));
+    wait_pairs(&[out], 120, Duration::from_secs(120));
     wait_until("every record acknowledged", Duration::from_secs(30), || {
-        unacked(&redis, LOBBY) == 0
+        unacked(redis, LOBBY) == 0
     });
-    let before = group_consumers(&redis);
+    let before = group_consumers(redis);
     assert!(before.len() > 10, "consumers: {before:?}");
     for w in &mut workers {
         w.kill();
     }
-    let _live = worker(dir.path(), &redis, "survivor", &out, &[]);
-    wait_live(&redis, LOBBY, "survivor");
-    seed_and_append(&redis, &games(4, 16));
-    wait_pairs(&[&out], 124, Duration::from_secs(60));
+    let _live = p.worker("survivor", &[]);
+    wait_live(redis, LOBBY, "survivor");
+    seed_and_append(redis, &games(4, 16));
+    wait_pairs(&[out], 124, Duration::from_secs(60));
     wait_until(
         "only the live worker's and the fanout's consumers left",
         Duration::from_secs(30),
         || {
-            group_consumers(&redis)
+            group_consumers(redis)
                 .iter()
                 .all(|c| c == "survivor" || c.starts_with("fanout:"))
         },
@@ -866,16 +828,13 @@ fn the_group_keeps_no_consumer_of_workers_gone() {
 
 #[test]
 fn the_dead_letters_keep_within_their_cap() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
+    let p = Pipeline::new(&ENV);
+    let redis = &p.redis;
     let metrics = free_port();
     let metrics_addr = format!("127.0.0.1:{metrics}");
-    let _w = worker(dir.path(), &redis, "w1", &out, &[]);
-    wait_live(&redis, LOBBY, "w1");
-    let _f = fanout(
-        dir.path(),
-        &redis,
+    let _w = p.worker("w1", &[]);
+    wait_live(redis, LOBBY, "w1");
+    let _f = p.fanout(
         "fanout",
         &[("DEAD_LETTERS_MAX", "3"), ("METRICS_ADDR", &metrics_addr)],
     );
@@ -886,7 +845,7 @@ fn the_dead_letters_keep_within_their_cap() {
         .collect();
     let dead = keys::dead_stream(LOBBY);
     wait_until("every entry dead-lettered", Duration::from_secs(20), || {
-        unacked(&redis, LOBBY) == 0 && {
+        unacked(redis, LOBBY) == 0 && {
             let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
                 .arg(&dead)
                 .arg("+")
@@ -900,7 +859,7 @@ fn the_dead_letters_keep_within_their_cap() {
                 .is_some_and(|(_, v)| *v == ids[9])
         }
     });
-    let kept: Vec<String> = dead_letters(&redis)
+    let kept: Vec<String> = dead_letters(redis)
         .into_iter()
         .map(|fields| fields["entry"].clone())
         .collect();
@@ -915,9 +874,6 @@ fn the_dead_letters_keep_within_their_cap() {
 
 #[test]
 fn a_worker_killed_mid_burst_leaves_every_game_written_once_and_no_dead_letter() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
     // ACK_TIMEOUT 2 s, MAX_DELIVERIES 3 and the shortest REDIS_EXPIRY there is: the records
     // the dead worker held come back after their games may have been written and expired.
     let env = [
@@ -925,33 +881,28 @@ fn a_worker_killed_mid_burst_leaves_every_game_written_once_and_no_dead_letter()
         ("MAX_DELIVERIES", "3"),
         ("REDIS_EXPIRY", "1"),
     ];
-    let mut w1 = worker(dir.path(), &redis, "w1", &out, &env);
-    let _w2 = worker(dir.path(), &redis, "w2", &out, &env);
-    let _w3 = worker(dir.path(), &redis, "w3", &out, &env);
-    for id in ["w1", "w2", "w3"] {
-        wait_live(&redis, LOBBY, id);
-    }
-    let _f = fanout(dir.path(), &redis, "fanout", &env);
+    let mut p = Pipeline::start(&["w1", "w2", "w3"], &env);
+    let (redis, out) = (&p.redis, p.out.as_path());
     let games = games(1000, 17);
-    seed_and_append(&redis, &games);
+    seed_and_append(redis, &games);
     wait_until(
         "w1 has written some games",
         Duration::from_secs(120),
         || {
-            pairs(&[&out])
+            pairs(&[out])
                 .values()
                 .filter(|files| files.iter().any(|(_, w)| w == "w1"))
                 .count()
                 >= 50
         },
     );
-    w1.kill();
-    wait_pairs(&[&out], 1000, Duration::from_secs(300));
+    p.workers[0].kill();
+    wait_pairs(&[out], 1000, Duration::from_secs(300));
     wait_until("every record acknowledged", Duration::from_secs(60), || {
-        let state = common::roles::pipeline_state(&redis, LOBBY);
+        let state = common::roles::pipeline_state(redis, LOBBY);
         state.undelivered == 0 && state.unacked == 0
     });
-    let dead = dead_letters(&redis);
+    let dead = dead_letters(redis);
     assert_eq!(dead, Vec::new(), "no dead letter");
-    assert_exactly_once(&[&out], &tokens(&games));
+    assert_exactly_once(&[out], &tokens(&games));
 }

@@ -5,71 +5,11 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::roles::{build_db, runtime, server, wait_live, Proc};
 use common::{free_port, superhero, wait_until, TestRedis};
-
-/// A role process whose stderr goes to a file, killed if the test fails.
-struct Role {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Role {
-    fn spawn(name: &str, dir: &Path, mut cmd: Command) -> Role {
-        let log = dir.join(format!("{name}.log"));
-        let file = File::create(&log).expect("log file");
-        cmd.stdout(file.try_clone().expect("log file")).stderr(file);
-        let child = cmd.spawn().expect("spawn superhero");
-        Role {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGTERM, then the exit code.
-    fn terminate(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        let mut code = None;
-        wait_until(
-            &format!("{} to exit after SIGTERM", self.name),
-            Duration::from_secs(20),
-            || match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    code = status.code();
-                    true
-                }
-                _ => false,
-            },
-        );
-        code
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Files per game token in one table's folder.
 fn files_by_game(dir: &Path) -> BTreeMap<String, Vec<String>> {
@@ -101,27 +41,17 @@ fn completed_games(redis: &TestRedis) -> Vec<String> {
 }
 
 fn run_players(dir: &Path, env: &[(String, String)], players: usize) {
-    let mut bots: Vec<Role> = (0..players)
+    let mut bots: Vec<Proc> = (0..players)
         .map(|i| {
             let mut cmd = superhero(dir);
             cmd.envs(env.iter().map(|(k, v)| (k, v)))
                 .args(["player", "--participants", "2"]);
-            Role::spawn(&format!("player-{i}"), dir, cmd)
+            Proc::spawn(&format!("player-{i}"), dir, cmd)
         })
         .collect();
     for bot in &mut bots {
-        let mut status = None;
-        wait_until("a player bot to finish", Duration::from_secs(60), || {
-            status = bot.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "{} failed:\n{}",
-            bot.name,
-            bot.log_text()
-        );
+        let code = bot.exit_code(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{} failed:\n{}", bot.name, bot.log_text());
     }
 }
 
@@ -151,7 +81,7 @@ fn redis_restart_mid_run_every_role_survives_and_later_games_are_processed_once(
     let role = |name: &str, args: &[&str]| {
         let mut cmd = superhero(dir.path());
         cmd.envs(env.iter().map(|(k, v)| (k, v))).args(args);
-        Role::spawn(name, dir.path(), cmd)
+        Proc::spawn(name, dir.path(), cmd)
     };
     let build_db = |redis: &TestRedis| {
         wait_until("build-db to succeed", Duration::from_secs(20), || {
@@ -261,7 +191,8 @@ fn redis_restart_mid_run_every_role_survives_and_later_games_are_processed_once(
     }
     for r in &mut roles {
         assert!(r.is_running(), "{} exited:\n{}", r.name, r.log_text());
-        let code = r.terminate();
+        r.signal("TERM");
+        let code = r.exit_code(Duration::from_secs(20));
         assert_eq!(code, Some(0), "{} exit code:\n{}", r.name, r.log_text());
     }
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use common::{free_port, superhero, wait_for, wait_until, TestRedis};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use superhero::config::Settings;
 use superhero::pipeline::keys;
@@ -21,10 +21,9 @@ use superhero::shutdown::{self, Shutdown};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 use common::game_server::{prepared, Server};
+use common::roles::Proc;
+use common::ws::{ask, connect, next_json};
 
 /// Starts `count` bots against `port`, each playing `games` games of `participants` players.
 fn spawn_bots(
@@ -227,34 +226,6 @@ async fn two_servers_share_the_games() {
     assert!(games.len() >= 13, "{} games", games.len());
     a.stop().await;
     b.stop().await;
-}
-
-async fn connect(port: u16, path: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}"))
-        .await
-        .expect("connect to the test server");
-    ws
-}
-
-async fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
-            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => return None,
-            Ok(Some(Ok(_))) => {}
-        }
-    }
-}
-
-async fn ask(ws: &mut Ws, body: Value) -> Value {
-    ws.send(Message::text(body.to_string()))
-        .await
-        .expect("send");
-    next_json(ws, Duration::from_secs(10))
-        .await
-        .expect("a reply")
 }
 
 /// A hand-driven player: logs in and joins a game of `n`; returns (user token, game token).
@@ -605,53 +576,16 @@ async fn max_turns_caps_every_game() {
     server.stop().await;
 }
 
-/// Sends SIGTERM to a child process.
-fn sigterm(child: &std::process::Child) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-/// Waits for a child to exit, killing it after `within`.
-fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A `superhero` child process, killed if a failing test leaves it running.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server_process(redis: &TestRedis, dir: &std::path::Path, port: u16) -> KillOnDrop {
-    let child = superhero(dir)
-        .arg("server")
+fn server_process(redis: &TestRedis, dir: &std::path::Path, port: u16) -> Proc {
+    let mut cmd = superhero(dir);
+    cmd.arg("server")
         .env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", redis.port.to_string())
         .env("WEBSOCKET_HOST", "127.0.0.1")
         .env("WEBSOCKET_PORT", port.to_string())
         .env("TURN_TIMEOUT", "3")
-        .env("LOBBY_TIMEOUT", "30")
-        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-        .spawn()
-        .expect("start superhero server");
-    KillOnDrop(child)
+        .env("LOBBY_TIMEOUT", "30");
+    Proc::spawn("server", dir, cmd)
 }
 
 async fn wait_listening(port: u16) {
@@ -674,7 +608,6 @@ async fn sigterm_tells_lobbies_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = server_process(&redis, dir.path(), port);
-    let child = &mut server.0;
     wait_listening(port).await;
     let (user, game) = join_by_hand(port, "waiting", 3).await;
     let mut lobby = common::ws::open_lobby(port, &game, &user).await;
@@ -683,7 +616,7 @@ async fn sigterm_tells_lobbies_and_exits_zero() {
     wait_until("the lobby to register", Duration::from_secs(10), || {
         redis.cmd::<bool>(&["SISMEMBER", &ready, &user])
     });
-    sigterm(child);
+    server.signal("TERM");
     let told = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match lobby.next().await {
@@ -696,8 +629,8 @@ async fn sigterm_tells_lobbies_and_exits_zero() {
     .await
     .expect("the lobby hears from the server");
     assert_eq!(told.as_deref(), Some("server shutting down"));
-    let status = wait_exit(child, Duration::from_secs(15));
-    assert_eq!(status.code(), Some(0), "exit code after SIGTERM");
+    let code = server.exit_code(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "exit code after SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,7 +640,6 @@ async fn the_server_rides_out_a_redis_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = server_process(&redis, dir.path(), port);
-    let child = &mut server.0;
     wait_listening(port).await;
     // Players are mid-game when Redis goes away.
     let (stop_early, early) = shutdown::channel();
@@ -743,13 +675,10 @@ async fn the_server_rides_out_a_redis_restart() {
     let reports = join_bots(bots, Duration::from_secs(60)).await;
     assert_eq!(reports.len(), 8);
     check_reports(&redis, &reports, 1000);
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the server kept running"
-    );
-    sigterm(child);
-    assert_eq!(wait_exit(child, Duration::from_secs(15)).code(), Some(0));
-    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(server.is_running(), "the server kept running");
+    server.signal("TERM");
+    assert_eq!(server.exit_code(Duration::from_secs(15)), Some(0));
+    let log = server.log_text();
     let lost: Vec<&str> = log.lines().filter(|l| l.contains("lost Redis")).collect();
     assert!(!lost.is_empty(), "the outage is logged:\n{log}");
     // One line per outage per part of the server, not one per retry.
@@ -779,17 +708,13 @@ async fn player_processes_wait_for_a_late_server_and_exit_zero() {
     let port = free_port();
     let players: Vec<_> = (0..2)
         .map(|i| {
-            let log = dir.path().join(format!("player{i}.log"));
-            let child = superhero(dir.path())
-                .args(["player", "--participants", "2"])
+            let mut cmd = superhero(dir.path());
+            cmd.args(["player", "--participants", "2"])
                 .env("WEBSOCKET_HOST", "127.0.0.1")
                 .env("WEBSOCKET_PORT", port.to_string())
                 .env("CLIENT_GAMES", "1")
-                .env("CLIENT_SLEEP", "0.2")
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("start superhero player");
-            (KillOnDrop(child), log)
+                .env("CLIENT_SLEEP", "0.2");
+            Proc::spawn(&format!("player{i}"), dir.path(), cmd)
         })
         .collect();
     // The server comes up after the players: they keep retrying until it does.
@@ -806,10 +731,10 @@ async fn player_processes_wait_for_a_late_server_and_exit_zero() {
         })
     };
     let mut game_lines = Vec::new();
-    for (mut player, log) in players {
-        let status = wait_exit(&mut player.0, Duration::from_secs(60));
-        let text = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(status.code(), Some(0), "player log:\n{text}");
+    for mut player in players {
+        let code = player.exit_code(Duration::from_secs(60));
+        let text = player.log_text();
+        assert_eq!(code, Some(0), "player log:\n{text}");
         assert!(text.contains("not reachable"), "the player waited:\n{text}");
         let lines: Vec<String> = text
             .lines()

@@ -24,8 +24,7 @@ use superhero::shutdown;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use common::ws::{connect, Ws};
 
 /// How long any single frame may take to arrive.
 const FRAME_WAIT: Duration = Duration::from_secs(30);
@@ -37,13 +36,6 @@ async fn prepared(redis: &TestRedis, vars: &[(&str, &str)]) -> Settings {
     let mut all = vec![("LOBBY_TIMEOUT", "20")];
     all.extend_from_slice(vars);
     common::game_server::prepared(redis, &all).await
-}
-
-async fn connect(port: u16, path: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}"))
-        .await
-        .expect("connect to the test server");
-    ws
 }
 
 /// The next text frame, as received.

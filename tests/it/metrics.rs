@@ -5,20 +5,12 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::roles::Proc;
 use common::{free_port, scrape, superhero, wait_until, TestRedis};
 use superhero::metrics::sample_value;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn value(text: &str, name: &str) -> f64 {
     sample_value(text, name).unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
@@ -88,26 +80,31 @@ fn each_role_serves_counters_that_match_the_run_and_no_port_when_off() {
             .env("WEBSOCKET_PORT", ws_port.to_string())
             .env("LOGGER_MODULE", "redis")
             .env("OUTPUT_DIR", &out)
-            .env("LOG_LEVEL", "WARN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .env("LOG_LEVEL", "WARN");
     };
-    let spawn = |args: &[&str], metrics: Option<u16>| {
+    let spawn = |name: &str, args: &[&str], metrics: Option<u16>| {
         let mut cmd = superhero(dir.path());
         base(&mut cmd);
         if let Some(port) = metrics {
             cmd.env("METRICS_ADDR", format!("127.0.0.1:{port}"));
         }
-        Killed(cmd.args(args).spawn().expect("spawn role"))
+        cmd.args(args);
+        Proc::spawn(name, dir.path(), cmd)
     };
     let mut build = superhero(dir.path());
     base(&mut build);
-    assert!(build.arg("build-db").status().expect("build-db").success());
+    assert!(build
+        .arg("build-db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("build-db")
+        .success());
 
-    let fanout = spawn(&["fanout"], Some(fanout_m));
-    let worker_a = spawn(&["worker", "--worker-id", "wa"], Some(worker_m));
-    let worker_b = spawn(&["worker", "--worker-id", "wb"], None);
-    let server = spawn(&["server"], Some(server_m));
+    let fanout = spawn("fanout", &["fanout"], Some(fanout_m));
+    let worker_a = spawn("wa", &["worker", "--worker-id", "wa"], Some(worker_m));
+    let worker_b = spawn("wb", &["worker", "--worker-id", "wb"], None);
+    let server = spawn("server", &["server"], Some(server_m));
     for port in [server_m, fanout_m, worker_m] {
         wait_until("metrics endpoints up", Duration::from_secs(20), || {
             scrape(port).is_some()
@@ -123,20 +120,17 @@ fn each_role_serves_counters_that_match_the_run_and_no_port_when_off() {
         n.iter().all(|(_, subs)| *subs == 1) && n.len() == 2
     });
 
-    let mut bots: Vec<Killed> = (0..4)
-        .map(|_| {
+    let mut bots: Vec<Proc> = (0..4)
+        .map(|i| {
             let mut cmd = superhero(dir.path());
             base(&mut cmd);
-            cmd.env("CLIENT_GAMES", "2");
-            Killed(
-                cmd.args(["player", "--participants", "2"])
-                    .spawn()
-                    .expect("bot"),
-            )
+            cmd.env("CLIENT_GAMES", "2")
+                .args(["player", "--participants", "2"]);
+            Proc::spawn(&format!("bot-{i}"), dir.path(), cmd)
         })
         .collect();
     for bot in &mut bots {
-        let status = bot.0.wait().expect("bot exit");
+        let status = bot.wait();
         assert!(status.success());
     }
 
@@ -195,9 +189,9 @@ fn each_role_serves_counters_that_match_the_run_and_no_port_when_off() {
 
     // Metrics off: the second worker listens on nothing; the server only on its API port plus
     // the metrics port it was given.
-    assert_eq!(listening_ports(worker_b.0.id()), BTreeSet::new());
+    assert_eq!(listening_ports(worker_b.id()), BTreeSet::new());
     assert_eq!(
-        listening_ports(server.0.id()),
+        listening_ports(server.id()),
         BTreeSet::from([ws_port, server_m])
     );
     drop((fanout, worker_a));

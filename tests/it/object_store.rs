@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::roles::{conn, games, runtime, tokens, Proc};
+use common::roles::{
+    assert_exactly_once_in, conn, games, runtime, tokens, unacked, wait_live_for, Pairs, Proc,
+};
 use common::{free_port, superhero, wait_until, TestRedis};
 use superhero::ops::bench::synth::{self, SynthGame};
 use superhero::pipeline::keys;
@@ -23,9 +25,8 @@ const LOBBY: &str = "redis.lib.server.lobby";
 const BUCKET: &str = "superhero-test";
 const KEY_ID: &str = "AKIATESTKEY0000001";
 const SECRET: &str = "test-secret-9f8e7d6c5b4a";
-
-/// Game token → (table, worker id) of each object.
-type Pairs = BTreeMap<String, Vec<(String, String)>>;
+/// How long these tests wait for a worker to be live.
+const LIVE: Duration = Duration::from_secs(30);
 
 /// A moto S3 server on a free port, killed when dropped.
 struct Moto {
@@ -93,6 +94,18 @@ impl Moto {
     /// Game → (table, worker) of every object under `run/superhero/`; every other key too.
     fn pairs(&self) -> (Pairs, Vec<String>) {
         list_pairs(self.port)
+    }
+
+    /// Exactly the given games in the bucket, each one META and one PODIUM object by one
+    /// worker, and no other object.
+    fn assert_one_pair_per_game(&self, games: &[String]) {
+        let (found, others) = self.pairs();
+        assert_exactly_once_in(
+            &found,
+            &others,
+            games,
+            "games in the bucket vs games expected",
+        );
     }
 }
 
@@ -351,32 +364,6 @@ fn fanout(dir: &Path, redis: &TestRedis, endpoint: &str, extra: &[(&str, &str)])
     role(dir, redis, "fanout", &["fanout"], endpoint, extra)
 }
 
-fn wait_live(redis: &TestRedis, worker: &str) {
-    wait_until(
-        &format!("worker {worker} to beat"),
-        Duration::from_secs(30),
-        || {
-            let beat: Option<f64> = redis.cmd(&["ZSCORE", &keys::worker_heartbeats(LOBBY), worker]);
-            beat.is_some()
-        },
-    );
-}
-
-fn unacked(redis: &TestRedis) -> u64 {
-    let summary: redis::Value = redis::cmd("XPENDING")
-        .arg(keys::log_stream(LOBBY))
-        .arg(keys::fanout_group(LOBBY))
-        .query(&mut redis.client())
-        .unwrap_or(redis::Value::Nil);
-    match summary {
-        redis::Value::Array(parts) => match parts.first() {
-            Some(redis::Value::Int(n)) => *n as u64,
-            _ => 0,
-        },
-        _ => 0,
-    }
-}
-
 fn dead_letters(redis: &TestRedis) -> usize {
     let n: usize = redis.cmd(&["XLEN", &keys::dead_stream(LOBBY)]);
     n
@@ -391,16 +378,6 @@ fn wait_pairs(moto_port: u16, n: usize, timeout: Duration) {
             .count()
             >= n
     });
-}
-
-/// Exactly the given games in the bucket, each one META and one PODIUM object by one worker,
-/// and no other object.
-fn assert_exactly_once(moto: &Moto, games: &[String]) {
-    let (found, others) = moto.pairs();
-    assert!(others.is_empty(), "stray objects: {others:?}");
-    let mut expected: Vec<&String> = games.iter().collect();
-    expected.sort();
-    common::roles::assert_one_pair_each(&found, &expected, "games in the bucket vs games expected");
 }
 
 /// `superhero report` of the bucket, as JSON, with its exit code.
@@ -467,16 +444,16 @@ fn four_workers_write_500_games_exactly_once_to_s3_and_pyarrow_reads_them() {
         .collect();
     let _f = fanout(dir.path(), &redis, &endpoint, &[]);
     for id in ids {
-        wait_live(&redis, id);
+        wait_live_for(&redis, LOBBY, &[id], LIVE);
     }
     let games = games(500, 14);
     seed(&redis, &games);
     append(&redis, &games);
     wait_pairs(moto.port, 500, Duration::from_secs(240));
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
-        unacked(&redis) == 0
+        unacked(&redis, LOBBY) == 0
     });
-    assert_exactly_once(&moto, &tokens(&games));
+    moto.assert_one_pair_per_game(&tokens(&games));
     assert_eq!(dead_letters(&redis), 0);
     let writers: std::collections::BTreeSet<String> =
         moto.pairs().0.values().map(|f| f[0].1.clone()).collect();
@@ -548,7 +525,7 @@ fn a_writer_dead_mid_pair_leaves_one_pair_in_the_bucket() {
     }
     let _x = worker(dir.path(), &redis, "x", &endpoint, &[]);
     let _f = fanout(dir.path(), &redis, &endpoint, &[]);
-    wait_live(&redis, "x");
+    wait_live_for(&redis, LOBBY, &["x"], LIVE);
     append(&redis, &games);
     wait_until("both games done", Duration::from_secs(60), || {
         games.iter().all(|g| {
@@ -557,9 +534,9 @@ fn a_writer_dead_mid_pair_leaves_one_pair_in_the_bucket() {
         })
     });
     wait_until("every entry acknowledged", Duration::from_secs(30), || {
-        unacked(&redis) == 0
+        unacked(&redis, LOBBY) == 0
     });
-    assert_exactly_once(&moto, &tokens(&games));
+    moto.assert_one_pair_per_game(&tokens(&games));
     let found = moto.pairs().0;
     assert_eq!(
         found[&mid_pair.token][0].1, "x",
@@ -583,8 +560,8 @@ fn a_worker_killed_during_a_burst_and_restarted_leaves_one_pair_per_game() {
     let mut w1 = worker(dir.path(), &redis, "w1", &endpoint, &[]);
     let _w2 = worker(dir.path(), &redis, "w2", &endpoint, &[]);
     let _f = fanout(dir.path(), &redis, &endpoint, &[("MAX_DELIVERIES", "50")]);
-    wait_live(&redis, "w1");
-    wait_live(&redis, "w2");
+    wait_live_for(&redis, LOBBY, &["w1"], LIVE);
+    wait_live_for(&redis, LOBBY, &["w2"], LIVE);
     let games = games(300, 16);
     seed(&redis, &games);
     append(&redis, &games);
@@ -604,9 +581,9 @@ fn a_worker_killed_during_a_burst_and_restarted_leaves_one_pair_per_game() {
     let _w1 = worker(dir.path(), &redis, "w1", &endpoint, &[]);
     wait_pairs(moto.port, 300, Duration::from_secs(180));
     wait_until("every entry acknowledged", Duration::from_secs(60), || {
-        unacked(&redis) == 0
+        unacked(&redis, LOBBY) == 0
     });
-    assert_exactly_once(&moto, &tokens(&games));
+    moto.assert_one_pair_per_game(&tokens(&games));
     assert_eq!(dead_letters(&redis), 0);
 }
 
@@ -622,8 +599,8 @@ fn the_store_unreachable_for_10s_loses_and_duplicates_nothing() {
     let _w1 = worker(dir.path(), &redis, "w1", &endpoint, &extra);
     let _w2 = worker(dir.path(), &redis, "w2", &endpoint, &extra);
     let _f = fanout(dir.path(), &redis, &endpoint, &extra);
-    wait_live(&redis, "w1");
-    wait_live(&redis, "w2");
+    wait_live_for(&redis, LOBBY, &["w1"], LIVE);
+    wait_live_for(&redis, LOBBY, &["w2"], LIVE);
     let games = games(200, 17);
     seed(&redis, &games);
     let (before, during) = games.split_at(100);
@@ -642,9 +619,9 @@ fn the_store_unreachable_for_10s_loses_and_duplicates_nothing() {
     proxy.bring_up();
     wait_pairs(moto.port, 200, Duration::from_secs(180));
     wait_until("every entry acknowledged", Duration::from_secs(60), || {
-        unacked(&redis) == 0
+        unacked(&redis, LOBBY) == 0
     });
-    assert_exactly_once(&moto, &tokens(&games));
+    moto.assert_one_pair_per_game(&tokens(&games));
     assert_eq!(dead_letters(&redis), 0);
 }
 
@@ -725,7 +702,7 @@ fn redis_restarted_empty_while_a_write_is_in_flight_keeps_the_files() {
     let endpoint = format!("http://127.0.0.1:{}", proxy.port);
     let w1 = worker(dir.path(), &redis, "w1", &endpoint, &[]);
     let mut f = fanout(dir.path(), &redis, &endpoint, &[]);
-    wait_live(&redis, "w1");
+    wait_live_for(&redis, LOBBY, &["w1"], LIVE);
     let games = games(1, 21);
     seed(&redis, &games);
     // The store stalls; the worker claims the game and its write hangs in the proxy.
@@ -769,7 +746,7 @@ fn a_write_held_past_write_timeout_while_another_worker_is_routed_the_game_ends_
     let direct = format!("http://127.0.0.1:{}", moto.port);
     let _w1 = worker(dir.path(), &redis, "w1", &slow, &[("WRITE_TIMEOUT", "1")]);
     let _f = fanout(dir.path(), &redis, &direct, &[]);
-    wait_live(&redis, "w1");
+    wait_live_for(&redis, LOBBY, &["w1"], LIVE);
     let games = games(1, 22);
     let game = games[0].token.clone();
     seed(&redis, &games);
@@ -782,7 +759,7 @@ fn a_write_held_past_write_timeout_while_another_worker_is_routed_the_game_ends_
     // A second worker, on a store that answers, is routed the record once w1's delivery times
     // out; while w1's write is out it must not take the game.
     let _w2 = worker(dir.path(), &redis, "w2", &direct, &[]);
-    wait_live(&redis, "w2");
+    wait_live_for(&redis, LOBBY, &["w2"], LIVE);
     wait_until("the record routed to w2", Duration::from_secs(30), || {
         let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
             .arg(keys::log_stream(LOBBY))
@@ -802,7 +779,7 @@ fn a_write_held_past_write_timeout_while_another_worker_is_routed_the_game_ends_
     proxy.hold(false);
     wait_until("the game done", Duration::from_secs(60), || {
         let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&game)]);
-        done.is_some() && unacked(&redis) == 0
+        done.is_some() && unacked(&redis, LOBBY) == 0
     });
     let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&game)]);
     let (found, others) = moto.pairs();

@@ -5,9 +5,10 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::roles::Proc;
 use common::{free_port, superhero, wait_until, TestRedis};
 
 /// The lobby channel every process here uses (WORKER_CHANNEL's default).
@@ -240,54 +241,25 @@ fn clean_all_removes_keys_older_versions_left_and_nothing_foreign() {
     assert_eq!(left, expected, "only foreign keys are left");
 }
 
-/// A `superhero` child process, killed if a failing test leaves it running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server_process(redis: &TestRedis, dir: &Path, port: u16) -> KillOnDrop {
-    let child = superhero(dir)
-        .arg("server")
+fn server_process(redis: &TestRedis, dir: &Path, port: u16) -> Proc {
+    let mut cmd = superhero(dir);
+    cmd.arg("server")
         .env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", redis.port.to_string())
         .env("WEBSOCKET_HOST", "127.0.0.1")
         .env("WEBSOCKET_PORT", port.to_string())
-        .env("LOBBY_TIMEOUT", "30")
-        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-        .spawn()
-        .expect("start superhero server");
-    KillOnDrop(child)
+        .env("LOBBY_TIMEOUT", "30");
+    Proc::spawn("server", dir, cmd)
 }
 
-fn player_process(dir: &Path, port: u16, name: &str) -> KillOnDrop {
-    let child = superhero(dir)
-        .args(["player", "--participants", "2", "--user", name])
+fn player_process(dir: &Path, port: u16, name: &str) -> Proc {
+    let mut cmd = superhero(dir);
+    cmd.args(["player", "--participants", "2", "--user", name])
         .env("WEBSOCKET_HOST", "127.0.0.1")
         .env("WEBSOCKET_PORT", port.to_string())
         .env("CLIENT_GAMES", "1")
-        .env("CLIENT_SLEEP", "0.2")
-        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
-        .spawn()
-        .expect("start superhero player");
-    KillOnDrop(child)
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .env("CLIENT_SLEEP", "0.2");
+    Proc::spawn(name, dir, cmd)
 }
 
 fn server_log(dir: &Path) -> String {
@@ -344,11 +316,11 @@ fn a_server_serves_games_again_after_redis_lost_everything() {
         player_process(dir.path(), port, "bob"),
     ];
     for (player, name) in players.iter_mut().zip(["alice", "bob"]) {
-        let code = wait_exit(&mut player.0, Duration::from_secs(60));
-        let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+        let code = player.wait_exit(Duration::from_secs(60));
+        let log = player.log_text();
         assert_eq!(
             code,
-            Some(0),
+            Some(Some(0)),
             "{name} finished its game:\n{log}\nserver:\n{}",
             server_log(dir.path())
         );
@@ -362,10 +334,7 @@ fn a_server_serves_games_again_after_redis_lost_everything() {
         .collect();
     assert_eq!(completed.len(), 1, "one game completed: {completed:?}");
     assert!(redis.cmd::<u64>(&["HLEN", "superheros"]) >= 100);
-    assert!(
-        server.0.try_wait().unwrap().is_none(),
-        "the server kept running"
-    );
+    assert!(server.is_running(), "the server kept running");
     let log = server_log(dir.path());
     assert_eq!(
         reload_lines(&log).len(),

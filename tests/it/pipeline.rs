@@ -5,11 +5,13 @@ use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::roles::{
+    assert_exactly_once, connect_with, games, start_fanout, start_worker, tokens, until_live,
+    wait_subscribed, worker_channels, Pipeline, Task, LOBBY,
+};
 use common::{superhero, wait_for, TestRedis};
-use rand::SeedableRng;
 use redis::aio::ConnectionManager;
 use superhero::config::Settings;
 use superhero::ops::bench::synth::{self, SynthGame};
@@ -17,22 +19,8 @@ use superhero::pipeline::redis_conn::{self, Redis, SubEvent};
 use superhero::pipeline::sink::{META_TABLE, PODIUM_TABLE};
 use superhero::pipeline::{delivery, keys};
 use superhero::roles::fanout;
-use superhero::roles::worker::{self, WorkerReport};
-use superhero::shutdown::{self, ShutdownTrigger};
+use superhero::shutdown;
 use tokio::task::JoinHandle;
-
-const LOBBY: &str = "redis.lib.server.lobby";
-
-fn games(n: usize, seed: u64) -> Vec<SynthGame> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| synth::random_game(&mut rng, 3, 12, 1000))
-        .collect()
-}
-
-async fn connect(settings: &Settings) -> Redis {
-    Redis::connect(&settings.redis).await.unwrap()
-}
 
 /// Final files of a table: game token → worker ids that wrote it.
 fn files(out: &Path, table: &str) -> BTreeMap<String, Vec<String>> {
@@ -52,115 +40,10 @@ fn files(out: &Path, table: &str) -> BTreeMap<String, Vec<String>> {
     found
 }
 
-/// Every file under `out`, final or not.
-fn all_files(out: &Path) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut stack = vec![out.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.path().is_dir() {
-                stack.push(entry.path());
-            } else {
-                names.push(entry.file_name().to_string_lossy().to_string());
-            }
-        }
-    }
-    names
-}
-
 fn count_files(out: &Path) -> (usize, usize) {
     let meta: usize = files(out, META_TABLE).values().map(Vec::len).sum();
     let podium: usize = files(out, PODIUM_TABLE).values().map(Vec::len).sum();
     (meta, podium)
-}
-
-/// Asserts one META and one PODIUM file per game, by the same worker, and nothing else.
-fn assert_exactly_once(out: &Path, games: &[SynthGame]) {
-    let meta = files(out, META_TABLE);
-    let podium = files(out, PODIUM_TABLE);
-    for g in games {
-        let m = meta.get(&g.token).cloned().unwrap_or_default();
-        let p = podium.get(&g.token).cloned().unwrap_or_default();
-        assert_eq!(m.len(), 1, "game {} META files: {m:?}", g.token);
-        assert_eq!(p, m, "game {} PODIUM files", g.token);
-    }
-    assert_eq!(
-        meta.len(),
-        games.len(),
-        "META files for games never published"
-    );
-    assert_eq!(podium.len(), games.len());
-    let stray: Vec<String> = all_files(out)
-        .into_iter()
-        .filter(|n| !n.ends_with(".gz") || n.starts_with('.'))
-        .collect();
-    assert!(stray.is_empty(), "temporary or stray files left: {stray:?}");
-}
-
-struct Role<T> {
-    trigger: ShutdownTrigger,
-    task: JoinHandle<anyhow::Result<T>>,
-}
-
-impl<T> Role<T> {
-    async fn stop(self) -> T {
-        self.trigger.fire();
-        self.task.await.unwrap().unwrap()
-    }
-}
-
-async fn start_worker(settings: &Settings, id: &str) -> Role<WorkerReport> {
-    let mut settings = settings.clone();
-    settings.worker_id = id.to_string();
-    let redis = connect(&settings).await;
-    let (trigger, stop) = shutdown::channel();
-    let task = tokio::spawn(async move { worker::run(&settings, redis, stop).await });
-    Role { trigger, task }
-}
-
-async fn start_fanout(settings: &Settings) -> Role<()> {
-    let settings = settings.clone();
-    let redis = connect(&settings).await;
-    let (trigger, stop) = shutdown::channel();
-    let task = tokio::spawn(async move { fanout::run(&settings, redis, stop).await });
-    Role { trigger, task }
-}
-
-/// Waits until each channel has at least `n` subscribers.
-async fn wait_subscribed(conn: &mut ConnectionManager, channels: &[String], n: u64) {
-    let channels = channels.to_vec();
-    wait_for("subscriptions", Duration::from_secs(10), || {
-        let (mut conn, channels) = (conn.clone(), channels.clone());
-        async move {
-            redis_conn::numsub(&mut conn, &channels)
-                .await
-                .map(|c| c.iter().all(|(_, k)| *k >= n))
-                .unwrap_or(false)
-        }
-    })
-    .await;
-}
-
-/// Waits until every worker of `ids` has beaten its heartbeat: a fanout started earlier would
-/// share the first records among the others only.
-async fn wait_live(conn: &mut ConnectionManager, ids: &[&str]) {
-    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-    wait_for("live workers", Duration::from_secs(10), || {
-        let (mut conn, ids) = (conn.clone(), ids.clone());
-        async move {
-            fanout::inspect(&mut conn, LOBBY)
-                .await
-                .map(|s| ids.iter().all(|id| s.live_workers.contains(id)))
-                .unwrap_or(false)
-        }
-    })
-    .await;
-}
-
-fn worker_channels(ids: &[&str]) -> Vec<String> {
-    ids.iter()
-        .map(|id| keys::worker_channel(LOBBY, id))
-        .collect()
 }
 
 async fn publish_records(conn: &mut ConnectionManager, games: &[SynthGame]) {
@@ -243,36 +126,29 @@ fn keep_beating(redis: &Redis, id: &str, stop: shutdown::Shutdown) -> JoinHandle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_workers_share_500_games_exactly_once() {
-    let redis = TestRedis::start();
-    let out = tempfile::tempdir().unwrap();
-    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
-    let mut conn = connect(&settings).await.conn();
+    let p = Pipeline::new(&[]);
+    let out = p.out.as_path();
+    let mut conn = connect_with(&p.settings(&[])).await.conn();
     let games = games(500, 1);
     synth::seed(&mut conn, &games).await.unwrap();
 
     let ids = ["w1", "w2", "w3", "w4"];
-    let mut workers = Vec::new();
-    for id in ids {
-        workers.push(start_worker(&settings, id).await);
-    }
-    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
-    wait_live(&mut conn, &ids).await;
-    let fanout = start_fanout(&settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    let (workers, fanout) = p.start_tasks(&ids, Duration::from_secs(10)).await;
 
     publish_records(&mut conn, &games).await;
-    wait_files(out.path(), 500, Duration::from_secs(60)).await;
+    wait_files(out, 500, Duration::from_secs(60)).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
-    assert_exactly_once(out.path(), &games);
+    assert_exactly_once(&[out], &tokens(&games));
 
     let total_records = (games.len() * 3) as f64;
-    let written_by: BTreeMap<String, usize> = files(out.path(), META_TABLE)
-        .into_values()
-        .flatten()
-        .fold(BTreeMap::new(), |mut m, w| {
-            *m.entry(w).or_default() += 1;
-            m
-        });
+    let written_by: BTreeMap<String, usize> =
+        files(out, META_TABLE)
+            .into_values()
+            .flatten()
+            .fold(BTreeMap::new(), |mut m, w| {
+                *m.entry(w).or_default() += 1;
+                m
+            });
     for (id, role) in ids.iter().zip(workers) {
         let report = role.stop().await;
         let share = report.records_received as f64 / (total_records / 4.0);
@@ -292,15 +168,15 @@ async fn four_workers_share_500_games_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_wait_in_redis_until_a_worker_appears() {
-    let redis = TestRedis::start();
-    let out = tempfile::tempdir().unwrap();
-    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
-    let mut conn = connect(&settings).await.conn();
+    let p = Pipeline::new(&[]);
+    let (redis, out) = (&p.redis, p.out.as_path());
+    let settings = p.settings(&[]);
+    let mut conn = connect_with(&settings).await.conn();
     let games = games(40, 2);
     synth::seed(&mut conn, &games).await.unwrap();
 
     let fanout = start_fanout(&settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    wait_subscribed(redis, &[LOBBY.to_string()], 1);
     publish_records(&mut conn, &games).await;
     // No worker is live: the fanout appends the records to the log and reads none of them.
     wait_for("records kept in Redis", Duration::from_secs(10), || {
@@ -318,19 +194,19 @@ async fn records_wait_in_redis_until_a_worker_appears() {
     let fanout = start_fanout(&settings).await;
 
     let worker = start_worker(&settings, "late").await;
-    wait_files(out.path(), 40, Duration::from_secs(30)).await;
+    wait_files(out, 40, Duration::from_secs(30)).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
-    assert_exactly_once(out.path(), &games);
+    assert_exactly_once(&[out], &tokens(&games));
     assert_eq!(worker.stop().await.games_written, 40);
     fanout.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_logged_before_the_fanout_starts_are_delivered_oldest_first() {
-    let redis = TestRedis::start();
-    let out = tempfile::tempdir().unwrap();
-    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
-    let mut conn = connect(&settings).await.conn();
+    let p = Pipeline::new(&[]);
+    let (redis, out) = (&p.redis, p.out.as_path());
+    let settings = p.settings(&[]);
+    let mut conn = connect_with(&settings).await.conn();
     let games = games(10, 3);
     synth::seed(&mut conn, &games).await.unwrap();
     let records: Vec<String> = games
@@ -347,8 +223,8 @@ async fn records_logged_before_the_fanout_starts_are_delivered_oldest_first() {
 
     // A fake worker sees the order in which records arrive: oldest first.
     let spy = start_spy(&settings, "spy").await;
-    wait_subscribed(&mut conn, &worker_channels(&["spy"]), 1).await;
-    wait_live(&mut conn, &["spy"]).await;
+    wait_subscribed(redis, &worker_channels(&["spy"]), 1);
+    until_live(redis, LOBBY, &["spy"], Duration::from_secs(10)).await;
     let fanout = start_fanout(&settings).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
     let seen = spy.stop().await;
@@ -371,11 +247,11 @@ async fn records_logged_before_the_fanout_starts_are_delivered_oldest_first() {
 
     // Records the server appends while the fanout runs are read from the log as they come.
     let worker = start_worker(&settings, "w1").await;
-    wait_subscribed(&mut conn, &worker_channels(&["w1"]), 1).await;
+    wait_subscribed(redis, &worker_channels(&["w1"]), 1);
     append_to_log(&mut conn, &records).await;
-    wait_files(out.path(), 10, Duration::from_secs(30)).await;
+    wait_files(out, 10, Duration::from_secs(30)).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
-    assert_exactly_once(out.path(), &games);
+    assert_exactly_once(&[out], &tokens(&games));
     worker.stop().await;
     fanout.stop().await;
 }
@@ -387,7 +263,7 @@ fn strip_id(routed: &str) -> String {
 }
 
 /// A fake worker that beats its heartbeat, acknowledges and keeps every record it gets.
-async fn start_spy(settings: &Settings, id: &str) -> Role<Vec<String>> {
+async fn start_spy(settings: &Settings, id: &str) -> Task<Vec<String>> {
     start_fake_worker(settings, id, 1, |payload| {
         let record = superhero::pipeline::record::parse(payload)?;
         Ok((record.delivery_id, String::from_utf8(payload.to_vec())?))
@@ -397,26 +273,20 @@ async fn start_spy(settings: &Settings, id: &str) -> Role<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_fanouts_still_write_one_pair_per_game() {
-    let redis = TestRedis::start();
-    let out = tempfile::tempdir().unwrap();
-    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
-    let mut conn = connect(&settings).await.conn();
+    let p = Pipeline::new(&[]);
+    let out = p.out.as_path();
+    let settings = p.settings(&[]);
+    let mut conn = connect_with(&settings).await.conn();
     let games = games(100, 4);
     synth::seed(&mut conn, &games).await.unwrap();
     let ids = ["a", "b", "c"];
-    let mut workers = Vec::new();
-    for id in ids {
-        workers.push(start_worker(&settings, id).await);
-    }
-    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
-    wait_live(&mut conn, &ids).await;
-    let f1 = start_fanout(&settings).await;
+    let (workers, f1) = p.start_tasks(&ids, Duration::from_secs(10)).await;
     let f2 = start_fanout(&settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 2).await;
+    wait_subscribed(&p.redis, &[LOBBY.to_string()], 2);
     publish_records(&mut conn, &games).await;
-    wait_files(out.path(), 100, Duration::from_secs(60)).await;
+    wait_files(out, 100, Duration::from_secs(60)).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
-    assert_exactly_once(out.path(), &games);
+    assert_exactly_once(&[out], &tokens(&games));
     let mut received = 0;
     for w in workers {
         received += w.stop().await.records_received;
@@ -433,15 +303,15 @@ async fn two_fanouts_still_write_one_pair_per_game() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_delivered_twice_gives_one_pair_of_files() {
-    let redis = TestRedis::start();
-    let out = tempfile::tempdir().unwrap();
-    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
-    let mut conn = connect(&settings).await.conn();
+    let p = Pipeline::new(&[]);
+    let (redis, out) = (&p.redis, p.out.as_path());
+    let settings = p.settings(&[]);
+    let mut conn = connect_with(&settings).await.conn();
     let games = games(5, 5);
     synth::seed(&mut conn, &games).await.unwrap();
     let a = start_worker(&settings, "a").await;
     let b = start_worker(&settings, "b").await;
-    wait_subscribed(&mut conn, &worker_channels(&["a", "b"]), 1).await;
+    wait_subscribed(redis, &worker_channels(&["a", "b"]), 1);
     for g in &games {
         let record = synth::host_record(LOBBY, g);
         for channel in worker_channels(&["a", "b", "a"]) {
@@ -450,53 +320,23 @@ async fn a_record_delivered_twice_gives_one_pair_of_files() {
                 .unwrap();
         }
     }
-    wait_files(out.path(), 5, Duration::from_secs(30)).await;
+    wait_files(out, 5, Duration::from_secs(30)).await;
     let (ra, rb) = (a.stop().await, b.stop().await);
     assert_eq!(ra.records_received + rb.records_received, 15);
     assert_eq!(ra.games_written + rb.games_written, 5);
-    assert_exactly_once(out.path(), &games);
-}
-
-/// A `superhero worker` process with its stderr in a file.
-fn worker_process(
-    redis: &TestRedis,
-    cwd: &Path,
-    out: &Path,
-    id: &str,
-    extra: &[(&str, &str)],
-) -> Child {
-    let log = std::fs::File::create(cwd.join(format!("{id}.log"))).unwrap();
-    let mut cmd = superhero(cwd);
-    cmd.arg("worker")
-        .env("REDIS_HOST", "127.0.0.1")
-        .env("REDIS_PORT", redis.port.to_string())
-        .env("OUTPUT_DIR", out)
-        .env("HOSTNAME", id)
-        .env("ACK_TIMEOUT", "1")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn log_of(cwd: &Path, id: &str) -> String {
-    std::fs::read_to_string(cwd.join(format!("{id}.log"))).unwrap_or_default()
+    assert_exactly_once(&[out], &tokens(&games));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_are_skipped_with_their_reason() {
-    let redis = TestRedis::start();
-    let cwd = tempfile::tempdir().unwrap();
-    let out = cwd.path().join("out");
-    let settings = redis.settings();
-    let mut conn = connect(&settings).await.conn();
+    let p = Pipeline::new(&[("ACK_TIMEOUT", "1")]);
+    let out = p.out.as_path();
+    let mut conn = connect_with(&p.settings(&[])).await.conn();
     let games = games(2, 6);
     synth::seed(&mut conn, &games).await.unwrap();
-    let mut child = worker_process(&redis, cwd.path(), &out, "w1", &[]);
+    let mut worker = p.worker("w1", &[]);
     let channel = keys::worker_channel(LOBBY, "w1");
-    wait_subscribed(&mut conn, std::slice::from_ref(&channel), 1).await;
+    wait_subscribed(&p.redis, std::slice::from_ref(&channel), 1);
 
     let good = synth::host_record(LOBBY, &games[0]);
     let g = &games[1];
@@ -518,8 +358,8 @@ async fn bad_records_are_skipped_with_their_reason() {
     synth::publish_all(&mut conn, &channel, &[twice, good], 10)
         .await
         .unwrap();
-    wait_files(&out, 2, Duration::from_secs(30)).await;
-    let log = log_of(cwd.path(), "w1");
+    wait_files(out, 2, Duration::from_secs(30)).await;
+    let log = worker.log_text();
     for reason in [
         "not JSON",
         "record too large",
@@ -533,14 +373,9 @@ async fn bad_records_are_skipped_with_their_reason() {
             "no {reason:?} in the worker's log:\n{log}"
         );
     }
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the worker must keep running"
-    );
-    assert_exactly_once(&out, &games);
+    assert!(worker.is_running(), "the worker must keep running");
+    assert_exactly_once(&[out], &tokens(&games));
     assert!(!Path::new("/tmp/evil_w1.gz").exists());
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -549,17 +384,16 @@ async fn a_routed_record_of_an_unknown_game_ends_in_the_dead_letters() {
     // its reason but NOT acknowledged: it may have overtaken its game, and must not vanish
     // silently. The fanout routes it again after ACK_TIMEOUT and, after MAX_DELIVERIES, moves
     // it to <lobby>:dead with the worker's reason.
-    let redis = TestRedis::start();
-    let cwd = tempfile::tempdir().unwrap();
-    let out = cwd.path().join("out");
-    let settings = redis.settings_with(&[("ACK_TIMEOUT", "1"), ("MAX_DELIVERIES", "2")]);
-    let mut conn = connect(&settings).await.conn();
+    let p = Pipeline::new(&[("ACK_TIMEOUT", "1")]);
+    let out = p.out.as_path();
+    let settings = p.settings(&[("MAX_DELIVERIES", "2")]);
+    let mut conn = connect_with(&settings).await.conn();
     let games = games(1, 12);
     synth::seed(&mut conn, &games).await.unwrap();
-    let mut child = worker_process(&redis, cwd.path(), &out, "w1", &[]);
-    wait_subscribed(&mut conn, &worker_channels(&["w1"]), 1).await;
+    let worker = p.worker("w1", &[]);
+    wait_subscribed(&p.redis, &worker_channels(&["w1"]), 1);
     let fanout = start_fanout(&settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    wait_subscribed(&p.redis, &[LOBBY.to_string()], 1);
     let unknown_game = "6f1c0d6e-8a39-4d55-9b2a-3f3f0c9e2a10";
     let unknown = synth::host_record(LOBBY, &games[0]).replace(&games[0].token, unknown_game);
     synth::publish_all(&mut conn, LOBBY, std::slice::from_ref(&unknown), 1)
@@ -567,7 +401,7 @@ async fn a_routed_record_of_an_unknown_game_ends_in_the_dead_letters() {
         .unwrap();
     // A good record after it is written and acknowledged meanwhile.
     publish_records(&mut conn, &games).await;
-    wait_files(&out, 1, Duration::from_secs(30)).await;
+    wait_files(out, 1, Duration::from_secs(30)).await;
 
     let dead = keys::dead_stream(LOBBY);
     wait_for("the dead letter", Duration::from_secs(30), || {
@@ -600,44 +434,30 @@ async fn a_routed_record_of_an_unknown_game_ends_in_the_dead_letters() {
     assert_eq!(fields["workers"], "w1 w1", "{fields:?}");
     // Dead-lettered is done with: nothing is left unacknowledged or unread.
     wait_drained(&mut conn, Duration::from_secs(10)).await;
-    let log = log_of(cwd.path(), "w1");
+    let log = worker.log_text();
     assert!(
         log.contains(&format!("unknown game {unknown_game}")),
         "no reason in the worker's log:\n{log}"
     );
-    assert_exactly_once(&out, &games);
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_exactly_once(&[out], &tokens(&games));
+    drop(worker);
     fanout.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_worker_with_the_same_id_refuses_to_start() {
-    let redis = TestRedis::start();
-    let cwd = tempfile::tempdir().unwrap();
-    let settings = redis.settings();
-    let mut conn = connect(&settings).await.conn();
-    let mut first = worker_process(&redis, cwd.path(), &cwd.path().join("out"), "same", &[]);
-    wait_subscribed(&mut conn, &worker_channels(&["same"]), 1).await;
-    let second = superhero(cwd.path())
+    let p = Pipeline::new(&[("ACK_TIMEOUT", "1")]);
+    let _first = p.worker("same", &[]);
+    wait_subscribed(&p.redis, &worker_channels(&["same"]), 1);
+    let second = superhero(p.dir.path())
         .arg("worker")
         .args(["--worker-id", "same", "--redis-host", "127.0.0.1"])
-        .args(["--redis-port", &redis.port.to_string()])
+        .args(["--redis-port", &p.redis.port.to_string()])
         .output()
         .unwrap();
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("already in use"), "{stderr}");
-    let _ = first.kill();
-    let _ = first.wait();
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// Publishes the records of `games` in `chunks` pieces, calling `between` after the first piece.
@@ -659,81 +479,61 @@ async fn publish_in_chunks(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_and_duplicates_nothing() {
-    let redis = TestRedis::start();
-    let cwd = tempfile::tempdir().unwrap();
-    let out = cwd.path().join("out");
-    let settings = redis.settings_with(&[("ACK_TIMEOUT", "1")]);
-    let mut conn = connect(&settings).await.conn();
+    let mut p = Pipeline::new(&[("ACK_TIMEOUT", "1")])
+        .with_roles(&["k1", "k2", "k3"], Duration::from_secs(10));
+    let mut conn = connect_with(&p.settings(&[])).await.conn();
     let games = games(300, 7);
     synth::seed(&mut conn, &games).await.unwrap();
-    let ids = ["k1", "k2", "k3"];
-    let mut children: Vec<Child> = ids
-        .iter()
-        .map(|id| worker_process(&redis, cwd.path(), &out, id, &[]))
-        .collect();
-    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
-    wait_live(&mut conn, &ids).await;
-    let fanout = start_fanout(&settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
-    publish_in_chunks(&mut conn, &games, 6, || signal(&children[0], "KILL")).await;
-    wait_files(&out, 300, Duration::from_secs(90)).await;
+    publish_in_chunks(&mut conn, &games, 6, || p.workers[0].signal("KILL")).await;
+    wait_files(&p.out, 300, Duration::from_secs(90)).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
-    assert_exactly_once(&out, &games);
+    assert_exactly_once(&[&p.out], &tokens(&games));
     let state = fanout::inspect(&mut conn, LOBBY).await.unwrap();
     assert_eq!(state.claimed_unfinished, 0);
-    for child in &mut children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    fanout.stop().await;
+    stop_fanout(&mut p);
+}
+
+/// SIGTERM to the pipeline's fanout process, which must exit 0 (as `Task::stop` wants Ok).
+fn stop_fanout(p: &mut Pipeline) {
+    let fanout = p.fanout.as_mut().expect("a fanout");
+    fanout.signal("TERM");
+    assert_eq!(fanout.wait().code(), Some(0), "{}", fanout.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_worker_finish_and_exit_0() {
-    let redis = TestRedis::start();
-    let cwd = tempfile::tempdir().unwrap();
-    let out = cwd.path().join("out");
-    let settings = redis.settings_with(&[("ACK_TIMEOUT", "1")]);
-    let mut conn = connect(&settings).await.conn();
+    let mut p =
+        Pipeline::new(&[("ACK_TIMEOUT", "1")]).with_roles(&["t1", "t2"], Duration::from_secs(10));
+    let mut conn = connect_with(&p.settings(&[])).await.conn();
     let games = games(300, 8);
     synth::seed(&mut conn, &games).await.unwrap();
-    let ids = ["t1", "t2"];
-    let mut children: Vec<Child> = ids
-        .iter()
-        .map(|id| worker_process(&redis, cwd.path(), &out, id, &[]))
-        .collect();
-    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
-    wait_live(&mut conn, &ids).await;
-    let fanout = start_fanout(&settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
-    publish_in_chunks(&mut conn, &games, 6, || signal(&children[0], "TERM")).await;
-    let status = children[0].wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", log_of(cwd.path(), "t1"));
-    wait_files(&out, 300, Duration::from_secs(60)).await;
+    publish_in_chunks(&mut conn, &games, 6, || p.workers[0].signal("TERM")).await;
+    let t1 = &mut p.workers[0];
+    let status = t1.wait();
+    assert_eq!(status.code(), Some(0), "{}", t1.log_text());
+    wait_files(&p.out, 300, Duration::from_secs(60)).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
-    assert_exactly_once(&out, &games);
-    let _ = children[1].kill();
-    let _ = children[1].wait();
-    fanout.stop().await;
+    assert_exactly_once(&[&p.out], &tokens(&games));
+    stop_fanout(&mut p);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_300000_records_all_reach_workers() {
     let redis = TestRedis::start();
     let settings = redis.settings();
-    let mut conn = connect(&settings).await.conn();
+    let mut conn = connect_with(&settings).await.conn();
     let ids = ["b1", "b2", "b3", "b4"];
     let mut spies = Vec::new();
     for id in ids {
         spies.push(start_counter(&settings, id).await);
     }
-    wait_subscribed(&mut conn, &worker_channels(&ids), 1).await;
-    wait_live(&mut conn, &ids).await;
+    wait_subscribed(&redis, &worker_channels(&ids), 1);
+    until_live(&redis, LOBBY, &ids, Duration::from_secs(10)).await;
     let fanout = start_fanout(&settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    wait_subscribed(&redis, &[LOBBY.to_string()], 1);
 
     const N: usize = 300_000;
-    let mut publisher = connect(&settings).await.dedicated().await.unwrap();
+    let mut publisher = connect_with(&settings).await.dedicated().await.unwrap();
     for chunk in (0..N).collect::<Vec<_>>().chunks(5000) {
         let mut pipe = redis::pipe();
         for seq in chunk {
@@ -773,7 +573,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// A fake worker that beats its heartbeat, acknowledges in batches and keeps the `task.seq` of every record.
-async fn start_counter(settings: &Settings, id: &str) -> Role<Vec<u64>> {
+async fn start_counter(settings: &Settings, id: &str) -> Task<Vec<u64>> {
     #[derive(serde::Deserialize)]
     struct Seq {
         delivery_id: String,
@@ -801,62 +601,61 @@ async fn start_fake_worker<T: Send + 'static>(
     id: &str,
     burst: usize,
     keep: Keep<T>,
-) -> Role<Vec<T>> {
-    let redis = connect(settings).await;
-    let (trigger, stop) = shutdown::channel();
+) -> Task<Vec<T>> {
+    let redis = connect_with(settings).await;
     let channel = keys::worker_channel(LOBBY, id);
-    let beating = keep_beating(&redis, id, stop.clone());
-    let task = tokio::spawn(async move {
-        let _beating = AbortOnDrop(beating);
-        let mut events = redis_conn::subscribe(&redis, vec![channel], Vec::new(), stop.clone());
-        let mut conn = redis.conn();
-        let mut seen = Vec::new();
-        loop {
-            let event = tokio::select! {
-                e = events.recv() => e,
-                _ = stop.recv() => None,
-            };
-            let Some(first) = event else { break };
-            let mut acks = Vec::new();
-            let mut next = Some(first);
-            while let Some(event) = next.take() {
-                if let SubEvent::Message { payload, .. } = event {
-                    let (id, kept) = keep(&payload)?;
-                    seen.push(kept);
-                    acks.extend(id);
+    Task::spawn(|stop| {
+        let beating = keep_beating(&redis, id, stop.clone());
+        async move {
+            let _beating = AbortOnDrop(beating);
+            let mut events = redis_conn::subscribe(&redis, vec![channel], Vec::new(), stop.clone());
+            let mut conn = redis.conn();
+            let mut seen = Vec::new();
+            loop {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    _ = stop.recv() => None,
+                };
+                let Some(first) = event else { break };
+                let mut acks = Vec::new();
+                let mut next = Some(first);
+                while let Some(event) = next.take() {
+                    if let SubEvent::Message { payload, .. } = event {
+                        let (id, kept) = keep(&payload)?;
+                        seen.push(kept);
+                        acks.extend(id);
+                    }
+                    if acks.len() < burst {
+                        next = events.try_recv().ok();
+                    }
                 }
-                if acks.len() < burst {
-                    next = events.try_recv().ok();
+                if !acks.is_empty() {
+                    delivery::ack(&mut conn, LOBBY, &acks).await?;
                 }
             }
-            if !acks.is_empty() {
-                delivery::ack(&mut conn, LOBBY, &acks).await?;
-            }
+            Ok(seen)
         }
-        Ok(seen)
-    });
-    Role { trigger, task }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_the_pipeline_did() {
-    let redis = TestRedis::start();
-    let out = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(&[]);
+    let (redis, out) = (&p.redis, p.out.as_path());
     let (fanout_port, worker_port) = (common::free_port(), common::free_port());
-    let base = [("OUTPUT_DIR", out.path().to_str().unwrap())];
     let fanout_addr = format!("127.0.0.1:{fanout_port}");
     let worker_addr = format!("127.0.0.1:{worker_port}");
-    let fanout_settings = redis.settings_with(&[base[0], ("METRICS_ADDR", &fanout_addr)]);
-    let worker_settings = redis.settings_with(&[base[0], ("METRICS_ADDR", &worker_addr)]);
-    let mut conn = connect(&fanout_settings).await.conn();
+    let fanout_settings = p.settings(&[("METRICS_ADDR", &fanout_addr)]);
+    let worker_settings = p.settings(&[("METRICS_ADDR", &worker_addr)]);
+    let mut conn = connect_with(&fanout_settings).await.conn();
     let games = games(20, 9);
     synth::seed(&mut conn, &games).await.unwrap();
     let worker = start_worker(&worker_settings, "m1").await;
-    wait_subscribed(&mut conn, &worker_channels(&["m1"]), 1).await;
+    wait_subscribed(redis, &worker_channels(&["m1"]), 1);
     let fanout = start_fanout(&fanout_settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    wait_subscribed(redis, &[LOBBY.to_string()], 1);
     publish_records(&mut conn, &games).await;
-    wait_files(out.path(), 20, Duration::from_secs(30)).await;
+    wait_files(out, 20, Duration::from_secs(30)).await;
     wait_drained(&mut conn, Duration::from_secs(30)).await;
 
     use superhero::metrics::{sample_value, scrape};
@@ -898,35 +697,36 @@ async fn metrics_count_what_the_pipeline_did() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_and_worker_ride_out_a_redis_restart() {
-    let mut redis = TestRedis::start();
-    let out = tempfile::tempdir().unwrap();
-    let settings = redis.settings_with(&[("OUTPUT_DIR", out.path().to_str().unwrap())]);
-    let mut conn = connect(&settings).await.conn();
+    let mut p = Pipeline::new(&[]);
+    let out = p.out.clone();
+    let settings = p.settings(&[]);
+    let mut conn = connect_with(&settings).await.conn();
     let before = games(10, 10);
     synth::seed(&mut conn, &before).await.unwrap();
     let worker = start_worker(&settings, "r1").await;
-    wait_subscribed(&mut conn, &worker_channels(&["r1"]), 1).await;
+    wait_subscribed(&p.redis, &worker_channels(&["r1"]), 1);
     let fanout = start_fanout(&settings).await;
-    wait_subscribed(&mut conn, &[LOBBY.to_string()], 1).await;
+    wait_subscribed(&p.redis, &[LOBBY.to_string()], 1);
     publish_records(&mut conn, &before).await;
-    wait_files(out.path(), 10, Duration::from_secs(30)).await;
+    wait_files(&out, 10, Duration::from_secs(30)).await;
 
-    redis.kill();
-    redis.restart();
+    p.redis.kill();
+    p.redis.restart();
     // Both roles resubscribe by themselves.
     wait_subscribed(
-        &mut conn,
+        &p.redis,
         &[LOBBY.to_string(), keys::worker_channel(LOBBY, "r1")],
         1,
-    )
-    .await;
-    assert!(!worker.task.is_finished() && !fanout.task.is_finished());
+    );
+    assert!(!worker.is_finished() && !fanout.is_finished());
+    // The test's own connection went with the old server.
+    let mut conn = connect_with(&settings).await.conn();
     let after = games(10, 11);
     synth::seed(&mut conn, &after).await.unwrap();
     publish_records(&mut conn, &after).await;
-    wait_files(out.path(), 20, Duration::from_secs(30)).await;
+    wait_files(&out, 20, Duration::from_secs(30)).await;
     let all: Vec<SynthGame> = before.into_iter().chain(after).collect();
-    assert_exactly_once(out.path(), &all);
+    assert_exactly_once(&[&out], &tokens(&all));
     worker.stop().await;
     fanout.stop().await;
 }
@@ -935,7 +735,7 @@ async fn fanout_and_worker_ride_out_a_redis_restart() {
 async fn the_fanout_benchmark_reports_what_it_measured() {
     let redis = TestRedis::start();
     let settings = redis.settings();
-    let conn = connect(&settings).await;
+    let conn = connect_with(&settings).await;
     let report =
         superhero::ops::bench::fanout::run(&settings, &conn, 2000, 4, Duration::from_secs(30))
             .await

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::roles::Proc;
 use common::{free_port, superhero, wait_for, TestRedis};
 use superhero::metrics::{sample_value, scrape};
 use superhero::pipeline::keys;
@@ -220,21 +221,18 @@ fn metrics_port_only_when_configured() {
             .env("REDIS_HOST", "127.0.0.1")
             .env("REDIS_PORT", redis.port.to_string())
             .env("WEBSOCKET_HOST", "127.0.0.1")
-            .env("WEBSOCKET_PORT", port.to_string())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap());
+            .env("WEBSOCKET_PORT", port.to_string());
         if let Some(m) = metrics {
             cmd.env("METRICS_ADDR", format!("127.0.0.1:{m}"));
         }
-        let mut child = cmd.spawn().unwrap();
+        let mut server = Proc::spawn("server", dir.path(), cmd);
         // Logged once the server is past starting its metrics endpoint (or not).
         common::wait_until("the server to listen", Duration::from_secs(20), || {
-            std::fs::read_to_string(dir.path().join("server.log"))
-                .is_ok_and(|log| log.contains("game server listening"))
+            server.log_text().contains("game server listening")
         });
         let expected = if metrics.is_some() { 2 } else { 1 };
-        let sockets = listening_sockets_of(child.id());
-        let _ = child.kill();
-        let _ = child.wait();
+        let sockets = listening_sockets_of(server.id());
+        server.kill();
         assert_eq!(
             sockets, expected,
             "listening sockets with METRICS_ADDR={metrics:?}"

@@ -8,22 +8,17 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::roles::conn;
 use common::TestRedis;
 use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::RowAccessor;
 use rand::SeedableRng;
-use redis::aio::ConnectionManager;
 use superhero::ops::bench::synth::{self, SynthGame};
 use superhero::pipeline::sink::{self, MetaRow, PodiumRow, META_TABLE, PODIUM_TABLE};
 use superhero::roles::worker::etl;
 
 const WORKER: &str = "w-1";
-
-async fn connect(redis: &TestRedis) -> ConnectionManager {
-    let client = redis::Client::open(redis.url()).unwrap();
-    ConnectionManager::new(client).await.unwrap()
-}
 
 /// Tokens in sorted order, so a game's players are `[t(1), t(2), …]` in turn order.
 fn t(n: u8) -> String {
@@ -217,7 +212,7 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test]
 async fn fixed_games_round_trip_through_an_independent_reader() {
     let redis = TestRedis::start();
-    let mut conn = connect(&redis).await;
+    let mut conn = conn(&redis).await;
     let games = [early_elimination(), turn_cap(), timeout_then_kill()];
     synth::seed(&mut conn, &games).await.unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -275,7 +270,7 @@ async fn fixed_games_round_trip_through_an_independent_reader() {
 #[tokio::test]
 async fn random_games_give_the_rows_of_their_simulation() {
     let redis = TestRedis::start();
-    let mut conn = connect(&redis).await;
+    let mut conn = conn(&redis).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let games: Vec<SynthGame> = (0..300)
         .map(|i| {
@@ -299,7 +294,7 @@ async fn random_games_give_the_rows_of_their_simulation() {
 #[tokio::test]
 async fn unknown_unfinished_and_malformed_games() {
     let redis = TestRedis::start();
-    let mut conn = connect(&redis).await;
+    let mut conn = conn(&redis).await;
     assert_eq!(
         etl::load_game(&mut conn, "44444444-4444-4444-8444-444444444444")
             .await
@@ -358,7 +353,7 @@ fn unsafe_tokens_write_nothing_and_no_temporary_file_stays() {
 #[tokio::test]
 async fn expire_game_puts_a_ttl_on_every_key_and_unlists_the_game() {
     let redis = TestRedis::start();
-    let mut conn = connect(&redis).await;
+    let mut conn = conn(&redis).await;
     let game = turn_cap();
     let other = early_elimination();
     synth::seed(&mut conn, &[game.clone(), other.clone()])

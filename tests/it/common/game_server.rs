@@ -5,16 +5,14 @@ use std::time::Duration;
 
 use superhero::config::Settings;
 use superhero::pipeline::redis_conn::Redis;
-use superhero::shutdown::{self, ShutdownTrigger};
-use tokio::task::JoinHandle;
 
+use super::roles::Task;
 use super::TestRedis;
 
 /// A game server running in this process.
 pub struct Server {
     pub port: u16,
-    stop: ShutdownTrigger,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: Task<()>,
 }
 
 impl Server {
@@ -22,21 +20,15 @@ impl Server {
         let redis = Redis::connect(&settings.redis).await.expect("redis");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (stop, shutdown) = shutdown::channel();
         let settings = settings.clone();
-        let task = tokio::spawn(async move {
+        let task = Task::spawn(|shutdown| async move {
             superhero::roles::server::run(&settings, redis, listener, shutdown).await
         });
-        Server { port, stop, task }
+        Server { port, task }
     }
 
     pub async fn stop(self) {
-        self.stop.fire();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("server stops within 15s")
-            .expect("server task")
-            .expect("server returns Ok");
+        self.task.stop_within(Duration::from_secs(15)).await;
     }
 }
 
