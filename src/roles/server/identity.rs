@@ -1,4 +1,5 @@
-//! Who is who in a game, as players see it (issue #13: no impersonation).
+//! Who is who in a game, as players see it: a player knows the others by alias only, so no one
+//! can act with another's token.
 //!
 //! A user token is a player's only credential, so no player is ever shown another's. Each
 //! participant of a game gets an alias, a fresh UUIDv4 created once per game

@@ -38,7 +38,7 @@ pub mod reason {
     pub const GAME_NOT_IN_PROGRESS: &str = "GAME NOT IN PROGRESS";
     pub const GAME_IS_OVER: &str = "GAME IS OVER";
     pub const ALREADY_IN_LOBBY: &str = "ALREADY IN LOBBY";
-    /// Another socket is registered in this game's lobby for this user (issue #13).
+    /// Another socket is registered in this game's lobby for this user: one socket per player.
     pub const LOBBY_ALREADY_OPEN: &str = "LOBBY ALREADY OPEN";
     pub const NO_HEROES: &str = "NO HEROES AVAILABLE";
     pub const SERVICE_UNAVAILABLE: &str = "SERVICE UNAVAILABLE";
