@@ -34,7 +34,7 @@ mod route;
 mod router;
 
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use redis::Script;
@@ -140,4 +140,7 @@ pub(super) struct Entry {
     /// The worker that held it last (a re-route prefers another).
     pub(super) avoid: Option<String>,
     pub(super) rerouted: bool,
+    /// When this fanout last took it (read, claimed or kept it), by its own clock: until
+    /// ACK_TIMEOUT has passed since, no other fanout can have re-claimed it.
+    pub(super) taken: Instant,
 }

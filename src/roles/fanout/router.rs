@@ -256,6 +256,7 @@ impl Router {
     }
 
     async fn read(&mut self, count: usize) -> RedisResult<Vec<Entry>> {
+        let taken = Instant::now();
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.group)
@@ -276,6 +277,7 @@ impl Router {
                 record,
                 avoid: None,
                 rerouted: false,
+                taken,
             })
             .collect())
     }
@@ -284,6 +286,7 @@ impl Router {
     async fn claim_expired(&mut self) -> RedisResult<()> {
         // Keep what we hold from looking abandoned to the other fanouts.
         self.keep_held().await?;
+        let taken = Instant::now();
         let reply: Vec<Vec<Vec<u8>>> = CLAIM_EXPIRED
             .key(&self.stream)
             .key(keys::dead_stream(&self.lobby))
@@ -321,6 +324,7 @@ impl Router {
                         record: row.get(2).cloned().unwrap_or_default(),
                         avoid: (!delivery::is_fanout_consumer(&previous)).then_some(previous),
                         rerouted: true,
+                        taken,
                     });
                 }
                 _ => {}
@@ -360,11 +364,13 @@ impl Router {
     }
 
     /// Hands entries to workers: each goes to one live worker with room, as its pending entry
-    /// and as a PUBLISH on its channel, in one script that also checks the entry is still this
-    /// fanout's and the worker below its limit (see `route.lua`). Entries whose PUBLISH
-    /// reached nobody go to the next worker; with none left they are held until one appears.
+    /// (`route.lua`, which also keeps every worker within its limit counted over all fanouts)
+    /// and as a PUBLISH on its channel. Entries this fanout took long enough ago that another
+    /// fanout may have re-claimed them are checked first ([`Self::keep_own`]). Entries whose
+    /// PUBLISH reached nobody go to the next worker; with none left they are held until one
+    /// appears.
     async fn route(&mut self, entries: Vec<Entry>) -> RedisResult<()> {
-        let mut queue: VecDeque<Entry> = entries.into();
+        let mut queue: VecDeque<Entry> = self.keep_own(entries, false).await?.into();
         while !queue.is_empty() {
             let mut batch: Vec<(Entry, String, String)> = Vec::new();
             let mut invalid = Vec::new();
@@ -392,38 +398,67 @@ impl Router {
                 let rest: Vec<Entry> = queue.drain(..).collect();
                 return self.hold(rest).await;
             }
+            // Claim by worker: each worker's entries in one section of the script's arguments.
+            batch.sort_by(|a, b| a.1.cmp(&b.1));
             let mut invocation = ROUTE.key(&self.stream);
-            invocation
-                .arg(&self.group)
-                .arg(&self.consumer)
-                .arg(MAX_UNACKED_PER_WORKER)
-                .arg(keys::worker_channel(&self.lobby, ""));
-            for (entry, worker, payload) in &batch {
-                invocation.arg(&entry.id).arg(worker).arg(payload);
+            invocation.arg(&self.group).arg(MAX_UNACKED_PER_WORKER);
+            let mut sections: Vec<(String, usize)> = Vec::new();
+            for (_, worker, _) in &batch {
+                match sections.last_mut() {
+                    Some((w, n)) if w == worker => *n += 1,
+                    _ => sections.push((worker.clone(), 1)),
+                }
             }
-            let answers: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
+            let mut rest = batch.iter();
+            for (worker, n) in &sections {
+                invocation.arg(worker).arg(*n);
+                for (entry, _, _) in rest.by_ref().take(*n) {
+                    invocation.arg(&entry.id);
+                }
+                invocation.arg("JUSTID");
+            }
+            let allowed: Vec<usize> = invocation.invoke_async(&mut self.conn).await?;
+            // Within each section the first `allowed` entries were claimed for the worker.
+            let mut claimed = Vec::with_capacity(batch.len());
+            for ((_, n), allowed) in sections.iter().zip(allowed) {
+                claimed.extend((0..*n).map(|i| i < allowed));
+            }
+            // PUBLISH what was claimed; what reached nobody comes back to this fanout.
+            let mut publish = redis::pipe();
+            for ((_, worker, payload), _) in batch.iter().zip(&claimed).filter(|(_, c)| **c) {
+                publish.publish(keys::worker_channel(&self.lobby, worker), payload);
+            }
+            let receivers: Vec<u64> = publish.query_async(&mut self.conn).await?;
+            let mut receivers = receivers.into_iter();
+            let mut heard = Vec::with_capacity(batch.len());
+            let mut unheard = Vec::new();
+            for ((entry, _, _), claimed) in batch.iter().zip(&claimed) {
+                let reached = *claimed && receivers.next().unwrap_or(0) > 0;
+                if *claimed && !reached {
+                    unheard.push(entry.id.clone());
+                }
+                heard.push(reached);
+            }
+            if !unheard.is_empty() {
+                self.claim_for_self(&unheard).await?;
+            }
             let local_now = crate::clock::now_ms() as i64;
             let mut gone = BTreeSet::new();
-            for ((entry, worker, _), answer) in batch.into_iter().zip(answers) {
-                match answer {
-                    1 => self.delivered(&entry, local_now),
-                    -1 => {
-                        // Re-claimed by another fanout while this one was paused: it routes it.
-                        self.metrics.records_left_to_another_fanout.inc();
-                        tracing::debug!("record {} was taken by another fanout", entry.id);
-                    }
-                    -2 => {
-                        // Full by the count of every fanout's deliveries: none more this round.
-                        self.unacked.insert(worker, MAX_UNACKED_PER_WORKER);
-                        queue.push_back(entry);
-                    }
-                    _ => {
-                        gone.insert(worker);
-                        queue.push_back(Entry {
-                            avoid: None,
-                            ..entry
-                        });
-                    }
+            for (((entry, worker, _), claimed), reached) in
+                batch.into_iter().zip(claimed).zip(heard)
+            {
+                if reached {
+                    self.delivered(&entry, local_now);
+                } else if !claimed {
+                    // Full by the count of every fanout's deliveries: none more this round.
+                    self.unacked.insert(worker, MAX_UNACKED_PER_WORKER);
+                    queue.push_back(entry);
+                } else {
+                    gone.insert(worker);
+                    queue.push_back(Entry {
+                        avoid: None,
+                        ..entry
+                    });
                 }
             }
             for worker in gone {
@@ -433,6 +468,55 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// The entries that are still this fanout's. Those it took less than half an ACK_TIMEOUT
+    /// ago cannot have been re-claimed by another fanout; the older ones (held while no worker
+    /// could take them, or this fanout was paused) are looked up, and kept (idle time reset)
+    /// only where they are still its own: a paused fanout must not take back what another
+    /// routed meanwhile.
+    /// With `all`, every entry is looked up (and its idle time reset).
+    async fn keep_own(&mut self, entries: Vec<Entry>, all: bool) -> RedisResult<Vec<Entry>> {
+        let (fresh, old): (Vec<Entry>, Vec<Entry>) = entries
+            .into_iter()
+            .partition(|e| !all && e.taken.elapsed() < self.ack_timeout / 2);
+        if old.is_empty() {
+            return Ok(fresh);
+        }
+        let mut invocation = KEEP_OWN.key(&self.stream);
+        invocation.arg(&self.group).arg(&self.consumer);
+        for entry in &old {
+            invocation.arg(&entry.id);
+        }
+        let kept = Instant::now();
+        let mine: HashSet<String> = invocation.invoke_async(&mut self.conn).await?;
+        let before = old.len();
+        let mut own: Vec<Entry> = old.into_iter().filter(|e| mine.contains(&e.id)).collect();
+        let taken = before - own.len();
+        if taken > 0 {
+            self.metrics
+                .records_left_to_another_fanout
+                .inc_by(taken as u64);
+            tracing::info!("{taken} record(s) were taken by another fanout");
+        }
+        for entry in &mut own {
+            entry.taken = kept;
+        }
+        own.extend(fresh);
+        Ok(own)
+    }
+
+    /// Takes entries back as this fanout's own pending entries (`XCLAIM … JUSTID`).
+    async fn claim_for_self(&mut self, ids: &[String]) -> RedisResult<()> {
+        redis::cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID")
+            .query_async(&mut self.conn)
+            .await
     }
 
     fn delivered(&mut self, entry: &Entry, local_now_ms: i64) {
@@ -466,24 +550,23 @@ impl Router {
                 return Some(worker);
             }
         }
+        // The least loaded worker with room, first in rotation order; `avoid` only when no
+        // other has room.
         let n = self.workers.len();
-        let open: Vec<usize> = (0..n)
-            .map(|step| (self.next + step) % n)
-            .filter(|&i| has_room(self, &self.workers[i]))
-            .collect();
-        let preferred: Vec<usize> = open
-            .iter()
-            .copied()
-            .filter(|&i| n == 1 || Some(self.workers[i].as_str()) != avoid)
-            .collect();
-        let candidates = if preferred.is_empty() {
-            open
-        } else {
-            preferred
-        };
-        let i = candidates
-            .into_iter()
-            .min_by_key(|&i| self.unacked(&self.workers[i]))?;
+        let mut best: Option<(bool, u64, usize)> = None;
+        for step in 0..n {
+            let i = (self.next + step) % n;
+            let worker = &self.workers[i];
+            let load = self.unacked(worker);
+            if load >= MAX_UNACKED_PER_WORKER {
+                continue;
+            }
+            let avoided = n > 1 && Some(worker.as_str()) == avoid;
+            if best.is_none_or(|(b_avoided, b_load, _)| (avoided, load) < (b_avoided, b_load)) {
+                best = Some((avoided, load, i));
+            }
+        }
+        let (_, _, i) = best?;
         let worker = self.workers[i].clone();
         *self.unacked.entry(worker.clone()).or_default() += 1;
         if let Some(g) = game {
@@ -515,21 +598,9 @@ impl Router {
         if self.held.is_empty() {
             return Ok(());
         }
-        let mut invocation = KEEP_OWN.key(&self.stream);
-        invocation.arg(&self.group).arg(&self.consumer);
-        for entry in &self.held {
-            invocation.arg(&entry.id);
-        }
-        let mine: HashSet<String> = invocation.invoke_async(&mut self.conn).await?;
-        let before = self.held.len();
-        self.held.retain(|e| mine.contains(&e.id));
-        let taken = before - self.held.len();
-        if taken > 0 {
-            self.metrics
-                .records_left_to_another_fanout
-                .inc_by(taken as u64);
-            tracing::info!("{taken} held record(s) were taken by another fanout");
-        }
+        // Every held entry is looked up and its idle time reset, however recently taken.
+        let held = std::mem::take(&mut self.held);
+        self.held = self.keep_own(held, true).await?;
         Ok(())
     }
 
