@@ -1,12 +1,12 @@
 //! Configuration: every setting (docs/settings.md lists them), layered with figment.
 //!
-//! Each setting is declared once in `vars.rs` (variable, flag, default, help, type); the command
-//! line, `--help`, the layers, [`Settings`] and the generated table of docs/settings.md all read
-//! that declaration. Precedence, lowest first: built-in default, `--config FILE` (TOML), `.env` in
-//! the working directory, the process environment, command-line flags (`layers.rs`). figment
-//! merges the layers and extracts them into typed fields (`types.rs`), each type with its own
-//! checks; a bad value is one error naming the variable and the layer it came from, before any
-//! network I/O.
+//! Each setting is declared once in `vars.rs` (variable, flag, the commands that take it,
+//! default, help, type); the command line, `--help`, the layers, [`Settings`] and the generated
+//! table of docs/settings.md all read that declaration. Precedence, lowest first: built-in
+//! default, `--config FILE` (TOML), `.env` in the working directory, the process environment,
+//! command-line flags (`layers.rs`). figment merges the layers and extracts them into typed
+//! fields (`types.rs`), each type with its own checks; a bad value is one error naming the
+//! variable and the layer it came from, before any network I/O.
 
 use std::fmt;
 use std::time::Duration;
@@ -19,7 +19,7 @@ mod types;
 mod vars;
 pub use layers::{read_dotenv, Layers};
 pub use output_dir::OutputDir;
-pub use vars::{Settings, Var, VARS};
+pub use vars::{Settings, Var, COMMANDS, RUN_THE_ROLES, VARS};
 
 /// A setting that could not be parsed: one line naming the variable (and the layer it came
 /// from), never a retry, and its own exit code so a script can tell it from a failed run.
