@@ -1,5 +1,7 @@
-//! The command line: subcommands and the setting flags every subcommand shares.
+//! The command line: subcommands and their setting flags.
 //!
+//! Each subcommand takes the setting flags that concern it ([`Var::concerns`]), before or after
+//! its name; another setting flag is refused with one line naming it ([`SettingsArgs::check`]).
 //! Setting flags carry no clap default and do not read the environment themselves: a flag that
 //! was not given leaves the variable to the lower layers of [`crate::config`], which is what lets
 //! `.env` and `--config` work underneath the environment.
@@ -13,16 +15,24 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Var, VARS};
+#[cfg(test)]
+use crate::config::{COMMANDS, RUN_THE_ROLES};
 
 /// Super Hero Combat Simulator and its Redis Stream -> Parquet data pipeline.
 #[derive(Debug, Parser)]
 #[command(name = "superhero", version, about, long_about = None, propagate_version = true)]
+#[command(
+    mut_subcommands = SettingsArgs::augment_subcommand,
+    after_help = "Each command takes the setting flags that concern it: `superhero <COMMAND> --help` lists them."
+)]
 pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-
+    /// Before `command`: reading the subcommand takes its matches away, and the settings need
+    /// its name.
     #[command(flatten)]
     pub settings: SettingsArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,7 +211,7 @@ pub struct CleanArgs {
     pub dry_run: bool,
 }
 
-/// Every setting of [`VARS`] as a global flag (`--redis-port` for REDIS_PORT, `--worker-id` for
+/// Every setting of [`VARS`] as a flag (`--redis-port` for REDIS_PORT, `--worker-id` for
 /// HOSTNAME), built from the declaration: no field per setting. Each one overrides its
 /// environment variable; `--help` shows the variable and the default beside each.
 #[derive(Clone, Debug, Default)]
@@ -210,6 +220,23 @@ pub struct SettingsArgs {
     pub config: Option<PathBuf>,
     /// The setting flags that were given, keyed by their variable name.
     pub given: BTreeMap<String, String>,
+    /// The subcommand they were given to.
+    pub command: Option<String>,
+}
+
+/// A setting flag given to a command that does not read it (`report --turn-timeout 3`).
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag} does not apply to '{command}'")]
+pub struct FlagNotApplicable {
+    pub flag: &'static str,
+    pub command: String,
+}
+
+impl FlagNotApplicable {
+    /// The status the binary exits with: 2, as for a command line clap refuses.
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
 }
 
 /// The id of the `--config` argument.
@@ -219,6 +246,37 @@ impl SettingsArgs {
     /// The flags that were given, keyed by their variable name.
     pub fn flags(&self) -> BTreeMap<String, String> {
         self.given.clone()
+    }
+
+    /// Refuses a setting flag that does not concern the subcommand it was given to, wherever
+    /// it stood on the command line.
+    pub fn check(&self) -> Result<(), FlagNotApplicable> {
+        let Some(command) = &self.command else {
+            return Ok(());
+        };
+        match VARS
+            .iter()
+            .find(|var| self.given.contains_key(var.name) && !var.concerns(command))
+        {
+            Some(var) => Err(FlagNotApplicable {
+                flag: var.flag,
+                command: command.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every setting flag on one subcommand: those that concern it listed in its `--help`, the
+    /// others hidden, so that one given is refused by [`SettingsArgs::check`] with one line
+    /// rather than by clap with its usage. Global within the subcommand, so `bench etl` takes
+    /// them too. The program's own copies (`superhero --redis-port 1 server`) are global as
+    /// well, but clap gives a subcommand no copy of a flag it already has, hidden or not.
+    fn augment_subcommand(cmd: clap::Command) -> clap::Command {
+        let name = cmd.get_name().to_string();
+        cmd.args(
+            VARS.iter()
+                .map(|var| SettingsArgs::arg(var).hide(!var.concerns(&name))),
+        )
     }
 
     /// The flag of one declared setting.
@@ -267,6 +325,9 @@ impl FromArgMatches for SettingsArgs {
         if let Some(path) = matches.get_one::<PathBuf>(CONFIG) {
             self.config = Some(path.clone());
         }
+        self.command = matches.subcommand_name().map(str::to_string);
+        // Given before the subcommand's name or after it: clap copies a global flag's value to
+        // every level of the matches, the program's included.
         for var in VARS {
             if let Some(value) = matches.get_one::<String>(var.name) {
                 self.given.insert(var.name.to_string(), value.clone());
@@ -282,15 +343,32 @@ mod tests {
 
     #[test]
     fn every_variable_has_a_flag() {
-        let mut argv = vec!["superhero".to_string(), "server".to_string()];
+        let mut argv = vec!["superhero".to_string(), "demo".to_string()];
         for var in VARS {
             argv.push(format!("--{}", var.flag));
             argv.push(String::new());
         }
         let all = Cli::try_parse_from(argv).expect("every setting flag parses");
+        all.settings.check().expect("demo takes every setting");
         let flags = all.settings.flags();
         for var in VARS {
             assert!(flags.contains_key(var.name), "no flag for {}", var.name);
+        }
+    }
+
+    #[test]
+    fn every_command_a_setting_names_exists() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+        names.sort_unstable();
+        let mut declared: Vec<&str> = COMMANDS.iter().chain(RUN_THE_ROLES).copied().collect();
+        declared.sort_unstable();
+        assert_eq!(names, declared);
+        for var in VARS {
+            for command in var.commands {
+                assert!(COMMANDS.contains(command), "{}: {command}", var.name);
+            }
         }
     }
 
@@ -309,15 +387,12 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_setting_with_its_variable_and_default() {
-        for args in [
-            &["--help"][..],
-            &["server", "--help"],
-            &["player", "--help"],
-            &["worker", "--help"],
-            &["fanout", "--help"],
-        ] {
-            let help = help_of(args);
+    fn help_lists_the_settings_of_its_command_with_their_variable_and_default() {
+        let commands = COMMANDS.iter().chain(RUN_THE_ROLES);
+        for (args, command) in std::iter::once((vec!["--help"], None))
+            .chain(commands.map(|c| (vec![*c, "--help"], Some(*c))))
+        {
+            let help = help_of(&args);
             assert!(help.contains("--config <FILE>"), "{args:?}: {help}");
             for var in VARS {
                 let line = format!(
@@ -329,43 +404,61 @@ mod tests {
                         .collect::<Vec<_>>()
                         .join(" ")
                 );
-                assert!(
+                let listed = command.is_none_or(|c| var.concerns(c));
+                assert_eq!(
                     help.contains(&line),
-                    "{args:?} --help lacks {line:?}: {help}"
+                    listed,
+                    "{args:?} --help, {line:?}: {help}"
                 );
-                assert!(
-                    help.contains(&format!(
-                        "[env: {}] [default: {}]",
-                        var.name, var.default_text
-                    )),
+                assert_eq!(
+                    help.contains(&format!("--{} ", var.flag)),
+                    listed,
                     "{args:?}: {}",
-                    var.name
+                    var.flag
                 );
             }
         }
     }
 
     #[test]
-    fn setting_flags_are_global_and_take_negative_numbers() {
+    fn setting_flags_stand_before_or_after_the_command_and_take_negative_numbers() {
         let cli = Cli::try_parse_from([
             "superhero",
-            "--redis-port",
+            "--websocket-port",
             "6380",
             "player",
             "--client-games",
             "-1",
-            "--worker-id",
-            "w1",
+            "--log-level",
+            "debug",
             "--config",
             "c.toml",
         ])
         .unwrap();
+        cli.settings.check().unwrap();
         let flags = cli.settings.flags();
-        assert_eq!(flags["REDIS_PORT"], "6380");
+        assert_eq!(flags["WEBSOCKET_PORT"], "6380");
         assert_eq!(flags["CLIENT_GAMES"], "-1");
-        assert_eq!(flags["HOSTNAME"], "w1");
+        assert_eq!(flags["LOG_LEVEL"], "debug");
         assert_eq!(flags.len(), 3);
         assert_eq!(cli.settings.config, Some(PathBuf::from("c.toml")));
+        let cli = Cli::try_parse_from(["superhero", "bench", "etl", "--worker-id", "w1"]).unwrap();
+        cli.settings.check().unwrap();
+        assert_eq!(cli.settings.flags()["HOSTNAME"], "w1");
+    }
+
+    #[test]
+    fn a_setting_flag_another_command_reads_is_refused_naming_it() {
+        for argv in [
+            &["superhero", "report", "--turn-timeout", "3"][..],
+            &["superhero", "--turn-timeout", "3", "report"],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let err = cli.settings.check().unwrap_err();
+            assert_eq!(err.to_string(), "--turn-timeout does not apply to 'report'");
+        }
+        let cli = Cli::try_parse_from(["superhero", "server", "--turn-timeout", "3"]).unwrap();
+        cli.settings.check().unwrap();
     }
 
     #[test]

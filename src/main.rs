@@ -14,6 +14,10 @@ use superhero::shutdown::Shutdown;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = cli.settings.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     let settings = match Layers::from_process(cli.settings.config.clone(), cli.settings.flags())
         .and_then(Settings::from_layers)
     {

@@ -1,14 +1,14 @@
 //! Configuration: every setting (docs/settings.md lists them), layered with figment.
 //!
-//! Each setting is declared once in `vars.rs` (variable, flag, default, help, type); the command
-//! line, `--help`, the layers and the generated table of docs/settings.md all read that
-//! declaration. Precedence, lowest first: built-in default, `--config FILE` (TOML), `.env` in the
-//! working directory, the process environment, command-line flags (`layers.rs`). figment merges
-//! the layers and extracts them into typed fields (`types.rs`); a bad value is one error naming
-//! the variable and the layer it came from, before any network I/O.
+//! Each setting is declared once in `vars.rs` (variable, flag, the commands that take it,
+//! default, help, type); the command line, `--help`, the layers, [`Settings`] and the generated
+//! table of docs/settings.md all read that declaration. Precedence, lowest first: built-in
+//! default, `--config FILE` (TOML), `.env` in the working directory, the process environment,
+//! command-line flags (`layers.rs`). figment merges the layers and extracts them into typed
+//! fields (`types.rs`), each type with its own checks; a bad value is one error naming the
+//! variable and the layer it came from, before any network I/O.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use figment::Figment;
@@ -19,7 +19,7 @@ mod types;
 mod vars;
 pub use layers::{read_dotenv, Layers};
 pub use output_dir::OutputDir;
-pub use vars::{Var, VARS};
+pub use vars::{Settings, Var, COMMANDS, RUN_THE_ROLES, VARS};
 
 /// A setting that could not be parsed: one line naming the variable (and the layer it came
 /// from), never a retry, and its own exit code so a script can tell it from a failed run.
@@ -84,41 +84,6 @@ pub enum LoggerModule {
     Redis,
 }
 
-/// The effective configuration shared by every role.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub redis: RedisSettings,
-    pub redis_expiry: Duration,
-    pub worker_channel: String,
-    pub clean_routine: bool,
-    pub logger_module: LoggerModule,
-    pub log_level: tracing::Level,
-    pub websocket_host: String,
-    pub websocket_port: u16,
-    pub server_sleep: Duration,
-    pub lobby_timeout: Duration,
-    pub turn_timeout: Duration,
-    pub max_turns: u32,
-    /// `None`: play forever.
-    pub client_games: Option<u64>,
-    pub client_sleep: Duration,
-    /// A folder, or an object store URL (`s3://bucket/prefix`).
-    pub output_dir: OutputDir,
-    pub worker_id: String,
-    pub ack_timeout: Duration,
-    pub max_deliveries: u32,
-    /// The most entries `<lobby>:dead` keeps.
-    pub dead_letters_max: usize,
-    pub log_retention: Duration,
-    pub write_timeout: Duration,
-    pub metrics_addr: Option<SocketAddr>,
-    /// Open WebSocket connections one server process allows.
-    pub max_connections: usize,
-    /// How long the server waits for a socket's next request (never zero).
-    pub idle_timeout: Duration,
-    pub user_expiry: Duration,
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Settings::from_layers(Layers::default()).expect("built-in defaults are valid")
@@ -130,7 +95,18 @@ impl Settings {
     pub fn from_layers(layers: Layers) -> Result<Self, ConfigError> {
         let figment = layers.figment()?;
         let raw: vars::RawSettings = figment.extract().map_err(layers::describe_error)?;
-        Checked(&figment).settings(raw)
+        let computed = vars::Computed {
+            redis: RedisSettings {
+                host: raw.redis_host.0.clone(),
+                port: raw.redis_port.0,
+                db: raw.redis_db.0,
+                password: raw.redis_password.0.clone(),
+                url: raw.redis_url.0.clone(),
+            },
+            worker_id: raw.worker_id.0.clone().unwrap_or_else(random_worker_id),
+            write_timeout: write_timeout(&figment, &raw)?,
+        };
+        Ok(Settings::assemble(raw, computed))
     }
 
     /// The settings as docs/settings.md lists them, password masked, for a DEBUG log line.
@@ -139,99 +115,25 @@ impl Settings {
     }
 }
 
-/// The rules that span more than one value's type, checked after extraction; an error names the
-/// variable and the layer its value came from.
-struct Checked<'a>(&'a Figment);
-
-impl Checked<'_> {
-    fn invalid(&self, var: &str, why: impl fmt::Display) -> ConfigError {
-        let from = self
-            .0
-            .find_metadata(var)
-            .map(|md| format!(" (from {})", layers::describe_source(md, var)))
-            .unwrap_or_default();
-        ConfigError(format!("{var}: {why}{from}"))
-    }
-
-    fn settings(&self, raw: vars::RawSettings) -> Result<Settings, ConfigError> {
-        let redis = RedisSettings {
-            host: raw.redis_host.0,
-            port: raw.redis_port.0,
-            db: raw.redis_db.0,
-            password: raw.redis_password.0,
-            url: raw.redis_url.0,
-        };
-        if redis.db < 0 {
-            return Err(self.invalid(
-                "REDIS_DB",
-                format!(
-                    "invalid value {}, expected a database index from 0",
-                    redis.db
-                ),
-            ));
+/// WRITE_TIMEOUT, the one rule across two settings: below ACK_TIMEOUT, half of it when unset.
+/// A write that may run past ACK_TIMEOUT would see its record routed again while it still holds
+/// the game: each such delivery only waits and counts towards the limit.
+fn write_timeout(figment: &Figment, raw: &vars::RawSettings) -> Result<Duration, ConfigError> {
+    let ack_timeout = raw.ack_timeout.0;
+    match raw.write_timeout.0 {
+        Some(w) if w >= ack_timeout => {
+            let from = figment
+                .find_metadata("WRITE_TIMEOUT")
+                .map(|md| format!(" (from {})", layers::describe_source(md, "WRITE_TIMEOUT")))
+                .unwrap_or_default();
+            Err(ConfigError(format!(
+                "WRITE_TIMEOUT: invalid value {}, expected less than ACK_TIMEOUT ({}){from}",
+                w.as_secs_f64(),
+                ack_timeout.as_secs_f64()
+            )))
         }
-        if let Some(url) = &redis.url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(self.invalid(
-                    "REDIS_URL",
-                    format!(
-                        "invalid value {:?}, expected a redis:// or rediss:// URL",
-                        redact_url(url)
-                    ),
-                ));
-            }
-        }
-        let worker_id = match raw.worker_id.0 {
-            Some(id) => {
-                validate_worker_id(&id).map_err(|why| self.invalid("HOSTNAME", why))?;
-                id
-            }
-            None => random_worker_id(),
-        };
-        let ack_timeout = raw.ack_timeout.0;
-        // A write that may run past ACK_TIMEOUT would see its record routed again while it
-        // still holds the game: each such delivery only waits and counts towards the limit.
-        let write_timeout = match raw.write_timeout.0 {
-            Some(w) if w >= ack_timeout => {
-                return Err(self.invalid(
-                    "WRITE_TIMEOUT",
-                    format!(
-                        "invalid value {}, expected less than ACK_TIMEOUT ({})",
-                        w.as_secs_f64(),
-                        ack_timeout.as_secs_f64()
-                    ),
-                ))
-            }
-            Some(w) => w,
-            None => ack_timeout / 2,
-        };
-        Ok(Settings {
-            redis,
-            redis_expiry: raw.redis_expiry.0,
-            worker_channel: raw.worker_channel.0,
-            clean_routine: raw.clean_routine.0,
-            logger_module: raw.logger_module.0,
-            log_level: raw.log_level.0,
-            websocket_host: raw.websocket_host.0,
-            websocket_port: raw.websocket_port.0,
-            server_sleep: raw.server_sleep.0,
-            lobby_timeout: raw.lobby_timeout.0,
-            turn_timeout: raw.turn_timeout.0,
-            max_turns: raw.max_turns.0,
-            client_games: raw.client_games.0,
-            client_sleep: raw.client_sleep.0,
-            output_dir: raw.output_dir.0,
-            worker_id,
-            ack_timeout,
-            max_deliveries: raw.max_deliveries.0,
-            dead_letters_max: raw.dead_letters_max.0,
-            log_retention: raw.log_retention.0,
-            write_timeout,
-            metrics_addr: raw.metrics_addr.0,
-            max_connections: raw.max_connections.0,
-            idle_timeout: raw.idle_timeout.0,
-            user_expiry: raw.user_expiry.0,
-        })
+        Some(w) => Ok(w),
+        None => Ok(ack_timeout / 2),
     }
 }
 

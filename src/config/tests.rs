@@ -77,10 +77,16 @@ fn settings_that_cannot_work_are_refused_naming_the_variable() {
         (&[("MAX_DELIVERIES", "0")][..], "MAX_DELIVERIES"),
         (&[("MAX_TURNS", "0")][..], "MAX_TURNS"),
         (&[("DEAD_LETTERS_MAX", "0")][..], "DEAD_LETTERS_MAX"),
+        (&[("REDIS_DB", "-1")][..], "REDIS_DB"),
+        (
+            &[("REDIS_URL", "http://:hunter2@example/0")][..],
+            "REDIS_URL",
+        ),
     ] {
         let err = Settings::from_layers(layers(env)).unwrap_err().to_string();
         assert!(err.contains(&format!("error: {name}: ")), "{env:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
     // Unset, WRITE_TIMEOUT follows ACK_TIMEOUT.
     let s = Settings::from_layers(layers(&[("ACK_TIMEOUT", "4")])).unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::{parse_bool, parse_level, LoggerModule, OutputDir};
+use super::{parse_bool, parse_level, redact_url, validate_worker_id, LoggerModule, OutputDir};
 
 /// Any scalar as text (trimmed); tables and arrays are not settings.
 struct TextVisitor;
@@ -83,6 +83,9 @@ macro_rules! deserialize_from_text {
 deserialize_from_text!(
     Text,
     OptText,
+    DbIndex,
+    RedisUrl,
+    WorkerId,
     Seconds,
     PositiveSeconds,
     AckTimeout,
@@ -138,6 +141,55 @@ impl FromText for OptText {
     }
 }
 
+/// REDIS_DB: a database index, from 0.
+#[derive(Debug)]
+pub struct DbIndex(pub i64);
+
+impl FromText for DbIndex {
+    fn from_text(text: &str) -> Result<Self, String> {
+        match not_empty(text)?.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(DbIndex(n)),
+            _ => Err(format!(
+                "invalid value {text:?}, expected a database index from 0"
+            )),
+        }
+    }
+}
+
+/// REDIS_URL: a `redis://` or `rediss://` URL, or unset when empty. An error shows the URL
+/// without its password.
+#[derive(Debug)]
+pub struct RedisUrl(pub Option<String>);
+
+impl FromText for RedisUrl {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(RedisUrl(None));
+        }
+        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+            return Err(format!(
+                "invalid value {:?}, expected a redis:// or rediss:// URL",
+                redact_url(text)
+            ));
+        }
+        Ok(RedisUrl(Some(text.to_string())))
+    }
+}
+
+/// HOSTNAME: a worker id ([`validate_worker_id`]), or unset when empty.
+#[derive(Debug)]
+pub struct WorkerId(pub Option<String>);
+
+impl FromText for WorkerId {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(WorkerId(None));
+        }
+        validate_worker_id(text)?;
+        Ok(WorkerId(Some(text.to_string())))
+    }
+}
+
 /// What a whole number setting is called in an error.
 pub trait WholeKind: FromStr {
     const EXPECTED: &'static str;
@@ -155,11 +207,7 @@ impl WholeKind for usize {
     const EXPECTED: &'static str = "a positive whole number";
 }
 
-impl WholeKind for i64 {
-    const EXPECTED: &'static str = "a whole number";
-}
-
-/// A whole number (a port, a count, a database index).
+/// A whole number (a port, a count).
 #[derive(Debug)]
 pub struct Whole<T>(pub T);
 

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use superhero::config::VARS;
+use superhero::config::{COMMANDS, VARS};
 use superhero::metrics::{registry, render};
 use superhero::roles::fanout::FanoutMetrics;
 use superhero::roles::server::metrics::ServerMetrics;
@@ -61,8 +61,15 @@ fn cell(text: &str) -> String {
 }
 
 fn settings_table() -> String {
-    let mut out = String::from("| Variable | Flag | Default | Meaning |\n|---|---|---|---|\n");
+    let mut out =
+        String::from("| Variable | Flag | Commands | Default | Meaning |\n|---|---|---|---|---|\n");
     for var in VARS {
+        // `demo` and `bench` take every setting: the text above the table says so once.
+        let commands = if var.commands == COMMANDS {
+            "all".to_string()
+        } else {
+            var.commands.join(", ")
+        };
         // A real value in code font; a description of its absence (`(none)`) as plain text.
         let default = match var.default {
             Some(value) => format!("`{value}`"),
@@ -70,10 +77,11 @@ fn settings_table() -> String {
         };
         writeln!(
             out,
-            "| `{}` | `--{} {}` | {} | {} |",
+            "| `{}` | `--{} {}` | {} | {} | {} |",
             var.name,
             var.flag,
             var.value_name,
+            commands,
             default,
             cell(var.help)
         )

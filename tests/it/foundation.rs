@@ -184,7 +184,7 @@ fn bad_setting_exits_2_naming_the_variable() {
     assert!(err.contains("CLEAN_ROUTINE"), "{err}");
     assert!(err.contains(".env file"), "{err}");
     std::fs::remove_file(dir.path().join(".env")).unwrap();
-    let (code, _, err) = run(superhero(dir.path()).args(["clean", "--lobby-timeout", "soon"]));
+    let (code, _, err) = run(superhero(dir.path()).args(["server", "--lobby-timeout", "soon"]));
     assert_eq!(code, 2);
     assert!(err.contains("LOBBY_TIMEOUT"), "{err}");
     assert!(err.contains("command-line flag --lobby-timeout"), "{err}");
@@ -360,26 +360,51 @@ fn clean_all_spares_other_keys_and_rebuild_reloads() {
 }
 
 #[test]
-fn help_lists_every_setting_without_secrets() {
+fn a_setting_flag_is_taken_only_by_the_commands_that_read_it() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
-        vec!["--help"],
-        vec!["build-db", "--help"],
-        vec!["clean", "--help"],
-        vec!["server", "--help"],
-        vec!["player", "--help"],
-        vec!["worker", "--help"],
-        vec!["fanout", "--help"],
+        ["report", "--turn-timeout", "3"],
+        ["--turn-timeout", "3", "report"],
     ] {
+        let (code, out, err) = run(superhero(dir.path()).args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(
+            err.trim(),
+            "error: --turn-timeout does not apply to 'report'",
+            "{args:?}"
+        );
+        assert!(out.is_empty(), "{out}");
+    }
+    // The server reads it: the flag is taken, and its value checked.
+    let (code, _, err) = run(superhero(dir.path()).args(["server", "--turn-timeout", "soon"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("TURN_TIMEOUT") && err.contains("command-line flag --turn-timeout"),
+        "{err}"
+    );
+    // The environment is not restricted: one compose file sets it for every service.
+    let (code, _, err) = run(superhero(dir.path()).arg("report").env("TURN_TIMEOUT", "3"));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn help_lists_the_settings_of_its_command_without_secrets() {
+    use superhero::config::{COMMANDS, RUN_THE_ROLES, VARS};
+    let dir = tempfile::tempdir().unwrap();
+    let commands = COMMANDS.iter().chain(RUN_THE_ROLES);
+    for (args, command) in std::iter::once((vec!["--help"], None))
+        .chain(commands.map(|c| (vec![*c, "--help"], Some(*c))))
+    {
         let (code, out, _) = run(superhero(dir.path())
             .args(&args)
             .env("REDIS_PASSWORD", "hunter2"));
         assert_eq!(code, 0);
         // Help wraps long lines: compare with every whitespace run made one space.
         let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
-        for var in superhero::config::VARS {
+        for var in VARS {
             let tail = format!("[env: {}] [default: {}]", var.name, var.default_text);
-            assert!(flat.contains(&tail), "{args:?} --help lacks {tail}");
+            let listed = command.is_none_or(|c| var.concerns(c));
+            assert_eq!(flat.contains(&tail), listed, "{args:?} --help, {tail}");
         }
         assert!(!out.contains("hunter2"));
     }
