@@ -364,8 +364,8 @@ impl Router {
     }
 
     /// Hands entries to workers: each goes to one live worker with room, as its pending entry
-    /// (`route.lua`, which also keeps every worker within its limit counted over all fanouts)
-    /// and as a PUBLISH on its channel. Entries this fanout took long enough ago that another
+    /// and as a PUBLISH on its channel, in one script (`route.lua`, which also keeps every
+    /// worker within its limit counted over all fanouts). Entries this fanout took long enough ago that another
     /// fanout may have re-claimed them are checked first ([`Self::keep_own`]). Entries whose
     /// PUBLISH reached nobody go to the next worker; with none left they are held until one
     /// appears.
@@ -398,10 +398,15 @@ impl Router {
                 let rest: Vec<Entry> = queue.drain(..).collect();
                 return self.hold(rest).await;
             }
-            // Claim by worker: each worker's entries in one section of the script's arguments.
+            // Claim and PUBLISH by worker: each worker's entries in one section of the script's
+            // arguments.
             batch.sort_by(|a, b| a.1.cmp(&b.1));
             let mut invocation = ROUTE.key(&self.stream);
-            invocation.arg(&self.group).arg(MAX_UNACKED_PER_WORKER);
+            invocation
+                .arg(&self.group)
+                .arg(MAX_UNACKED_PER_WORKER)
+                .arg(&self.consumer)
+                .arg(keys::worker_channel(&self.lobby, ""));
             let mut sections: Vec<(String, usize)> = Vec::new();
             for (_, worker, _) in &batch {
                 match sections.last_mut() {
@@ -411,37 +416,20 @@ impl Router {
             }
             let mut rest = batch.iter();
             for (worker, n) in &sections {
+                let section: Vec<_> = rest.by_ref().take(*n).collect();
                 invocation.arg(worker).arg(*n);
-                for (entry, _, _) in rest.by_ref().take(*n) {
+                for (entry, _, _) in &section {
                     invocation.arg(&entry.id);
                 }
                 invocation.arg("JUSTID");
-            }
-            let allowed: Vec<usize> = invocation.invoke_async(&mut self.conn).await?;
-            // Within each section the first `allowed` entries were claimed for the worker.
-            let mut claimed = Vec::with_capacity(batch.len());
-            for ((_, n), allowed) in sections.iter().zip(allowed) {
-                claimed.extend((0..*n).map(|i| i < allowed));
-            }
-            // PUBLISH what was claimed; what reached nobody comes back to this fanout.
-            let mut publish = redis::pipe();
-            for ((_, worker, payload), _) in batch.iter().zip(&claimed).filter(|(_, c)| **c) {
-                publish.publish(keys::worker_channel(&self.lobby, worker), payload);
-            }
-            let receivers: Vec<u64> = publish.query_async(&mut self.conn).await?;
-            let mut receivers = receivers.into_iter();
-            let mut heard = Vec::with_capacity(batch.len());
-            let mut unheard = Vec::new();
-            for ((entry, _, _), claimed) in batch.iter().zip(&claimed) {
-                let reached = *claimed && receivers.next().unwrap_or(0) > 0;
-                if *claimed && !reached {
-                    unheard.push(entry.id.clone());
+                for (_, _, payload) in &section {
+                    invocation.arg(payload);
                 }
-                heard.push(reached);
             }
-            if !unheard.is_empty() {
-                self.claim_for_self(&unheard).await?;
-            }
+            // Per entry: 1 delivered, 0 claimed but heard by nobody (back to us), -2 not claimed.
+            let codes: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
+            let claimed: Vec<bool> = codes.iter().map(|c| *c >= 0).collect();
+            let heard: Vec<bool> = codes.iter().map(|c| *c == 1).collect();
             let local_now = crate::clock::now_ms() as i64;
             let mut gone = BTreeSet::new();
             for (((entry, worker, _), claimed), reached) in
@@ -504,19 +492,6 @@ impl Router {
         }
         own.extend(fresh);
         Ok(own)
-    }
-
-    /// Takes entries back as this fanout's own pending entries (`XCLAIM … JUSTID`).
-    async fn claim_for_self(&mut self, ids: &[String]) -> RedisResult<()> {
-        redis::cmd("XCLAIM")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg(0)
-            .arg(ids)
-            .arg("JUSTID")
-            .query_async(&mut self.conn)
-            .await
     }
 
     fn delivered(&mut self, entry: &Entry, local_now_ms: i64) {
