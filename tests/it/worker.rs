@@ -142,6 +142,35 @@ async fn route(conn: &mut ConnectionManager, record: &str) -> String {
     id
 }
 
+/// The host record delivered again under the same delivery id, as the fanout routes it after
+/// ACK_TIMEOUT.
+async fn redeliver(s: &mut Setup, id: &str) {
+    let record = synth::host_record(LOBBY, &s.game);
+    let routed = fanout::with_delivery_id(record.as_bytes(), id).unwrap();
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(keys::worker_channel(LOBBY, "live"))
+        .arg(routed)
+        .query_async(&mut s.conn)
+        .await
+        .unwrap();
+}
+
+/// The game is done by the live worker, and its pair is the only files in the output.
+async fn assert_written_once_by_live(s: &mut Setup) {
+    let g = s.game.token.clone();
+    assert_eq!(
+        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+        Some("live")
+    );
+    assert_eq!(
+        all_files(s.out.path()),
+        vec![
+            format!("{META_TABLE}/{g}_live.gz"),
+            format!("{PODIUM_TABLE}/{g}_live.gz")
+        ]
+    );
+}
+
 /// Ids of the log entries not yet acknowledged (XPENDING).
 async fn pending_ids(conn: &mut ConnectionManager) -> Vec<String> {
     let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
@@ -268,17 +297,7 @@ async fn a_dead_writers_partial_files_are_replaced() {
     std::fs::rename(&podium, &tmp).unwrap();
     set_key(&mut s, keys::etl_writer(&g), GHOST, None).await;
     assert_eq!(deliver_once(&mut s).await.games_written, 1);
-    assert_eq!(
-        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
-        Some("live")
-    );
-    assert_eq!(
-        all_files(s.out.path()),
-        vec![
-            format!("{META_TABLE}/{g}_live.gz"),
-            format!("{PODIUM_TABLE}/{g}_live.gz")
-        ]
-    );
+    assert_written_once_by_live(&mut s).await;
     // The replacement is a readable, correct file.
     let (meta, podium) = synth::expected_rows(&s.game);
     assert_eq!(
@@ -468,27 +487,10 @@ async fn a_write_that_overruns_write_timeout_keeps_the_game_and_becomes_its_outp
     })
     .await;
     // The record comes back, as the fanout routes it after ACK_TIMEOUT: acknowledged as done.
-    let record = synth::host_record(LOBBY, &s.game);
-    let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
-    let _: u64 = redis::cmd("PUBLISH")
-        .arg(keys::worker_channel(LOBBY, "live"))
-        .arg(routed)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
+    redeliver(&mut s, &id).await;
     wait_acked(&mut s).await;
     worker.stop().await;
-    assert_eq!(
-        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
-        Some("live")
-    );
-    assert_eq!(
-        all_files(s.out.path()),
-        vec![
-            format!("{META_TABLE}/{g}_live.gz"),
-            format!("{PODIUM_TABLE}/{g}_live.gz")
-        ]
-    );
+    assert_written_once_by_live(&mut s).await;
 }
 
 /// Consumer name → its pending count, of the log's group (XINFO CONSUMERS).
@@ -694,27 +696,10 @@ async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
     // Once the obstacle is gone, the record routed again is written once, and nothing of the
     // ghost's stays beside it.
     std::fs::remove_dir_all(&blocked).unwrap();
-    let record = synth::host_record(LOBBY, &s.game);
-    let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
-    let _: u64 = redis::cmd("PUBLISH")
-        .arg(keys::worker_channel(LOBBY, "live"))
-        .arg(routed)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
+    redeliver(&mut s, &id).await;
     wait_acked(&mut s).await;
     worker.stop().await;
-    assert_eq!(
-        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
-        Some("live")
-    );
-    assert_eq!(
-        all_files(s.out.path()),
-        vec![
-            format!("{META_TABLE}/{g}_live.gz"),
-            format!("{PODIUM_TABLE}/{g}_live.gz")
-        ]
-    );
+    assert_written_once_by_live(&mut s).await;
 }
 
 #[tokio::test]
