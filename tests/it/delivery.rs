@@ -906,3 +906,76 @@ fn a_worker_killed_mid_burst_leaves_every_game_written_once_and_no_dead_letter()
     assert_eq!(dead, Vec::new(), "no dead letter");
     assert_exactly_once(&[out], &tokens(&games));
 }
+
+/// The system calls of a worker process, traced by strace: a worker writing one game.
+fn traced_worker_writes_one_game() -> (String, std::path::PathBuf, String) {
+    let p = Pipeline::new(&ENV);
+    let trace = p.dir.path().join("worker.strace");
+    let out = p.out.display().to_string();
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-e",
+        "trace=openat,fsync,rename,renameat,renameat2",
+        "-o",
+    ])
+    .arg(&trace)
+    .arg(env!("CARGO_BIN_EXE_superhero"))
+    .args(["worker", "--worker-id", "w1"])
+    .current_dir(p.dir.path())
+    .env("REDIS_HOST", "127.0.0.1")
+    .env("REDIS_PORT", p.redis.port.to_string())
+    .env("LOGGER_MODULE", "redis")
+    .env("OUTPUT_DIR", &out)
+    .env("ACK_TIMEOUT", "2");
+    let mut worker = Proc::spawn("w1", p.dir.path(), cmd);
+    wait_live(&p.redis, LOBBY, "w1");
+    let _f = p.fanout("fanout", &[]);
+    let games = games(1, 31);
+    seed_and_append(&p.redis, &games);
+    wait_pairs(&[p.out.as_path()], 1, Duration::from_secs(60));
+    wait_until("the record acknowledged", Duration::from_secs(20), || {
+        unacked(&p.redis, LOBBY) == 0
+    });
+    // The worker is strace's child: stopping it ends strace, which has written everything.
+    let stopped = std::process::Command::new("pkill")
+        .args(["-TERM", "-P", &worker.id().to_string()])
+        .status()
+        .expect("pkill");
+    assert!(stopped.success(), "pkill found the worker");
+    assert!(
+        worker.wait_exit(Duration::from_secs(10)).is_some(),
+        "the traced worker stopped"
+    );
+    let text = std::fs::read_to_string(&trace).expect("strace output (is strace installed?)");
+    (text, p.out.clone(), games[0].token.clone())
+}
+
+#[test]
+fn a_written_files_directory_is_fsynced_after_its_rename() {
+    let (trace, out, game) = traced_worker_writes_one_game();
+    let lines: Vec<&str> = trace.lines().collect();
+    for table in ["GAME_META", "GAME_PODIUM"] {
+        let dir = out.join("superhero").join(table).display().to_string();
+        let final_name = format!("{dir}/{game}_w1.gz\"");
+        let renamed = lines
+            .iter()
+            .position(|l| l.contains("rename") && l.contains(&final_name) && l.ends_with("= 0"))
+            .unwrap_or_else(|| panic!("no rename to {final_name} in:\n{trace}"));
+        // After the rename: the table directory opened, and that descriptor fsynced.
+        let opened = format!("openat(AT_FDCWD, \"{dir}\", ");
+        let synced = lines[renamed..].iter().enumerate().find_map(|(i, l)| {
+            let fd = l.contains(&opened).then(|| l.rsplit("= ").next())??;
+            let fsync = format!("fsync({})", fd.trim());
+            lines[renamed + i..]
+                .iter()
+                .any(|l| l.contains(&fsync))
+                .then_some(())
+        });
+        assert!(
+            synced.is_some(),
+            "{table}: the directory is not fsynced after the rename:\n{trace}"
+        );
+    }
+}
