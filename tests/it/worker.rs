@@ -98,6 +98,22 @@ async fn deliver(s: &mut Setup) -> String {
 /// XADD to the log, XREADGROUP as a fanout would (the entry becomes pending), then PUBLISH on
 /// the live worker's channel with `delivery_id` = the entry id.
 async fn route(conn: &mut ConnectionManager, record: &str) -> String {
+    let id = make_pending(conn, record).await;
+    assert_eq!(pending_ids(conn).await, vec![id.clone()]);
+    let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
+    let receivers: u64 = redis::cmd("PUBLISH")
+        .arg(keys::worker_channel(LOBBY, "live"))
+        .arg(routed)
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1, "the live worker listens");
+    id
+}
+
+/// XADD to the log, then XREADGROUP as a fanout would: the entry becomes pending under
+/// `fanout:test`. Its id.
+async fn make_pending(conn: &mut ConnectionManager, record: &str) -> String {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(keys::log_stream(LOBBY))
@@ -130,15 +146,6 @@ async fn route(conn: &mut ConnectionManager, record: &str) -> String {
         .await
         .unwrap();
     assert_ne!(read, redis::Value::Nil, "the entry was read");
-    assert_eq!(pending_ids(conn).await, vec![id.clone()]);
-    let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
-    let receivers: u64 = redis::cmd("PUBLISH")
-        .arg(keys::worker_channel(LOBBY, "live"))
-        .arg(routed)
-        .query_async(conn)
-        .await
-        .unwrap();
-    assert_eq!(receivers, 1, "the live worker listens");
     id
 }
 
@@ -540,24 +547,7 @@ async fn a_worker_that_stops_deletes_its_consumer_unless_it_holds_entries() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let unseeded = synth::random_game(&mut rng, 3, 12, 1000);
     let record = synth::host_record(LOBBY, &unseeded);
-    let id: String = redis::cmd("XADD")
-        .arg(keys::log_stream(LOBBY))
-        .arg("*")
-        .arg(delivery::RECORD_FIELD)
-        .arg(&record)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(keys::fanout_group(LOBBY))
-        .arg("fanout:test")
-        .arg("STREAMS")
-        .arg(keys::log_stream(LOBBY))
-        .arg(">")
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
+    let id = make_pending(&mut s.conn, &record).await;
     let _: redis::Value = redis::cmd("XCLAIM")
         .arg(keys::log_stream(LOBBY))
         .arg(keys::fanout_group(LOBBY))
@@ -579,33 +569,7 @@ async fn a_failure_noted_for_an_entry_no_longer_pending_leaves_no_field() {
     let failures = keys::delivery_failures(LOBBY);
     // No worker listens: the entry is only made pending, as a fanout that read it would.
     let record = synth::host_record(LOBBY, &s.game);
-    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(keys::log_stream(LOBBY))
-        .arg(keys::fanout_group(LOBBY))
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut s.conn)
-        .await;
-    created.unwrap();
-    let id: String = redis::cmd("XADD")
-        .arg(keys::log_stream(LOBBY))
-        .arg("*")
-        .arg(delivery::RECORD_FIELD)
-        .arg(&record)
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(keys::fanout_group(LOBBY))
-        .arg("fanout:test")
-        .arg("STREAMS")
-        .arg(keys::log_stream(LOBBY))
-        .arg(">")
-        .query_async(&mut s.conn)
-        .await
-        .unwrap();
+    let id = make_pending(&mut s.conn, &record).await;
     let noted = |conn: ConnectionManager, failures: String, id: String| async move {
         let mut conn = conn;
         let reason: Option<String> = redis::cmd("HGET")

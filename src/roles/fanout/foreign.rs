@@ -1,7 +1,7 @@
 //! Records of other publishers: the fanout also listens on the lobby channel and appends what
-//! another publisher (the Python reference server, say) sent there, without an entry id, to the log, once
-//! across all fanouts ([`super::APPEND_FOREIGN`]). Records that carry an `entry_id` are in the
-//! log already and are ignored.
+//! another publisher (the Python reference server, say) sent there, without an entry id, to the
+//! log, once across all fanouts ([`super::APPEND_FOREIGN`]). Records that carry an `entry_id`
+//! are in the log already and are ignored.
 
 use redis::aio::ConnectionManager;
 use redis::RedisResult;

@@ -19,9 +19,9 @@
 //!
 //! The fanout holds nothing that exists only in its memory: killed at any instant, what it had
 //! read is in the group's pending list and is claimed by the next fanout after ACK_TIMEOUT.
-//! It also listens on the lobby channel for records of other publishers (the Python reference server:
-//! no entry id) and appends those to the log (`append_foreign.lua`); records carrying an
-//! `entry_id` are in the log already and are ignored there.
+//! It also listens on the lobby channel for records of other publishers (the Python reference
+//! server: no entry id) and appends those to the log (`append_foreign.lua`); records carrying
+//! an `entry_id` are in the log already and are ignored there.
 //!
 //! This file starts the fanout; `router.rs` is the router (its loop, its upkeep, and the handing
 //! of entries to workers), `route.rs` the form a routed entry takes, `foreign.rs` appends other

@@ -365,10 +365,10 @@ impl Router {
 
     /// Hands entries to workers: each goes to one live worker with room, as its pending entry
     /// and as a PUBLISH on its channel, in one script (`route.lua`, which also keeps every
-    /// worker within its limit counted over all fanouts). Entries this fanout took long enough ago that another
-    /// fanout may have re-claimed them are checked first ([`Self::keep_own`]). Entries whose
-    /// PUBLISH reached nobody go to the next worker; with none left they are held until one
-    /// appears.
+    /// worker within its limit counted over all fanouts). Entries this fanout took long enough
+    /// ago that another fanout may have re-claimed them are checked first
+    /// ([`Self::keep_own`]). Entries whose PUBLISH reached nobody go to the next worker; with
+    /// none left they are held until one appears.
     async fn route(&mut self, entries: Vec<Entry>) -> RedisResult<()> {
         let mut queue: VecDeque<Entry> = self.keep_own(entries, false).await?.into();
         while !queue.is_empty() {
@@ -407,46 +407,35 @@ impl Router {
                 .arg(MAX_UNACKED_PER_WORKER)
                 .arg(&self.consumer)
                 .arg(keys::worker_channel(&self.lobby, ""));
-            let mut sections: Vec<(String, usize)> = Vec::new();
-            for (_, worker, _) in &batch {
-                match sections.last_mut() {
-                    Some((w, n)) if w == worker => *n += 1,
-                    _ => sections.push((worker.clone(), 1)),
-                }
-            }
-            let mut rest = batch.iter();
-            for (worker, n) in &sections {
-                let section: Vec<_> = rest.by_ref().take(*n).collect();
-                invocation.arg(worker).arg(*n);
-                for (entry, _, _) in &section {
+            for section in batch.chunk_by(|a, b| a.1 == b.1) {
+                invocation.arg(&section[0].1).arg(section.len());
+                for (entry, _, _) in section {
                     invocation.arg(&entry.id);
                 }
                 invocation.arg("JUSTID");
-                for (_, _, payload) in &section {
+                for (_, _, payload) in section {
                     invocation.arg(payload);
                 }
             }
-            // Per entry: 1 delivered, 0 claimed but heard by nobody (back to us), -2 not claimed.
             let codes: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
-            let claimed: Vec<bool> = codes.iter().map(|c| *c >= 0).collect();
-            let heard: Vec<bool> = codes.iter().map(|c| *c == 1).collect();
             let local_now = crate::clock::now_ms() as i64;
             let mut gone = BTreeSet::new();
-            for (((entry, worker, _), claimed), reached) in
-                batch.into_iter().zip(claimed).zip(heard)
-            {
-                if reached {
-                    self.delivered(&entry, local_now);
-                } else if !claimed {
-                    // Full by the count of every fanout's deliveries: none more this round.
-                    self.unacked.insert(worker, MAX_UNACKED_PER_WORKER);
-                    queue.push_back(entry);
-                } else {
-                    gone.insert(worker);
-                    queue.push_back(Entry {
-                        avoid: None,
-                        ..entry
-                    });
+            for ((entry, worker, _), code) in batch.into_iter().zip(codes) {
+                match code {
+                    1 => self.delivered(&entry, local_now),
+                    -2 => {
+                        // Full by the count of every fanout's deliveries: none more this round.
+                        self.unacked.insert(worker, MAX_UNACKED_PER_WORKER);
+                        queue.push_back(entry);
+                    }
+                    _ => {
+                        // Claimed, heard by nobody, and back with this fanout.
+                        gone.insert(worker);
+                        queue.push_back(Entry {
+                            avoid: None,
+                            ..entry
+                        });
+                    }
                 }
             }
             for worker in gone {
@@ -462,8 +451,7 @@ impl Router {
     /// ago cannot have been re-claimed by another fanout; the older ones (held while no worker
     /// could take them, or this fanout was paused) are looked up, and kept (idle time reset)
     /// only where they are still its own: a paused fanout must not take back what another
-    /// routed meanwhile.
-    /// With `all`, every entry is looked up (and its idle time reset).
+    /// routed meanwhile. With `all`, every entry is looked up (and its idle time reset).
     async fn keep_own(&mut self, entries: Vec<Entry>, all: bool) -> RedisResult<Vec<Entry>> {
         let (fresh, old): (Vec<Entry>, Vec<Entry>) = entries
             .into_iter()

@@ -69,6 +69,20 @@ pub enum Finish {
     Lost { writer: Option<String> },
 }
 
+impl Finish {
+    /// Whether the files worker `id` wrote are not the game's output and are its own to
+    /// remove: another worker's pair is the output, or another worker became the writer.
+    /// Files of another process of the same id have the same names, so they are left; and with
+    /// no writer at all (Redis lost the game's claim) the files may be the only copy.
+    pub fn supersedes(&self, id: &str) -> bool {
+        match self {
+            Finish::Done(by) => by != id,
+            Finish::Lost { writer: Some(w) } => writer_id(w) != id,
+            Finish::Lost { writer: None } => false,
+        }
+    }
+}
+
 /// A lease token: unique per attempt, so a worker never mistakes an old lease for its own.
 pub fn lease_token(worker_id: &str) -> String {
     format!("{worker_id}:{}", uuid::Uuid::new_v4().simple())

@@ -99,10 +99,8 @@ impl Worker {
                 );
                 Ok(None)
             }
-            Finish::Lost { writer } => {
-                // Compared by worker id: files of another process of our id (one that took our
-                // id over while we were paused) have our names, and are not ours to remove.
-                if writer.as_deref().map(claim::writer_id) != Some(self.id.as_str()) {
+            lost => {
+                if lost.supersedes(&self.id) {
                     tracing::info!("game {game}: lease lost to another writer; removing our files");
                     self.remove_own_files(game).await;
                 }
@@ -208,22 +206,17 @@ async fn settle_overrun(
             .map(|()| Finish::Lost { writer: None })
     };
     match finished {
-        Ok(Finish::Done(by)) if by == id => {
+        Ok(finish) if finish.supersedes(id) => {
+            tracing::warn!(
+                "game {game}: another worker finished or took the game while our write overran \
+                 ({finish:?}); removing our files"
+            );
+            output.remove_pair_or_warn(game, id).await;
+        }
+        Ok(Finish::Done(_)) => {
             tracing::info!(
                 "game {game}: a write that overran WRITE_TIMEOUT returned and is the output"
             );
-        }
-        Ok(Finish::Done(by)) => {
-            tracing::warn!(
-                "game {game}: finished by {by} while our write overran; removing our files"
-            );
-            output.remove_pair_or_warn(game, id).await;
-        }
-        Ok(Finish::Lost { writer: Some(w) }) if claim::writer_id(&w) != id => {
-            tracing::warn!(
-                "game {game}: {w} took the game over while our write overran; removing our files"
-            );
-            output.remove_pair_or_warn(game, id).await;
         }
         Ok(Finish::Lost { .. }) => {}
         Err(e) => {
