@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::roles::{
     assert_exactly_once, build_db, completed_games, conn, games, pairs, runtime, tokens, unacked,
-    wait_live, Pipeline, Proc,
+    wait_live, wait_subscribed, Pipeline, Proc,
 };
 use common::{free_port, superhero, wait_until, TestRedis};
 use superhero::ops::bench::synth::{self, SynthGame};
@@ -659,34 +659,31 @@ impl Drop for FakeHeartbeat {
 /// Collects the `delivery_id` of every record PUBLISHed on a worker's channel.
 fn listen(redis: &TestRedis, id: &str) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (sink, mut conn, channel) = (
-        heard.clone(),
-        redis.client(),
-        keys::worker_channel(LOBBY, id),
-    );
+    let sink = heard.clone();
+    on_each_record(redis, id, move |id| sink.lock().unwrap().push(id));
+    heard
+}
+
+/// Subscribes to worker `id`'s channel and hands each record's delivery id to `heard`, on a
+/// thread of its own; returns once subscribed.
+fn on_each_record(redis: &TestRedis, id: &str, mut heard: impl FnMut(String) + Send + 'static) {
+    let (mut conn, channel) = (redis.client(), keys::worker_channel(LOBBY, id));
+    let subscribed = channel.clone();
     std::thread::spawn(move || {
         let mut pubsub = conn.as_pubsub();
-        pubsub.subscribe(&channel).unwrap();
+        pubsub.subscribe(&subscribed).unwrap();
         while let Ok(msg) = pubsub.get_message() {
             let record: serde_json::Value =
                 serde_json::from_slice(msg.get_payload_bytes()).unwrap();
-            let id = record["delivery_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            sink.lock().unwrap().push(id);
+            heard(
+                record["delivery_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
     });
-    let channel = keys::worker_channel(LOBBY, id);
-    wait_until("the listener subscribed", Duration::from_secs(10), || {
-        let (_, n): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channel)
-            .query(&mut redis.client())
-            .unwrap();
-        n == 1
-    });
-    heard
+    wait_subscribed(redis, &[channel], 1);
 }
 
 #[test]
@@ -1064,6 +1061,22 @@ fn the_routing_script_keeps_a_worker_within_its_limit_counted_over_every_fanout(
     assert_eq!(held.get("fanout:a"), Some(&(300 - 256 - 3)));
 }
 
+/// Two fanout processes, `fanout-a` and `fanout-b`, that re-route nothing within the test.
+fn two_fanouts(redis: &TestRedis, dir: &Path) -> Vec<Proc> {
+    ["fanout-a", "fanout-b"]
+        .into_iter()
+        .map(|name| {
+            Proc::start(
+                name,
+                dir,
+                redis,
+                &["fanout"],
+                &[("ACK_TIMEOUT", "60"), ("WORKER_ID", name)],
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn two_fanouts_under_a_burst_never_send_a_worker_past_its_limit() {
     let redis = TestRedis::start();
@@ -1072,18 +1085,7 @@ fn two_fanouts_under_a_burst_never_send_a_worker_past_its_limit() {
     // must be sent nothing more, whichever fanout routes.
     let _beat = FakeHeartbeat::start(&redis, "wz");
     let heard = listen(&redis, "wz");
-    let fanouts: Vec<Proc> = ["fanout-a", "fanout-b"]
-        .into_iter()
-        .map(|name| {
-            Proc::start(
-                name,
-                dir.path(),
-                &redis,
-                &["fanout"],
-                &[("ACK_TIMEOUT", "60"), ("WORKER_ID", name)],
-            )
-        })
-        .collect();
+    let fanouts = two_fanouts(&redis, dir.path());
     wait_until(
         "both fanouts wait on the log",
         Duration::from_secs(20),
@@ -1140,42 +1142,21 @@ impl SlowAcker {
     fn start(redis: &TestRedis, id: &str) -> SlowAcker {
         let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (sink, top, mut conn, mut acker) =
-            (heard.clone(), most.clone(), redis.client(), redis.client());
-        let channel = keys::worker_channel(LOBBY, id);
-        let subscribed = channel.clone();
-        std::thread::spawn(move || {
-            let mut pubsub = conn.as_pubsub();
-            pubsub.subscribe(&subscribed).unwrap();
-            let mut unacked: Vec<String> = Vec::new();
-            while let Ok(msg) = pubsub.get_message() {
-                let record: serde_json::Value =
-                    serde_json::from_slice(msg.get_payload_bytes()).unwrap();
-                let id = record["delivery_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                sink.lock().unwrap().push(id.clone());
-                unacked.push(id);
-                top.fetch_max(unacked.len(), std::sync::atomic::Ordering::Relaxed);
-                if unacked.len() >= 40 {
-                    let _: u64 = redis::cmd("XACK")
-                        .arg(keys::log_stream(LOBBY))
-                        .arg(keys::fanout_group(LOBBY))
-                        .arg(&unacked)
-                        .query(&mut acker)
-                        .unwrap();
-                    unacked.clear();
-                }
+        let (sink, top, mut acker) = (heard.clone(), most.clone(), redis.client());
+        let mut unacked: Vec<String> = Vec::new();
+        on_each_record(redis, id, move |id| {
+            sink.lock().unwrap().push(id.clone());
+            unacked.push(id);
+            top.fetch_max(unacked.len(), std::sync::atomic::Ordering::Relaxed);
+            if unacked.len() >= 40 {
+                let _: u64 = redis::cmd("XACK")
+                    .arg(keys::log_stream(LOBBY))
+                    .arg(keys::fanout_group(LOBBY))
+                    .arg(&unacked)
+                    .query(&mut acker)
+                    .unwrap();
+                unacked.clear();
             }
-        });
-        wait_until("the acker subscribed", Duration::from_secs(10), || {
-            let (_, n): (String, u64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&channel)
-                .query(&mut redis.client())
-                .unwrap();
-            n == 1
         });
         SlowAcker {
             heard,
@@ -1199,18 +1180,7 @@ fn two_fanouts_routing_a_backlog_keep_each_worker_within_its_limit() {
         SlowAcker::start(&redis, "w1"),
         SlowAcker::start(&redis, "w2"),
     ];
-    let _fanouts: Vec<Proc> = ["fanout-a", "fanout-b"]
-        .into_iter()
-        .map(|name| {
-            Proc::start(
-                name,
-                dir.path(),
-                &redis,
-                &["fanout"],
-                &[("ACK_TIMEOUT", "60"), ("WORKER_ID", name)],
-            )
-        })
-        .collect();
+    let _fanouts = two_fanouts(&redis, dir.path());
     wait_until("every record heard", Duration::from_secs(60), || {
         workers
             .iter()
