@@ -1,42 +1,65 @@
 //! The one Redis connection layer every role uses.
 //!
-//! [`Redis::connect`] turns the settings into a client, proves the server answers (one clear
-//! error line otherwise, within seconds) and hands out a [`ConnectionManager`] that reconnects by
-//! itself. [`subscribe`] keeps a pub/sub subscription alive across outages and forwards messages
-//! into a channel, so a slow consumer never makes Redis drop the subscriber. [`Backoff`] is the
-//! capped retry delay roles use around their own Redis calls, and [`Outage`] makes sure an outage
-//! is logged once, not once per retry.
+//! [`Redis::connect`] turns the settings into a client for one Redis or for a Redis Cluster
+//! (REDIS_CLUSTER_NODES), proves it answers (one clear error line otherwise, within seconds)
+//! and hands out a [`Conn`] that reconnects by itself and, on a cluster, follows MOVED/ASK and
+//! failovers (`conn.rs`). [`subscribe`] keeps a pub/sub subscription alive across outages
+//! (`pubsub.rs`). [`Backoff`] is the capped retry delay roles use around their own Redis calls,
+//! and [`Outage`] makes sure an outage is logged once, not once per retry. [`scan`] walks the
+//! keyspace of every primary.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
-use tokio::sync::mpsc;
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
-use crate::config::RedisSettings;
+use crate::config::{NodeAddr, RedisSettings};
 use crate::shutdown::Shutdown;
+
+mod conn;
+mod pubsub;
+pub use conn::Conn;
+pub use pubsub::{subscribe, SubEvent};
 
 /// How long the first contact with Redis may take before the role gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A command that takes longer than this is treated as a lost connection.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A dedicated cluster connection's reply timeout (a single node's has none): long enough for
+/// any pipeline, short enough that a dead node is noticed.
+const DEDICATED_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest pause between two reconnection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// A connected Redis: the client (for pub/sub connections) and a self-healing command connection.
+/// A connected Redis or Redis Cluster: the clients (for pub/sub and more connections) and a
+/// self-healing command connection.
 #[derive(Clone)]
 pub struct Redis {
-    client: Client,
+    target: Target,
     addr: String,
-    manager: ConnectionManager,
+    conn: Conn,
+}
+
+/// What [`Redis`] connects to.
+#[derive(Clone)]
+enum Target {
+    Single(Client),
+    /// The cluster client, and a plain client per seed for pub/sub.
+    Cluster {
+        client: ClusterClient,
+        seeds: Vec<Client>,
+    },
 }
 
 impl Redis {
     /// Connects, authenticates and PINGs, or fails with "cannot reach Redis at HOST:PORT: …".
     pub async fn connect(settings: &RedisSettings) -> Result<Self> {
+        if settings.is_cluster() {
+            return Self::connect_cluster(settings).await;
+        }
         let client = client(settings)?;
         let addr = settings.display_addr();
         let probe = AsyncConnectionConfig::new()
@@ -59,40 +82,119 @@ impl Redis {
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
             .with_context(|| format!("cannot reach Redis at {addr}"))?;
         Ok(Redis {
-            client,
+            target: Target::Single(client),
             addr,
-            manager,
+            conn: Conn::Single(manager),
         })
     }
 
-    /// A handle for commands; cheap to clone, shares one multiplexed connection.
-    pub fn conn(&self) -> ConnectionManager {
-        self.manager.clone()
+    /// [`Redis::connect`] for REDIS_CLUSTER_NODES: the first seed that answers gives the
+    /// cluster's map of slots; the same password and TLS apply to every node.
+    async fn connect_cluster(settings: &RedisSettings) -> Result<Self> {
+        let addr = settings.display_addr();
+        let template = connection_info(settings)?;
+        let seeds: Vec<ConnectionInfo> = settings
+            .cluster_nodes
+            .iter()
+            .map(|node| node_info(&template, node))
+            .collect();
+        let client = ClusterClient::builder(seeds.clone())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            // Per command: about 8 s of retries with 50 ms to 2 s between them, then the
+            // role's own backoff takes over.
+            .retries(8)
+            .min_retry_wait(50)
+            .max_retry_wait(MAX_BACKOFF.as_millis() as u64)
+            .build()
+            .map_err(|e| anyhow::anyhow!("invalid Redis Cluster settings: {}", describe(&e)))?;
+        let seeds = seeds
+            .into_iter()
+            .map(Client::open)
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(|e| anyhow::anyhow!("invalid Redis Cluster settings: {}", describe(&e)))?;
+        let first = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            client.get_async_connection_with_config(cluster_config(RESPONSE_TIMEOUT)),
+        )
+        .await;
+        let mut conn = match first {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => anyhow::bail!("cannot reach Redis at {addr}: {}", describe(&e)),
+            Err(_) => anyhow::bail!("cannot reach Redis at {addr}: timed out"),
+        };
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {addr}: {}", describe(&e)))?;
+        Ok(Redis {
+            target: Target::Cluster { client, seeds },
+            addr,
+            conn: Conn::Cluster(conn),
+        })
+    }
+
+    /// A handle for commands; cheap to clone, shares one multiplexed connection (per node).
+    pub fn conn(&self) -> Conn {
+        self.conn.clone()
     }
 
     /// A self-healing command connection of its own (not shared with [`Redis::conn`]), for a
     /// loop that issues blocking reads (XREADGROUP BLOCK) without stalling everyone else.
-    pub fn own_conn(&self) -> Result<ConnectionManager> {
-        ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config())
-            .with_context(|| format!("cannot reach Redis at {}", self.addr))
+    pub fn own_conn(&self) -> Result<Conn> {
+        match &self.target {
+            Target::Single(client) => {
+                ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+                    .map(Conn::Single)
+                    .with_context(|| format!("cannot reach Redis at {}", self.addr))
+            }
+            Target::Cluster { client, .. } => Ok(Conn::Cluster(
+                client.get_pending_async_connection_with_config(cluster_config(RESPONSE_TIMEOUT)),
+            )),
+        }
     }
 
     /// A fresh connection of its own, for blocking commands or heavy pipelines.
-    pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
+    pub async fn dedicated(&self) -> Result<Conn> {
+        let conn = match &self.target {
+            Target::Single(client) => {
+                let config = manager_config().set_response_timeout(None);
+                ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map(Conn::Single)
+            }
+            Target::Cluster { client, .. } => client
+                .get_async_connection_with_config(cluster_config(DEDICATED_RESPONSE_TIMEOUT))
+                .await
+                .map(Conn::Cluster),
+        };
+        conn.map_err(|e| anyhow::anyhow!("cannot reach Redis at {}: {}", self.addr, describe(&e)))
+    }
+
+    /// Whether this is a Redis Cluster (REDIS_CLUSTER_NODES), where a SCAN or a DBSIZE must
+    /// visit every primary ([`Conn::primaries`]).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster { .. })
+    }
+
+    /// One connection per primary (the one Redis itself when single), for the commands that
+    /// act on one node's keyspace: SCAN, DBSIZE, FLUSHDB.
+    pub async fn primaries(&self) -> Result<Vec<Conn>> {
+        self.conn()
+            .primaries()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {}: {}", self.addr, describe(&e)))
+            .map_err(|e| anyhow::anyhow!("cannot list the primaries of {}: {}", self.addr, describe(&e)))
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The plain clients a subscription may use: the one Redis, or each cluster seed in turn.
+    fn subscription_clients(&self) -> Vec<Client> {
+        match &self.target {
+            Target::Single(client) => vec![client.clone()],
+            Target::Cluster { seeds, .. } => seeds.clone(),
+        }
     }
 
-    /// `host:port` for messages; never carries the password.
+    /// `host:port` (or `cluster <seeds>`) for messages; never carries the password.
     pub fn addr(&self) -> &str {
         &self.addr
     }
@@ -109,8 +211,38 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_number_of_retries(usize::MAX / 2)
 }
 
+/// A cluster connection's timeouts: connecting as a single Redis does, replies within `response`.
+fn cluster_config(response: Duration) -> ClusterConfig {
+    ClusterConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(response)
+}
+
+/// The connection settings of one cluster node: `template`'s credentials and TLS, `node`'s
+/// address, database 0.
+fn node_info(template: &ConnectionInfo, node: &NodeAddr) -> ConnectionInfo {
+    let (host, port) = (node.host.clone(), node.port);
+    let addr = match template.addr() {
+        ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    let redis = template.redis_settings().clone().set_db(0);
+    template.clone().set_addr(addr).set_redis_settings(redis)
+}
+
 /// Builds the client from REDIS_URL, or from host, port, db and password.
 pub fn client(settings: &RedisSettings) -> Result<Client> {
+    let info = connection_info(settings)?;
+    Client::open(info).map_err(|e| anyhow::anyhow!("invalid Redis settings: {}", describe(&e)))
+}
+
+/// The connection settings of REDIS_URL, or of host, port, db and password.
+fn connection_info(settings: &RedisSettings) -> Result<ConnectionInfo> {
     if settings
         .url
         .as_deref()
@@ -135,7 +267,7 @@ pub fn client(settings: &RedisSettings) -> Result<Client> {
             info.set_redis_settings(redis_info)
         }
     };
-    Client::open(info).map_err(|e| anyhow::anyhow!("invalid Redis settings: {}", describe(&e)))
+    Ok(info)
 }
 
 /// A Redis error in one line, with nothing of the credentials in it.
@@ -230,98 +362,9 @@ impl Outage {
     }
 }
 
-/// What a subscription hands its consumer.
-#[derive(Debug)]
-pub enum SubEvent {
-    /// The subscription is (re)established: anything published while it was down was missed,
-    /// so consumers resynchronise from Redis state here (backlogs, pending records).
-    Subscribed,
-    /// A message on one of the channels or patterns.
-    Message { channel: String, payload: Vec<u8> },
-}
-
-/// Subscribes to `channels` and `patterns` and keeps the subscription alive until `shutdown`,
-/// reconnecting with capped backoff. Messages are read as fast as Redis sends them and queued
-/// in memory, so a burst never overflows Redis's pub/sub output buffer.
-pub fn subscribe(
-    redis: &Redis,
-    channels: Vec<String>,
-    patterns: Vec<String>,
-    shutdown: Shutdown,
-) -> mpsc::UnboundedReceiver<SubEvent> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let client = redis.client.clone();
-    // In the caller's span: the outage lines say whose subscription it is.
-    tokio::spawn(tracing::Instrument::in_current_span(async move {
-        let mut backoff = Backoff::default();
-        let mut outage = Outage::new("subscriber");
-        loop {
-            if shutdown.is_triggered() || tx.is_closed() {
-                return;
-            }
-            let pubsub = async {
-                let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-                    .await
-                    .map_err(|_| anyhow::anyhow!("connection timed out"))??;
-                for ch in &channels {
-                    pubsub.subscribe(ch).await?;
-                }
-                for p in &patterns {
-                    pubsub.psubscribe(p).await?;
-                }
-                anyhow::Ok(pubsub)
-            };
-            // A Redis that accepts and then stalls must not hold up a shutdown.
-            let pubsub = tokio::select! {
-                pubsub = pubsub => pubsub,
-                _ = shutdown.recv() => return,
-            };
-            let pubsub = match pubsub {
-                Ok(p) => p,
-                Err(e) => {
-                    outage.failed(&e);
-                    if !backoff.wait(&shutdown).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            outage.recovered();
-            backoff.reset();
-            if tx.send(SubEvent::Subscribed).is_err() {
-                return;
-            }
-            let mut stream = pubsub.into_on_message();
-            loop {
-                tokio::select! {
-                    msg = stream.next() => match msg {
-                        Some(msg) => {
-                            let event = SubEvent::Message {
-                                channel: msg.get_channel_name().to_string(),
-                                payload: msg.get_payload_bytes().to_vec(),
-                            };
-                            if tx.send(event).is_err() {
-                                return;
-                            }
-                        }
-                        None => {
-                            outage.failed(&"subscription closed");
-                            break;
-                        }
-                    },
-                    _ = shutdown.recv() => return,
-                }
-            }
-        }
-    }));
-    rx
-}
-
-/// Number of subscribers of each channel (PUBSUB NUMSUB).
-pub async fn numsub(
-    conn: &mut ConnectionManager,
-    channels: &[String],
-) -> Result<Vec<(String, u64)>> {
+/// Number of subscribers of each channel (PUBSUB NUMSUB), in the order asked; on a cluster,
+/// summed over every node.
+pub async fn numsub(conn: &mut Conn, channels: &[String]) -> Result<Vec<(String, u64)>> {
     if channels.is_empty() {
         return Ok(Vec::new());
     }
@@ -330,21 +373,42 @@ pub async fn numsub(
     for ch in channels {
         cmd.arg(ch);
     }
-    let flat: Vec<redis::Value> = cmd.query_async(conn).await?;
-    let mut out = Vec::new();
-    for pair in flat.chunks(2) {
-        if let [name, count] = pair {
-            let name: String = redis::from_redis_value_ref(name)?;
-            let count: u64 = redis::from_redis_value_ref(count)?;
-            out.push((name, count));
-        }
+    // A flat array from one node; a map from the cluster client, which asks them all.
+    let reply: redis::Value = cmd.query_async(conn).await?;
+    let pairs: Vec<(redis::Value, redis::Value)> = match reply {
+        redis::Value::Map(pairs) => pairs,
+        redis::Value::Array(flat) => flat
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [name, count] => Some((name.clone(), count.clone())),
+                _ => None,
+            })
+            .collect(),
+        other => anyhow::bail!("unexpected PUBSUB NUMSUB reply {other:?}"),
+    };
+    let mut counts = std::collections::HashMap::new();
+    for (name, count) in &pairs {
+        let name: String = redis::from_redis_value_ref(name)?;
+        let count: u64 = redis::from_redis_value_ref(count)?;
+        *counts.entry(name).or_insert(0) += count;
     }
-    Ok(out)
+    Ok(channels
+        .iter()
+        .map(|ch| (ch.clone(), counts.get(ch).copied().unwrap_or(0)))
+        .collect())
 }
 
-/// Every key matching `pattern`, by SCAN.
-pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<BTreeSet<String>> {
+/// Every key matching `pattern`, by SCAN; on a cluster, on every primary.
+pub async fn scan(conn: &mut Conn, pattern: &str) -> Result<BTreeSet<String>> {
     let mut found = BTreeSet::new();
+    for mut node in conn.primaries().await? {
+        scan_node(&mut node, pattern, &mut found).await?;
+    }
+    Ok(found)
+}
+
+/// SCAN on one node: its cursor means nothing to another.
+async fn scan_node(node: &mut Conn, pattern: &str, found: &mut BTreeSet<String>) -> Result<()> {
     let mut cursor: u64 = 0;
     loop {
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -353,11 +417,11 @@ pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<BTreeSe
             .arg(pattern)
             .arg("COUNT")
             .arg(1000)
-            .query_async(conn)
+            .query_async(node)
             .await?;
         found.extend(batch);
         if next == 0 {
-            return Ok(found);
+            return Ok(());
         }
         cursor = next;
     }

@@ -27,7 +27,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::{RedisResult, Script};
 
 use crate::pipeline::keys;
@@ -99,7 +99,7 @@ pub fn writer_id(token: &str) -> &str {
 /// before, also records `token` as its writer (one round trip for the common case). Taking it
 /// again with the same token (a retry after a Redis error) succeeds.
 pub async fn claim(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     user: &str,
     token: &str,
@@ -140,7 +140,7 @@ static CLAIM_LEFTOVERS: LazyLock<Script> =
 
 /// Extends the lease if it is still ours; false when it was lost.
 pub async fn renew(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     token: &str,
     lease: Duration,
@@ -157,7 +157,7 @@ pub async fn renew(
 /// Records our lease token as the game's writer if the lease is still ours; false when it was
 /// lost.
 pub async fn start_writing(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     token: &str,
 ) -> RedisResult<bool> {
@@ -169,7 +169,7 @@ pub async fn start_writing(
 /// writing its pair beside them. The token recorded is a fresh one that no process holds, so a
 /// slow `previous` cannot finish the game with files we may have removed in part.
 pub async fn hand_back(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     token: &str,
     previous: &str,
@@ -178,7 +178,7 @@ pub async fn hand_back(
 }
 
 async fn record_writer(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     token: &str,
     writer: &str,
@@ -196,7 +196,7 @@ async fn record_writer(
 /// Marks the game done with `files_of`'s pair of files, if the lease is still ours (or expired
 /// with nobody else having started since: the writer is still our token), and drops the lease.
 pub async fn finish(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     token: &str,
     files_of: &str,
@@ -219,7 +219,7 @@ pub async fn finish(
 }
 
 /// Gives the lease back if it is ours (the game turned out to have nothing to write).
-pub async fn release(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<()> {
+pub async fn release(conn: &mut Conn, g: &str, token: &str) -> RedisResult<()> {
     let _: i64 = RELEASE
         .key(keys::etl_lease(g))
         .arg(token)
@@ -249,7 +249,7 @@ pub enum Leftovers {
 /// lease (unless another worker holds it) and, when the last writer was a process of the same
 /// worker id, the writer key too, both as `token`.
 pub async fn claim_leftovers(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     token: &str,
     worker_id: &str,

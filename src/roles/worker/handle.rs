@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use tracing::Instrument;
 
 use super::claim::{self, Claim};
@@ -173,7 +173,7 @@ impl Worker {
     /// once instead of coming back after ACK_TIMEOUT.
     pub(super) async fn claim_or_wait(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         game: &str,
         user: &str,
         token: &str,
@@ -194,7 +194,7 @@ impl Worker {
     /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
     pub(super) async fn clean(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         game: &str,
     ) -> Result<(), Failure> {
         if !self.clean_routine {
@@ -208,7 +208,7 @@ impl Worker {
     /// it timed out, never a game that plays or completed whatever the record claims.
     async fn clean_timed_out(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         game: &str,
     ) -> Result<(), Failure> {
         if !self.clean_routine {
@@ -225,7 +225,7 @@ impl Worker {
 
     pub(super) async fn ack(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         record: &Record,
     ) -> Result<(), Failure> {
         if let Some(id) = &record.delivery_id {

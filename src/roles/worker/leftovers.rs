@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 
 use super::claim::{self, Finish, Leftovers};
 use crate::pipeline::sink;
@@ -39,7 +39,7 @@ pub struct Sweep {
 /// retries, stops the start: it is a wrong bucket, wrong credentials or no network, and one
 /// clear line says which.
 pub async fn remove(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     output: &sink::Output,
     worker: &str,
 ) -> Result<Sweep> {
@@ -108,7 +108,7 @@ enum Verdict {
 /// id) the writer key become this sweep's ([`claim::claim_leftovers`]): a paused process of
 /// our id that comes back cannot finish the game with files judged here.
 async fn judge(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     worker: &str,
     game: &str,
     token: &str,

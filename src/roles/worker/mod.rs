@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -102,7 +102,7 @@ struct Worker {
     /// Writes that ran past WRITE_TIMEOUT and have not returned yet: while any is stuck the
     /// worker stops beating, so the fanout gives it nothing new.
     stuck_writes: Arc<AtomicUsize>,
-    conn: ConnectionManager,
+    conn: Conn,
     metrics: WorkerMetrics,
     skips: Mutex<SkipLog>,
     outage: Mutex<Outage>,

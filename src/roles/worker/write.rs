@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Result;
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use tracing::Instrument;
 
 use super::claim::{self, Finish};
@@ -17,7 +17,7 @@ impl Worker {
     /// game over meanwhile.
     pub(super) async fn write(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         game: &str,
         token: &str,
         previous_writer: Option<String>,
@@ -190,7 +190,7 @@ impl Worker {
 /// [`Worker::write`]: another writer's game is not ours to keep; a game Redis forgot keeps
 /// our files.
 async fn settle_overrun(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     output: &crate::pipeline::sink::Output,
     game: &str,
     token: &str,

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::Script;
 
 use crate::pipeline::keys::{self, status};
@@ -93,7 +93,7 @@ pub struct Attack {
 /// `Completed`; an error when its state is malformed (a log entry that is not an attack record,
 /// an attack by or on a non-participant, a hero hash without an integer id or health).
 pub async fn load_game(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     game: &str,
 ) -> Result<Option<GameData>, EtlError> {
     // The token goes into a SORT pattern below: it must not carry glob characters.
@@ -316,7 +316,7 @@ pub fn rows(game: &str, data: &GameData) -> (Vec<MetaRow>, Vec<PodiumRow>) {
 /// `games:participants` and `games:players:<n>` (and from the open lobbies, should it still be
 /// listed there). Call it only once the files are in place.
 pub async fn expire_game(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     game: &str,
     expiry: Duration,
     marker_expiry: Duration,
@@ -366,7 +366,7 @@ static EXPIRE_TIMED_OUT: LazyLock<Script> =
 /// game in any other status: the record is stale or another publisher's, and that game is not a
 /// dead lobby. True for a game already gone.
 pub async fn expire_timed_out(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     game: &str,
     expiry: Duration,
 ) -> Result<bool, EtlError> {
