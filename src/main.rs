@@ -58,7 +58,8 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
-    if let Some(name) = needs_one_slot_per_script(&command).filter(|_| settings.redis.is_cluster()) {
+    if let Some(name) = needs_one_slot_per_script(&command).filter(|_| settings.redis.is_cluster())
+    {
         return Err(ConfigError(format!(
             "REDIS_CLUSTER_NODES: `{name}` cannot run on a Redis Cluster yet: its multi-key \
              scripts need slot-aware (hash-tagged) keys, not built yet; `status` and `clean` work"

@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::types::{
-    AckTimeout, ClientGames, ClusterNodes, ConnectionCap, DbIndex, LogLevel, Module, OptAddr, OptSeconds,
-    OptText, OutDir, Positive, PositiveSeconds, RedisUrl, Seconds, Switch, Text, Whole, WorkerId,
+    AckTimeout, ClientGames, ClusterNodes, ConnectionCap, DbIndex, LogLevel, Module, OptAddr,
+    OptSeconds, OptText, OutDir, Positive, PositiveSeconds, RedisUrl, Seconds, Switch, Text, Whole,
+    WorkerId,
 };
 use super::{LoggerModule, OutputDir, RedisSettings};
 

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::Result;
 use crate::pipeline::redis_conn::Conn;
+use anyhow::Result;
 
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{scan, Redis};

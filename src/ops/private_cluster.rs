@@ -72,15 +72,26 @@ impl PrivateCluster {
             .context("cannot run redis-cli (is it installed?)")?;
         if !output.status.success() {
             let text = String::from_utf8_lossy(&output.stdout);
-            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-            bail!("redis-cli --cluster create failed ({}): {last}", output.status);
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            bail!(
+                "redis-cli --cluster create failed ({}): {last}",
+                output.status
+            );
         }
         Ok(())
     }
 
     /// Every node, `127.0.0.1:port` comma-separated: the value for REDIS_CLUSTER_NODES.
     pub fn seeds(&self) -> String {
-        let seeds: Vec<String> = self.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let seeds: Vec<String> = self
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         seeds.join(",")
     }
 
@@ -102,7 +113,11 @@ impl PrivateCluster {
     /// The ports of `primary`'s replicas.
     pub fn replicas_of(&self, primary: u16) -> Result<Vec<u16>> {
         let view = self.view()?;
-        let Some(id) = view.iter().find(|n| n.port == primary).map(|n| n.id.clone()) else {
+        let Some(id) = view
+            .iter()
+            .find(|n| n.port == primary)
+            .map(|n| n.id.clone())
+        else {
             bail!("no node on port {primary}");
         };
         Ok(view
@@ -124,7 +139,8 @@ impl PrivateCluster {
     /// slot served.
     pub fn wait_promoted(&self, replica: u16, timeout: Duration) -> Result<()> {
         self.wait_ok(timeout, |view| {
-            view.iter().any(|n| n.port == replica && n.primary && !n.failed)
+            view.iter()
+                .any(|n| n.port == replica && n.primary && !n.failed)
         })
     }
 
@@ -244,7 +260,9 @@ fn parse_node_line(line: &str) -> Option<NodeLine> {
     Some(NodeLine {
         port,
         primary: flags.contains(&"master"),
-        failed: flags.iter().any(|f| matches!(*f, "fail" | "fail?" | "noaddr")),
+        failed: flags
+            .iter()
+            .any(|f| matches!(*f, "fail" | "fail?" | "noaddr")),
         id,
         primary_id,
     })

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Result;
 use crate::pipeline::redis_conn::Conn;
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::pipeline::keys;

@@ -62,7 +62,10 @@ fn status_and_clean_reach_the_keys_of_every_primary() {
     let status: serde_json::Value =
         serde_json::from_str(&run(&["status", "--format", "json"])).expect("status JSON");
     assert_eq!(status["games"]["Timed Out"], games.len(), "{status}");
-    assert!(status["redis"].as_str().unwrap().starts_with("cluster "), "{status}");
+    assert!(
+        status["redis"].as_str().unwrap().starts_with("cluster "),
+        "{status}"
+    );
 
     let cleaned = run(&["clean"]);
     assert!(
@@ -87,7 +90,10 @@ fn status_and_clean_reach_the_keys_of_every_primary() {
     }
     let total: u64 = primaries.iter().map(|&p| dbsize(&cluster, p)).sum();
     let cleaned = run(&["clean", "--all"]);
-    assert!(cleaned.contains(&format!("removed {total} keys")), "{cleaned}");
+    assert!(
+        cleaned.contains(&format!("removed {total} keys")),
+        "{cleaned}"
+    );
     for p in primaries {
         assert_eq!(dbsize(&cluster, p), 0, "primary {p} still holds keys");
     }
@@ -101,17 +107,23 @@ fn a_conn_runs_scripts_and_pipelines_across_slots_and_follows_moved() {
     // Through one seed only: every key of another primary is found through the slot map.
     let settings = cluster.settings_with_seeds(&format!("127.0.0.1:{seed}"));
     let rt = runtime();
-    let redis = rt.block_on(Redis::connect(&settings.redis)).expect("connect");
+    let redis = rt
+        .block_on(Redis::connect(&settings.redis))
+        .expect("connect");
     assert!(redis.is_cluster());
     assert_eq!(rt.block_on(redis.primaries()).unwrap().len(), 3);
     let mut conn = redis.conn();
 
     let elsewhere = key_on(&cluster, "cluster-test:away:", seed, false);
-    let script = redis::Script::new(
-        "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])",
-    );
+    let script =
+        redis::Script::new("redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])");
     let got: String = rt
-        .block_on(script.key(&elsewhere).arg("scripted").invoke_async(&mut conn))
+        .block_on(
+            script
+                .key(&elsewhere)
+                .arg("scripted")
+                .invoke_async(&mut conn),
+        )
         .expect("script");
     assert_eq!(got, "scripted");
     let stored: String = cluster.on(cluster.owner_of(&elsewhere), &["GET", &elsewhere]);
@@ -149,7 +161,12 @@ fn a_conn_runs_scripts_and_pipelines_across_slots_and_follows_moved() {
         let _: () = cluster.on(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
     }
     let _: () = rt
-        .block_on(redis::cmd("SET").arg(&moved).arg("followed").query_async(&mut conn))
+        .block_on(
+            redis::cmd("SET")
+                .arg(&moved)
+                .arg("followed")
+                .query_async(&mut conn),
+        )
         .expect("SET after the slot moved");
     let stored: String = cluster.on(to, &["GET", &moved]);
     assert_eq!(stored, "followed");
@@ -175,7 +192,10 @@ fn a_conn_runs_scripts_and_pipelines_across_slots_and_follows_moved() {
             .unwrap();
         let message = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
         match message {
-            Ok(Some(SubEvent::Message { channel: c, payload })) => {
+            Ok(Some(SubEvent::Message {
+                channel: c,
+                payload,
+            })) => {
                 assert_eq!((c, payload), (channel, b"hello".to_vec()))
             }
             other => panic!("no message: {other:?}"),
@@ -204,9 +224,11 @@ fn a_conn_made_before_a_primary_dies_works_after_its_replica_takes_over() {
     rt.block_on(set(conn.clone(), "before")).expect("SET");
     let primary = cluster.owner_of(key);
     let replica = cluster.inner.replicas_of(primary).unwrap()[0];
-    wait_until("the replica to hold the key", Duration::from_secs(10), || {
-        dbsize(&cluster, replica) == 1
-    });
+    wait_until(
+        "the replica to hold the key",
+        Duration::from_secs(10),
+        || dbsize(&cluster, replica) == 1,
+    );
 
     cluster.inner.kill(primary);
     cluster
@@ -227,26 +249,50 @@ fn a_conn_made_before_a_primary_dies_works_after_its_replica_takes_over() {
             }
         },
     ));
-    rt.block_on(set(conn.clone(), "after")).expect("SET after the failover");
+    rt.block_on(set(conn.clone(), "after"))
+        .expect("SET after the failover");
     let stored: String = cluster.on(replica, &["GET", key]);
     assert_eq!(stored, "after");
 }
+
+/// The environment, the arguments, and what the one error line must name.
+type Refused<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
 
 #[test]
 fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let seeds = format!("127.0.0.1:{}", free_port());
-    let cases: [(&[(&str, &str)], &[&str], &str); 6] = [
-        (&[("REDIS_CLUSTER_NODES", "localhost")], &["status"], "REDIS_CLUSTER_NODES"),
-        (&[], &["status", "--redis-cluster-nodes", "a:1,,b:2"], "REDIS_CLUSTER_NODES"),
-        (&[("REDIS_CLUSTER_NODES", "a:0")], &["clean"], "REDIS_CLUSTER_NODES"),
+    let cases: [Refused; 6] = [
+        (
+            &[("REDIS_CLUSTER_NODES", "localhost")],
+            &["status"],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[],
+            &["status", "--redis-cluster-nodes", "a:1,,b:2"],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", "a:0")],
+            &["clean"],
+            "REDIS_CLUSTER_NODES",
+        ),
         (
             &[("REDIS_CLUSTER_NODES", seeds.as_str()), ("REDIS_DB", "1")],
             &["status"],
             "REDIS_DB",
         ),
-        (&[("REDIS_CLUSTER_NODES", seeds.as_str())], &["worker"], "`worker` cannot run"),
-        (&[("REDIS_CLUSTER_NODES", seeds.as_str())], &["server"], "`server` cannot run"),
+        (
+            &[("REDIS_CLUSTER_NODES", seeds.as_str())],
+            &["worker"],
+            "`worker` cannot run",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", seeds.as_str())],
+            &["server"],
+            "`server` cannot run",
+        ),
     ];
     for (env, args, named) in cases {
         let out = superhero(dir.path())

@@ -8,9 +8,9 @@
 //! worker process them; [`append_all`] puts them in the log as the server does, [`publish_all`]
 //! on a channel as another publisher (or a test) would.
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::{bail, Context, Result};
 use rand::Rng;
-use crate::pipeline::redis_conn::Conn;
 
 use crate::pipeline::keys::{self, status};
 use crate::pipeline::record::{AttackRecord, LifecycleRecord, CLEANING_GAME_RECORDS};

@@ -130,7 +130,8 @@ async fn by_slot(
 /// The cluster client's refusal of a pipeline across slots, made before anything was sent
 /// (not a server's CROSSSLOT reply to a command that ran).
 fn is_cross_slot_pipeline(e: &RedisError) -> bool {
-    e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) && e.to_string().contains("crossed slots")
+    e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot)
+        && e.to_string().contains("crossed slots")
 }
 
 /// The primaries of a CLUSTER SLOTS reply: the first node of each slot range, once each.
@@ -187,7 +188,11 @@ mod tests {
                 Value::Int(10922),
                 node("127.0.0.1", 7001),
             ]),
-            Value::Array(vec![Value::Int(10923), Value::Int(12000), node("127.0.0.1", 7000)]),
+            Value::Array(vec![
+                Value::Int(10923),
+                Value::Int(12000),
+                node("127.0.0.1", 7000),
+            ]),
             Value::Array(vec![Value::Int(12001), Value::Int(16383), node("?", 7002)]),
         ]);
         let found: Vec<String> = primaries_of(&reply).iter().map(|n| n.to_string()).collect();

@@ -45,6 +45,8 @@ pub struct Redis {
 
 /// What [`Redis`] connects to.
 #[derive(Clone)]
+// One per process, cloned per role: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Single(Client),
     /// The cluster client, and a plain client per seed for pub/sub.
@@ -180,10 +182,13 @@ impl Redis {
     /// One connection per primary (the one Redis itself when single), for the commands that
     /// act on one node's keyspace: SCAN, DBSIZE, FLUSHDB.
     pub async fn primaries(&self) -> Result<Vec<Conn>> {
-        self.conn()
-            .primaries()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot list the primaries of {}: {}", self.addr, describe(&e)))
+        self.conn().primaries().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list the primaries of {}: {}",
+                self.addr,
+                describe(&e)
+            )
+        })
     }
 
     /// The plain clients a subscription may use: the one Redis, or each cluster seed in turn.

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Result;
 use crate::pipeline::redis_conn::Conn;
+use anyhow::Result;
 use redis::{RedisResult, Value};
 
 use crate::pipeline::delivery;

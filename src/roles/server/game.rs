@@ -16,8 +16,8 @@
 
 use std::sync::LazyLock;
 
-use anyhow::{Context, Result};
 use crate::pipeline::redis_conn::Conn;
+use anyhow::{Context, Result};
 use redis::{Script, ScriptInvocation};
 use serde::Deserialize;
 

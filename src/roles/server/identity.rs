@@ -20,8 +20,8 @@ use std::sync::{Arc, LazyLock};
 
 use tokio::sync::OnceCell;
 
-use anyhow::{Context, Result};
 use crate::pipeline::redis_conn::Conn;
+use anyhow::{Context, Result};
 use redis::Script;
 
 use super::protocol::{game_status, GameStatus, HeroSpec, StartPayload, StartPush};

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
 use crate::pipeline::redis_conn::Conn;
+use anyhow::Result;
 
 use super::protocol::HeroSpec;
 use crate::pipeline::keys::{self, status};

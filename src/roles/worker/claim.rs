@@ -139,12 +139,7 @@ static CLAIM_LEFTOVERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_leftovers.lua")));
 
 /// Extends the lease if it is still ours; false when it was lost.
-pub async fn renew(
-    conn: &mut Conn,
-    g: &str,
-    token: &str,
-    lease: Duration,
-) -> RedisResult<bool> {
+pub async fn renew(conn: &mut Conn, g: &str, token: &str, lease: Duration) -> RedisResult<bool> {
     let renewed: i64 = RENEW
         .key(keys::etl_lease(g))
         .arg(token)
@@ -156,11 +151,7 @@ pub async fn renew(
 
 /// Records our lease token as the game's writer if the lease is still ours; false when it was
 /// lost.
-pub async fn start_writing(
-    conn: &mut Conn,
-    g: &str,
-    token: &str,
-) -> RedisResult<bool> {
+pub async fn start_writing(conn: &mut Conn, g: &str, token: &str) -> RedisResult<bool> {
     record_writer(conn, g, token, token).await
 }
 
@@ -168,21 +159,11 @@ pub async fn start_writing(
 /// (we became the writer but could not remove them): the next claimant tries again rather than
 /// writing its pair beside them. The token recorded is a fresh one that no process holds, so a
 /// slow `previous` cannot finish the game with files we may have removed in part.
-pub async fn hand_back(
-    conn: &mut Conn,
-    g: &str,
-    token: &str,
-    previous: &str,
-) -> RedisResult<bool> {
+pub async fn hand_back(conn: &mut Conn, g: &str, token: &str, previous: &str) -> RedisResult<bool> {
     record_writer(conn, g, token, &lease_token(previous)).await
 }
 
-async fn record_writer(
-    conn: &mut Conn,
-    g: &str,
-    token: &str,
-    writer: &str,
-) -> RedisResult<bool> {
+async fn record_writer(conn: &mut Conn, g: &str, token: &str, writer: &str) -> RedisResult<bool> {
     let recorded: i64 = START_WRITING
         .key(keys::etl_lease(g))
         .key(keys::etl_writer(g))
@@ -195,12 +176,7 @@ async fn record_writer(
 
 /// Marks the game done with `files_of`'s pair of files, if the lease is still ours (or expired
 /// with nobody else having started since: the writer is still our token), and drops the lease.
-pub async fn finish(
-    conn: &mut Conn,
-    g: &str,
-    token: &str,
-    files_of: &str,
-) -> RedisResult<Finish> {
+pub async fn finish(conn: &mut Conn, g: &str, token: &str, files_of: &str) -> RedisResult<Finish> {
     let (answer, who): (String, String) = FINISH
         .key(keys::etl_lease(g))
         .key(keys::etl_done(g))

@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use crate::pipeline::redis_conn::Conn;
+use anyhow::Result;
 use tracing::Instrument;
 
 use super::claim::{self, Claim};
@@ -192,11 +192,7 @@ impl Worker {
     }
 
     /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
-    pub(super) async fn clean(
-        &self,
-        conn: &mut Conn,
-        game: &str,
-    ) -> Result<(), Failure> {
+    pub(super) async fn clean(&self, conn: &mut Conn, game: &str) -> Result<(), Failure> {
         if !self.clean_routine {
             return Ok(());
         }
@@ -206,11 +202,7 @@ impl Worker {
 
     /// CLEAN_ROUTINE for a `Game Timed Out` record: expires the game only if its status says
     /// it timed out, never a game that plays or completed whatever the record claims.
-    async fn clean_timed_out(
-        &self,
-        conn: &mut Conn,
-        game: &str,
-    ) -> Result<(), Failure> {
+    async fn clean_timed_out(&self, conn: &mut Conn, game: &str) -> Result<(), Failure> {
         if !self.clean_routine {
             return Ok(());
         }
@@ -223,11 +215,7 @@ impl Worker {
         Ok(())
     }
 
-    pub(super) async fn ack(
-        &self,
-        conn: &mut Conn,
-        record: &Record,
-    ) -> Result<(), Failure> {
+    pub(super) async fn ack(&self, conn: &mut Conn, record: &Record) -> Result<(), Failure> {
         if let Some(id) = &record.delivery_id {
             delivery::ack(conn, &self.lobby, std::slice::from_ref(id)).await?;
         }

@@ -30,8 +30,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
 use crate::pipeline::redis_conn::Conn;
+use anyhow::{bail, Result};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 

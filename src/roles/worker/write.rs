@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::Result;
 use crate::pipeline::redis_conn::Conn;
+use anyhow::Result;
 use tracing::Instrument;
 
 use super::claim::{self, Finish};

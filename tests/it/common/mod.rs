@@ -129,7 +129,8 @@ impl TestCluster {
             .expect("connect to a cluster node");
         let mut cmd = redis::cmd(args[0]);
         cmd.arg(&args[1..]);
-        cmd.query(&mut conn).expect("redis command on a cluster node")
+        cmd.query(&mut conn)
+            .expect("redis command on a cluster node")
     }
 
     /// The primary that serves `key`'s slot now, as the first live primary sees it.

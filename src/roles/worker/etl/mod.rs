@@ -8,8 +8,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use crate::pipeline::redis_conn::Conn;
+use anyhow::{bail, Context, Result};
 use redis::Script;
 
 use crate::pipeline::keys::{self, status};
@@ -92,10 +92,7 @@ pub struct Attack {
 /// Reads game `game` in one round trip. `None` when the game does not exist or is not
 /// `Completed`; an error when its state is malformed (a log entry that is not an attack record,
 /// an attack by or on a non-participant, a hero hash without an integer id or health).
-pub async fn load_game(
-    conn: &mut Conn,
-    game: &str,
-) -> Result<Option<GameData>, EtlError> {
+pub async fn load_game(conn: &mut Conn, game: &str) -> Result<Option<GameData>, EtlError> {
     // The token goes into a SORT pattern below: it must not carry glob characters.
     uuid::Uuid::parse_str(game).map_err(|source| EtlError::BadToken {
         token: game.to_string(),
