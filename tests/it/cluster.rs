@@ -305,6 +305,19 @@ fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
         assert!(stderr.contains(named), "{env:?} {args:?}: {stderr}");
     }
+    // Well-formed seeds nobody answers on: one line, within seconds, no retry chatter.
+    let out = superhero(dir.path())
+        .env("REDIS_CLUSTER_NODES", &seeds)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at cluster {seeds}")),
+        "{stderr}"
+    );
 }
 
 #[test]
