@@ -37,14 +37,6 @@ impl Conn {
         !matches!(self, Conn::Single(_))
     }
 
-    /// The node a [`Conn::Node`] is bound to.
-    pub fn node(&self) -> Option<&NodeAddr> {
-        match self {
-            Conn::Node(_, node) => Some(node),
-            _ => None,
-        }
-    }
-
     /// One connection per primary, from the cluster's CLUSTER SLOTS; itself for one Redis (or
     /// one node).
     pub async fn primaries(&self) -> RedisResult<Vec<Conn>> {

@@ -36,15 +36,14 @@ pub fn subscribe(
     tokio::spawn(tracing::Instrument::in_current_span(async move {
         let mut backoff = Backoff::default();
         let mut outage = Outage::new("subscriber");
-        // The seed to try next; a seed that fails or drops the subscription hands over to the
-        // one after it.
-        let mut next = 0;
+        // The node subscribed through: one that cannot be reached, or drops the subscription,
+        // hands over to the next.
+        let mut node = 0;
         loop {
             if shutdown.is_triggered() || tx.is_closed() {
                 return;
             }
-            let client = &nodes[next % nodes.len()];
-            next = next.wrapping_add(1);
+            let client = &nodes[node % nodes.len()];
             let pubsub = async {
                 let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
                     .await
@@ -66,14 +65,13 @@ pub fn subscribe(
                 Ok(p) => p,
                 Err(e) => {
                     outage.failed(&e);
+                    node = node.wrapping_add(1);
                     if !backoff.wait(&shutdown).await {
                         return;
                     }
                     continue;
                 }
             };
-            // The seed that answered is tried first next time.
-            next = next.wrapping_sub(1);
             outage.recovered();
             backoff.reset();
             if tx.send(SubEvent::Subscribed).is_err() {
@@ -94,8 +92,7 @@ pub fn subscribe(
                         }
                         None => {
                             outage.failed(&"subscription closed");
-                            // Its node may be gone: the next attempt goes to the next seed.
-                            next = next.wrapping_add(1);
+                            node = node.wrapping_add(1);
                             break;
                         }
                     },
