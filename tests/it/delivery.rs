@@ -979,3 +979,258 @@ fn a_written_files_directory_is_fsynced_after_its_rename() {
         );
     }
 }
+
+/// The consumers of the lobby's group with what each holds unacknowledged.
+fn held_by(redis: &TestRedis) -> std::collections::BTreeMap<String, u64> {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .query(&mut redis.client())
+        .unwrap_or(redis::Value::Nil);
+    let redis::Value::Array(parts) = summary else {
+        return Default::default();
+    };
+    let Some(redis::Value::Array(consumers)) = parts.get(3) else {
+        return Default::default();
+    };
+    consumers
+        .iter()
+        .filter_map(|pair| redis::from_redis_value::<(String, u64)>(pair.clone()).ok())
+        .collect()
+}
+
+#[test]
+fn the_routing_script_keeps_a_worker_within_its_limit_counted_over_every_fanout() {
+    let redis = TestRedis::start();
+    let (stream, group) = (keys::log_stream(LOBBY), keys::fanout_group(LOBBY));
+    let mut conn = redis.client();
+    let ids: Vec<String> = (0..300)
+        .map(|i| {
+            redis::cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("record")
+                .arg(format!("{{\"log_message\":\"m{i}\"}}"))
+                .query(&mut conn)
+                .unwrap()
+        })
+        .collect();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(&group)
+        .arg("0")
+        .query(&mut conn)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&group)
+        .arg("fanout:a")
+        .arg("COUNT")
+        .arg(300)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    // Another fanout already gave w1 250 entries.
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&stream)
+        .arg(&group)
+        .arg("w1")
+        .arg(0)
+        .arg(&ids[..250])
+        .arg("JUSTID")
+        .query(&mut conn)
+        .unwrap();
+    let route = redis::Script::new(include_str!("../../src/roles/fanout/route.lua"));
+    let mut invocation = route.key(&stream);
+    invocation.arg(&group).arg(256);
+    invocation
+        .arg("w1")
+        .arg(10)
+        .arg(&ids[250..260])
+        .arg("JUSTID");
+    invocation
+        .arg("w2")
+        .arg(3)
+        .arg(&ids[260..263])
+        .arg("JUSTID");
+    let given: Vec<u64> = invocation.invoke(&mut conn).unwrap();
+    assert_eq!(given, vec![6, 3], "w1 had room for 6 more, w2 for all");
+    let held = held_by(&redis);
+    assert_eq!(held.get("w1"), Some(&256));
+    assert_eq!(held.get("w2"), Some(&3));
+    assert_eq!(held.get("fanout:a"), Some(&(300 - 256 - 3)));
+}
+
+#[test]
+fn two_fanouts_under_a_burst_never_send_a_worker_past_its_limit() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A worker that listens and beats but never acknowledges: once it holds 256 records it
+    // must be sent nothing more, whichever fanout routes.
+    let _beat = FakeHeartbeat::start(&redis, "wz");
+    let heard = listen(&redis, "wz");
+    let fanouts: Vec<Proc> = ["fanout-a", "fanout-b"]
+        .into_iter()
+        .map(|name| {
+            Proc::start(
+                name,
+                dir.path(),
+                &redis,
+                &["fanout"],
+                &[("ACK_TIMEOUT", "60"), ("WORKER_ID", name)],
+            )
+        })
+        .collect();
+    wait_until(
+        "both fanouts wait on the log",
+        Duration::from_secs(20),
+        || {
+            // Each is blocked reading the log (a consumer appears only once it read an entry).
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut redis.client())
+                .unwrap_or_default();
+            clients.matches("cmd=xreadgroup").count() == 2
+        },
+    );
+    // Both fanouts are blocked on the log: the burst wakes both at once.
+    let ids = seed_and_append(&redis, &games(300, 22));
+    assert!(ids.len() > 2 * 256);
+    wait_until("the worker is full", Duration::from_secs(30), || {
+        held_by(&redis).get("wz").copied().unwrap_or(0) >= 256 && heard.lock().unwrap().len() >= 256
+    });
+    // Stopped, the fanouts send nothing more; a last message of the test's own, once heard,
+    // is behind everything they sent.
+    for mut fanout in fanouts {
+        fanout.signal("TERM");
+        assert!(fanout.wait_exit(Duration::from_secs(10)).is_some());
+    }
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(keys::worker_channel(LOBBY, "wz"))
+        .arg(r#"{"delivery_id":"last"}"#)
+        .query(&mut redis.client())
+        .unwrap();
+    wait_until("the last message heard", Duration::from_secs(10), || {
+        heard.lock().unwrap().iter().any(|id| id == "last")
+    });
+    let heard: Vec<String> = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|id| *id != "last")
+        .cloned()
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = heard.iter().collect();
+    assert_eq!(distinct.len(), heard.len(), "a record was sent twice");
+    assert_eq!(heard.len(), 256, "the worker was sent past its limit");
+    assert!(held_by(&redis).get("wz").copied().unwrap_or(0) >= 256);
+}
+
+/// A worker that acknowledges what it hears, a few records at a time: the most records it
+/// held unacknowledged at once, and every delivery id it heard.
+struct SlowAcker {
+    heard: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    most_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SlowAcker {
+    fn start(redis: &TestRedis, id: &str) -> SlowAcker {
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sink, top, mut conn, mut acker) =
+            (heard.clone(), most.clone(), redis.client(), redis.client());
+        let channel = keys::worker_channel(LOBBY, id);
+        let subscribed = channel.clone();
+        std::thread::spawn(move || {
+            let mut pubsub = conn.as_pubsub();
+            pubsub.subscribe(&subscribed).unwrap();
+            let mut unacked: Vec<String> = Vec::new();
+            while let Ok(msg) = pubsub.get_message() {
+                let record: serde_json::Value =
+                    serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+                let id = record["delivery_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                sink.lock().unwrap().push(id.clone());
+                unacked.push(id);
+                top.fetch_max(unacked.len(), std::sync::atomic::Ordering::Relaxed);
+                if unacked.len() >= 40 {
+                    let _: u64 = redis::cmd("XACK")
+                        .arg(keys::log_stream(LOBBY))
+                        .arg(keys::fanout_group(LOBBY))
+                        .arg(&unacked)
+                        .query(&mut acker)
+                        .unwrap();
+                    unacked.clear();
+                }
+            }
+        });
+        wait_until("the acker subscribed", Duration::from_secs(10), || {
+            let (_, n): (String, u64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query(&mut redis.client())
+                .unwrap();
+            n == 1
+        });
+        SlowAcker {
+            heard,
+            most_in_flight: most,
+        }
+    }
+}
+
+#[test]
+fn two_fanouts_routing_a_backlog_keep_each_worker_within_its_limit() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = seed_and_append(&redis, &games(1000, 23));
+    // Two workers that acknowledge as they go; both fanouts start on a full log, so both read
+    // for the workers at once while the workers make room.
+    let _beats = [
+        FakeHeartbeat::start(&redis, "w1"),
+        FakeHeartbeat::start(&redis, "w2"),
+    ];
+    let workers = [
+        SlowAcker::start(&redis, "w1"),
+        SlowAcker::start(&redis, "w2"),
+    ];
+    let _fanouts: Vec<Proc> = ["fanout-a", "fanout-b"]
+        .into_iter()
+        .map(|name| {
+            Proc::start(
+                name,
+                dir.path(),
+                &redis,
+                &["fanout"],
+                &[("ACK_TIMEOUT", "60"), ("WORKER_ID", name)],
+            )
+        })
+        .collect();
+    wait_until("every record heard", Duration::from_secs(60), || {
+        workers
+            .iter()
+            .map(|w| w.heard.lock().unwrap().len())
+            .sum::<usize>()
+            >= ids.len()
+    });
+    let mut all: Vec<String> = workers
+        .iter()
+        .flat_map(|w| w.heard.lock().unwrap().clone())
+        .collect();
+    all.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(all, expected, "every record routed exactly once");
+    for (w, name) in workers.iter().zip(["w1", "w2"]) {
+        let most = w.most_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            most <= 256,
+            "{name} held {most} records unacknowledged at once"
+        );
+    }
+}

@@ -67,46 +67,72 @@ impl PendingSummary {
     }
 }
 
-/// `(id, record)` of each entry of an XREADGROUP or XRANGE reply (entries without a record
-/// field are left out).
-pub(crate) fn stream_entries(reply: &Value) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let entries_of = |v: &Value| -> Vec<Value> {
-        match v {
-            Value::Array(a) => a.clone(),
-            _ => Vec::new(),
-        }
-    };
-    // XREADGROUP: [[stream, entries]] (RESP2) or {stream: entries} (RESP3).
+/// `(id, record)` of each entry of an XREADGROUP reply (entries without a record field are
+/// left out).
+pub(crate) fn stream_entries(reply: Value) -> Vec<(String, Vec<u8>)> {
+    // [[stream, entries]] (RESP2) or {stream: entries} (RESP3).
     let streams: Vec<Value> = match reply {
         Value::Array(streams) => streams
-            .iter()
+            .into_iter()
             .filter_map(|s| match s {
-                Value::Array(pair) if pair.len() == 2 => Some(pair[1].clone()),
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
                 _ => None,
             })
             .collect(),
-        Value::Map(map) => map.iter().map(|(_, v)| v.clone()).collect(),
+        Value::Map(map) => map.into_iter().map(|(_, v)| v).collect(),
         _ => Vec::new(),
     };
-    for entries in streams {
-        for entry in entries_of(&entries) {
-            let Value::Array(entry) = entry else { continue };
-            let (Some(id), Some(Value::Array(fields))) =
-                (entry.first().and_then(text), entry.get(1))
-            else {
-                continue;
-            };
-            for pair in fields.chunks(2) {
-                if let [name, Value::BulkString(value)] = pair {
-                    if text(name).as_deref() == Some(delivery::RECORD_FIELD) {
-                        out.push((id.clone(), value.clone()));
-                    }
+    streams.into_iter().flat_map(entries).collect()
+}
+
+/// `(id, record)` of each entry of a list of stream entries, as XRANGE gives them (entries
+/// without a record field are left out).
+pub(crate) fn entries(list: Value) -> Vec<(String, Vec<u8>)> {
+    let Value::Array(list) = list else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for entry in list {
+        let Value::Array(mut entry) = entry else {
+            continue;
+        };
+        let (Some(Value::Array(fields)), Some(id)) = (entry.pop(), entry.first().and_then(text))
+        else {
+            continue;
+        };
+        let mut fields = fields.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            if let Value::BulkString(value) = value {
+                if text(&name).as_deref() == Some(delivery::RECORD_FIELD) {
+                    out.push((id, value));
+                    break;
                 }
             }
         }
     }
     out
+}
+
+/// The rows of an XINFO GROUPS or XINFO CONSUMERS reply, each as its `(field, value)` pairs.
+pub(crate) fn info_rows(reply: Value) -> Vec<Vec<(String, Value)>> {
+    let Value::Array(rows) = reply else {
+        return Vec::new();
+    };
+    rows.into_iter()
+        .filter_map(|row| match row {
+            Value::Array(flat) => Some(
+                flat.chunks(2)
+                    .filter_map(|p| Some((text(&p[0])?, p.get(1)?.clone())))
+                    .collect(),
+            ),
+            Value::Map(map) => Some(
+                map.into_iter()
+                    .filter_map(|(k, v)| Some((text(&k)?, v)))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The lag of `group` on `stream` (entries not yet read), when Redis knows it.
@@ -127,21 +153,7 @@ pub(crate) async fn group_lag(
         }
         Err(e) => return Err(e),
     };
-    let Value::Array(groups) = groups else {
-        return Ok(None);
-    };
-    for g in groups {
-        let fields: Vec<(String, Value)> = match g {
-            Value::Array(flat) => flat
-                .chunks(2)
-                .filter_map(|p| Some((text(&p[0])?, p.get(1)?.clone())))
-                .collect(),
-            Value::Map(map) => map
-                .into_iter()
-                .filter_map(|(k, v)| Some((text(&k)?, v)))
-                .collect(),
-            _ => continue,
-        };
+    for fields in info_rows(groups) {
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         if field("name").and_then(text).as_deref() == Some(group) {
             return Ok(field("lag").and_then(int));
@@ -150,7 +162,7 @@ pub(crate) async fn group_lag(
     Ok(None)
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).to_string()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -158,7 +170,7 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn int(v: &Value) -> Option<u64> {
+pub(crate) fn int(v: &Value) -> Option<u64> {
     match v {
         Value::Int(n) => u64::try_from(*n).ok(),
         other => text(other).and_then(|t| t.parse().ok()),
@@ -293,9 +305,9 @@ mod tests {
             ]),
         ])]);
         assert_eq!(
-            stream_entries(&reply),
+            stream_entries(reply.clone()),
             vec![("1-0".to_string(), b"{}".to_vec())]
         );
-        assert!(stream_entries(&Value::Nil).is_empty());
+        assert!(stream_entries(Value::Nil).is_empty());
     }
 }

@@ -32,6 +32,7 @@ mod inspect;
 mod metrics;
 mod route;
 mod router;
+mod workers;
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};

@@ -1,25 +1,21 @@
--- Hands log entries to workers: each worker's entries become its pending entries (one XCLAIM …
--- JUSTID per worker), as many as keep it within the limit of unacknowledged entries, counted
--- from the group's pending list, so the limit holds across every fanout; each claimed entry is
--- then PUBLISHed on the worker's channel, and what reached nobody comes back to this fanout.
--- The caller has checked that the entries are still its own.
+-- Hands log entries to workers as their pending entries: for each worker, XCLAIM … JUSTID of
+-- as many of its entries as keep it within the limit of unacknowledged entries, counted from
+-- the group's pending list, so the limit holds across every fanout. The caller then PUBLISHes
+-- what was claimed; the caller has checked that the entries are still its own.
 -- KEYS: 1 log stream
--- ARGV: 1 group, 2 limit per worker, 3 this fanout's consumer, 4 worker channel prefix, then
---       per worker: worker, n, n entry ids, 'JUSTID', n payloads
--- Returns per entry, in order: 1 delivered, 0 claimed but heard by nobody, -2 not claimed.
+-- ARGV: 1 group, 2 limit per worker, then per worker: worker, n, n entry ids, 'JUSTID'
+-- Returns per worker, in order: how many of its entries (the first ones) it was given.
 local stream, group, limit = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local me, prefix = ARGV[3], ARGV[4]
 local held = {}
 local summary = redis.call('XPENDING', stream, group)
 if summary[4] then
   for _, c in ipairs(summary[4]) do held[c[1]] = tonumber(c[2]) end
 end
-local out, unheard = {}, {}
-local i = 5
+local out = {}
+local i = 3
 while i <= #ARGV do
   local worker, n = ARGV[i], tonumber(ARGV[i + 1])
   local first = i + 2
-  local payloads = first + n + 1
   local allowed = math.max(0, math.min(n, limit - (held[worker] or 0)))
   if allowed == n then
     -- The ids and the JUSTID after them, straight from the arguments.
@@ -31,21 +27,7 @@ while i <= #ARGV do
     redis.call('XCLAIM', stream, group, worker, '0', unpack(args))
   end
   held[worker] = (held[worker] or 0) + allowed
-  local channel = prefix .. worker
-  for j = 0, n - 1 do
-    if j >= allowed then
-      out[#out + 1] = -2
-    elseif redis.call('PUBLISH', channel, ARGV[payloads + j]) > 0 then
-      out[#out + 1] = 1
-    else
-      out[#out + 1] = 0
-      unheard[#unheard + 1] = ARGV[first + j]
-    end
-  end
-  i = payloads + n
-end
-if #unheard > 0 then
-  unheard[#unheard + 1] = 'JUSTID'
-  redis.call('XCLAIM', stream, group, me, '0', unpack(unheard))
+  out[#out + 1] = allowed
+  i = first + n + 1
 end
 return out

@@ -13,10 +13,11 @@ use crate::pipeline::redis_conn::Conn;
 use redis::{RedisResult, Value};
 
 use super::route::routed;
+use super::workers::{kept, Workers};
 use super::{
     inspect, Entry, FanoutMetrics, CLAIM_BATCH, CLAIM_EXPIRED, FORGET_CONSUMERS, FORGET_FANOUT,
-    FORGET_WORKER, GAMES_REMEMBERED, GAUGE_REFRESH, KEEP_OWN, LIVE_WORKERS, READ_BLOCK, ROUTE,
-    ROUTE_BATCH, SATURATED_PAUSE, TRIM, TRIM_EVERY, WORKER_REFRESH,
+    FORGET_WORKER, GAUGE_REFRESH, KEEP_OWN, LIVE_WORKERS, READ_BLOCK, ROUTE, ROUTE_BATCH,
+    SATURATED_PAUSE, TRIM, TRIM_EVERY, WORKER_REFRESH,
 };
 use crate::config::Settings;
 use crate::pipeline::delivery::{self, MAX_UNACKED_PER_WORKER};
@@ -38,15 +39,12 @@ pub(super) struct Router {
     dead_letters_max: usize,
     retention: Duration,
     group_ready: bool,
-    /// Live workers, in a stable order for the rotation.
-    workers: Vec<String>,
-    /// Unacknowledged entries per worker (from XPENDING, plus what was routed since).
-    unacked: HashMap<String, u64>,
-    next: usize,
-    /// The worker each recent game's records went to.
-    games: HashMap<String, String>,
+    workers: Workers,
     /// Entries read while no worker could take them; kept claimed by this fanout.
     held: Vec<Entry>,
+    /// The last read was full: more entries wait, and are read straight into the workers'
+    /// pending lists ([`Self::read_for_workers`]).
+    backlog: bool,
     /// Redis clock minus local clock, for latency from entry ids without comparing clocks.
     redis_offset_ms: i64,
     next_refresh: Instant,
@@ -79,13 +77,9 @@ impl Router {
             dead_letters_max: settings.dead_letters_max,
             retention: settings.log_retention,
             group_ready: false,
-            workers: Vec::new(),
-            unacked: HashMap::new(),
-            // Fanouts start their rotation at different workers, so they do not all send the
-            // first record of a quiet spell to the same one.
-            next: rand::random::<u32>() as usize,
-            games: HashMap::new(),
+            workers: Workers::new(),
             held: Vec::new(),
+            backlog: false,
             redis_offset_ms: 0,
             next_refresh: now,
             next_gauges: now,
@@ -163,15 +157,24 @@ impl Router {
         if self.workers.is_empty() {
             return Ok(WORKER_REFRESH);
         }
-        let mut room = self.room();
+        let mut room = self.workers.room();
         if room == 0 {
             self.refresh_unacked().await?;
-            room = self.room();
+            room = self.workers.room();
             if room == 0 {
                 return Ok(SATURATED_PAUSE);
             }
         }
-        let entries = self.read(room.min(ROUTE_BATCH as u64) as usize).await?;
+        let count = room.min(ROUTE_BATCH as u64) as usize;
+        if self.backlog {
+            let read = self.read_for_workers(count).await?;
+            self.backlog = read == count;
+            if read > 0 {
+                return Ok(Duration::ZERO);
+            }
+        }
+        let entries = self.read(count).await?;
+        self.backlog = entries.len() == count;
         if !entries.is_empty() {
             self.route(entries).await?;
         }
@@ -207,10 +210,8 @@ impl Router {
             let back_at = crate::clock::now_ms() as i64;
             self.redis_offset_ms = redis_now - (sent_at + back_at) / 2;
         }
-        live.sort();
-        if live != self.workers {
-            tracing::info!("live workers: {}", describe_workers(&live));
-            self.workers = live;
+        if self.workers.set_live(live) {
+            tracing::info!("live workers: {}", describe_workers(self.workers.live()));
         }
         self.refresh_unacked().await
     }
@@ -223,7 +224,7 @@ impl Router {
             .await?;
         let summary = inspect::PendingSummary::parse(&summary);
         self.metrics.unacked.set(summary.count as i64);
-        self.unacked = summary.per_consumer.into_iter().collect();
+        self.workers.set_unacked(summary.per_consumer);
         Ok(())
     }
 
@@ -243,18 +244,6 @@ impl Router {
         Ok(())
     }
 
-    /// Room left across live workers before each reaches its limit of unacknowledged records.
-    fn room(&self) -> u64 {
-        self.workers
-            .iter()
-            .map(|w| MAX_UNACKED_PER_WORKER.saturating_sub(self.unacked(w)))
-            .sum()
-    }
-
-    fn unacked(&self, worker: &str) -> u64 {
-        self.unacked.get(worker).copied().unwrap_or(0)
-    }
-
     async fn read(&mut self, count: usize) -> RedisResult<Vec<Entry>> {
         let taken = Instant::now();
         let reply: Value = redis::cmd("XREADGROUP")
@@ -270,7 +259,7 @@ impl Router {
             .arg(">")
             .query_async(&mut self.conn)
             .await?;
-        Ok(inspect::stream_entries(&reply)
+        Ok(inspect::stream_entries(reply)
             .into_iter()
             .map(|(id, record)| Entry {
                 id,
@@ -364,8 +353,8 @@ impl Router {
     }
 
     /// Hands entries to workers: each goes to one live worker with room, as its pending entry
-    /// and as a PUBLISH on its channel, in one script (`route.lua`, which also keeps every
-    /// worker within its limit counted over all fanouts). Entries this fanout took long enough
+    /// (`route.lua`, which keeps every worker within its limit counted over all fanouts), then
+    /// as a PUBLISH on its channel. Entries this fanout took long enough
     /// ago that another fanout may have re-claimed them are checked first
     /// ([`Self::keep_own`]). Entries whose PUBLISH reached nobody go to the next worker; with
     /// none left they are held until one appears.
@@ -382,7 +371,7 @@ impl Router {
                         continue;
                     }
                 };
-                match self.pick(entry.avoid.as_deref(), game.as_deref()) {
+                match self.workers.pick(entry.avoid.as_deref(), game.as_deref()) {
                     Some(worker) => batch.push((entry, worker, payload)),
                     None => {
                         queue.push_front(entry);
@@ -398,53 +387,172 @@ impl Router {
                 let rest: Vec<Entry> = queue.drain(..).collect();
                 return self.hold(rest).await;
             }
-            // Claim and PUBLISH by worker: each worker's entries in one section of the script's
-            // arguments.
+            // Claim by worker (each worker's entries one section of the script's arguments),
+            // then PUBLISH what each was given.
             batch.sort_by(|a, b| a.1.cmp(&b.1));
             let mut invocation = ROUTE.key(&self.stream);
-            invocation
-                .arg(&self.group)
-                .arg(MAX_UNACKED_PER_WORKER)
-                .arg(&self.consumer)
-                .arg(keys::worker_channel(&self.lobby, ""));
+            invocation.arg(&self.group).arg(MAX_UNACKED_PER_WORKER);
             for section in batch.chunk_by(|a, b| a.1 == b.1) {
                 invocation.arg(&section[0].1).arg(section.len());
                 for (entry, _, _) in section {
                     invocation.arg(&entry.id);
                 }
                 invocation.arg("JUSTID");
-                for (_, _, payload) in section {
-                    invocation.arg(payload);
+            }
+            let given: Vec<usize> = invocation.invoke_async(&mut self.conn).await?;
+            let mut claimed = Vec::with_capacity(batch.len());
+            let mut refused = Vec::new();
+            let mut batch = batch.into_iter().peekable();
+            for allowed in given {
+                let Some((_, worker, _)) = batch.peek() else {
+                    break;
+                };
+                let worker = worker.clone();
+                let mut i = 0;
+                while let Some(item) = batch.next_if(|item| item.1 == worker) {
+                    if i < allowed {
+                        claimed.push(item);
+                    } else {
+                        refused.push(item);
+                    }
+                    i += 1;
                 }
             }
-            let codes: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
-            let local_now = crate::clock::now_ms() as i64;
-            let mut gone = BTreeSet::new();
-            for ((entry, worker, _), code) in batch.into_iter().zip(codes) {
-                match code {
-                    1 => self.delivered(&entry, local_now),
-                    -2 => {
-                        // Full by the count of every fanout's deliveries: none more this round.
-                        self.unacked.insert(worker, MAX_UNACKED_PER_WORKER);
-                        queue.push_back(entry);
-                    }
-                    _ => {
-                        // Claimed, heard by nobody, and back with this fanout.
-                        gone.insert(worker);
-                        queue.push_back(Entry {
-                            avoid: None,
-                            ..entry
-                        });
-                    }
-                }
+            for (entry, worker, _) in refused.into_iter().chain(batch) {
+                // Full by the count of every fanout's deliveries: none more this round.
+                self.workers.mark_full(worker);
+                queue.push_back(entry);
             }
-            for worker in gone {
-                tracing::info!("worker {worker} no longer listens; routing its records elsewhere");
-                self.workers.retain(|w| *w != worker);
-                self.unacked.remove(&worker);
-            }
+            let unheard = self.publish(claimed).await?;
+            queue.extend(unheard);
         }
         Ok(())
+    }
+
+    /// Under a backlog: up to `count` new entries read straight into the pending lists of the
+    /// workers with room (XREADGROUP as each worker, its share within its limit, least loaded
+    /// first), rather than read by this fanout and then claimed for each worker. The group's
+    /// count of each worker's entries, read right after, catches what another fanout routed
+    /// meanwhile: entries past the limit are taken back before anything is PUBLISHed (so a
+    /// worker is never sent more than its limit, counted over all fanouts) and routed like
+    /// any other. The rest are PUBLISHed. The number of entries read.
+    async fn read_for_workers(&mut self, count: usize) -> RedisResult<usize> {
+        let shares = self.workers.shares(count as u64);
+        let mut pipe = redis::pipe();
+        for (worker, share) in &shares {
+            pipe.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&self.group)
+                .arg(worker)
+                .arg("COUNT")
+                .arg(share)
+                .arg("STREAMS")
+                .arg(&self.stream)
+                .arg(">");
+        }
+        pipe.cmd("XPENDING").arg(&self.stream).arg(&self.group);
+        let taken = Instant::now();
+        let mut replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+        let summary = inspect::PendingSummary::parse(&replies.pop().unwrap_or(Value::Nil));
+        self.metrics.unacked.set(summary.count as i64);
+        let held: HashMap<String, u64> = summary.per_consumer.into_iter().collect();
+        // The group's count is this fanout's from now on (what is taken back below leaves
+        // its worker at the limit).
+        self.workers.set_unacked(
+            held.iter()
+                .map(|(w, n)| (w.clone(), (*n).min(MAX_UNACKED_PER_WORKER))),
+        );
+        let mut read = 0;
+        let mut sent = Vec::new();
+        let mut back = Vec::new();
+        let mut invalid = Vec::new();
+        for ((worker, _), reply) in shares.into_iter().zip(replies) {
+            let entries = inspect::stream_entries(reply);
+            read += entries.len();
+            let keep = kept(entries.len(), held.get(&worker).copied().unwrap_or(0));
+            for (i, (id, record)) in entries.into_iter().enumerate() {
+                let entry = Entry {
+                    id,
+                    record,
+                    avoid: None,
+                    rerouted: false,
+                    taken,
+                };
+                if i >= keep {
+                    back.push(entry);
+                    continue;
+                }
+                match routed(&entry.record, &entry.id) {
+                    Ok((payload, game)) => {
+                        if let Some(g) = game {
+                            self.workers.remember(&g, &worker);
+                        }
+                        sent.push((entry, worker.clone(), payload));
+                    }
+                    Err(e) => invalid.push((entry, e)),
+                }
+            }
+        }
+        if !back.is_empty() {
+            self.claim_for_self(&back).await?;
+        }
+        for (entry, reason) in invalid {
+            self.dead_letter_now(&entry, &reason.to_string()).await?;
+        }
+        back.extend(self.publish(sent).await?);
+        if !back.is_empty() {
+            self.route(back).await?;
+        }
+        Ok(read)
+    }
+
+    /// PUBLISHes each entry, already pending at its worker, on that worker's channel. Entries
+    /// heard by nobody are taken back by this fanout and returned, to go to another worker;
+    /// their worker is out of the rotation until its heartbeat says otherwise.
+    async fn publish(&mut self, sent: Vec<(Entry, String, String)>) -> RedisResult<Vec<Entry>> {
+        if sent.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (_, worker, payload) in &sent {
+            pipe.publish(keys::worker_channel(&self.lobby, worker), payload);
+        }
+        let heard: Vec<u64> = pipe.query_async(&mut self.conn).await?;
+        let local_now = crate::clock::now_ms() as i64;
+        let mut gone = BTreeSet::new();
+        let mut unheard = Vec::new();
+        for ((entry, worker, _), listeners) in sent.into_iter().zip(heard) {
+            if listeners > 0 {
+                self.delivered(&entry, local_now);
+            } else {
+                gone.insert(worker);
+                unheard.push(Entry {
+                    avoid: None,
+                    ..entry
+                });
+            }
+        }
+        if !unheard.is_empty() {
+            self.claim_for_self(&unheard).await?;
+        }
+        for worker in gone {
+            tracing::info!("worker {worker} no longer listens; routing its records elsewhere");
+            self.workers.remove(&worker);
+        }
+        Ok(unheard)
+    }
+
+    /// Makes `entries` this fanout's pending entries again (XCLAIM … JUSTID: no new delivery).
+    async fn claim_for_self(&mut self, entries: &[Entry]) -> RedisResult<()> {
+        redis::cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(entries.iter().map(|e| &e.id).collect::<Vec<_>>())
+            .arg("JUSTID")
+            .exec_async(&mut self.conn)
+            .await
     }
 
     /// The entries that are still this fanout's. Those it took less than half an ACK_TIMEOUT
@@ -494,55 +602,6 @@ impl Router {
                 .routing_latency
                 .observe(age_ms.max(0) as f64 / 1000.0);
         }
-    }
-
-    /// The worker for an entry: the one its game's records went to while it has room (so one
-    /// worker sees a whole game, and a game's work lands where its rotation put it); otherwise
-    /// the least loaded live worker with room, ties broken by a rotation over games so that at a
-    /// game's pace, when every worker is idle, games still spread. Avoids `avoid` when another
-    /// can take it.
-    fn pick(&mut self, avoid: Option<&str>, game: Option<&str>) -> Option<String> {
-        let has_room = |r: &Self, w: &str| r.unacked(w) < MAX_UNACKED_PER_WORKER;
-        if let Some(worker) = game.and_then(|g| self.games.get(g)) {
-            if Some(worker.as_str()) != avoid
-                && has_room(self, worker)
-                && self.workers.contains(worker)
-            {
-                let worker = worker.clone();
-                *self.unacked.entry(worker.clone()).or_default() += 1;
-                return Some(worker);
-            }
-        }
-        // The least loaded worker with room, first in rotation order; `avoid` only when no
-        // other has room.
-        let n = self.workers.len();
-        let mut best: Option<(bool, u64, usize)> = None;
-        for step in 0..n {
-            let i = (self.next + step) % n;
-            let worker = &self.workers[i];
-            let load = self.unacked(worker);
-            if load >= MAX_UNACKED_PER_WORKER {
-                continue;
-            }
-            let avoided = n > 1 && Some(worker.as_str()) == avoid;
-            if best.is_none_or(|(b_avoided, b_load, _)| (avoided, load) < (b_avoided, b_load)) {
-                best = Some((avoided, load, i));
-            }
-        }
-        let (_, _, i) = best?;
-        let worker = self.workers[i].clone();
-        *self.unacked.entry(worker.clone()).or_default() += 1;
-        if let Some(g) = game {
-            // The rotation moves once per game, not per record: a game's records come in a
-            // fixed pattern (its host's among them), which a per-record rotation would align
-            // with the workers, sending every host record to the same one.
-            self.next = i + 1;
-            if self.games.len() >= GAMES_REMEMBERED {
-                self.games.clear();
-            }
-            self.games.insert(g.to_string(), worker.clone());
-        }
-        Some(worker)
     }
 
     /// Keeps entries no worker can take, claimed by this fanout so they do not count as

@@ -18,11 +18,10 @@ use std::time::Duration;
 use crate::pipeline::redis_conn::Conn;
 use redis::Script;
 
-use super::game::{self, Eliminated};
+use super::game::{self, Eliminated, GameError};
 use super::views;
 use super::Shared;
 use crate::pipeline::keys::{self, status};
-use crate::pipeline::redis_conn;
 
 /// How often the deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
@@ -56,7 +55,7 @@ pub async fn run(shared: Arc<Shared>) {
         if tokio::time::Instant::now() >= users_due {
             users_due += USER_SWEEP_EVERY.min(shared.settings.user_expiry.max(SWEEP_EVERY));
             if let Err(e) = forget_idle_users(&shared).await {
-                shared.unavailable(&e.into());
+                shared.unavailable(&e);
             }
         }
     }
@@ -97,11 +96,11 @@ pub async fn sweep(shared: &Shared, broken: &mut Broken) -> anyhow::Result<usize
                 acted += usize::from(done);
                 broken.mended(&g);
             }
-            Err(e) if is_outage(&e) => return Err(e),
+            Err(e) if e.is_outage() => return Err(e.into()),
             Err(e) => {
                 if broken.first_failure(&g) {
                     tracing::error!(
-                        "game {g}: cannot apply its deadline ({e:#}); trying again every {}s",
+                        "game {g}: cannot apply its deadline ({e}); trying again every {}s",
                         BROKEN_RETRY.as_secs()
                     );
                 }
@@ -120,7 +119,7 @@ pub async fn sweep(shared: &Shared, broken: &mut Broken) -> anyhow::Result<usize
 
 /// Applies game `g`'s deadline: a lobby still waiting times out, the player whose turn it is
 /// falls. True when it changed the game.
-async fn apply(shared: &Shared, conn: &mut Conn, g: &str) -> anyhow::Result<bool> {
+async fn apply(shared: &Shared, conn: &mut Conn, g: &str) -> Result<bool, GameError> {
     let rules = &shared.rules;
     let view = views::view(conn, g).await?;
     match view.status.as_deref() {
@@ -159,14 +158,6 @@ async fn apply(shared: &Shared, conn: &mut Conn, g: &str) -> anyhow::Result<bool
             Ok(false)
         }
     }
-}
-
-/// Whether `e` says Redis itself failed (unreachable, or busy for now) rather than one game's
-/// keys: then every other game would fail the same way.
-fn is_outage(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|cause| cause.downcast_ref::<redis::RedisError>())
-        .any(redis_conn::is_transient)
 }
 
 /// How many broken games [`Broken`] remembers before it starts over (and logs them again).

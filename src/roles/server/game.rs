@@ -17,12 +17,57 @@
 use std::sync::LazyLock;
 
 use crate::pipeline::redis_conn::Conn;
-use anyhow::{Context, Result};
-use redis::{Script, ScriptInvocation};
+use redis::{RedisError, RedisResult, Script, ScriptInvocation};
 use serde::Deserialize;
 
 use super::protocol::reason;
 use crate::pipeline::keys;
+use crate::pipeline::redis_conn;
+
+/// Why a change to a game's state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GameError {
+    /// Redis did not run the step: unreachable, busy, or it refused the command (a key of
+    /// the wrong type, say).
+    #[error("{step}: {}", redis_conn::describe(error))]
+    Redis {
+        step: &'static str,
+        error: RedisError,
+    },
+    /// A script answered what it never should: a key of the game or the roster holds garbage.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl GameError {
+    /// Whether Redis itself failed (unreachable, or busy for now) rather than this game's
+    /// keys: then every other game would fail the same way.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, GameError::Redis { error, .. } if redis_conn::is_transient(error))
+    }
+}
+
+impl From<RedisError> for GameError {
+    fn from(error: RedisError) -> Self {
+        GameError::Redis {
+            step: "Redis",
+            error,
+        }
+    }
+}
+
+/// Names the step a Redis error happened in.
+trait Step<T> {
+    fn step(self, step: &'static str) -> Result<T>;
+}
+
+impl<T> Step<T> for RedisResult<T> {
+    fn step(self, step: &'static str) -> Result<T> {
+        self.map_err(|error| GameError::Redis { step, error })
+    }
+}
+
+type Result<T> = std::result::Result<T, GameError>;
 
 /// Event published on `games:<g>:events` by the scripts (built by concatenation: every token
 /// in it is a UUID the server validated).
@@ -215,19 +260,25 @@ async fn join_one(
         .arg(&rules.status_key.1)
         .invoke_async(conn)
         .await
-        .context("join script")?;
+        .step("join script")?;
     Ok(match reply.first().map(String::as_str) {
         Some("OK") => match reply.get(1).and_then(|id| id.parse().ok()) {
             Some(id) => JoinReply::Ok(id),
-            None => anyhow::bail!("join script returned a hero id that is not an integer"),
+            None => {
+                return Err(GameError::Broken(
+                    "join script returned a hero id that is not an integer".into(),
+                ))
+            }
         },
         Some("MINE") => JoinReply::Mine(reply.get(1).cloned().unwrap_or_default()),
         Some("NO HEROES") => JoinReply::Refused(reason::NO_HEROES),
-        Some("BAD HERO") => anyhow::bail!(
-            "hero {} in {} has no health/attack",
-            reply.get(1).map(String::as_str).unwrap_or("?"),
-            keys::SUPERHEROS
-        ),
+        Some("BAD HERO") => {
+            return Err(GameError::Broken(format!(
+                "hero {} in {} has no health/attack",
+                reply.get(1).map(String::as_str).unwrap_or("?"),
+                keys::SUPERHEROS
+            )))
+        }
         _ => JoinReply::Skip,
     })
 }
@@ -289,7 +340,7 @@ pub async fn ready(
         .arg(socket)
         .invoke_async(conn)
         .await
-        .context("ready script")?;
+        .step("ready script")?;
     Ok(match reply.first().map(String::as_str) {
         Some("STARTED") => Ready::Started,
         Some("WAITING") => Ready::Waiting,
@@ -352,7 +403,7 @@ pub async fn attack(
         .ending(g, rules)
         .invoke_async(conn)
         .await
-        .context("attack script")?;
+        .step("attack script")?;
     let mut fields = reply.into_iter();
     let kind = fields.next().unwrap_or_default();
     let record = fields.next().unwrap_or_default();
@@ -365,7 +416,11 @@ pub async fn attack(
             turn: fields.next().and_then(|t| t.parse().ok()).unwrap_or(0),
             records: fields.next().and_then(|t| t.parse().ok()).unwrap_or(0),
         },
-        other => anyhow::bail!("attack script answered {other:?}"),
+        other => {
+            return Err(GameError::Broken(format!(
+                "attack script answered {other:?}"
+            )))
+        }
     })
 }
 
@@ -427,7 +482,7 @@ pub async fn eliminate(
         .ending(g, rules)
         .invoke_async(conn)
         .await
-        .context("eliminate script")?;
+        .step("eliminate script")?;
     Ok(match answer.as_str() {
         "DONE" => Eliminated::Completed { records },
         "ELIMINATED" => Eliminated::Eliminated,
@@ -462,7 +517,7 @@ pub async fn lobby_timeout(
         .ending(g, rules)
         .invoke_async(conn)
         .await
-        .context("lobby timeout script")?;
+        .step("lobby timeout script")?;
     Ok(flipped == 1)
 }
 
@@ -479,6 +534,6 @@ pub async fn login(conn: &mut Conn, name: &str) -> Result<(String, bool)> {
         .arg(uuid::Uuid::new_v4().to_string())
         .invoke_async(conn)
         .await
-        .context("login script")?;
+        .step("login script")?;
     Ok((token, created == 1))
 }

@@ -88,7 +88,7 @@ pub struct Shared {
 
 impl Shared {
     /// Logs a Redis failure (once per outage) and gives the reason the client sees.
-    pub fn unavailable(&self, error: &anyhow::Error) -> &'static str {
+    pub fn unavailable(&self, error: &dyn std::fmt::Display) -> &'static str {
         self.redis_down.store(true, Ordering::Relaxed);
         let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
         outage.failed(&format!("{error:#}"));

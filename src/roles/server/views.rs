@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::pipeline::redis_conn::Conn;
-use anyhow::Result;
+use redis::RedisResult as Result;
 
 use super::protocol::HeroSpec;
 use crate::pipeline::keys::{self, status};
@@ -68,17 +68,17 @@ pub async fn view(conn: &mut Conn, g: &str) -> Result<GameView> {
 
 /// Whether login ever handed out `token`.
 pub async fn is_user(conn: &mut Conn, token: &str) -> Result<bool> {
-    Ok(redis::cmd("SISMEMBER")
+    redis::cmd("SISMEMBER")
         .arg(keys::USER_TOKENS)
         .arg(token)
         .query_async(conn)
-        .await?)
+        .await
 }
 
 /// Whether game `g` exists.
 pub async fn is_game(conn: &mut Conn, g: &str) -> Result<bool> {
-    Ok(redis::cmd("EXISTS")
+    redis::cmd("EXISTS")
         .arg(keys::game_status(g))
         .query_async(conn)
-        .await?)
+        .await
 }

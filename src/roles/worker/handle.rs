@@ -1,20 +1,25 @@
-//! Handling one record: parse it, claim its game (or wait for the worker that holds it), write
-//! it ([`super::write`]), then clean and acknowledge; a Redis error retries the whole record,
-//! any other failure leaves it unacknowledged with the reason noted for the dead letter.
+//! The state the record handlers share ([`Worker`]) and the handling of one record: parse it,
+//! claim its game (or wait for the worker that holds it), write it (its files through
+//! [`super::write::Writer`]), then clean and acknowledge; a Redis error retries the whole
+//! record, any other failure leaves it unacknowledged with the reason noted for the dead letter.
 
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
 use tracing::Instrument;
 
-use super::claim::{self, Claim};
+use super::claim::{self, Claim, Finish};
 use super::etl::{self, EtlError};
-use super::{Outcome, Worker, BUSY_WAIT};
+use super::write::Writer;
+use super::{Outcome, WorkerMetrics, BUSY_WAIT};
+use crate::config::Settings;
 use crate::pipeline::delivery;
-use crate::pipeline::record::{self, Event, Record, RecordError};
+use crate::pipeline::record::{self, Event, Record, RecordError, SkipLog};
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
+use crate::pipeline::sink;
+use crate::shutdown::Shutdown;
 
 /// How long a stopping worker waits for Redis to answer a PING before it gives up on the
 /// games in hand.
@@ -56,7 +61,148 @@ impl From<EtlError> for Failure {
     }
 }
 
+/// State shared by the record handlers.
+pub(super) struct Worker {
+    pub(super) id: String,
+    lobby: String,
+    clean_routine: bool,
+    redis_expiry: Duration,
+    /// How long `etl:done` outlives the clean routine: a record queued at a worker that died
+    /// comes back up to ACK_TIMEOUT × MAX_DELIVERIES later and must still find the game done,
+    /// whatever REDIS_EXPIRY did to the rest of the game's keys.
+    done_expiry: Duration,
+    /// How long a claim lasts without renewal ([`claim::lease_for`] ACK_TIMEOUT).
+    lease: Duration,
+    writer: Writer,
+    pub(super) conn: Conn,
+    pub(super) metrics: WorkerMetrics,
+    skips: Mutex<SkipLog>,
+    outage: Mutex<Outage>,
+    shutdown: Shutdown,
+}
+
 impl Worker {
+    pub(super) fn new(
+        settings: &Settings,
+        output: sink::Output,
+        conn: Conn,
+        metrics: WorkerMetrics,
+        shutdown: Shutdown,
+    ) -> Worker {
+        let id = settings.worker_id.clone();
+        let lease = claim::lease_for(settings.ack_timeout);
+        Worker {
+            writer: Writer::new(&id, output, settings.write_timeout, lease, conn.clone()),
+            id,
+            lobby: settings.worker_channel.clone(),
+            clean_routine: settings.clean_routine,
+            redis_expiry: settings.redis_expiry,
+            done_expiry: super::done_expiry(settings),
+            lease,
+            conn,
+            metrics,
+            skips: Mutex::new(SkipLog::default()),
+            outage: Mutex::new(Outage::new("worker")),
+            shutdown,
+        }
+    }
+
+    /// Holds the claim for the steps after [`claim::claim`]; `None` when another worker took the
+    /// game over meanwhile.
+    pub(super) async fn write(
+        &self,
+        conn: &mut Conn,
+        game: &str,
+        token: &str,
+        previous_writer: Option<String>,
+    ) -> Result<Option<Outcome>, Failure> {
+        let started = Instant::now();
+        // The previous writer's files are named by its worker id; its token is what the keys hold.
+        let previous_writer = previous_writer.map(|t| claim::writer_id(&t).to_string());
+        if let Some(previous) = &previous_writer {
+            if self.writer.has_pair(game, previous).await? {
+                // A writer died between its renames and `finish`: its pair is the output.
+                tracing::info!("game {game}: taking over the complete files of worker {previous}");
+                return match claim::finish(conn, game, token, previous).await? {
+                    Finish::Done(_) => {
+                        self.clean(conn, game).await?;
+                        Ok(Some(Outcome::AlreadyDone))
+                    }
+                    Finish::Lost { .. } => Ok(None),
+                };
+            }
+        }
+        let loaded = match etl::load_game(conn, game).await.map_err(Failure::from) {
+            Ok(loaded) => loaded,
+            Err(Failure::Other(e)) => {
+                // Malformed game state will not get better: no retry here; the fanout's
+                // delivery limit sends it to the dead letters with this reason.
+                claim::release(conn, game, token).await?;
+                let why = format!("game {game}: {e:#}");
+                self.skip_game("malformed_game", &why);
+                return Ok(Some(Outcome::Unwritable(why)));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(data) = loaded else {
+            claim::release(conn, game, token).await?;
+            let why = format!("game {game} does not exist or is not finished");
+            self.skip_game("game_not_finished", &why);
+            return Ok(Some(Outcome::Unwritable(why)));
+        };
+        if let Some(previous) = previous_writer {
+            if !claim::start_writing(conn, game, token).await? {
+                return Ok(None);
+            }
+            // We are the writer now: whatever the previous one left is not the output, and our
+            // pair must not be written beside files we could not remove.
+            tracing::info!("game {game}: removing the incomplete files of worker {previous}");
+            if let Err(e) = self.writer.remove_pair(game, &previous).await {
+                // Their judgement goes back to whoever claims the game next.
+                claim::hand_back(conn, game, token, &previous).await?;
+                return Err(Failure::Other(e.context(format!(
+                    "game {game}: cannot remove the incomplete files of worker {previous}, so \
+                     its pair is not written"
+                ))));
+            }
+        }
+        self.writer.write_files(game, token, &data).await?;
+        match claim::finish(conn, game, token, &self.id).await? {
+            Finish::Done(by) if by == self.id => {
+                self.metrics
+                    .etl_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.files_written.inc_by(2);
+                self.metrics.games_written.inc();
+                self.clean(conn, game).await?;
+                Ok(Some(Outcome::Written))
+            }
+            Finish::Done(by) => {
+                tracing::info!("game {game} was finished by {by} meanwhile; removing our files");
+                self.writer.remove_own_files(game).await;
+                self.clean(conn, game).await?;
+                Ok(Some(Outcome::AlreadyDone))
+            }
+            Finish::Lost { writer: None } => {
+                // No lease, no writer, no done: Redis lost the game's claim keys while we wrote
+                // (restarted without persistence, or failed over with lag). Its game keys went
+                // with them, so nobody can write the game again: our pair is the only copy.
+                tracing::warn!(
+                    "game {game}: Redis no longer knows this game's claim (restarted or failed \
+                     over?); keeping our files as its output"
+                );
+                Ok(None)
+            }
+            lost => {
+                if lost.supersedes(&self.id) {
+                    tracing::info!("game {game}: lease lost to another writer; removing our files");
+                    self.writer.remove_own_files(game).await;
+                }
+                Ok(None)
+            }
+        }
+    }
+
     pub(super) async fn handle(&self, payload: &[u8]) -> Outcome {
         let record = match record::parse(payload) {
             Ok(record) => record,
@@ -148,7 +294,7 @@ impl Worker {
                 return Ok(Outcome::Busy);
             }
             Claim::Claimed { previous_writer } => {
-                let renewer = self.keep_lease(&game, token);
+                let renewer = self.writer.keep_lease(&game, token);
                 let written = self.write(&mut conn, &game, token, previous_writer).await;
                 renewer.abort();
                 match written? {
@@ -248,7 +394,7 @@ impl Worker {
     /// without waiting for the beat: during an outage a command waits on a reconnection for
     /// as long as Redis stays away.
     pub(super) async fn heartbeat(&self) {
-        if self.stuck_writes.load(Ordering::Relaxed) > 0 {
+        if self.writer.is_stuck() {
             return;
         }
         let mut conn = self.conn.clone();

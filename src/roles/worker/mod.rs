@@ -16,21 +16,21 @@
 //! leftovers from OUTPUT_DIR ([`leftovers`]). OUTPUT_DIR is a folder or an object store
 //! ([`sink::Output`]); the steps are the same for both.
 //!
-//! This file runs the loop (subscribe, beat, hand records to handlers, tally); `handle.rs` takes
-//! one record from parse to acknowledgement, `write.rs` writes a claimed game.
+//! This file runs the loop (subscribe, beat, hand records to handlers, tally); `handle.rs` holds
+//! the `Worker` the handlers share and takes one record from parse to
+//! acknowledgement; `write.rs` holds its `Writer`, which writes a claimed game's files.
 
 pub mod claim;
 pub mod etl;
 mod handle;
+use handle::Worker;
 pub mod leftovers;
 mod metrics;
 mod write;
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::pipeline::redis_conn::Conn;
 use anyhow::{bail, Result};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -39,8 +39,7 @@ use crate::config::Settings;
 use crate::metrics::SharedRegistry;
 use crate::pipeline::delivery;
 use crate::pipeline::keys;
-use crate::pipeline::record::SkipLog;
-use crate::pipeline::redis_conn::{self, Outage, Redis, SubEvent};
+use crate::pipeline::redis_conn::{self, Redis, SubEvent};
 use crate::pipeline::sink;
 use crate::shutdown::Shutdown;
 pub use metrics::{ReasonLabel, WorkerMetrics};
@@ -85,30 +84,6 @@ enum Outcome {
     Abandoned,
 }
 
-/// State shared by the record handlers.
-struct Worker {
-    id: String,
-    lobby: String,
-    output: sink::Output,
-    clean_routine: bool,
-    redis_expiry: Duration,
-    /// How long `etl:done` outlives the clean routine: a record queued at a worker that died
-    /// comes back up to ACK_TIMEOUT × MAX_DELIVERIES later and must still find the game done,
-    /// whatever REDIS_EXPIRY did to the rest of the game's keys.
-    done_expiry: Duration,
-    /// How long a claim lasts without renewal ([`claim::lease_for`] ACK_TIMEOUT).
-    lease: Duration,
-    write_timeout: Duration,
-    /// Writes that ran past WRITE_TIMEOUT and have not returned yet: while any is stuck the
-    /// worker stops beating, so the fanout gives it nothing new.
-    stuck_writes: Arc<AtomicUsize>,
-    conn: Conn,
-    metrics: WorkerMetrics,
-    skips: Mutex<SkipLog>,
-    outage: Mutex<Outage>,
-    shutdown: Shutdown,
-}
-
 /// Runs a worker until shutdown, then finishes the records in hand and reports.
 pub async fn run(settings: &Settings, redis: Redis, shutdown: Shutdown) -> Result<WorkerReport> {
     let registry = crate::metrics::registry("worker");
@@ -139,22 +114,13 @@ pub async fn run_with_metrics(
     crate::metrics::maybe_serve(settings.metrics_addr, registry, &shutdown).await?;
     let output = sink::Output::open(&settings.output_dir)?;
     leftovers::remove(&mut conn.clone(), &output, &id).await?;
-    let worker = Arc::new(Worker {
-        id: id.clone(),
-        lobby: lobby.clone(),
+    let worker = Arc::new(Worker::new(
+        settings,
         output,
-        clean_routine: settings.clean_routine,
-        redis_expiry: settings.redis_expiry,
-        done_expiry: done_expiry(settings),
-        lease: claim::lease_for(settings.ack_timeout),
-        write_timeout: settings.write_timeout,
-        stuck_writes: Arc::new(AtomicUsize::new(0)),
         conn,
-        metrics: worker_metrics,
-        skips: Mutex::new(SkipLog::default()),
-        outage: Mutex::new(Outage::new("worker")),
-        shutdown: shutdown.clone(),
-    });
+        worker_metrics,
+        shutdown.clone(),
+    ));
     let mut events =
         redis_conn::subscribe(&redis, vec![channel.clone()], Vec::new(), shutdown.clone());
     let mut report = WorkerReport::default();

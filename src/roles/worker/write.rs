@@ -1,112 +1,60 @@
-//! Writing a claimed game: load it, turn it into rows, write both files (given up after
-//! WRITE_TIMEOUT), keep the claim's lease alive meanwhile, and mark the game done.
+//! Writing a claimed game's files: both files of a pair (given up after WRITE_TIMEOUT), the
+//! claim's lease kept alive while a write overruns, and the files of a write that overran
+//! judged once it returns. [`super::handle`] decides when to write and what the outcome is.
 
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
 use tracing::Instrument;
 
 use super::claim::{self, Finish};
+use super::etl;
 use super::handle::Failure;
-use super::{etl, Outcome, Worker};
+use crate::pipeline::sink;
 
-impl Worker {
-    /// Holds the claim for the steps after [`claim::claim`]; `None` when another worker took the
-    /// game over meanwhile.
-    pub(super) async fn write(
-        &self,
-        conn: &mut Conn,
-        game: &str,
-        token: &str,
-        previous_writer: Option<String>,
-    ) -> Result<Option<Outcome>, Failure> {
-        let started = Instant::now();
-        // The previous writer's files are named by its worker id; its token is what the keys hold.
-        let previous_writer = previous_writer.map(|t| claim::writer_id(&t).to_string());
-        if let Some(previous) = &previous_writer {
-            if self.pair_in_place(game, previous).await? {
-                // A writer died between its renames and `finish`: its pair is the output.
-                tracing::info!("game {game}: taking over the complete files of worker {previous}");
-                return match claim::finish(conn, game, token, previous).await? {
-                    Finish::Done(_) => {
-                        self.clean(conn, game).await?;
-                        Ok(Some(Outcome::AlreadyDone))
-                    }
-                    Finish::Lost { .. } => Ok(None),
-                };
-            }
+/// The file side of a worker: its output, how long a write may take, and the writes stuck past
+/// that.
+pub(super) struct Writer {
+    id: String,
+    output: sink::Output,
+    write_timeout: Duration,
+    /// How long a claim lasts without renewal.
+    lease: Duration,
+    /// Writes that ran past WRITE_TIMEOUT and have not returned yet.
+    stuck: Arc<AtomicUsize>,
+    conn: Conn,
+}
+
+impl Writer {
+    pub(super) fn new(
+        id: &str,
+        output: sink::Output,
+        write_timeout: Duration,
+        lease: Duration,
+        conn: Conn,
+    ) -> Writer {
+        Writer {
+            id: id.to_string(),
+            output,
+            write_timeout,
+            lease,
+            stuck: Arc::new(AtomicUsize::new(0)),
+            conn,
         }
-        let loaded = match etl::load_game(conn, game).await.map_err(Failure::from) {
-            Ok(loaded) => loaded,
-            Err(Failure::Other(e)) => {
-                // Malformed game state will not get better: no retry here; the fanout's
-                // delivery limit sends it to the dead letters with this reason.
-                claim::release(conn, game, token).await?;
-                let why = format!("game {game}: {e:#}");
-                self.skip_game("malformed_game", &why);
-                return Ok(Some(Outcome::Unwritable(why)));
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(data) = loaded else {
-            claim::release(conn, game, token).await?;
-            let why = format!("game {game} does not exist or is not finished");
-            self.skip_game("game_not_finished", &why);
-            return Ok(Some(Outcome::Unwritable(why)));
-        };
-        if let Some(previous) = previous_writer {
-            if !claim::start_writing(conn, game, token).await? {
-                return Ok(None);
-            }
-            // We are the writer now: whatever the previous one left is not the output, and our
-            // pair must not be written beside files we could not remove.
-            tracing::info!("game {game}: removing the incomplete files of worker {previous}");
-            if let Err(e) = self.output.remove_pair(game, &previous).await {
-                // Their judgement goes back to whoever claims the game next.
-                claim::hand_back(conn, game, token, &previous).await?;
-                return Err(Failure::Other(e.context(format!(
-                    "game {game}: cannot remove the incomplete files of worker {previous}, so \
-                     its pair is not written"
-                ))));
-            }
-        }
-        self.write_files(game, token, &data).await?;
-        match claim::finish(conn, game, token, &self.id).await? {
-            Finish::Done(by) if by == self.id => {
-                self.metrics
-                    .etl_duration
-                    .observe(started.elapsed().as_secs_f64());
-                self.metrics.files_written.inc_by(2);
-                self.metrics.games_written.inc();
-                self.clean(conn, game).await?;
-                Ok(Some(Outcome::Written))
-            }
-            Finish::Done(by) => {
-                tracing::info!("game {game} was finished by {by} meanwhile; removing our files");
-                self.remove_own_files(game).await;
-                self.clean(conn, game).await?;
-                Ok(Some(Outcome::AlreadyDone))
-            }
-            Finish::Lost { writer: None } => {
-                // No lease, no writer, no done: Redis lost the game's claim keys while we wrote
-                // (restarted without persistence, or failed over with lag). Its game keys went
-                // with them, so nobody can write the game again: our pair is the only copy.
-                tracing::warn!(
-                    "game {game}: Redis no longer knows this game's claim (restarted or failed \
-                     over?); keeping our files as its output"
-                );
-                Ok(None)
-            }
-            lost => {
-                if lost.supersedes(&self.id) {
-                    tracing::info!("game {game}: lease lost to another writer; removing our files");
-                    self.remove_own_files(game).await;
-                }
-                Ok(None)
-            }
-        }
+    }
+
+    /// Whether a write that overran WRITE_TIMEOUT has not returned yet: while one is stuck the
+    /// worker stops beating, so the fanout gives it nothing new.
+    pub(super) fn is_stuck(&self) -> bool {
+        self.stuck.load(Ordering::Relaxed) > 0
+    }
+
+    /// Removes `worker`'s files of `game`, final and temporary.
+    pub(super) async fn remove_pair(&self, game: &str, worker: &str) -> Result<()> {
+        self.output.remove_pair(game, worker).await
     }
 
     /// Renews the lease every third of its length until aborted.
@@ -127,7 +75,7 @@ impl Worker {
 
     /// Whether `worker`'s pair of `game` is complete. A store that cannot answer (after the
     /// client's retries) fails this delivery: it comes back later.
-    pub(super) async fn pair_in_place(&self, game: &str, worker: &str) -> Result<bool, Failure> {
+    pub(super) async fn has_pair(&self, game: &str, worker: &str) -> Result<bool, Failure> {
         self.output
             .has_pair(game, worker)
             .await
@@ -159,9 +107,9 @@ impl Worker {
                 .map_err(|e| Failure::Other(anyhow::anyhow!("writing game {game}: {e}")))?
                 .map_err(Failure::Other),
             Err(_) => {
-                self.stuck_writes.fetch_add(1, Ordering::Relaxed);
+                self.stuck.fetch_add(1, Ordering::Relaxed);
                 let renewer = self.keep_lease(game, token);
-                let (stuck, mut conn) = (self.stuck_writes.clone(), self.conn.clone());
+                let (stuck, mut conn) = (self.stuck.clone(), self.conn.clone());
                 let (output, id) = (self.output.clone(), self.id.clone());
                 let (g, token) = (game.to_string(), token.to_string());
                 tokio::spawn(
@@ -187,7 +135,7 @@ impl Worker {
 /// lease is still held for it: a complete pair becomes the game's output through the same
 /// `finish` step as any write (so it is marked done only with both files present); anything
 /// else is removed, then the lease is given back. A lease lost meanwhile is judged as in
-/// [`Worker::write`]: another writer's game is not ours to keep; a game Redis forgot keeps
+/// [`super::Worker::write`]: another writer's game is not ours to keep; a game Redis forgot keeps
 /// our files.
 async fn settle_overrun(
     conn: &mut Conn,
