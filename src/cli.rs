@@ -90,6 +90,10 @@ pub struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run on a private Redis Cluster of N primaries with a replica each. Hidden until the keys
+    /// are slot-aware: it starts the cluster, then refuses to run the roles on it.
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(3..=64))]
+    pub cluster: Option<u16>,
 }
 
 /// `demo --progress`.
@@ -107,6 +111,10 @@ pub struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Measure on a private Redis Cluster of N primaries with a replica each. Hidden until the
+    /// keys are slot-aware: it starts the cluster, then refuses to run the roles on it.
+    #[arg(long, global = true, value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(3..=64))]
+    pub cluster: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]

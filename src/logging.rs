@@ -38,11 +38,17 @@ pub fn filter(level: tracing::Level) -> EnvFilter {
     level_filter(level)
 }
 
-/// `level` for this crate, the stricter of `level` and WARN for its dependencies.
+/// `level` for this crate, the stricter of `level` and WARN for its dependencies, and of ERROR
+/// for the redis crate: its cluster client warns at every retry to a node that is down, where
+/// the roles' own outage lines say it once.
 fn level_filter(level: tracing::Level) -> EnvFilter {
     let ours = LevelFilter::from_level(level);
     let others = ours.min(LevelFilter::WARN);
-    EnvFilter::builder().parse_lossy(format!("{others},{}={ours}", env!("CARGO_CRATE_NAME")))
+    let redis = ours.min(LevelFilter::ERROR);
+    EnvFilter::builder().parse_lossy(format!(
+        "{others},redis={redis},{}={ours}",
+        env!("CARGO_CRATE_NAME")
+    ))
 }
 
 /// Installs the global subscriber; a second call (tests, `demo`) is a no-op.
@@ -166,6 +172,7 @@ mod tests {
         let f = level_filter(tracing::Level::DEBUG).to_string();
         assert!(f.contains("superhero=debug"), "{f}");
         assert!(f.contains("warn"), "{f}");
+        assert!(f.contains("redis=error"), "{f}");
         // A stricter LOG_LEVEL applies to the dependencies too.
         let f = level_filter(tracing::Level::ERROR).to_string();
         assert!(f.contains("superhero=error"), "{f}");

@@ -42,14 +42,60 @@ pub struct RedisSettings {
     pub db: i64,
     pub password: Option<String>,
     pub url: Option<String>,
+    /// Seeds of a Redis Cluster; empty: the one Redis above. In cluster mode the password and
+    /// TLS still come from REDIS_PASSWORD or REDIS_URL, the addresses from the seeds.
+    pub cluster_nodes: Vec<NodeAddr>,
 }
 
 impl RedisSettings {
-    /// `host:port` (or the URL without its credentials) for messages: never the password.
+    /// `host:port` (or the URL without its credentials, or the cluster's seeds) for messages:
+    /// never the password.
     pub fn display_addr(&self) -> String {
+        if !self.cluster_nodes.is_empty() {
+            let seeds: Vec<String> = self.cluster_nodes.iter().map(|n| n.to_string()).collect();
+            return format!("cluster {}", seeds.join(","));
+        }
         match &self.url {
             Some(url) => redact_url(url),
             None => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+}
+
+/// One node's `host:port` (a cluster seed, a primary).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl NodeAddr {
+    /// `host:port`, `[v6]:port` too; `None` when either part is missing or the port is 0.
+    pub fn parse(text: &str) -> Option<NodeAddr> {
+        let (host, port) = text.rsplit_once(':')?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        let plain = |c: char| !c.is_whitespace() && !matches!(c, '/' | '@' | ',' | '[' | ']');
+        (!host.is_empty() && host.chars().all(plain)).then(|| NodeAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
         }
     }
 }
@@ -62,6 +108,7 @@ impl fmt::Debug for RedisSettings {
             .field("db", &self.db)
             .field("password", &self.password.as_ref().map(|_| "********"))
             .field("url", &self.url.as_deref().map(redact_url))
+            .field("cluster_nodes", &self.cluster_nodes)
             .finish()
     }
 }
@@ -95,6 +142,7 @@ impl Settings {
     pub fn from_layers(layers: Layers) -> Result<Self, ConfigError> {
         let figment = layers.figment()?;
         let raw: vars::RawSettings = figment.extract().map_err(layers::describe_error)?;
+        cluster_db(&figment, &raw)?;
         let computed = vars::Computed {
             redis: RedisSettings {
                 host: raw.redis_host.0.clone(),
@@ -102,6 +150,7 @@ impl Settings {
                 db: raw.redis_db.0,
                 password: raw.redis_password.0.clone(),
                 url: raw.redis_url.0.clone(),
+                cluster_nodes: raw.redis_cluster_nodes.0.clone(),
             },
             worker_id: raw.worker_id.0.clone().unwrap_or_else(random_worker_id),
             write_timeout: write_timeout(&figment, &raw)?,
@@ -135,6 +184,23 @@ fn write_timeout(figment: &Figment, raw: &vars::RawSettings) -> Result<Duration,
         Some(w) => Ok(w),
         None => Ok(ack_timeout / 2),
     }
+}
+
+/// A Redis Cluster has database 0 only: a REDIS_DB beside REDIS_CLUSTER_NODES is a mistake to
+/// report, not to ignore.
+fn cluster_db(figment: &Figment, raw: &vars::RawSettings) -> Result<(), ConfigError> {
+    if raw.redis_cluster_nodes.0.is_empty() || raw.redis_db.0 == 0 {
+        return Ok(());
+    }
+    let from = figment
+        .find_metadata("REDIS_DB")
+        .map(|md| format!(" (from {})", layers::describe_source(md, "REDIS_DB")))
+        .unwrap_or_default();
+    Err(ConfigError(format!(
+        "REDIS_DB: invalid value {}, expected 0: a Redis Cluster (REDIS_CLUSTER_NODES) has \
+         database 0 only{from}",
+        raw.redis_db.0
+    )))
 }
 
 /// true/false/1/0/yes/no in any case (Python-era env files say `False`).

@@ -79,6 +79,26 @@ fn settings_that_cannot_work_are_refused_naming_the_variable() {
         (&[("DEAD_LETTERS_MAX", "0")][..], "DEAD_LETTERS_MAX"),
         (&[("REDIS_DB", "-1")][..], "REDIS_DB"),
         (
+            &[("REDIS_CLUSTER_NODES", "127.0.0.1")][..],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", "a:7000,,b:7001")][..],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", "a:70000")][..],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", "redis://a:7000")][..],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", "a:7000"), ("REDIS_DB", "2")][..],
+            "REDIS_DB",
+        ),
+        (
             &[("REDIS_URL", "http://:hunter2@example/0")][..],
             "REDIS_URL",
         ),
@@ -312,4 +332,30 @@ fn booleans_accept_on_and_off() {
         let s = Settings::from_layers(layers(&[("CLEAN_ROUTINE", text)])).unwrap();
         assert_eq!(s.clean_routine, want, "{text}");
     }
+}
+
+#[test]
+fn cluster_seeds_are_read_and_unset_means_one_redis() {
+    let s = Settings::from_layers(layers(&[])).unwrap();
+    assert!(!s.redis.is_cluster());
+    assert_eq!(s.redis.display_addr(), "localhost:6379");
+    let s = Settings::from_layers(layers(&[(
+        "REDIS_CLUSTER_NODES",
+        " 10.0.0.1:7000, redis-b:7001 ,[::1]:7002",
+    )]))
+    .unwrap();
+    let seeds: Vec<String> = s
+        .redis
+        .cluster_nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(seeds, ["10.0.0.1:7000", "redis-b:7001", "[::1]:7002"]);
+    assert_eq!(s.redis.cluster_nodes[2].host, "::1");
+    assert_eq!(
+        s.redis.display_addr(),
+        "cluster 10.0.0.1:7000,redis-b:7001,[::1]:7002"
+    );
+    let s = Settings::from_layers(layers(&[("REDIS_CLUSTER_NODES", "")])).unwrap();
+    assert!(!s.redis.is_cluster());
 }

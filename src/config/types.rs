@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::{parse_bool, parse_level, redact_url, validate_worker_id, LoggerModule, OutputDir};
+use super::{
+    parse_bool, parse_level, redact_url, validate_worker_id, LoggerModule, NodeAddr, OutputDir,
+};
 
 /// Any scalar as text (trimmed); tables and arrays are not settings.
 struct TextVisitor;
@@ -96,7 +98,8 @@ deserialize_from_text!(
     Module,
     ClientGames,
     OutDir,
-    OptAddr
+    OptAddr,
+    ClusterNodes
 );
 
 impl<'de, T: WholeKind> Deserialize<'de> for Whole<T> {
@@ -400,5 +403,28 @@ impl FromText for OptAddr {
         text.parse().map(|a| OptAddr(Some(a))).map_err(|_| {
             format!("invalid value {text:?}, expected HOST:PORT such as 127.0.0.1:9100")
         })
+    }
+}
+
+/// REDIS_CLUSTER_NODES: comma-separated `host:port` seeds of a Redis Cluster, or none (a single
+/// Redis) when empty.
+#[derive(Debug)]
+pub struct ClusterNodes(pub Vec<NodeAddr>);
+
+impl FromText for ClusterNodes {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(ClusterNodes(Vec::new()));
+        }
+        text.split(',')
+            .map(|seed| NodeAddr::parse(seed.trim()))
+            .collect::<Option<Vec<_>>>()
+            .map(ClusterNodes)
+            .ok_or_else(|| {
+                format!(
+                    "invalid value {text:?}, expected comma-separated HOST:PORT seeds such as \
+                     10.0.0.1:7000,10.0.0.2:7000"
+                )
+            })
     }
 }

@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::types::{
-    AckTimeout, ClientGames, ConnectionCap, DbIndex, LogLevel, Module, OptAddr, OptSeconds,
-    OptText, OutDir, Positive, PositiveSeconds, RedisUrl, Seconds, Switch, Text, Whole, WorkerId,
+    AckTimeout, ClientGames, ClusterNodes, ConnectionCap, DbIndex, LogLevel, Module, OptAddr,
+    OptSeconds, OptText, OutDir, Positive, PositiveSeconds, RedisUrl, Seconds, Switch, Text, Whole,
+    WorkerId,
 };
 use super::{LoggerModule, OutputDir, RedisSettings};
 
@@ -157,7 +158,7 @@ macro_rules! settings {
 settings! {
     computed {
         /// Where Redis lives and how to log in: REDIS_HOST, REDIS_PORT, REDIS_DB,
-        /// REDIS_PASSWORD and REDIS_URL.
+        /// REDIS_PASSWORD, REDIS_URL and REDIS_CLUSTER_NODES.
         redis: RedisSettings,
         /// HOSTNAME, or a random id when unset.
         worker_id: String,
@@ -190,6 +191,13 @@ settings! {
         commands: REDIS_CLIENTS,
         unset: "(none)",
         help: "full redis:// or rediss:// URL; overrides host, port, db and password",
+    }
+    redis_cluster_nodes: ClusterNodes {
+        var: "REDIS_CLUSTER_NODES", flag: "redis-cluster-nodes", value: "HOST:PORT,...",
+        heading: "Redis", commands: REDIS_CLIENTS,
+        unset: "(single Redis)",
+        help: "seed nodes of a Redis Cluster, comma-separated; password and TLS still come from \
+               REDIS_PASSWORD or REDIS_URL; unset: one Redis at REDIS_HOST:REDIS_PORT",
     }
     redis_expiry: Seconds => Duration {
         var: "REDIS_EXPIRY", flag: "redis-expiry", value: "SECS", heading: "Redis",

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
-use redis::aio::ConnectionManager;
 
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{scan, Redis};
@@ -38,7 +38,7 @@ pub struct Cleaned {
     pub kept_unwritten: Vec<String>,
 }
 
-async fn delete(conn: &mut ConnectionManager, keys: &[String]) -> Result<()> {
+async fn delete(conn: &mut Conn, keys: &[String]) -> Result<()> {
     for chunk in keys.chunks(DELETE_BATCH) {
         redis::cmd("UNLINK")
             .arg(chunk)

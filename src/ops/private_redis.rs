@@ -104,6 +104,11 @@ impl PrivateRedis {
         self.port
     }
 
+    /// Whether the server runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::pipeline::keys;
@@ -100,14 +100,16 @@ pub async fn collect(redis: &Redis, lobby: &str) -> Result<Status> {
     })
 }
 
-/// Worker channels with at least one subscriber, by PUBSUB CHANNELS.
-async fn worker_channels(conn: &mut ConnectionManager, lobby: &str) -> Result<Vec<WorkerChannel>> {
+/// Worker channels with at least one subscriber, by PUBSUB CHANNELS (on a cluster, every
+/// node's list, so a channel may come more than once).
+async fn worker_channels(conn: &mut Conn, lobby: &str) -> Result<Vec<WorkerChannel>> {
     let mut channels: Vec<String> = redis::cmd("PUBSUB")
         .arg("CHANNELS")
         .arg(keys::worker_channel_pattern(lobby))
         .query_async(conn)
         .await?;
     channels.sort();
+    channels.dedup();
     Ok(numsub(conn, &channels)
         .await?
         .into_iter()
@@ -125,7 +127,7 @@ async fn worker_channels(conn: &mut ConnectionManager, lobby: &str) -> Result<Ve
         .collect())
 }
 
-async fn games_by_status(conn: &mut ConnectionManager) -> Result<BTreeMap<String, u64>> {
+async fn games_by_status(conn: &mut Conn) -> Result<BTreeMap<String, u64>> {
     let mut games: BTreeMap<String, u64> = [
         keys::status::WAITING_LOBBY,
         keys::status::STARTING,

@@ -14,7 +14,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::{RedisResult, Script};
 
 use crate::pipeline::keys;
@@ -55,7 +55,7 @@ static NOTE_FAILURE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("note_failure.lua")));
 
 /// Records that worker `id` is alive and making progress, by Redis's clock.
-pub async fn heartbeat(conn: &mut ConnectionManager, lobby: &str, id: &str) -> RedisResult<()> {
+pub async fn heartbeat(conn: &mut Conn, lobby: &str, id: &str) -> RedisResult<()> {
     let _: i64 = BEAT
         .key(keys::worker_heartbeats(lobby))
         .arg(id)
@@ -65,7 +65,7 @@ pub async fn heartbeat(conn: &mut ConnectionManager, lobby: &str, id: &str) -> R
 }
 
 /// Takes worker `id` out of rotation at once (a clean stop).
-pub async fn leave(conn: &mut ConnectionManager, lobby: &str, id: &str) -> RedisResult<()> {
+pub async fn leave(conn: &mut Conn, lobby: &str, id: &str) -> RedisResult<()> {
     redis::cmd("ZREM")
         .arg(keys::worker_heartbeats(lobby))
         .arg(id)
@@ -75,7 +75,7 @@ pub async fn leave(conn: &mut ConnectionManager, lobby: &str, id: &str) -> Redis
 
 /// Deletes worker `id`'s consumer of the group once it stops, unless it still holds pending
 /// entries (those stay until a fanout routes them again). True when deleted.
-pub async fn retire(conn: &mut ConnectionManager, lobby: &str, id: &str) -> RedisResult<bool> {
+pub async fn retire(conn: &mut Conn, lobby: &str, id: &str) -> RedisResult<bool> {
     let deleted: i64 = RETIRE
         .key(keys::log_stream(lobby))
         .arg(keys::fanout_group(lobby))
@@ -87,7 +87,7 @@ pub async fn retire(conn: &mut ConnectionManager, lobby: &str, id: &str) -> Redi
 
 /// Acknowledges delivered entries: they leave the group's pending list for good, with what the
 /// fanout noted about earlier attempts.
-pub async fn ack(conn: &mut ConnectionManager, lobby: &str, ids: &[String]) -> RedisResult<()> {
+pub async fn ack(conn: &mut Conn, lobby: &str, ids: &[String]) -> RedisResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -109,7 +109,7 @@ pub async fn ack(conn: &mut ConnectionManager, lobby: &str, ids: &[String]) -> R
 /// Notes why worker `worker` could not handle entry `id`, while the entry is still pending;
 /// the dead letter carries the last one. True when noted.
 pub async fn note_failure(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     lobby: &str,
     id: &str,
     worker: &str,

@@ -6,6 +6,7 @@ mod common;
 
 mod bad_input;
 mod bench;
+mod cluster;
 mod connection_limits;
 mod delivery;
 mod demo;

@@ -12,10 +12,9 @@ use common::roles::{
     wait_subscribed, worker_channels, Pipeline, Task, LOBBY,
 };
 use common::{superhero, wait_for, TestRedis};
-use redis::aio::ConnectionManager;
 use superhero::config::Settings;
 use superhero::ops::bench::synth::{self, SynthGame};
-use superhero::pipeline::redis_conn::{self, Redis, SubEvent};
+use superhero::pipeline::redis_conn::{self, Conn, Redis, SubEvent};
 use superhero::pipeline::sink::{META_TABLE, PODIUM_TABLE};
 use superhero::pipeline::{delivery, keys};
 use superhero::roles::fanout;
@@ -46,7 +45,7 @@ fn count_files(out: &Path) -> (usize, usize) {
     (meta, podium)
 }
 
-async fn publish_records(conn: &mut ConnectionManager, games: &[SynthGame]) {
+async fn publish_records(conn: &mut Conn, games: &[SynthGame]) {
     let records: Vec<String> = games
         .iter()
         .flat_map(|g| synth::records(LOBBY, g))
@@ -66,7 +65,7 @@ async fn wait_files(out: &Path, n: usize, timeout: Duration) {
 }
 
 /// Waits until the fanout has nothing left: no entry of the log unread, none unacknowledged.
-async fn wait_drained(conn: &mut ConnectionManager, timeout: Duration) {
+async fn wait_drained(conn: &mut Conn, timeout: Duration) {
     wait_for("every record acknowledged", timeout, || {
         let mut conn = conn.clone();
         async move {
@@ -81,7 +80,7 @@ async fn wait_drained(conn: &mut ConnectionManager, timeout: Duration) {
 
 /// Waits until the log holds `n` entries: the fanout appended every record published on the
 /// lobby channel (nothing is trimmed within LOG_RETENTION).
-async fn wait_logged(conn: &mut ConnectionManager, n: u64, timeout: Duration) {
+async fn wait_logged(conn: &mut Conn, n: u64, timeout: Duration) {
     wait_for(&format!("{n} records in the log"), timeout, || {
         let mut conn = conn.clone();
         async move {
@@ -95,7 +94,7 @@ async fn wait_logged(conn: &mut ConnectionManager, n: u64, timeout: Duration) {
 }
 
 /// Appends records to the log as the server's scripts do; returns their entry ids.
-async fn append_to_log(conn: &mut ConnectionManager, records: &[String]) -> Vec<String> {
+async fn append_to_log(conn: &mut Conn, records: &[String]) -> Vec<String> {
     let mut pipe = redis::pipe();
     for record in records {
         pipe.cmd("XADD")
@@ -462,7 +461,7 @@ async fn a_second_worker_with_the_same_id_refuses_to_start() {
 
 /// Publishes the records of `games` in `chunks` pieces, calling `between` after the first piece.
 async fn publish_in_chunks(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     games: &[SynthGame],
     chunks: usize,
     mut between: impl FnMut(),

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use common::{wait_for, TestRedis};
 use rand::SeedableRng;
-use redis::aio::ConnectionManager;
 use superhero::config::Settings;
 use superhero::ops::bench::synth::{self, SynthGame};
-use superhero::pipeline::redis_conn::{self, Redis};
+use superhero::pipeline::redis_conn::{self, Conn, Redis};
 use superhero::pipeline::sink::{self, META_TABLE, PODIUM_TABLE};
 use superhero::pipeline::{delivery, keys};
 use superhero::roles::fanout;
@@ -27,7 +26,7 @@ struct Setup {
     _redis: TestRedis,
     out: tempfile::TempDir,
     settings: Settings,
-    conn: ConnectionManager,
+    conn: Conn,
     game: SynthGame,
 }
 
@@ -97,7 +96,7 @@ async fn deliver(s: &mut Setup) -> String {
 
 /// XADD to the log, XREADGROUP as a fanout would (the entry becomes pending), then PUBLISH on
 /// the live worker's channel with `delivery_id` = the entry id.
-async fn route(conn: &mut ConnectionManager, record: &str) -> String {
+async fn route(conn: &mut Conn, record: &str) -> String {
     let id = make_pending(conn, record).await;
     assert_eq!(pending_ids(conn).await, vec![id.clone()]);
     let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
@@ -113,7 +112,7 @@ async fn route(conn: &mut ConnectionManager, record: &str) -> String {
 
 /// XADD to the log, then XREADGROUP as a fanout would: the entry becomes pending under
 /// `fanout:test`. Its id.
-async fn make_pending(conn: &mut ConnectionManager, record: &str) -> String {
+async fn make_pending(conn: &mut Conn, record: &str) -> String {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(keys::log_stream(LOBBY))
@@ -179,7 +178,7 @@ async fn assert_written_once_by_live(s: &mut Setup) {
 }
 
 /// Ids of the log entries not yet acknowledged (XPENDING).
-async fn pending_ids(conn: &mut ConnectionManager) -> Vec<String> {
+async fn pending_ids(conn: &mut Conn) -> Vec<String> {
     let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
         .arg(keys::log_stream(LOBBY))
         .arg(keys::fanout_group(LOBBY))
@@ -192,7 +191,7 @@ async fn pending_ids(conn: &mut ConnectionManager) -> Vec<String> {
     rows.into_iter().map(|(id, ..)| id).collect()
 }
 
-async fn unacked(conn: &mut ConnectionManager) -> u64 {
+async fn unacked(conn: &mut Conn) -> u64 {
     fanout::inspect(conn, LOBBY).await.unwrap().unacked
 }
 
@@ -205,7 +204,7 @@ async fn wait_acked(s: &mut Setup) {
     .await;
 }
 
-async fn get(conn: &mut ConnectionManager, key: String) -> Option<String> {
+async fn get(conn: &mut Conn, key: String) -> Option<String> {
     redis::cmd("GET").arg(key).query_async(conn).await.unwrap()
 }
 
@@ -501,7 +500,7 @@ async fn a_write_that_overruns_write_timeout_keeps_the_game_and_becomes_its_outp
 }
 
 /// Consumer name → its pending count, of the log's group (XINFO CONSUMERS).
-async fn consumers(conn: &mut ConnectionManager) -> std::collections::BTreeMap<String, u64> {
+async fn consumers(conn: &mut Conn) -> std::collections::BTreeMap<String, u64> {
     let rows: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(keys::log_stream(LOBBY))
@@ -570,7 +569,7 @@ async fn a_failure_noted_for_an_entry_no_longer_pending_leaves_no_field() {
     // No worker listens: the entry is only made pending, as a fanout that read it would.
     let record = synth::host_record(LOBBY, &s.game);
     let id = make_pending(&mut s.conn, &record).await;
-    let noted = |conn: ConnectionManager, failures: String, id: String| async move {
+    let noted = |conn: Conn, failures: String, id: String| async move {
         let mut conn = conn;
         let reason: Option<String> = redis::cmd("HGET")
             .arg(failures)
@@ -614,7 +613,7 @@ async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
     let id = deliver(&mut s).await;
     let conn = s.conn.clone();
     let failures = keys::delivery_failures(LOBBY);
-    let reason = |conn: ConnectionManager, failures: String, id: String| async move {
+    let reason = |conn: Conn, failures: String, id: String| async move {
         let mut conn = conn;
         let reason: Option<String> = redis::cmd("HGET")
             .arg(failures)

@@ -258,7 +258,7 @@ pub async fn run(
 }
 
 async fn wait_subscribed(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::pipeline::redis_conn::Conn,
     channels: &[String],
 ) -> Result<()> {
     let ready_by = Instant::now() + Duration::from_secs(10);
@@ -277,7 +277,7 @@ async fn wait_subscribed(
 /// Waits until all `workers` fake workers have beaten once: a fanout that started before would
 /// route the burst among the ones it saw.
 async fn wait_beating(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::pipeline::redis_conn::Conn,
     lobby: &str,
     workers: usize,
 ) -> Result<()> {

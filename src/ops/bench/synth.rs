@@ -8,9 +8,9 @@
 //! worker process them; [`append_all`] puts them in the log as the server does, [`publish_all`]
 //! on a channel as another publisher (or a test) would.
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::{bail, Context, Result};
 use rand::Rng;
-use redis::aio::ConnectionManager;
 
 use crate::pipeline::keys::{self, status};
 use crate::pipeline::record::{AttackRecord, LifecycleRecord, CLEANING_GAME_RECORDS};
@@ -225,7 +225,7 @@ impl SynthGame {
 }
 
 /// Stores finished games as the server leaves them, in pipelines of a few hundred games.
-pub async fn seed(conn: &mut ConnectionManager, games: &[SynthGame]) -> Result<()> {
+pub async fn seed(conn: &mut Conn, games: &[SynthGame]) -> Result<()> {
     for batch in games.chunks(200) {
         let mut pipe = redis::pipe();
         for game in batch {
@@ -312,7 +312,7 @@ pub fn records(lobby: &str, game: &SynthGame) -> Vec<String> {
 
 /// PUBLISHes `records` to `channel`, `batch` per pipeline.
 pub async fn publish_all(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     channel: &str,
     records: &[String],
     batch: usize,
@@ -332,7 +332,7 @@ pub async fn publish_all(
 /// Appends `records` to the lobby's log stream, as the server's scripts do, `batch` per
 /// pipeline. Returns their entry ids in order.
 pub async fn append_all(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     lobby: &str,
     records: &[String],
     batch: usize,

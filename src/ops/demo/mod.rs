@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::sync::mpsc;
 
-use crate::config::{LoggerModule, Settings};
+use crate::config::{LoggerModule, NodeAddr, Settings};
 use crate::logging::{self, Console};
+use crate::ops::private_cluster::PrivateCluster;
 use crate::ops::private_redis::{self, PrivateRedis};
 use crate::pipeline::redis_conn::Redis;
 use crate::pipeline::{keys, sink};
@@ -115,6 +116,43 @@ pub async fn connect_or_start(settings: &Settings) -> Result<DemoRedis> {
              (docker-compose --env-file .env -f compose/docker-compose.fanout.yml up)"
         ),
     }
+}
+
+/// `--cluster N` of `demo` and `bench`: starts a private cluster of `primaries` primaries with a
+/// replica each and connects to it, then refuses. The roles' multi-key scripts touch keys of
+/// several slots, which a cluster answers with CROSSSLOT, until every game's keys share a hash
+/// tag; running them would only fail later and less clearly.
+pub async fn start_cluster_then_refuse(settings: &Settings, primaries: u16) -> Result<()> {
+    let cluster =
+        tokio::task::spawn_blocking(move || PrivateCluster::start(usize::from(primaries), 1))
+            .await
+            .context("the private cluster's start failed")??;
+    let settings = on_private_cluster(settings, &cluster);
+    let redis = Redis::connect(&settings.redis).await?;
+    let serving = redis.primaries().await?.len();
+    drop(cluster);
+    bail!(
+        "a private Redis Cluster of {serving} primaries started and answered, but the roles \
+         cannot run on a cluster yet: their multi-key scripts need slot-aware (hash-tagged) \
+         keys, not built yet; the cluster is stopped"
+    )
+}
+
+/// `settings` pointed at a private cluster: no password, no URL, database 0.
+fn on_private_cluster(settings: &Settings, cluster: &PrivateCluster) -> Settings {
+    let mut settings = settings.clone();
+    settings.redis.url = None;
+    settings.redis.password = None;
+    settings.redis.db = 0;
+    settings.redis.cluster_nodes = cluster
+        .ports()
+        .into_iter()
+        .map(|port| NodeAddr {
+            host: "127.0.0.1".into(),
+            port,
+        })
+        .collect();
+    settings
 }
 
 /// The id of the demo's `i`th worker (from 1).

@@ -3,7 +3,7 @@
 //! log, once across all fanouts ([`super::APPEND_FOREIGN`]). Records that carry an `entry_id`
 //! are in the log already and are ignored.
 
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::RedisResult;
 use tokio::sync::mpsc;
 
@@ -16,7 +16,7 @@ use crate::shutdown::Shutdown;
 /// Appends records of other publishers (no entry id) to the log; skips the rest.
 pub(super) async fn append_foreign(
     lobby: String,
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     mut events: mpsc::UnboundedReceiver<SubEvent>,
     metrics: FanoutMetrics,
     shutdown: Shutdown,

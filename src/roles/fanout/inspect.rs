@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
 
 use crate::pipeline::delivery;
@@ -137,7 +137,7 @@ pub(crate) fn info_rows(reply: Value) -> Vec<Vec<(String, Value)>> {
 
 /// The lag of `group` on `stream` (entries not yet read), when Redis knows it.
 pub(crate) async fn group_lag(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     group: &str,
 ) -> RedisResult<Option<u64>> {
@@ -178,7 +178,7 @@ pub(crate) fn int(v: &Value) -> Option<u64> {
 }
 
 /// Pipeline state for `superhero status`, read from Redis alone (SCAN, never KEYS).
-pub async fn inspect(conn: &mut ConnectionManager, lobby: &str) -> Result<PipelineState> {
+pub async fn inspect(conn: &mut Conn, lobby: &str) -> Result<PipelineState> {
     let stream = keys::log_stream(lobby);
     let group = keys::fanout_group(lobby);
     type Row = (u64, u64, (u64, u64), Vec<(String, u64)>);
@@ -239,7 +239,7 @@ pub async fn inspect(conn: &mut ConnectionManager, lobby: &str) -> Result<Pipeli
 }
 
 /// Games some worker claimed and has not finished (a lease but no done marker).
-async fn claimed_unfinished(conn: &mut ConnectionManager) -> Result<u64> {
+async fn claimed_unfinished(conn: &mut Conn) -> Result<u64> {
     let leases = scan(conn, keys::ETL_LEASE_PATTERN).await?;
     let games: Vec<&str> = leases
         .iter()

@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::{RedisResult, Value};
 
 use super::route::routed;
@@ -33,7 +33,7 @@ pub(super) struct Router {
     group: String,
     consumer: String,
     /// This loop's own connection: XREADGROUP BLOCK would stall a shared one.
-    conn: ConnectionManager,
+    conn: Conn,
     ack_timeout: Duration,
     max_deliveries: u32,
     dead_letters_max: usize,
@@ -61,7 +61,7 @@ impl Router {
     pub(super) fn new(
         settings: &Settings,
         consumer: String,
-        conn: ConnectionManager,
+        conn: Conn,
         metrics: FanoutMetrics,
     ) -> Router {
         let lobby = settings.worker_channel.clone();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::Script;
 
 use super::game::{self, Eliminated, GameError};
@@ -119,7 +119,7 @@ pub async fn sweep(shared: &Shared, broken: &mut Broken) -> anyhow::Result<usize
 
 /// Applies game `g`'s deadline: a lobby still waiting times out, the player whose turn it is
 /// falls. True when it changed the game.
-async fn apply(shared: &Shared, conn: &mut ConnectionManager, g: &str) -> Result<bool, GameError> {
+async fn apply(shared: &Shared, conn: &mut Conn, g: &str) -> Result<bool, GameError> {
     let rules = &shared.rules;
     let view = views::view(conn, g).await?;
     match view.status.as_deref() {

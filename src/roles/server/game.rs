@@ -16,7 +16,7 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::{RedisError, RedisResult, Script, ScriptInvocation};
 use serde::Deserialize;
 
@@ -167,7 +167,7 @@ pub enum Found {
 
 /// Joins the oldest open game for `n` players or creates one (the creator is its host).
 /// Lobbies past their deadline are timed out by [`super::deadlines::sweep`], not here.
-pub async fn find(conn: &mut ConnectionManager, user: &str, n: u8, rules: &Rules) -> Result<Found> {
+pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<Found> {
     let lobbies = keys::games_lobbies(n);
     for attempt in 0..50 {
         // Oldest first; the join script itself refuses one that is full, started or stale.
@@ -208,7 +208,7 @@ pub async fn find(conn: &mut ConnectionManager, user: &str, n: u8, rules: &Rules
 }
 
 /// The open lobby `user` already waits in, answered again (one open lobby per user).
-async fn mine(conn: &mut ConnectionManager, game: String, user: &str) -> Result<Found> {
+async fn mine(conn: &mut Conn, game: String, user: &str) -> Result<Found> {
     let hero: Option<u32> = redis::cmd("HGET")
         .arg(keys::game_hero(&game, user))
         .arg("id")
@@ -229,7 +229,7 @@ enum JoinReply {
 }
 
 async fn join_one(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     u: &str,
     n: u8,
@@ -312,7 +312,7 @@ impl Ready {
 /// Registers `socket` as the lobby socket of `u` in game `g` (one per pair, across every
 /// server process) and marks `u` ready; the last one in starts the game.
 pub async fn ready(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     u: &str,
     socket: &str,
@@ -369,7 +369,7 @@ pub enum Attacked {
 }
 
 pub async fn attack(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     u: &str,
     enemy_alias: &str,
@@ -454,7 +454,7 @@ pub enum Eliminated {
 /// Eliminates `u` (health 0). With `expected_turn`, only if it is still `u`'s turn number
 /// `expected_turn` (a turn timeout); without, whenever (a closed lobby socket).
 pub async fn eliminate(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     u: &str,
     expected_turn: Option<u64>,
@@ -493,7 +493,7 @@ pub async fn eliminate(
 /// Flips a lobby that is still waiting after the window to `Timed Out`; true for the one caller
 /// that did it.
 pub async fn lobby_timeout(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     n: u8,
     window_ms: u64,
@@ -524,7 +524,7 @@ pub async fn lobby_timeout(
 static LOGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("login.lua")));
 
 /// The user token of `name`, and whether it was created just now. Same name, same token.
-pub async fn login(conn: &mut ConnectionManager, name: &str) -> Result<(String, bool)> {
+pub async fn login(conn: &mut Conn, name: &str) -> Result<(String, bool)> {
     let (token, created): (String, i64) = LOGIN
         .key(keys::USERS)
         .key(keys::USER_TOKENS)

@@ -20,8 +20,8 @@ use std::sync::{Arc, LazyLock};
 
 use tokio::sync::OnceCell;
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::{Context, Result};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::protocol::{game_status, GameStatus, HeroSpec, StartPayload, StartPush};
@@ -65,7 +65,7 @@ pub async fn release_lobby(shared: &Shared, g: &str, u: &str, socket: &str) {
 /// every game with a lobby socket on this process), else a script that resolves the alias.
 pub async fn hero_spec(
     shared: &Shared,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     name: &str,
 ) -> Result<Option<HeroSpec>> {
@@ -148,7 +148,7 @@ impl Starts {
 /// The START push of game `g` as participant `viewer` sees it.
 pub async fn start_for(
     shared: &Shared,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     viewer: &str,
 ) -> Result<StartPush> {
@@ -164,7 +164,7 @@ pub async fn start_for(
 }
 
 /// Reads game `g`'s START and aliases, giving every participant its alias first (`start.lua`).
-async fn read_start(conn: &mut ConnectionManager, g: &str) -> Result<Start> {
+async fn read_start(conn: &mut Conn, g: &str) -> Result<Start> {
     let mut script = START.prepare_invoke();
     script
         .key(keys::game_status(g))

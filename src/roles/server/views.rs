@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::RedisResult as Result;
 
 use super::protocol::HeroSpec;
@@ -49,7 +49,7 @@ impl GameView {
     }
 }
 
-pub async fn view(conn: &mut ConnectionManager, g: &str) -> Result<GameView> {
+pub async fn view(conn: &mut Conn, g: &str) -> Result<GameView> {
     type Row = (Option<String>, Option<String>, Option<u64>, Option<u8>);
     let (st, head, turn, n): Row = redis::pipe()
         .get(keys::game_status(g))
@@ -67,7 +67,7 @@ pub async fn view(conn: &mut ConnectionManager, g: &str) -> Result<GameView> {
 }
 
 /// Whether login ever handed out `token`.
-pub async fn is_user(conn: &mut ConnectionManager, token: &str) -> Result<bool> {
+pub async fn is_user(conn: &mut Conn, token: &str) -> Result<bool> {
     redis::cmd("SISMEMBER")
         .arg(keys::USER_TOKENS)
         .arg(token)
@@ -76,7 +76,7 @@ pub async fn is_user(conn: &mut ConnectionManager, token: &str) -> Result<bool> 
 }
 
 /// Whether game `g` exists.
-pub async fn is_game(conn: &mut ConnectionManager, g: &str) -> Result<bool> {
+pub async fn is_game(conn: &mut Conn, g: &str) -> Result<bool> {
     redis::cmd("EXISTS")
         .arg(keys::game_status(g))
         .query_async(conn)

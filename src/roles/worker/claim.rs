@@ -27,7 +27,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::pipeline::redis_conn::Conn;
 use redis::{RedisResult, Script};
 
 use crate::pipeline::keys;
@@ -99,7 +99,7 @@ pub fn writer_id(token: &str) -> &str {
 /// before, also records `token` as its writer (one round trip for the common case). Taking it
 /// again with the same token (a retry after a Redis error) succeeds.
 pub async fn claim(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     user: &str,
     token: &str,
@@ -139,12 +139,7 @@ static CLAIM_LEFTOVERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_leftovers.lua")));
 
 /// Extends the lease if it is still ours; false when it was lost.
-pub async fn renew(
-    conn: &mut ConnectionManager,
-    g: &str,
-    token: &str,
-    lease: Duration,
-) -> RedisResult<bool> {
+pub async fn renew(conn: &mut Conn, g: &str, token: &str, lease: Duration) -> RedisResult<bool> {
     let renewed: i64 = RENEW
         .key(keys::etl_lease(g))
         .arg(token)
@@ -156,11 +151,7 @@ pub async fn renew(
 
 /// Records our lease token as the game's writer if the lease is still ours; false when it was
 /// lost.
-pub async fn start_writing(
-    conn: &mut ConnectionManager,
-    g: &str,
-    token: &str,
-) -> RedisResult<bool> {
+pub async fn start_writing(conn: &mut Conn, g: &str, token: &str) -> RedisResult<bool> {
     record_writer(conn, g, token, token).await
 }
 
@@ -168,21 +159,11 @@ pub async fn start_writing(
 /// (we became the writer but could not remove them): the next claimant tries again rather than
 /// writing its pair beside them. The token recorded is a fresh one that no process holds, so a
 /// slow `previous` cannot finish the game with files we may have removed in part.
-pub async fn hand_back(
-    conn: &mut ConnectionManager,
-    g: &str,
-    token: &str,
-    previous: &str,
-) -> RedisResult<bool> {
+pub async fn hand_back(conn: &mut Conn, g: &str, token: &str, previous: &str) -> RedisResult<bool> {
     record_writer(conn, g, token, &lease_token(previous)).await
 }
 
-async fn record_writer(
-    conn: &mut ConnectionManager,
-    g: &str,
-    token: &str,
-    writer: &str,
-) -> RedisResult<bool> {
+async fn record_writer(conn: &mut Conn, g: &str, token: &str, writer: &str) -> RedisResult<bool> {
     let recorded: i64 = START_WRITING
         .key(keys::etl_lease(g))
         .key(keys::etl_writer(g))
@@ -195,12 +176,7 @@ async fn record_writer(
 
 /// Marks the game done with `files_of`'s pair of files, if the lease is still ours (or expired
 /// with nobody else having started since: the writer is still our token), and drops the lease.
-pub async fn finish(
-    conn: &mut ConnectionManager,
-    g: &str,
-    token: &str,
-    files_of: &str,
-) -> RedisResult<Finish> {
+pub async fn finish(conn: &mut Conn, g: &str, token: &str, files_of: &str) -> RedisResult<Finish> {
     let (answer, who): (String, String) = FINISH
         .key(keys::etl_lease(g))
         .key(keys::etl_done(g))
@@ -219,7 +195,7 @@ pub async fn finish(
 }
 
 /// Gives the lease back if it is ours (the game turned out to have nothing to write).
-pub async fn release(conn: &mut ConnectionManager, g: &str, token: &str) -> RedisResult<()> {
+pub async fn release(conn: &mut Conn, g: &str, token: &str) -> RedisResult<()> {
     let _: i64 = RELEASE
         .key(keys::etl_lease(g))
         .arg(token)
@@ -249,7 +225,7 @@ pub enum Leftovers {
 /// lease (unless another worker holds it) and, when the last writer was a process of the same
 /// worker id, the writer key too, both as `token`.
 pub async fn claim_leftovers(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     g: &str,
     token: &str,
     worker_id: &str,

@@ -6,8 +6,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
-use redis::aio::ConnectionManager;
 use tracing::Instrument;
 
 use super::claim::{self, Claim, Finish};
@@ -74,7 +74,7 @@ pub(super) struct Worker {
     /// How long a claim lasts without renewal ([`claim::lease_for`] ACK_TIMEOUT).
     lease: Duration,
     writer: Writer,
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: Conn,
     pub(super) metrics: WorkerMetrics,
     skips: Mutex<SkipLog>,
     outage: Mutex<Outage>,
@@ -85,7 +85,7 @@ impl Worker {
     pub(super) fn new(
         settings: &Settings,
         output: sink::Output,
-        conn: ConnectionManager,
+        conn: Conn,
         metrics: WorkerMetrics,
         shutdown: Shutdown,
     ) -> Worker {
@@ -111,7 +111,7 @@ impl Worker {
     /// game over meanwhile.
     pub(super) async fn write(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         game: &str,
         token: &str,
         previous_writer: Option<String>,
@@ -319,7 +319,7 @@ impl Worker {
     /// once instead of coming back after ACK_TIMEOUT.
     pub(super) async fn claim_or_wait(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         game: &str,
         user: &str,
         token: &str,
@@ -338,11 +338,7 @@ impl Worker {
     }
 
     /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
-    pub(super) async fn clean(
-        &self,
-        conn: &mut ConnectionManager,
-        game: &str,
-    ) -> Result<(), Failure> {
+    pub(super) async fn clean(&self, conn: &mut Conn, game: &str) -> Result<(), Failure> {
         if !self.clean_routine {
             return Ok(());
         }
@@ -352,11 +348,7 @@ impl Worker {
 
     /// CLEAN_ROUTINE for a `Game Timed Out` record: expires the game only if its status says
     /// it timed out, never a game that plays or completed whatever the record claims.
-    async fn clean_timed_out(
-        &self,
-        conn: &mut ConnectionManager,
-        game: &str,
-    ) -> Result<(), Failure> {
+    async fn clean_timed_out(&self, conn: &mut Conn, game: &str) -> Result<(), Failure> {
         if !self.clean_routine {
             return Ok(());
         }
@@ -369,11 +361,7 @@ impl Worker {
         Ok(())
     }
 
-    pub(super) async fn ack(
-        &self,
-        conn: &mut ConnectionManager,
-        record: &Record,
-    ) -> Result<(), Failure> {
+    pub(super) async fn ack(&self, conn: &mut Conn, record: &Record) -> Result<(), Failure> {
         if let Some(id) = &record.delivery_id {
             delivery::ack(conn, &self.lobby, std::slice::from_ref(id)).await?;
         }

@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
-use redis::aio::ConnectionManager;
 
 use super::claim::{self, Finish, Leftovers};
 use crate::pipeline::sink;
@@ -38,11 +38,7 @@ pub struct Sweep {
 /// game; the worker still serves). An object store that cannot be listed, after the client's
 /// retries, stops the start: it is a wrong bucket, wrong credentials or no network, and one
 /// clear line says which.
-pub async fn remove(
-    conn: &mut ConnectionManager,
-    output: &sink::Output,
-    worker: &str,
-) -> Result<Sweep> {
+pub async fn remove(conn: &mut Conn, output: &sink::Output, worker: &str) -> Result<Sweep> {
     let mut sweep = Sweep::default();
     // game → tables holding a final file of ours
     let mut games: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
@@ -108,7 +104,7 @@ enum Verdict {
 /// id) the writer key become this sweep's ([`claim::claim_leftovers`]): a paused process of
 /// our id that comes back cannot finish the game with files judged here.
 async fn judge(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     worker: &str,
     game: &str,
     token: &str,

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
-use redis::aio::ConnectionManager;
 use tracing::Instrument;
 
 use super::claim::{self, Finish};
@@ -25,7 +25,7 @@ pub(super) struct Writer {
     lease: Duration,
     /// Writes that ran past WRITE_TIMEOUT and have not returned yet.
     stuck: Arc<AtomicUsize>,
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 impl Writer {
@@ -34,7 +34,7 @@ impl Writer {
         output: sink::Output,
         write_timeout: Duration,
         lease: Duration,
-        conn: ConnectionManager,
+        conn: Conn,
     ) -> Writer {
         Writer {
             id: id.to_string(),
@@ -138,7 +138,7 @@ impl Writer {
 /// [`super::Worker::write`]: another writer's game is not ours to keep; a game Redis forgot keeps
 /// our files.
 async fn settle_overrun(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     output: &crate::pipeline::sink::Output,
     game: &str,
     token: &str,

@@ -1,4 +1,5 @@
-//! Shared test helpers: a private `redis-server` per test, the real binary, deadline waits.
+//! Shared test helpers: a private `redis-server` (or Redis Cluster) per test, the real binary,
+//! deadline waits.
 //!
 //! Every test that needs Redis starts its own server on a free port with no persistence, so tests
 //! run in parallel, may kill and restart their Redis, and never see each other's keys or channels.
@@ -10,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use superhero::config::{Layers, Settings};
+use superhero::ops::private_cluster::PrivateCluster;
 use superhero::ops::private_redis::PrivateRedis;
 use superhero::pipeline::sink::{MetaRow, Output, PodiumRow};
 
@@ -82,6 +84,75 @@ impl TestRedis {
             cmd.arg(*a);
         }
         cmd.query(&mut self.client()).expect("redis command")
+    }
+}
+
+/// A private Redis Cluster on localhost, stopped when dropped.
+pub struct TestCluster {
+    pub inner: PrivateCluster,
+}
+
+impl TestCluster {
+    /// `primaries` primaries with `replicas` replicas each, every slot served.
+    pub fn start(primaries: usize, replicas: usize) -> Self {
+        let inner = PrivateCluster::start(primaries, replicas).expect("private Redis Cluster");
+        TestCluster { inner }
+    }
+
+    /// The value for REDIS_CLUSTER_NODES: every node.
+    pub fn seeds(&self) -> String {
+        self.inner.seeds()
+    }
+
+    /// Settings pointing at this cluster (through `seeds`), everything else at its default.
+    pub fn settings_with_seeds(&self, seeds: &str) -> Settings {
+        let mut layers = Layers::default();
+        layers
+            .flags
+            .insert("REDIS_CLUSTER_NODES".into(), seeds.to_string());
+        Settings::from_layers(layers).expect("test settings")
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings_with_seeds(&self.seeds())
+    }
+
+    /// The ports of the primaries now.
+    pub fn primaries(&self) -> Vec<u16> {
+        self.inner.primaries().expect("CLUSTER NODES")
+    }
+
+    /// Runs one command on one node, as a plain client of that node.
+    pub fn on<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> T {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .expect("connect to a cluster node");
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        cmd.query(&mut conn)
+            .expect("redis command on a cluster node")
+    }
+
+    /// The primary that serves `key`'s slot now, as the first live primary sees it.
+    pub fn owner_of(&self, key: &str) -> u16 {
+        use redis::Value;
+        let any = self.primaries()[0];
+        let slot: i64 = self.on(any, &["CLUSTER", "KEYSLOT", key]);
+        let Value::Array(ranges) = self.on(any, &["CLUSTER", "SLOTS"]) else {
+            panic!("CLUSTER SLOTS is an array");
+        };
+        for range in ranges {
+            if let Value::Array(range) = range {
+                if let [Value::Int(from), Value::Int(to), Value::Array(primary), ..] = &range[..] {
+                    if let (true, Some(Value::Int(port))) =
+                        ((*from..=*to).contains(&slot), primary.get(1))
+                    {
+                        return *port as u16;
+                    }
+                }
+            }
+        }
+        panic!("no primary serves slot {slot}");
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use superhero::config::Settings;
-use superhero::pipeline::redis_conn::Redis;
+use superhero::pipeline::redis_conn::{Conn, Redis};
 use superhero::roles::worker::WorkerReport;
 use superhero::shutdown::{self, Shutdown, ShutdownTrigger};
 use tokio::task::JoinHandle;
@@ -280,12 +280,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-pub async fn conn(redis: &TestRedis) -> redis::aio::ConnectionManager {
-    redis::Client::open(redis.url())
+pub async fn conn(redis: &TestRedis) -> Conn {
+    let manager = redis::Client::open(redis.url())
         .expect("client")
         .get_connection_manager()
         .await
-        .expect("connection")
+        .expect("connection");
+    Conn::Single(manager)
 }
 
 /// `superhero build-db` with the built-in roster.

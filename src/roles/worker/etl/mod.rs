@@ -8,8 +8,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::pipeline::redis_conn::Conn;
 use anyhow::{bail, Context, Result};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::pipeline::keys::{self, status};
@@ -92,10 +92,7 @@ pub struct Attack {
 /// Reads game `game` in one round trip. `None` when the game does not exist or is not
 /// `Completed`; an error when its state is malformed (a log entry that is not an attack record,
 /// an attack by or on a non-participant, a hero hash without an integer id or health).
-pub async fn load_game(
-    conn: &mut ConnectionManager,
-    game: &str,
-) -> Result<Option<GameData>, EtlError> {
+pub async fn load_game(conn: &mut Conn, game: &str) -> Result<Option<GameData>, EtlError> {
     // The token goes into a SORT pattern below: it must not carry glob characters.
     uuid::Uuid::parse_str(game).map_err(|source| EtlError::BadToken {
         token: game.to_string(),
@@ -316,7 +313,7 @@ pub fn rows(game: &str, data: &GameData) -> (Vec<MetaRow>, Vec<PodiumRow>) {
 /// `games:participants` and `games:players:<n>` (and from the open lobbies, should it still be
 /// listed there). Call it only once the files are in place.
 pub async fn expire_game(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     game: &str,
     expiry: Duration,
     marker_expiry: Duration,
@@ -366,7 +363,7 @@ static EXPIRE_TIMED_OUT: LazyLock<Script> =
 /// game in any other status: the record is stale or another publisher's, and that game is not a
 /// dead lobby. True for a game already gone.
 pub async fn expire_timed_out(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     game: &str,
     expiry: Duration,
 ) -> Result<bool, EtlError> {

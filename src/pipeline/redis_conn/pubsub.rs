@@ -1,0 +1,105 @@
+//! Pub/sub subscriptions that survive outages: [`subscribe`] forwards messages into a channel,
+//! so a slow consumer never makes Redis drop the subscriber.
+//!
+//! On a Redis Cluster a classic PUBLISH reaches every node, so one subscription on any node
+//! hears every channel; it goes through the seeds in turn, moving on when one is unreachable.
+
+use futures_util::StreamExt;
+use redis::Client;
+use tokio::sync::mpsc;
+
+use super::{Backoff, Outage, Redis, CONNECT_TIMEOUT};
+use crate::shutdown::Shutdown;
+
+/// What a subscription hands its consumer.
+#[derive(Debug)]
+pub enum SubEvent {
+    /// The subscription is (re)established: anything published while it was down was missed,
+    /// so consumers resynchronise from Redis state here (backlogs, pending records).
+    Subscribed,
+    /// A message on one of the channels or patterns.
+    Message { channel: String, payload: Vec<u8> },
+}
+
+/// Subscribes to `channels` and `patterns` and keeps the subscription alive until `shutdown`,
+/// reconnecting with capped backoff. Messages are read as fast as Redis sends them and queued
+/// in memory, so a burst never overflows Redis's pub/sub output buffer.
+pub fn subscribe(
+    redis: &Redis,
+    channels: Vec<String>,
+    patterns: Vec<String>,
+    shutdown: Shutdown,
+) -> mpsc::UnboundedReceiver<SubEvent> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let nodes: Vec<Client> = redis.subscription_clients();
+    // In the caller's span: the outage lines say whose subscription it is.
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
+        let mut backoff = Backoff::default();
+        let mut outage = Outage::new("subscriber");
+        // The node subscribed through: one that cannot be reached, or drops the subscription,
+        // hands over to the next.
+        let mut node = 0;
+        loop {
+            if shutdown.is_triggered() || tx.is_closed() {
+                return;
+            }
+            let client = &nodes[node % nodes.len()];
+            let pubsub = async {
+                let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("connection timed out"))??;
+                for ch in &channels {
+                    pubsub.subscribe(ch).await?;
+                }
+                for p in &patterns {
+                    pubsub.psubscribe(p).await?;
+                }
+                anyhow::Ok(pubsub)
+            };
+            // A Redis that accepts and then stalls must not hold up a shutdown.
+            let pubsub = tokio::select! {
+                pubsub = pubsub => pubsub,
+                _ = shutdown.recv() => return,
+            };
+            let pubsub = match pubsub {
+                Ok(p) => p,
+                Err(e) => {
+                    outage.failed(&e);
+                    node = node.wrapping_add(1);
+                    if !backoff.wait(&shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            outage.recovered();
+            backoff.reset();
+            if tx.send(SubEvent::Subscribed).is_err() {
+                return;
+            }
+            let mut stream = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    msg = stream.next() => match msg {
+                        Some(msg) => {
+                            let event = SubEvent::Message {
+                                channel: msg.get_channel_name().to_string(),
+                                payload: msg.get_payload_bytes().to_vec(),
+                            };
+                            if tx.send(event).is_err() {
+                                return;
+                            }
+                        }
+                        None => {
+                            outage.failed(&"subscription closed");
+                            node = node.wrapping_add(1);
+                            break;
+                        }
+                    },
+                    _ = shutdown.recv() => return,
+                }
+            }
+        }
+    }));
+    rx
+}

@@ -1,0 +1,345 @@
+//! Redis Cluster, the foundation: REDIS_CLUSTER_NODES is checked like every setting; `status`
+//! and `clean` see the keys of every primary; a [`Conn`] runs scripts and pipelines across
+//! slots, follows MOVED and survives a primary's death; `demo --cluster` starts a real cluster
+//! and then says plainly that the roles cannot run on it yet. Every test starts its own
+//! 3-primary cluster with a replica per primary.
+
+use std::time::Duration;
+
+use crate::common;
+
+use common::roles::runtime;
+use common::{free_port, superhero, wait_for, wait_until, TestCluster};
+use superhero::pipeline::keys;
+use superhero::pipeline::redis_conn::{self, Conn, Redis, SubEvent};
+
+const LOBBY: &str = "redis.lib.server.lobby";
+
+/// A key of the form `<prefix><n>` that `owner` does not serve (or serves, with `owned`).
+fn key_on(cluster: &TestCluster, prefix: &str, owner: u16, owned: bool) -> String {
+    (0..1000)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|k| (cluster.owner_of(k) == owner) == owned)
+        .expect("a key on the wanted primary")
+}
+
+fn dbsize(cluster: &TestCluster, port: u16) -> u64 {
+    cluster.on(port, &["DBSIZE"])
+}
+
+#[test]
+fn status_and_clean_reach_the_keys_of_every_primary() {
+    let cluster = TestCluster::start(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = superhero(dir.path())
+            .env("REDIS_CLUSTER_NODES", cluster.seeds())
+            .args(args)
+            .output()
+            .expect("run superhero");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    // Timed Out games, each key written on the primary that serves it, until every primary
+    // holds some.
+    let mut games = Vec::new();
+    while primaries.iter().any(|&p| dbsize(&cluster, p) == 0) {
+        assert!(games.len() < 100, "keys never reached every primary");
+        let g = uuid::Uuid::new_v4().to_string();
+        let status = keys::game_status(&g);
+        let size = keys::game_participants(&g);
+        let _: () = cluster.on(cluster.owner_of(&status), &["SET", &status, "Timed Out"]);
+        let _: () = cluster.on(cluster.owner_of(&size), &["SET", &size, "2"]);
+        let listed = keys::games_players(2);
+        let _: i64 = cluster.on(cluster.owner_of(&listed), &["LPUSH", &listed, &g]);
+        let joined = keys::GAMES_PARTICIPANTS;
+        let _: i64 = cluster.on(cluster.owner_of(joined), &["ZADD", joined, "0", &g]);
+        games.push(g);
+    }
+
+    let status: serde_json::Value =
+        serde_json::from_str(&run(&["status", "--format", "json"])).expect("status JSON");
+    assert_eq!(status["games"]["Timed Out"], games.len(), "{status}");
+    assert!(
+        status["redis"].as_str().unwrap().starts_with("cluster "),
+        "{status}"
+    );
+
+    let cleaned = run(&["clean"]);
+    assert!(
+        cleaned.contains(&format!("removed {} finished games", games.len())),
+        "{cleaned}"
+    );
+    for g in &games {
+        let status = keys::game_status(g);
+        let left: u64 = cluster.on(cluster.owner_of(&status), &["EXISTS", &status]);
+        assert_eq!(left, 0, "{status} is left after clean");
+    }
+    let listed = keys::games_players(2);
+    let left: u64 = cluster.on(cluster.owner_of(&listed), &["LLEN", &listed]);
+    assert_eq!(left, 0, "clean leaves the games in {listed}");
+
+    // Keys under the lobby on every primary: `clean --all` removes them all.
+    let mut n = 0;
+    while primaries.iter().any(|&p| dbsize(&cluster, p) == 0) {
+        let key = format!("{LOBBY}:leftover:{n}");
+        let _: () = cluster.on(cluster.owner_of(&key), &["SET", &key, "x"]);
+        n += 1;
+    }
+    let total: u64 = primaries.iter().map(|&p| dbsize(&cluster, p)).sum();
+    let cleaned = run(&["clean", "--all"]);
+    assert!(
+        cleaned.contains(&format!("removed {total} keys")),
+        "{cleaned}"
+    );
+    for p in primaries {
+        assert_eq!(dbsize(&cluster, p), 0, "primary {p} still holds keys");
+    }
+}
+
+#[test]
+fn a_conn_runs_scripts_and_pipelines_across_slots_and_follows_moved() {
+    let cluster = TestCluster::start(3, 1);
+    let primaries = cluster.primaries();
+    let seed = primaries[0];
+    // Through one seed only: every key of another primary is found through the slot map.
+    let settings = cluster.settings_with_seeds(&format!("127.0.0.1:{seed}"));
+    let rt = runtime();
+    let redis = rt
+        .block_on(Redis::connect(&settings.redis))
+        .expect("connect");
+    assert!(redis.is_cluster());
+    assert_eq!(rt.block_on(redis.primaries()).unwrap().len(), 3);
+    let mut conn = redis.conn();
+
+    let elsewhere = key_on(&cluster, "cluster-test:away:", seed, false);
+    let script =
+        redis::Script::new("redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])");
+    let got: String = rt
+        .block_on(
+            script
+                .key(&elsewhere)
+                .arg("scripted")
+                .invoke_async(&mut conn),
+        )
+        .expect("script");
+    assert_eq!(got, "scripted");
+    let stored: String = cluster.on(cluster.owner_of(&elsewhere), &["GET", &elsewhere]);
+    assert_eq!(stored, "scripted");
+
+    // A pipeline over keys of two primaries comes back whole and in order.
+    let here = key_on(&cluster, "cluster-test:here:", seed, true);
+    let (a, b): (String, String) = rt
+        .block_on(
+            redis::pipe()
+                .set(&here, "1")
+                .ignore()
+                .set(&elsewhere, "2")
+                .ignore()
+                .get(&here)
+                .get(&elsewhere)
+                .query_async(&mut conn),
+        )
+        .expect("pipeline across slots");
+    assert_eq!((a.as_str(), b.as_str()), ("1", "2"));
+
+    // Move the (empty) slot of a key to another primary behind the conn's back: the conn still
+    // sends to the old owner, which answers MOVED.
+    let moved = key_on(&cluster, "cluster-test:moved:", seed, true);
+    let to = primaries[1];
+    let slot: i64 = cluster.on(seed, &["CLUSTER", "KEYSLOT", &moved]);
+    let (slot, from_id, to_id): (String, String, String) = (
+        slot.to_string(),
+        cluster.on(seed, &["CLUSTER", "MYID"]),
+        cluster.on(to, &["CLUSTER", "MYID"]),
+    );
+    let _: () = cluster.on(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    let _: () = cluster.on(seed, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    for p in [to, seed, primaries[2]] {
+        let _: () = cluster.on(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+    let _: () = rt
+        .block_on(
+            redis::cmd("SET")
+                .arg(&moved)
+                .arg("followed")
+                .query_async(&mut conn),
+        )
+        .expect("SET after the slot moved");
+    let stored: String = cluster.on(to, &["GET", &moved]);
+    assert_eq!(stored, "followed");
+
+    // A subscription whose first seed is dead moves on to the next and hears a PUBLISH made
+    // on any node.
+    let dead = free_port();
+    let seeds = format!("127.0.0.1:{dead},{}", cluster.seeds());
+    let both = rt
+        .block_on(Redis::connect(&cluster.settings_with_seeds(&seeds).redis))
+        .expect("connect past a dead seed");
+    rt.block_on(async {
+        let (stop, shutdown) = superhero::shutdown::channel();
+        let channel = "cluster-test:channel".to_string();
+        let mut events = redis_conn::subscribe(&both, vec![channel.clone()], vec![], shutdown);
+        let first = tokio::time::timeout(Duration::from_secs(20), events.recv()).await;
+        assert!(matches!(first, Ok(Some(SubEvent::Subscribed))), "{first:?}");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg("hello")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+        match message {
+            Ok(Some(SubEvent::Message {
+                channel: c,
+                payload,
+            })) => {
+                assert_eq!((c, payload), (channel, b"hello".to_vec()))
+            }
+            other => panic!("no message: {other:?}"),
+        }
+        stop.fire();
+    });
+}
+
+#[test]
+fn a_conn_made_before_a_primary_dies_works_after_its_replica_takes_over() {
+    let mut cluster = TestCluster::start(3, 1);
+    let rt = runtime();
+    let redis = rt
+        .block_on(Redis::connect(&cluster.settings().redis))
+        .expect("connect");
+    let conn = redis.conn();
+    let key = "cluster-test:survivor";
+    let set = |conn: Conn, value: &'static str| async move {
+        let mut conn = conn;
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+    };
+    rt.block_on(set(conn.clone(), "before")).expect("SET");
+    let primary = cluster.owner_of(key);
+    let replica = cluster.inner.replicas_of(primary).unwrap()[0];
+    wait_until(
+        "the replica to hold the key",
+        Duration::from_secs(10),
+        || dbsize(&cluster, replica) == 1,
+    );
+
+    cluster.inner.kill(primary);
+    cluster
+        .inner
+        .wait_promoted(replica, Duration::from_secs(30))
+        .expect("the replica is promoted");
+    assert!(!cluster.primaries().contains(&primary));
+
+    rt.block_on(wait_for(
+        "the same conn to read through the promoted replica",
+        Duration::from_secs(30),
+        || {
+            let mut conn = conn.clone();
+            async move {
+                let got: redis::RedisResult<Option<String>> =
+                    redis::cmd("GET").arg(key).query_async(&mut conn).await;
+                matches!(got, Ok(Some(v)) if v == "before")
+            }
+        },
+    ));
+    rt.block_on(set(conn.clone(), "after"))
+        .expect("SET after the failover");
+    let stored: String = cluster.on(replica, &["GET", key]);
+    assert_eq!(stored, "after");
+}
+
+/// The environment, the arguments, and what the one error line must name.
+type Refused<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
+#[test]
+fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = format!("127.0.0.1:{}", free_port());
+    let cases: [Refused; 6] = [
+        (
+            &[("REDIS_CLUSTER_NODES", "localhost")],
+            &["status"],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[],
+            &["status", "--redis-cluster-nodes", "a:1,,b:2"],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", "a:0")],
+            &["clean"],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", seeds.as_str()), ("REDIS_DB", "1")],
+            &["status"],
+            "REDIS_DB",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", seeds.as_str())],
+            &["worker"],
+            "`worker` cannot run",
+        ),
+        (
+            &[("REDIS_CLUSTER_NODES", seeds.as_str())],
+            &["server"],
+            "`server` cannot run",
+        ),
+    ];
+    for (env, args, named) in cases {
+        let out = superhero(dir.path())
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?} {args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{env:?} {args:?}: {stderr}");
+    }
+    // Well-formed seeds nobody answers on: one line, within seconds, no retry chatter.
+    let out = superhero(dir.path())
+        .env("REDIS_CLUSTER_NODES", &seeds)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at cluster {seeds}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_and_bench_start_a_real_cluster_then_refuse_to_pretend() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["demo", "--cluster", "3", "--quiet"][..],
+        &["bench", "game", "--cluster", "3"][..],
+    ] {
+        let out = superhero(dir.path()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("a private Redis Cluster of 3 primaries started and answered")
+                && stderr.contains("not built yet"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = superhero(dir.path())
+        .args(["demo", "--cluster", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
