@@ -67,20 +67,12 @@ impl Redis {
         let probe = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(CONNECT_TIMEOUT));
-        let first = tokio::time::timeout(
+        first_contact(
+            &addr,
             CONNECT_TIMEOUT + Duration::from_secs(1),
             client.get_multiplexed_async_connection_with_config(&probe),
         )
-        .await;
-        let mut conn = match first {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => anyhow::bail!("cannot reach Redis at {addr}: {}", describe(&e)),
-            Err(_) => anyhow::bail!("cannot reach Redis at {addr}: timed out"),
-        };
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {addr}: {}", describe(&e)))?;
+        .await?;
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
             .with_context(|| format!("cannot reach Redis at {addr}"))?;
         Ok(Redis {
@@ -115,20 +107,12 @@ impl Redis {
             .map(Client::open)
             .collect::<redis::RedisResult<Vec<_>>>()
             .map_err(|e| anyhow::anyhow!("invalid Redis Cluster settings: {}", describe(&e)))?;
-        let first = tokio::time::timeout(
+        let conn = first_contact(
+            &addr,
             CONNECT_TIMEOUT * 2,
             client.get_async_connection_with_config(cluster_config(RESPONSE_TIMEOUT)),
         )
-        .await;
-        let mut conn = match first {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => anyhow::bail!("cannot reach Redis at {addr}: {}", describe(&e)),
-            Err(_) => anyhow::bail!("cannot reach Redis at {addr}: timed out"),
-        };
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {addr}: {}", describe(&e)))?;
+        .await?;
         Ok(Redis {
             target: Target::Cluster { client, seeds },
             addr,
@@ -203,6 +187,25 @@ impl Redis {
     pub fn addr(&self) -> &str {
         &self.addr
     }
+}
+
+/// The first connection, made within `limit` and PINGed, or one line saying why Redis at
+/// `addr` cannot be reached.
+async fn first_contact<C: redis::aio::ConnectionLike>(
+    addr: &str,
+    limit: Duration,
+    connecting: impl std::future::Future<Output = redis::RedisResult<C>>,
+) -> Result<C> {
+    let mut conn = match tokio::time::timeout(limit, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => anyhow::bail!("cannot reach Redis at {addr}: {}", describe(&e)),
+        Err(_) => anyhow::bail!("cannot reach Redis at {addr}: timed out"),
+    };
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis at {addr}: {}", describe(&e)))?;
+    Ok(conn)
 }
 
 /// Reconnects forever with capped backoff; a reply slower than [`RESPONSE_TIMEOUT`] counts as a
