@@ -63,7 +63,7 @@ impl From<EtlError> for Failure {
 
 /// State shared by the record handlers.
 pub(super) struct Worker {
-    pub(super) id: String,
+    id: String,
     lobby: String,
     clean_routine: bool,
     redis_expiry: Duration,
@@ -109,7 +109,7 @@ impl Worker {
 
     /// Holds the claim for the steps after [`claim::claim`]; `None` when another worker took the
     /// game over meanwhile.
-    pub(super) async fn write(
+    async fn write(
         &self,
         conn: &mut Conn,
         game: &str,
@@ -250,7 +250,7 @@ impl Worker {
         }
     }
 
-    pub(super) async fn process(&self, record: &Record, token: &str) -> Result<Outcome, Failure> {
+    async fn process(&self, record: &Record, token: &str) -> Result<Outcome, Failure> {
         let mut conn = self.conn.clone();
         let (game, user) = match &record.event {
             Event::CleaningGameRecords {
@@ -317,7 +317,7 @@ impl Worker {
     /// Claims the game; while another worker holds it (a second delivery of the same record),
     /// waits up to [`BUSY_WAIT`] for that worker to finish, so the duplicate is acknowledged at
     /// once instead of coming back after ACK_TIMEOUT.
-    pub(super) async fn claim_or_wait(
+    async fn claim_or_wait(
         &self,
         conn: &mut Conn,
         game: &str,
@@ -338,7 +338,7 @@ impl Worker {
     }
 
     /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
-    pub(super) async fn clean(&self, conn: &mut Conn, game: &str) -> Result<(), Failure> {
+    async fn clean(&self, conn: &mut Conn, game: &str) -> Result<(), Failure> {
         if !self.clean_routine {
             return Ok(());
         }
@@ -361,7 +361,7 @@ impl Worker {
         Ok(())
     }
 
-    pub(super) async fn ack(&self, conn: &mut Conn, record: &Record) -> Result<(), Failure> {
+    async fn ack(&self, conn: &mut Conn, record: &Record) -> Result<(), Failure> {
         if let Some(id) = &record.delivery_id {
             delivery::ack(conn, &self.lobby, std::slice::from_ref(id)).await?;
         }
@@ -369,7 +369,7 @@ impl Worker {
     }
 
     /// Acknowledges a bad record, retrying while Redis is down (until shutdown).
-    pub(super) async fn ack_until_done(&self, id: &str) {
+    async fn ack_until_done(&self, id: &str) {
         let mut conn = self.conn.clone();
         let mut backoff = Backoff::default();
         let ids = [id.to_string()];
@@ -383,7 +383,7 @@ impl Worker {
 
     /// Leaves the reason a routed record could not be handled where the fanout's dead letter
     /// will find it (best effort: the record comes back either way).
-    pub(super) async fn note_failure(&self, record: &Record, reason: &str) {
+    async fn note_failure(&self, record: &Record, reason: &str) {
         if let Some(id) = &record.delivery_id {
             let mut conn = self.conn.clone();
             let _ = delivery::note_failure(&mut conn, &self.lobby, id, &self.id, reason).await;
@@ -409,12 +409,12 @@ impl Worker {
         }
     }
 
-    pub(super) fn skip(&self, e: &RecordError) {
+    fn skip(&self, e: &RecordError) {
         self.metrics.skipped(e.label());
         self.skips.lock().unwrap_or_else(|p| p.into_inner()).skip(e);
     }
 
-    pub(super) fn skip_game(&self, label: &'static str, message: &str) {
+    fn skip_game(&self, label: &'static str, message: &str) {
         self.metrics.skipped(label);
         self.skips
             .lock()
@@ -422,7 +422,7 @@ impl Worker {
             .skip_with(label, message);
     }
 
-    pub(super) fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
+    fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
         self.outage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -453,7 +453,7 @@ impl Worker {
 }
 
 /// The span of a record's game, so concurrent games' lines can be told apart.
-pub(super) fn game_span(record: &Record) -> tracing::Span {
+fn game_span(record: &Record) -> tracing::Span {
     match &record.event {
         Event::CleaningGameRecords { game_token, .. } | Event::GameTimedOut { game_token } => {
             tracing::info_span!("game", game = %game_token)
@@ -463,7 +463,7 @@ pub(super) fn game_span(record: &Record) -> tracing::Span {
 }
 
 /// The delivery id of a record that did not parse, if it is at least a JSON object carrying one.
-pub(super) fn delivery_id_of(payload: &[u8]) -> Option<String> {
+fn delivery_id_of(payload: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct IdOnly {
         delivery_id: Option<String>,
