@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use super::redis_cpu::RedisSample;
 use super::{count_files, quantiles, wait_for_subscriber, BenchReport, Child};
 use crate::config::Settings;
 use crate::metrics;
@@ -24,7 +25,6 @@ pub(super) async fn bench(
     attacks: usize,
     output_dir: Option<&crate::config::OutputDir>,
 ) -> Result<BenchReport> {
-    let mut report = BenchReport::new("etl", redis);
     // Output on tmpfs when there is one: the benchmark measures the worker, not the disk.
     let scratch = match output_dir {
         Some(_) => None,
@@ -63,6 +63,7 @@ pub(super) async fn bench(
     let channel = keys::worker_channel(&settings.worker_channel, worker_id);
     wait_for_subscriber(redis, &channel).await?;
     let (cpu_before, _) = child.usage();
+    let redis_before = RedisSample::take(redis).await?;
     let started = Instant::now();
     synth::publish_all(&mut conn, &channel, &records, 500).await?;
     // Watch the worker's own counter: listing thousands of files in a loop would steal the CPU
@@ -83,10 +84,13 @@ pub(super) async fn bench(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let redis_after = RedisSample::take(redis).await?;
     let (cpu_after, rss) = child.usage();
     let text = metrics::scrape(child.metrics).await.unwrap_or_default();
     child.stop().await?;
 
+    let cost = redis_before.cost_until(&redis_after, "game", games as u64);
+    let mut report = BenchReport::new("etl", redis, cost);
     report.set("games", games);
     report.set("players_per_game", players);
     report.set("attacks_per_game", attacks);

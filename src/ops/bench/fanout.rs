@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use super::redis_cpu::{RedisCost, RedisSample};
 use super::BenchReport;
 use crate::config::Settings;
 use crate::metrics::{self, histogram_quantile};
@@ -25,8 +26,8 @@ pub(super) async fn bench(
     records: usize,
     workers: usize,
 ) -> Result<BenchReport> {
-    let mut report = BenchReport::new("fanout", redis);
     let run = run(settings, redis, records, workers, Duration::from_secs(120)).await?;
+    let mut report = BenchReport::new("fanout", redis, run.redis.clone());
     let spread = run.spread();
     report.set("records", run.records);
     report.set("workers", run.workers);
@@ -69,6 +70,9 @@ pub struct FanoutBenchReport {
     /// Routing latency quantiles (append to the log → PUBLISH to a worker), seconds.
     pub latency_p50: Option<f64>,
     pub latency_p99: Option<f64>,
+    /// What Redis spent from the first append to the last acknowledgement, per record
+    /// delivered.
+    pub redis: RedisCost,
 }
 
 impl FanoutBenchReport {
@@ -188,6 +192,7 @@ pub async fn run(
     wait_subscribed(&mut conn, std::slice::from_ref(&lobby)).await?;
 
     let mut publisher = redis.dedicated().await?;
+    let redis_before = RedisSample::take(redis).await?;
     let started = Instant::now();
     for chunk in (0..records).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
@@ -217,6 +222,10 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed();
+    // The fake workers acknowledge in batches after counting: their last XACKs are part of the
+    // cost of the records.
+    wait_acknowledged(&mut conn, &lobby, Instant::now() + Duration::from_secs(10)).await;
+    let redis_after = RedisSample::take(redis).await?;
     let text = metrics::render(&registry);
     trigger.fire();
     let _ = fanout.await;
@@ -231,6 +240,7 @@ pub async fn run(
         .filter(|n| n.load(Ordering::Relaxed) > 1)
         .count();
     let delivered = records - lost;
+    let redis = redis_before.cost_until(&redis_after, "record", delivered as u64);
     let _: () = redis::pipe()
         .del(&[
             stream.clone(),
@@ -254,7 +264,33 @@ pub async fn run(
             .collect(),
         latency_p50: histogram_quantile(&text, "superhero_fanout_routing_latency_seconds", 0.5),
         latency_p99: histogram_quantile(&text, "superhero_fanout_routing_latency_seconds", 0.99),
+        redis,
     })
+}
+
+/// Waits until the log has no entry pending at any consumer, or until `deadline` (a lost
+/// record stays pending; the report counts it as lost either way).
+async fn wait_acknowledged(
+    conn: &mut crate::pipeline::redis_conn::Conn,
+    lobby: &str,
+    deadline: Instant,
+) {
+    while Instant::now() < deadline {
+        let pending: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+            .arg(keys::log_stream(lobby))
+            .arg(keys::fanout_group(lobby))
+            .query_async(conn)
+            .await;
+        match pending {
+            Ok(redis::Value::Array(summary))
+                if matches!(summary.first(), Some(redis::Value::Int(0))) =>
+            {
+                return
+            }
+            Err(_) => return,
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
 }
 
 async fn wait_subscribed(

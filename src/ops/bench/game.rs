@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use super::redis_cpu::RedisSample;
 use super::{quantiles, BenchReport, Child};
 use crate::config::Settings;
 use crate::metrics;
@@ -26,7 +27,6 @@ pub(super) async fn bench(
     if !(seconds.is_finite() && seconds > 0.0) {
         bail!("bench game needs a positive --seconds");
     }
-    let mut report = BenchReport::new("game", redis);
     let heroes = crate::heroes::load_source(None)?;
     crate::heroes::store(redis, &heroes).await?;
     let port = crate::ops::private_redis::free_port()?;
@@ -68,6 +68,7 @@ pub(super) async fn bench(
     };
     let window = Duration::from_secs_f64(seconds);
     let before = completed(&metrics::scrape(child.metrics).await.unwrap_or_default());
+    let redis_before = RedisSample::take(redis).await?;
     let started = Instant::now();
     tokio::select! {
         _ = tokio::time::sleep(window) => {}
@@ -76,6 +77,7 @@ pub(super) async fn bench(
     let elapsed = started.elapsed().as_secs_f64();
     let text = metrics::scrape(child.metrics).await.unwrap_or_default();
     let finished = completed(&text) - before;
+    let redis_after = RedisSample::take(redis).await?;
     let (cpu, rss) = child.usage();
     stop_bots.fire();
     while tokio::time::timeout(Duration::from_secs(30), tasks.join_next())
@@ -85,6 +87,8 @@ pub(super) async fn bench(
         .is_some()
     {}
     child.stop().await?;
+    let cost = redis_before.cost_until(&redis_after, "game", finished.max(0.0) as u64);
+    let mut report = BenchReport::new("game", redis, cost);
     report.set("bots", bots);
     report.set("participants", participants);
     report.set("games_finished", finished);

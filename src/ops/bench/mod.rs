@@ -7,7 +7,8 @@
 //! [`fanout`]). Numbers are reported, never asserted.
 //!
 //! This file holds what the three share: the report, the child process, the waits and the
-//! quantiles; `etl.rs`, [`fanout`] and `game.rs` each drive one benchmark.
+//! quantiles; `etl.rs`, [`fanout`] and `game.rs` each drive one benchmark, and [`redis_cpu`]
+//! measures what Redis spent on each.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use serde_json::Value;
 mod etl;
 pub mod fanout;
 mod game;
+pub mod redis_cpu;
 pub mod synth;
 
 use crate::config::Settings;
@@ -30,6 +32,7 @@ use crate::ops::demo::connect_or_start;
 use crate::pipeline::redis_conn::{numsub, Redis};
 use crate::pipeline::sink;
 use crate::shutdown::Shutdown;
+use redis_cpu::RedisCost;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -65,14 +68,17 @@ pub struct BenchReport {
     pub bench: String,
     pub redis: String,
     pub figures: BTreeMap<String, Value>,
+    /// What Redis spent in the measured phase.
+    pub redis_cost: RedisCost,
 }
 
 impl BenchReport {
-    fn new(bench: &str, redis: &Redis) -> Self {
+    fn new(bench: &str, redis: &Redis, redis_cost: RedisCost) -> Self {
         BenchReport {
             bench: bench.to_string(),
             redis: redis.addr().to_string(),
             figures: BTreeMap::new(),
+            redis_cost,
         }
     }
 
@@ -89,6 +95,7 @@ impl BenchReport {
             };
             out.push_str(&format!("  {k:<28} {v}\n"));
         }
+        out.push_str(&self.redis_cost.render());
         out
     }
 }
