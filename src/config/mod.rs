@@ -154,6 +154,7 @@ impl Settings {
             },
             worker_id: raw.worker_id.0.clone().unwrap_or_else(random_worker_id),
             write_timeout: write_timeout(&figment, &raw)?,
+            wait_ms: wait_ms(&figment, &raw)?,
         };
         Ok(Settings::assemble(raw, computed))
     }
@@ -184,6 +185,38 @@ fn write_timeout(figment: &Figment, raw: &vars::RawSettings) -> Result<Duration,
         Some(w) => Ok(w),
         None => Ok(ack_timeout / 2),
     }
+}
+
+/// How long a worker's claim on a game lasts without renewal. A holder renews it every third of
+/// this.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// The lease a worker takes: [`LEASE`], or half of ACK_TIMEOUT when that is shorter. The record
+/// of a worker that died holding a game comes back after ACK_TIMEOUT; by then its lease must
+/// have run out, or each delivery only finds the game busy and counts towards MAX_DELIVERIES.
+pub fn lease_for(ack_timeout: Duration) -> Duration {
+    LEASE.min(ack_timeout / 2)
+}
+
+/// WAIT_MS, below the lease: a WAIT as long as the lease would leave the record unacknowledged
+/// until about when ACK_TIMEOUT routes it again, and the next delivery acknowledges a done game
+/// without waiting.
+fn wait_ms(figment: &Figment, raw: &vars::RawSettings) -> Result<Duration, ConfigError> {
+    let wait = raw.wait_ms.0;
+    let lease = lease_for(raw.ack_timeout.0);
+    if wait < lease {
+        return Ok(wait);
+    }
+    let from = figment
+        .find_metadata("WAIT_MS")
+        .map(|md| format!(" (from {})", layers::describe_source(md, "WAIT_MS")))
+        .unwrap_or_default();
+    Err(ConfigError(format!(
+        "WAIT_MS: invalid value {}, expected less than the claim lease ({} ms: 5 s, or \
+         ACK_TIMEOUT / 2 when shorter){from}",
+        wait.as_millis(),
+        lease.as_millis()
+    )))
 }
 
 /// A Redis Cluster has database 0 only: a REDIS_DB beside REDIS_CLUSTER_NODES is a mistake to

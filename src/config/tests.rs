@@ -102,6 +102,14 @@ fn settings_that_cannot_work_are_refused_naming_the_variable() {
             &[("REDIS_URL", "http://:hunter2@example/0")][..],
             "REDIS_URL",
         ),
+        (&[("WAIT_REPLICAS", "-1")][..], "WAIT_REPLICAS"),
+        (&[("WAIT_REPLICAS", "one")][..], "WAIT_REPLICAS"),
+        (&[("WAIT_MS", "0")][..], "WAIT_MS"),
+        (&[("WAIT_MS", "60001")][..], "WAIT_MS"),
+        (&[("WAIT_MS", "0.5")][..], "WAIT_MS"),
+        // At or above the lease: 5 s, or ACK_TIMEOUT / 2 when shorter.
+        (&[("WAIT_MS", "5000")][..], "WAIT_MS"),
+        (&[("ACK_TIMEOUT", "2"), ("WAIT_MS", "1000")][..], "WAIT_MS"),
     ] {
         let err = Settings::from_layers(layers(env)).unwrap_err().to_string();
         assert!(err.contains(&format!("error: {name}: ")), "{env:?}: {err}");
@@ -114,6 +122,17 @@ fn settings_that_cannot_work_are_refused_naming_the_variable() {
     let s =
         Settings::from_layers(layers(&[("ACK_TIMEOUT", "4"), ("WRITE_TIMEOUT", "3.5")])).unwrap();
     assert_eq!(s.write_timeout, Duration::from_millis(3500));
+    // WAIT is off unless asked for; WAIT_MS is whole milliseconds below the lease.
+    let s = Settings::from_layers(layers(&[])).unwrap();
+    assert_eq!(
+        (s.wait_replicas, s.wait_ms),
+        (0, Duration::from_millis(100))
+    );
+    let s = Settings::from_layers(layers(&[("WAIT_REPLICAS", "2"), ("WAIT_MS", "4999")])).unwrap();
+    assert_eq!(
+        (s.wait_replicas, s.wait_ms),
+        (2, Duration::from_millis(4999))
+    );
 }
 
 #[test]

@@ -99,7 +99,9 @@ deserialize_from_text!(
     ClientGames,
     OutDir,
     OptAddr,
-    ClusterNodes
+    ClusterNodes,
+    Replicas,
+    WaitMs
 );
 
 impl<'de, T: WholeKind> Deserialize<'de> for Whole<T> {
@@ -426,5 +428,37 @@ impl FromText for ClusterNodes {
                      10.0.0.1:7000,10.0.0.2:7000"
                 )
             })
+    }
+}
+
+/// WAIT_REPLICAS: how many replicas must hold a written game's done marker before its record is
+/// acknowledged; 0 is off.
+#[derive(Debug)]
+pub struct Replicas(pub u32);
+
+impl FromText for Replicas {
+    fn from_text(text: &str) -> Result<Self, String> {
+        not_empty(text)?
+            .parse()
+            .map(Replicas)
+            .map_err(|_| format!("invalid value {text:?}, expected a number of replicas from 0"))
+    }
+}
+
+/// The longest WAIT_MS accepted, whatever the lease (see `super::wait_ms`).
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// WAIT_MS: whole milliseconds from 1 to [`MAX_WAIT_MS`]. WAIT 0 would block for ever.
+#[derive(Debug)]
+pub struct WaitMs(pub Duration);
+
+impl FromText for WaitMs {
+    fn from_text(text: &str) -> Result<Self, String> {
+        match not_empty(text)?.parse::<u64>() {
+            Ok(ms) if (1..=MAX_WAIT_MS).contains(&ms) => Ok(WaitMs(Duration::from_millis(ms))),
+            _ => Err(format!(
+                "invalid value {text:?}, expected milliseconds from 1 to {MAX_WAIT_MS}"
+            )),
+        }
     }
 }

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::types::{
     AckTimeout, ClientGames, ClusterNodes, ConnectionCap, DbIndex, LogLevel, Module, OptAddr,
-    OptSeconds, OptText, OutDir, Positive, PositiveSeconds, RedisUrl, Seconds, Switch, Text, Whole,
-    WorkerId,
+    OptSeconds, OptText, OutDir, Positive, PositiveSeconds, RedisUrl, Replicas, Seconds, Switch,
+    Text, WaitMs, Whole, WorkerId,
 };
 use super::{LoggerModule, OutputDir, RedisSettings};
 
@@ -164,6 +164,8 @@ settings! {
         worker_id: String,
         /// WRITE_TIMEOUT, below ACK_TIMEOUT; half of it when unset.
         write_timeout: Duration,
+        /// WAIT_MS, below the worker's claim lease ([`super::lease_for`] ACK_TIMEOUT).
+        wait_ms: Duration,
     }
     redis_host: Text {
         var: "REDIS_HOST", flag: "redis-host", value: "HOST", heading: "Redis",
@@ -309,6 +311,21 @@ settings! {
         unset: "ACK_TIMEOUT / 2",
         help: "seconds a worker may spend writing one game before it gives the delivery up; \
                below ACK_TIMEOUT",
+    }
+    wait_replicas: Replicas => u32 {
+        var: "WAIT_REPLICAS", flag: "wait-replicas", value: "N", heading: "Pipeline",
+        commands: &["worker"],
+        default: "0",
+        help: "replicas that must acknowledge a written game's done marker (Redis WAIT) before \
+               its record is acknowledged; 0: no WAIT",
+    }
+    wait_ms: WaitMs {
+        var: "WAIT_MS", flag: "wait-ms", value: "MS", heading: "Pipeline",
+        commands: &["worker"],
+        default: "100",
+        help: "milliseconds WAIT_REPLICAS may take before the record is left for its next \
+               delivery; 1 to 60000, and below the claim lease (5 s, or ACK_TIMEOUT / 2 when \
+               shorter)",
     }
     metrics_addr: OptAddr => Option<SocketAddr> {
         var: "METRICS_ADDR", flag: "metrics-addr", value: "HOST:PORT", heading: "Pipeline",

@@ -85,6 +85,17 @@ pub async fn retire(conn: &mut Conn, lobby: &str, id: &str) -> RedisResult<bool>
     Ok(deleted == 1)
 }
 
+/// WAIT: blocks until `replicas` replicas have acknowledged every write sent so far on this
+/// connection, or `timeout` passes; the number that did. Only the connection that wrote counts
+/// (a reconnection in between makes it vacuous), and it blocks that connection meanwhile.
+pub async fn wait_replicas(conn: &mut Conn, replicas: u32, timeout: Duration) -> RedisResult<u32> {
+    redis::cmd("WAIT")
+        .arg(replicas)
+        .arg(timeout.as_millis() as u64)
+        .query_async(conn)
+        .await
+}
+
 /// Acknowledges delivered entries: they leave the group's pending list for good, with what the
 /// fanout noted about earlier attempts.
 pub async fn ack(conn: &mut Conn, lobby: &str, ids: &[String]) -> RedisResult<()> {

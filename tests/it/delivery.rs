@@ -1204,3 +1204,122 @@ fn two_fanouts_routing_a_backlog_keep_each_worker_within_its_limit() {
         );
     }
 }
+
+/// A pipeline on a primary with one replica, its worker w1 waiting for that replica
+/// (WAIT_REPLICAS=1); ACK_TIMEOUT 6 s, so a record is routed again well after a WAIT times out.
+fn pipeline_with_a_replica() -> (Pipeline, TestRedis, Proc) {
+    let mut p = Pipeline::new(&[("ACK_TIMEOUT", "6")]);
+    let replica = p.redis.start_replica();
+    let worker = p.worker("w1", &[("WAIT_REPLICAS", "1"), ("WAIT_MS", "100")]);
+    wait_live(&p.redis, LOBBY, "w1");
+    let fanout = p.fanout("fanout", &[]);
+    p.fanout = Some(fanout);
+    wait_subscribed(&p.redis, &[LOBBY.to_string()], 1);
+    (p, replica, worker)
+}
+
+/// Stores `game` and appends its host record only; the record's log entry id.
+fn append_host_record(redis: &TestRedis, game: &SynthGame) -> String {
+    runtime().block_on(async {
+        let mut conn = conn(redis).await;
+        synth::seed(&mut conn, std::slice::from_ref(game))
+            .await
+            .expect("seed");
+        let record = synth::host_record(LOBBY, game);
+        let ids = synth::append_all(&mut conn, LOBBY, &[record], 1)
+            .await
+            .expect("append");
+        ids.into_iter().next().expect("one entry id")
+    })
+}
+
+/// The entry ids pending in the fanouts' group.
+fn pending_ids(redis: &TestRedis) -> Vec<String> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(keys::log_stream(LOBBY))
+        .arg(keys::fanout_group(LOBBY))
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query(&mut redis.client())
+        .unwrap_or_default();
+    rows.into_iter().map(|(id, ..)| id).collect()
+}
+
+#[test]
+fn with_wait_replicas_a_written_games_done_marker_is_on_the_replica_when_acknowledged() {
+    let (p, replica, mut worker) = pipeline_with_a_replica();
+    let game = &games(1, 31)[0];
+    append_host_record(&p.redis, game);
+    wait_pairs(&[p.out.as_path()], 1, Duration::from_secs(30));
+    wait_until("the record acknowledged", Duration::from_secs(20), || {
+        unacked(&p.redis, LOBBY) == 0
+    });
+    // Acknowledged only after WAIT: the replica already holds the marker.
+    let done: Option<String> = replica.cmd(&["GET", &keys::etl_done(&game.token)]);
+    assert_eq!(done.as_deref(), Some("w1"));
+    assert_exactly_once(&[p.out.as_path()], &tokens(std::slice::from_ref(game)));
+    worker.signal("TERM");
+    assert_eq!(worker.exit_code(Duration::from_secs(20)), Some(0));
+    let log = worker.log_text();
+    assert!(!log.contains("replica(s) acknowledged"), "{log}");
+}
+
+#[test]
+fn with_wait_replicas_a_record_stays_pending_while_the_replica_is_stopped() {
+    let (p, replica, mut worker) = pipeline_with_a_replica();
+    let game = &games(1, 32)[0];
+    let paused = replica.pause();
+    let id = append_host_record(&p.redis, game);
+    // The files are written and the game is done on the primary, but WAIT times out.
+    wait_until("the WAIT to time out", Duration::from_secs(30), || {
+        worker.log_text().contains("0 of 1 replica(s) acknowledged")
+    });
+    wait_pairs(&[p.out.as_path()], 1, Duration::from_secs(5));
+    assert_eq!(pending_ids(&p.redis), [id]);
+    let done: Option<String> = p.redis.cmd(&["GET", &keys::etl_done(&game.token)]);
+    assert_eq!(done.as_deref(), Some("w1"));
+    drop(paused);
+    // Routed again after ACK_TIMEOUT, the record finds the game done and is acknowledged.
+    wait_until("the record acknowledged", Duration::from_secs(30), || {
+        pending_ids(&p.redis).is_empty()
+    });
+    assert_exactly_once(&[p.out.as_path()], &tokens(std::slice::from_ref(game)));
+    wait_until(
+        "the replica to hold the marker",
+        Duration::from_secs(10),
+        || {
+            let done: Option<String> = replica.cmd(&["GET", &keys::etl_done(&game.token)]);
+            done.as_deref() == Some("w1")
+        },
+    );
+    worker.signal("TERM");
+    assert_eq!(worker.exit_code(Duration::from_secs(20)), Some(0));
+    let log = worker.log_text();
+    assert!(
+        log.contains("2 record(s) received, 1 game(s) written"),
+        "the record was delivered twice and written once:\n{log}"
+    );
+}
+
+#[test]
+fn a_worker_with_a_wait_that_cannot_work_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("WAIT_MS", "0"),
+        ("WAIT_MS", "60001"),
+        ("WAIT_MS", "5000"),
+        ("WAIT_REPLICAS", "-1"),
+    ] {
+        let out = superhero(dir.path())
+            .arg("worker")
+            .env(var, value)
+            .env("REDIS_PORT", "1")
+            .output()
+            .expect("run superhero");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        assert!(err.contains(&format!("{var}: ")), "{var}={value}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one error line: {err}");
+    }
+}

@@ -32,15 +32,7 @@ use redis::{RedisResult, Script};
 
 use crate::pipeline::keys;
 
-/// How long a claim lasts without renewal. A holder renews it every third of this.
-pub const LEASE: Duration = Duration::from_secs(5);
-
-/// The lease a worker takes: [`LEASE`], or half of ACK_TIMEOUT when that is shorter. The record
-/// of a worker that died holding a game comes back after ACK_TIMEOUT; by then its lease must
-/// have run out, or each delivery only finds the game busy and counts towards MAX_DELIVERIES.
-pub fn lease_for(ack_timeout: Duration) -> Duration {
-    LEASE.min(ack_timeout / 2)
-}
+pub use crate::config::{lease_for, LEASE};
 
 /// The answer of [`claim`].
 #[derive(Debug, PartialEq, Eq)]

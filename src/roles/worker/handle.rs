@@ -1,7 +1,8 @@
 //! The state the record handlers share ([`Worker`]) and the handling of one record: parse it,
 //! claim its game (or wait for the worker that holds it), write it (its files through
-//! [`super::write::Writer`]), then clean and acknowledge; a Redis error retries the whole
-//! record, any other failure leaves it unacknowledged with the reason noted for the dead letter.
+//! [`super::write::Writer`]), then clean, wait for WAIT_REPLICAS replicas and acknowledge; a
+//! Redis error retries the whole record, any other failure leaves it unacknowledged with the
+//! reason noted for the dead letter.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -75,6 +76,11 @@ pub(super) struct Worker {
     lease: Duration,
     writer: Writer,
     pub(super) conn: Conn,
+    /// Where a record's own commands go, from its claim to its XACK: `conn`, or with
+    /// WAIT_REPLICAS a connection of their own, which WAIT may block.
+    records_conn: Conn,
+    /// WAIT_REPLICAS and WAIT_MS; `None` when WAIT_REPLICAS is 0.
+    replicas: Option<(u32, Duration)>,
     pub(super) metrics: WorkerMetrics,
     skips: Mutex<SkipLog>,
     outage: Mutex<Outage>,
@@ -86,6 +92,7 @@ impl Worker {
         settings: &Settings,
         output: sink::Output,
         conn: Conn,
+        records_conn: Conn,
         metrics: WorkerMetrics,
         shutdown: Shutdown,
     ) -> Worker {
@@ -100,6 +107,9 @@ impl Worker {
             done_expiry: super::done_expiry(settings),
             lease,
             conn,
+            records_conn,
+            replicas: (settings.wait_replicas > 0)
+                .then_some((settings.wait_replicas, settings.wait_ms)),
             metrics,
             skips: Mutex::new(SkipLog::default()),
             outage: Mutex::new(Outage::new("worker")),
@@ -251,7 +261,7 @@ impl Worker {
     }
 
     async fn process(&self, record: &Record, token: &str) -> Result<Outcome, Failure> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.records_conn.clone();
         let (game, user) = match &record.event {
             Event::CleaningGameRecords {
                 game_token,
@@ -304,7 +314,13 @@ impl Worker {
                         self.note_failure(record, &why).await;
                         return Ok(Outcome::Skipped);
                     }
-                    Some(outcome) => outcome,
+                    Some(outcome) => {
+                        if !self.replicated(&mut conn, &game).await? {
+                            let written = outcome == Outcome::Written;
+                            return Ok(Outcome::Unreplicated { written });
+                        }
+                        outcome
+                    }
                     // Lost the game to another worker: it acknowledges once the game is done.
                     None => return Ok(Outcome::Busy),
                 }
@@ -359,6 +375,26 @@ impl Worker {
             );
         }
         Ok(())
+    }
+
+    /// WAIT_REPLICAS: whether that many replicas acknowledged what this connection wrote, the
+    /// game's done marker among it. If not, the record stays unacknowledged; the fanout routes
+    /// it again after ACK_TIMEOUT and that delivery, finding the game done, acknowledges it.
+    async fn replicated(&self, conn: &mut Conn, game: &str) -> Result<bool, Failure> {
+        let Some((replicas, timeout)) = self.replicas else {
+            return Ok(true);
+        };
+        let acknowledged = delivery::wait_replicas(conn, replicas, timeout).await?;
+        if acknowledged >= replicas {
+            return Ok(true);
+        }
+        self.metrics.replica_waits_timed_out.inc();
+        tracing::warn!(
+            "game {game}: {acknowledged} of {replicas} replica(s) acknowledged its done marker \
+             within {} ms; its record is left unacknowledged, to be routed again",
+            timeout.as_millis()
+        );
+        Ok(false)
     }
 
     async fn ack(&self, conn: &mut Conn, record: &Record) -> Result<(), Failure> {

@@ -1,5 +1,6 @@
 //! The worker's Prometheus metrics: records received and skipped (by reason), games and files
-//! written, and how long a game takes from its claim to both of its files being in place.
+//! written, how long a game takes from its claim to both of its files being in place, and the
+//! WAITs for WAIT_REPLICAS that timed out.
 
 use prometheus_client::encoding::EncodeLabelSet;
 
@@ -18,6 +19,7 @@ pub struct WorkerMetrics {
     pub records_skipped: Family<ReasonLabel, Counter>,
     pub etl_duration: Histogram,
     pub files_written: Counter,
+    pub replica_waits_timed_out: Counter,
 }
 
 impl WorkerMetrics {
@@ -28,6 +30,7 @@ impl WorkerMetrics {
             records_skipped: Family::default(),
             etl_duration: Histogram::new(latency_buckets()),
             files_written: Counter::default(),
+            replica_waits_timed_out: Counter::default(),
         };
         register_all(
             registry,
@@ -56,6 +59,12 @@ impl WorkerMetrics {
                     "files_written",
                     "Parquet files this worker put in place",
                     &m.files_written,
+                ),
+                (
+                    "replica_waits_timed_out",
+                    "Games written whose record was left unacknowledged: fewer than \
+                     WAIT_REPLICAS replicas acknowledged within WAIT_MS",
+                    &m.replica_waits_timed_out,
                 ),
             ],
         );

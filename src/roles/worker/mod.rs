@@ -4,8 +4,9 @@
 //! For every record: parse it ([`crate::pipeline::record::parse`]); a record that is not a `Cleaning Game
 //! Records` of the game's host needs nothing but an acknowledgement; for a host record the game
 //! is claimed ([`claim`]), read ([`etl::load_game`]), turned into rows ([`etl::rows`]) and
-//! written ([`crate::pipeline::sink::Output::write_game`]), then marked done, cleaned (CLEAN_ROUTINE) and
-//! acknowledged (XACK of its log entry, [`crate::pipeline::delivery::ack`]). A host record whose game is
+//! written ([`crate::pipeline::sink::Output::write_game`]), then marked done, cleaned (CLEAN_ROUTINE),
+//! with WAIT_REPLICAS waited on until that many replicas hold it, and acknowledged (XACK of its
+//! log entry, [`crate::pipeline::delivery::ack`]). A host record whose game is
 //! unknown or unfinished, or whose handling failed, is not acknowledged: the fanout routes it
 //! again and, after MAX_DELIVERIES, dead-letters it with the reason noted here. Records are
 //! handled concurrently (up to [`MAX_IN_FLIGHT`]); on shutdown the worker stops reading and
@@ -79,6 +80,12 @@ enum Outcome {
     /// The game cannot be written (not finished, malformed), for this reason.
     Unwritable(String),
     Busy,
+    /// Written (or found done), but fewer than WAIT_REPLICAS replicas acknowledged within
+    /// WAIT_MS: not acknowledged, so it is routed again and its next delivery finds it done.
+    /// `written`: this worker's pair is the game's output.
+    Unreplicated {
+        written: bool,
+    },
     /// Stopped before the record was finished (shutdown during a Redis outage, a file error,
     /// a write past WRITE_TIMEOUT); not acknowledged, so it is routed again.
     Abandoned,
@@ -114,10 +121,18 @@ pub async fn run_with_metrics(
     crate::metrics::maybe_serve(settings.metrics_addr, registry, &shutdown).await?;
     let output = sink::Output::open(&settings.output_dir)?;
     leftovers::remove(&mut conn.clone(), &output, &id).await?;
+    // WAIT blocks the connection it is sent on: with WAIT_REPLICAS the records' own commands
+    // get one of their own, so heartbeats and lease renewals never queue behind a WAIT.
+    let records_conn = if settings.wait_replicas > 0 {
+        redis.dedicated().await?
+    } else {
+        conn.clone()
+    };
     let worker = Arc::new(Worker::new(
         settings,
         output,
         conn,
+        records_conn,
         worker_metrics,
         shutdown.clone(),
     ));
@@ -199,11 +214,13 @@ async fn drain(jobs: &mut JoinSet<Outcome>, report: &mut WorkerReport) {
 
 fn tally(report: &mut WorkerReport, done: Result<Outcome, tokio::task::JoinError>) {
     match done {
-        Ok(Outcome::Written) => report.games_written += 1,
+        Ok(Outcome::Written | Outcome::Unreplicated { written: true }) => report.games_written += 1,
         Ok(Outcome::AlreadyDone) => report.already_done += 1,
         Ok(Outcome::Skipped | Outcome::Unwritable(_)) => report.skipped += 1,
         Ok(Outcome::Busy) => report.busy += 1,
-        Ok(Outcome::NothingToDo | Outcome::Abandoned) => {}
+        Ok(
+            Outcome::NothingToDo | Outcome::Abandoned | Outcome::Unreplicated { written: false },
+        ) => {}
         Err(e) => tracing::error!("record handler failed: {e}"),
     }
 }

@@ -85,6 +85,61 @@ impl TestRedis {
         }
         cmd.query(&mut self.client()).expect("redis command")
     }
+
+    /// A private replica of this server, returned once its link is up and the primary counts it
+    /// online (so a WAIT on the primary can be answered by it).
+    pub fn start_replica(&self) -> TestRedis {
+        let primary = self.port.to_string();
+        let replica = TestRedis::start_with(&["--replicaof", "127.0.0.1", &primary]);
+        wait_until(
+            "the replica's link to its primary",
+            Duration::from_secs(20),
+            || {
+                let info: String = replica.cmd(&["INFO", "replication"]);
+                let online: String = self.cmd(&["INFO", "replication"]);
+                info.contains("master_link_status:up") && online.contains("state=online")
+            },
+        );
+        replica
+    }
+
+    /// The redis-server's process id, from `INFO server`.
+    pub fn pid(&self) -> u32 {
+        let info: String = self.cmd(&["INFO", "server"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .expect("process_id in INFO server")
+    }
+
+    /// Stops the redis-server (SIGSTOP) until the guard is dropped (SIGCONT).
+    pub fn pause(&self) -> Paused {
+        let pid = self.pid();
+        send_signal(pid, "STOP");
+        Paused { pid }
+    }
+}
+
+/// A redis-server stopped by [`TestRedis::pause`]; dropping it lets the server go on.
+pub struct Paused {
+    pid: u32,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // No assertion: a drop while a failed test unwinds must not panic again.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid.to_string()])
+            .status();
+    }
+}
+
+fn send_signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{sig} {pid}");
 }
 
 /// A private Redis Cluster on localhost, stopped when dropped.
