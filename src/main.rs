@@ -9,6 +9,7 @@ use superhero::config::{ConfigError, Layers, Settings};
 use superhero::logging;
 use superhero::ops::{bench, build_db, clean, demo, report, status};
 use superhero::pipeline::redis_conn::Redis;
+use superhero::pipeline::shard::{Agreement, Layout};
 use superhero::roles::{fanout, player, server, worker};
 use superhero::shutdown::Shutdown;
 
@@ -72,7 +73,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             // Validate the file before touching Redis, so a bad file fails fast and offline.
             superhero::heroes::load_source(args.source.as_deref())?;
             let redis = Redis::connect(&settings.redis).await?;
-            build_db::run(&redis, args.source.as_deref()).await?;
+            let layout = Layout::for_role(&settings, &redis, Agreement::Store).await?;
+            build_db::run(&redis, &layout, args.source.as_deref()).await?;
         }
         Command::Clean(args) => {
             let redis = Redis::connect(&settings.redis).await?;
@@ -83,7 +85,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             };
             clean::run(&redis, &settings.worker_channel, options).await?;
             if args.rebuild && !args.dry_run {
-                build_db::run(&redis, None).await?;
+                let layout = Layout::for_role(&settings, &redis, Agreement::Store).await?;
+                build_db::run(&redis, &layout, None).await?;
             }
         }
         Command::Server => {
@@ -208,7 +211,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 None => None,
             };
             let json = args.format == Format::Json;
-            status::run(&redis, &settings.worker_channel, json, watch, shutdown).await?;
+            let layout = Layout::for_role(&settings, &redis, Agreement::Read).await?;
+            let lobby = &settings.worker_channel;
+            status::run(&redis, &layout, lobby, json, watch, shutdown).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -99,7 +99,8 @@ deserialize_from_text!(
     ClientGames,
     OutDir,
     OptAddr,
-    ClusterNodes
+    ClusterNodes,
+    ShardCount
 );
 
 impl<'de, T: WholeKind> Deserialize<'de> for Whole<T> {
@@ -426,5 +427,28 @@ impl FromText for ClusterNodes {
                      10.0.0.1:7000,10.0.0.2:7000"
                 )
             })
+    }
+}
+
+/// The most shards REDIS_SHARDS accepts: far more than any cluster has primaries, and every
+/// shard costs each sweep one round trip.
+pub const MAX_SHARDS: u16 = 1024;
+
+/// REDIS_SHARDS: from 1 to [`MAX_SHARDS`], or unset when empty (the single layout on one
+/// Redis, 4 per primary on a cluster).
+#[derive(Debug)]
+pub struct ShardCount(pub Option<u16>);
+
+impl FromText for ShardCount {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(ShardCount(None));
+        }
+        match text.parse::<u16>() {
+            Ok(n) if (1..=MAX_SHARDS).contains(&n) => Ok(ShardCount(Some(n))),
+            _ => Err(format!(
+                "invalid value {text:?}, expected a number of shards from 1 to {MAX_SHARDS}"
+            )),
+        }
     }
 }

@@ -10,7 +10,6 @@ use crate::common;
 
 use common::roles::runtime;
 use common::{free_port, superhero, wait_for, wait_until, TestCluster};
-use superhero::pipeline::keys;
 use superhero::pipeline::redis_conn::{self, Conn, Redis, SubEvent};
 
 const LOBBY: &str = "redis.lib.server.lobby";
@@ -48,13 +47,13 @@ fn status_and_clean_reach_the_keys_of_every_primary() {
     while primaries.iter().any(|&p| dbsize(&cluster, p) == 0) {
         assert!(games.len() < 100, "keys never reached every primary");
         let g = uuid::Uuid::new_v4().to_string();
-        let status = keys::game_status(&g);
-        let size = keys::game_participants(&g);
+        let status = common::single_keys().game_status(&g);
+        let size = common::single_keys().game_participants(&g);
         let _: () = cluster.on(cluster.owner_of(&status), &["SET", &status, "Timed Out"]);
         let _: () = cluster.on(cluster.owner_of(&size), &["SET", &size, "2"]);
-        let listed = keys::games_players(2);
+        let listed = common::single_keys().games_players(2);
         let _: i64 = cluster.on(cluster.owner_of(&listed), &["LPUSH", &listed, &g]);
-        let joined = keys::GAMES_PARTICIPANTS;
+        let joined = &common::single_keys().games_participants();
         let _: i64 = cluster.on(cluster.owner_of(joined), &["ZADD", joined, "0", &g]);
         games.push(g);
     }
@@ -73,11 +72,11 @@ fn status_and_clean_reach_the_keys_of_every_primary() {
         "{cleaned}"
     );
     for g in &games {
-        let status = keys::game_status(g);
+        let status = common::single_keys().game_status(g);
         let left: u64 = cluster.on(cluster.owner_of(&status), &["EXISTS", &status]);
         assert_eq!(left, 0, "{status} is left after clean");
     }
-    let listed = keys::games_players(2);
+    let listed = common::single_keys().games_players(2);
     let left: u64 = cluster.on(cluster.owner_of(&listed), &["LLEN", &listed]);
     assert_eq!(left, 0, "clean leaves the games in {listed}");
 

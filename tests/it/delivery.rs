@@ -315,7 +315,7 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
         for g in &games {
             // W claimed and started writing; its lease has run out since.
             let _: () = redis::cmd("SET")
-                .arg(keys::etl_writer(&g.token))
+                .arg(common::single_keys().etl_writer(&g.token))
                 .arg("w")
                 .query_async(&mut c)
                 .await
@@ -350,7 +350,8 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
     wait_until("w's start-up sweep", Duration::from_secs(30), || {
         w.log_text().contains("start-up sweep")
     });
-    let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&whole_pair.token)]);
+    let done: Option<String> =
+        redis.cmd(&["GET", &common::single_keys().etl_done(&whole_pair.token)]);
     assert_eq!(done.as_deref(), Some("w"));
     // The second game's record now arrives: it is done already, nobody writes it again.
     let records: Vec<String> = synth::records(LOBBY, whole_pair);
