@@ -169,9 +169,9 @@ impl Layout {
     /// Agrees on the layout with the roles before: [`Agreement::Store`] stores this layout's
     /// count in `superhero:shards` unless one is stored (SET NX GET) and refuses a different
     /// one; [`Agreement::Read`] refuses a different one too, unless `follow` names the lobby
-    /// of a reader whose REDIS_SHARDS is unset: that reader follows the stored count. The single layout stores nothing: it refuses a stored
-    /// count when it would write, and a tagged layout refuses a Redis holding the single
-    /// layout's hero collection. A refusal is a [`ConfigError`] naming REDIS_SHARDS and both
+    /// of a reader whose REDIS_SHARDS is unset: that reader follows the stored count. The
+    /// single layout stores nothing: it refuses a stored count when it would write, and a
+    /// tagged layout refuses a Redis holding the single layout's hero collection. A refusal is a [`ConfigError`] naming REDIS_SHARDS and both
     /// values (exit 2).
     pub async fn agree(
         &self,
@@ -226,13 +226,13 @@ impl Layout {
 
     fn mismatch(&self, stored: &str) -> anyhow::Error {
         let mine = match &self.tagged {
-            Some((_, count)) => count.to_string(),
-            None => "unset (the single layout, on one Redis)".to_string(),
+            Some((_, count)) => format!("{count} shards here"),
+            None => "unset here (the single layout, on one Redis)".to_string(),
         };
         ConfigError(format!(
-            "REDIS_SHARDS: this role's is {mine}, but the data in this Redis was laid out with \
-             {stored} ({}): every role on one Redis must use the same REDIS_SHARDS (`clean \
-             --all` starts over)",
+            "REDIS_SHARDS: {mine}, but the data in this Redis was laid out with {stored} \
+             ({}): every role on one Redis must use the same REDIS_SHARDS (`clean --all` \
+             starts over)",
             keys::SHARD_COUNT
         ))
         .into()

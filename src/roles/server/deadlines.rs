@@ -22,6 +22,7 @@ use super::game::{self, Eliminated, GameError};
 use super::views;
 use super::Shared;
 use crate::pipeline::keys::{status, Keys};
+use crate::pipeline::shard::{Layout, Shard};
 
 /// How often the deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
@@ -62,18 +63,54 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 /// Forgets users whose last login, find, lobby registration or attack is older than USER_EXPIRY,
-/// shard by shard.
+/// shard by shard. A user's last use is kept in the shard of each game it plays, so its home
+/// shard forgets it only when no shard has seen it within USER_EXPIRY (S reads per idle user);
+/// a user seen elsewhere gets that time at home, and is not asked about again until then.
 async fn forget_idle_users(shared: &Shared) -> redis::RedisResult<u64> {
+    let layout = &shared.rules.layout;
+    let idle_ms = shared.settings.user_expiry.as_millis() as u64;
+    let mut conn = shared.redis.conn();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let cutoff = (secs * 1000 + micros / 1000).saturating_sub(idle_ms);
     let mut forgotten = 0;
-    for k in shared.rules.layout.all_keys() {
+    for shard in layout.shards() {
+        let k = layout.keys(shard);
+        let idle: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(k.users_last_use())
+            .arg("-inf")
+            .arg(format!("({cutoff}"))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        let mut gone = Vec::new();
+        for u in idle {
+            match seen_elsewhere(&mut conn, layout, shard, &u, cutoff).await? {
+                Some(last) => {
+                    let _: () = redis::cmd("ZADD")
+                        .arg(k.users_last_use())
+                        .arg("XX")
+                        .arg("GT")
+                        .arg(last)
+                        .arg(&u)
+                        .query_async(&mut conn)
+                        .await?;
+                }
+                None => gone.push(u),
+            }
+        }
+        if gone.is_empty() {
+            continue;
+        }
         let here: u64 = EXPIRE_USERS
             .key(k.users())
             .key(k.user_tokens())
             .key(k.users_last_use())
             .key(k.user_names())
-            .arg(shared.settings.user_expiry.as_millis() as u64)
-            .arg(1000)
-            .invoke_async(&mut shared.redis.conn())
+            .arg(idle_ms)
+            .arg(gone)
+            .invoke_async(&mut conn)
             .await?;
         forgotten += here;
     }
@@ -81,6 +118,33 @@ async fn forget_idle_users(shared: &Shared) -> redis::RedisResult<u64> {
         tracing::debug!("forgot {forgotten} user(s) idle for USER_EXPIRY");
     }
     Ok(forgotten)
+}
+
+/// The latest use of user `u` after `cutoff` in a shard other than `shard`, when `shard` is its
+/// home; None when there is none, or when `shard` is not its home (there, a stale last use is
+/// only forgotten).
+async fn seen_elsewhere(
+    conn: &mut Conn,
+    layout: &Layout,
+    shard: Shard,
+    u: &str,
+    cutoff: u64,
+) -> redis::RedisResult<Option<u64>> {
+    if layout.of_token(u) != shard {
+        return Ok(None);
+    }
+    let mut latest = None;
+    for other in layout.shards().filter(|s| *s != shard) {
+        let last: Option<f64> = redis::cmd("ZSCORE")
+            .arg(layout.keys(other).users_last_use())
+            .arg(u)
+            .query_async(conn)
+            .await?;
+        if let Some(last) = last.map(|l| l as u64).filter(|l| *l >= cutoff) {
+            latest = latest.max(Some(last));
+        }
+    }
+    Ok(latest)
 }
 
 /// Applies every deadline that has passed, shard by shard; the number of games it acted on.

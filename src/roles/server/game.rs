@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::protocol::reason;
 use crate::pipeline::keys::{self, Keys};
 use crate::pipeline::redis_conn;
-use crate::pipeline::shard::Layout;
+use crate::pipeline::shard::{Layout, Shard};
 
 /// Why a change to a game's state failed.
 #[derive(Debug, thiserror::Error)]
@@ -171,32 +171,36 @@ pub enum Found {
     Refused(&'static str),
 }
 
-/// Joins the oldest open game for `n` players in the user's home shard or creates one there
-/// (the creator is its host). Lobbies past their deadline are timed out by
+/// Joins the oldest open game for `n` players in the user's home shard, else the oldest among
+/// the other shards, else creates one in the home shard (the creator is its host): with few
+/// players per shard, games still fill. Lobbies past their deadline are timed out by
 /// [`super::deadlines::sweep`], not here.
 pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<Found> {
     let home = rules.layout.of_token(user);
     let k = &rules.layout.keys(home);
-    let lobbies = k.games_lobbies(n);
     for attempt in 0..50 {
-        // Oldest first; the join script itself refuses one that is full, started or stale.
-        let open: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&lobbies)
-            .arg(0)
-            .arg(7)
-            .query_async(conn)
-            .await?;
-        for g in &open {
-            match join_one(conn, k, g, user, n, rules, "join").await? {
-                JoinReply::Ok(hero_id) => {
-                    return Ok(Found::Joined {
-                        game: g.clone(),
-                        hero_id,
-                    })
+        for shard in shards_to_search(conn, rules, home, n).await? {
+            let away = &rules.layout.keys(shard);
+            // Oldest first; the join script itself refuses one that is full, started or stale.
+            let open: Vec<String> = redis::cmd("ZRANGE")
+                .arg(away.games_lobbies(n))
+                .arg(0)
+                .arg(7)
+                .query_async(conn)
+                .await?;
+            for g in &open {
+                let mode = if shard == home { "join" } else { "join-away" };
+                match join_one(conn, away, g, user, n, rules, mode).await? {
+                    JoinReply::Ok(hero_id) => {
+                        return Ok(Found::Joined {
+                            game: g.clone(),
+                            hero_id,
+                        })
+                    }
+                    JoinReply::Mine(g) => return mine(conn, away, g, user).await,
+                    JoinReply::Refused(r) => return Ok(Found::Refused(r)),
+                    JoinReply::Skip => {}
                 }
-                JoinReply::Mine(g) => return mine(conn, k, g, user).await,
-                JoinReply::Refused(r) => return Ok(Found::Refused(r)),
-                JoinReply::Skip => {}
             }
         }
         let g = rules.layout.draw_token(home);
@@ -214,6 +218,33 @@ pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<F
         }
     }
     Ok(Found::Refused(reason::SERVICE_UNAVAILABLE))
+}
+
+/// The shards a find looks in for an open lobby of `n` players: the home shard, then the others
+/// that have one, oldest lobby first (one ZRANGE per shard).
+async fn shards_to_search(
+    conn: &mut Conn,
+    rules: &Rules,
+    home: Shard,
+    n: u8,
+) -> Result<Vec<Shard>> {
+    let mut others = Vec::new();
+    for shard in rules.layout.shards().filter(|s| *s != home) {
+        let oldest: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(rules.layout.keys(shard).games_lobbies(n))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await?;
+        if let Some((_, created)) = oldest.first() {
+            others.push((*created, shard));
+        }
+    }
+    others.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(std::iter::once(home)
+        .chain(others.into_iter().map(|(_, s)| s))
+        .collect())
 }
 
 /// The open lobby `user` already waits in, answered again (one open lobby per user).
@@ -246,6 +277,11 @@ async fn join_one(
     rules: &Rules,
     mode: &str,
 ) -> Result<JoinReply> {
+    // `join-away`: a join in a shard that is not the user's home.
+    let (mode, away) = match mode {
+        "join-away" => ("join", "away"),
+        other => (other, ""),
+    };
     // A game's status key is `.0 + game + .1` (the script looks at the user's open lobby).
     let status_key = k.split_around_game(Keys::game_status);
     let reply: Vec<String> = JOIN
@@ -270,6 +306,7 @@ async fn join_one(
         .arg(mode)
         .arg(&status_key.0)
         .arg(&status_key.1)
+        .arg(away)
         .invoke_async(conn)
         .await
         .step("join script")?;
