@@ -133,9 +133,9 @@ pub async fn start_cluster_then_refuse(settings: &Settings, primaries: u16) -> R
     let serving = redis.primaries().await?.len();
     drop(cluster);
     bail!(
-        "a private Redis Cluster of {serving} primaries started and answered, but the roles \
-         cannot run on a cluster yet: their multi-key scripts need slot-aware (hash-tagged) \
-         keys, not built yet; the cluster is stopped"
+        "a private Redis Cluster of {serving} primaries started and answered, but the pipeline \
+         cannot run on a cluster yet: the fanout and the workers read one log stream, and the \
+         per-shard log is not built yet; the cluster is stopped"
     )
 }
 
