@@ -9,6 +9,7 @@ use superhero::config::{ConfigError, Layers, Settings};
 use superhero::logging;
 use superhero::ops::{bench, build_db, clean, demo, report, status};
 use superhero::pipeline::redis_conn::Redis;
+use superhero::pipeline::shard::{Agreement, Layout};
 use superhero::roles::{fanout, player, server, worker};
 use superhero::shutdown::Shutdown;
 
@@ -61,8 +62,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
     if let Some(name) = needs_one_slot_per_script(&command).filter(|_| settings.redis.is_cluster())
     {
         return Err(ConfigError(format!(
-            "REDIS_CLUSTER_NODES: `{name}` cannot run on a Redis Cluster yet: its multi-key \
-             scripts need slot-aware (hash-tagged) keys, not built yet; `status` and `clean` work"
+            "REDIS_CLUSTER_NODES: `{name}` cannot run on a Redis Cluster yet: it reads one log \
+             stream, and the per-shard log is not built yet; `server`, `build-db`, `status` and \
+             `clean` work"
         ))
         .into());
     }
@@ -72,7 +74,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             // Validate the file before touching Redis, so a bad file fails fast and offline.
             superhero::heroes::load_source(args.source.as_deref())?;
             let redis = Redis::connect(&settings.redis).await?;
-            build_db::run(&redis, args.source.as_deref()).await?;
+            let layout = Layout::for_role(&settings, &redis, Agreement::Store).await?;
+            build_db::run(&redis, &layout, args.source.as_deref()).await?;
         }
         Command::Clean(args) => {
             let redis = Redis::connect(&settings.redis).await?;
@@ -83,7 +86,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             };
             clean::run(&redis, &settings.worker_channel, options).await?;
             if args.rebuild && !args.dry_run {
-                build_db::run(&redis, None).await?;
+                let layout = Layout::for_role(&settings, &redis, Agreement::Store).await?;
+                build_db::run(&redis, &layout, None).await?;
             }
         }
         Command::Server => {
@@ -208,23 +212,28 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 None => None,
             };
             let json = args.format == Format::Json;
-            status::run(&redis, &settings.worker_channel, json, watch, shutdown).await?;
+            let layout = Layout::for_role(&settings, &redis, Agreement::Read).await?;
+            let lobby = &settings.worker_channel;
+            status::run(&redis, &layout, lobby, json, watch, shutdown).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The commands that run the game's or the pipeline's multi-key scripts (or RENAME across
-/// keys): on a cluster they would fail with CROSSSLOT mid-run, so they refuse at once.
+/// The commands that read the pipeline's log (or run the roles that do): on a cluster the
+/// server appends to one log stream per shard, which they cannot read yet, so they refuse at
+/// once. The server, `build-db` and `clean --rebuild` name every key by its shard.
 fn needs_one_slot_per_script(command: &Command) -> Option<&'static str> {
     match command {
-        Command::BuildDb(_) => Some("build-db"),
-        Command::Server => Some("server"),
         Command::Worker => Some("worker"),
         Command::Fanout => Some("fanout"),
         Command::Demo(_) => Some("demo"),
         Command::Bench(_) => Some("bench"),
-        Command::Clean(args) if args.rebuild => Some("clean --rebuild"),
-        Command::Player(_) | Command::Report(_) | Command::Status(_) | Command::Clean(_) => None,
+        Command::BuildDb(_)
+        | Command::Server
+        | Command::Player(_)
+        | Command::Report(_)
+        | Command::Status(_)
+        | Command::Clean(_) => None,
     }
 }

@@ -19,6 +19,7 @@ mod types;
 mod vars;
 pub use layers::{read_dotenv, Layers};
 pub use output_dir::OutputDir;
+pub use types::MAX_SHARDS;
 pub use vars::{Settings, Var, COMMANDS, RUN_THE_ROLES, VARS};
 
 /// A setting that could not be parsed: one line naming the variable (and the layer it came

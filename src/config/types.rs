@@ -101,7 +101,8 @@ deserialize_from_text!(
     OptAddr,
     ClusterNodes,
     Replicas,
-    WaitMs
+    WaitMs,
+    ShardCount
 );
 
 impl<'de, T: WholeKind> Deserialize<'de> for Whole<T> {
@@ -458,6 +459,29 @@ impl FromText for WaitMs {
             Ok(ms) if (1..=MAX_WAIT_MS).contains(&ms) => Ok(WaitMs(Duration::from_millis(ms))),
             _ => Err(format!(
                 "invalid value {text:?}, expected milliseconds from 1 to {MAX_WAIT_MS}"
+            )),
+        }
+    }
+}
+
+/// The most shards REDIS_SHARDS accepts: far more than any cluster has primaries, and every
+/// shard costs each sweep one round trip.
+pub const MAX_SHARDS: u16 = 1024;
+
+/// REDIS_SHARDS: from 1 to [`MAX_SHARDS`], or unset when empty (the single layout on one
+/// Redis, 4 per primary on a cluster).
+#[derive(Debug)]
+pub struct ShardCount(pub Option<u16>);
+
+impl FromText for ShardCount {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(ShardCount(None));
+        }
+        match text.parse::<u16>() {
+            Ok(n) if (1..=MAX_SHARDS).contains(&n) => Ok(ShardCount(Some(n))),
+            _ => Err(format!(
+                "invalid value {text:?}, expected a number of shards from 1 to {MAX_SHARDS}"
             )),
         }
     }

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::types::{
     AckTimeout, ClientGames, ClusterNodes, ConnectionCap, DbIndex, LogLevel, Module, OptAddr,
-    OptSeconds, OptText, OutDir, Positive, PositiveSeconds, RedisUrl, Replicas, Seconds, Switch,
-    Text, WaitMs, Whole, WorkerId,
+    OptSeconds, OptText, OutDir, Positive, PositiveSeconds, RedisUrl, Replicas, Seconds,
+    ShardCount, Switch, Text, WaitMs, Whole, WorkerId,
 };
 use super::{LoggerModule, OutputDir, RedisSettings};
 
@@ -200,6 +200,14 @@ settings! {
         unset: "(single Redis)",
         help: "seed nodes of a Redis Cluster, comma-separated; password and TLS still come from \
                REDIS_PASSWORD or REDIS_URL; unset: one Redis at REDIS_HOST:REDIS_PORT",
+    }
+    redis_shards: ShardCount => Option<u16> {
+        var: "REDIS_SHARDS", flag: "redis-shards", value: "N", heading: "Redis",
+        commands: REDIS_CLIENTS,
+        unset: "single layout; on a cluster 4 per primary",
+        help: "shards of the game's keys, each with its own hash tag (1 to 1024); every role on \
+               one Redis must agree (stored in superhero:shards); unset: today's key names on \
+               one Redis, 4 shards per primary on a cluster",
     }
     redis_expiry: Seconds => Duration {
         var: "REDIS_EXPIRY", flag: "redis-expiry", value: "SECS", heading: "Redis",

@@ -1,5 +1,6 @@
 //! The roster in Redis: reading a hero collection (a file or the built-in roster) and loading it
-//! into the `superheros` hash atomically.
+//! into the `superheros` hash of every shard atomically (one copy per shard, so a find's script
+//! touches one slot).
 //!
 //! The heroes are written to a fresh temporary hash and RENAMEd over `superheros` in one step,
 //! so readers see either the old collection or the new one, never a half-loaded hash. Any error
@@ -16,8 +17,9 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{parse_collection, Hero, BUILTIN_ROSTER};
-use crate::pipeline::keys;
-use crate::pipeline::redis_conn::Redis;
+use crate::pipeline::keys::Keys;
+use crate::pipeline::redis_conn::{Conn, Redis};
+use crate::pipeline::shard::Layout;
 
 /// Heroes written per pipeline round trip.
 const BATCH: usize = 500;
@@ -37,10 +39,18 @@ pub fn load_source(source: Option<&Path>) -> Result<Vec<Hero>> {
     }
 }
 
-/// Replaces `superheros` with `heroes`; returns how many were loaded.
-pub async fn store(redis: &Redis, heroes: &[Hero]) -> Result<usize> {
+/// Replaces `superheros` of every shard with `heroes`; returns how many were loaded.
+pub async fn store(redis: &Redis, layout: &Layout, heroes: &[Hero]) -> Result<usize> {
+    for keys in layout.all_keys() {
+        store_in(redis, &keys, heroes).await?;
+    }
+    Ok(heroes.len())
+}
+
+/// Replaces the `superheros` of one shard with `heroes`.
+async fn store_in(redis: &Redis, keys: &Keys, heroes: &[Hero]) -> Result<()> {
     let mut conn = redis.conn();
-    let staging = keys::superheros_loading(&uuid::Uuid::new_v4().to_string());
+    let staging = keys.superheros_loading(&uuid::Uuid::new_v4().to_string());
     let started = Instant::now();
     let bar =
         ProgressBar::with_draw_target(Some(heroes.len() as u64), ProgressDrawTarget::hidden());
@@ -63,7 +73,7 @@ pub async fn store(redis: &Redis, heroes: &[Hero]) -> Result<usize> {
         }
         redis::cmd("RENAME")
             .arg(&staging)
-            .arg(keys::SUPERHEROS)
+            .arg(keys.superheros())
             .query_async::<()>(&mut conn)
             .await
     }
@@ -73,33 +83,48 @@ pub async fn store(redis: &Redis, heroes: &[Hero]) -> Result<usize> {
         let _: Result<(), _> = redis::cmd("DEL").arg(&staging).query_async(&mut conn).await;
         return Err(e).context("loading heroes failed; the previous collection is unchanged");
     }
-    Ok(heroes.len())
+    Ok(())
 }
 
 /// Serialises reloads within a process, so finds that all saw an empty collection load it and log
 /// it once.
 static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Loads the built-in roster if `superheros` is missing (Redis lost its data), with one warning.
-/// Returns whether it was missing, i.e. whether a find refused for lack of heroes is worth
-/// retrying. Servers in other processes may reload at the same moment: each load is atomic and
-/// the data identical, so the race is harmless.
-pub async fn reload_if_missing(redis: &Redis) -> Result<bool> {
+/// Loads the built-in roster into every shard whose `superheros` is missing (Redis lost its
+/// data), with one warning. Returns whether one was missing, i.e. whether a find refused for
+/// lack of heroes is worth retrying. Servers in other processes may reload at the same moment:
+/// each load is atomic and the data identical, so the race is harmless.
+pub async fn reload_if_missing(redis: &Redis, layout: &Layout) -> Result<bool> {
     let mut conn = redis.conn();
-    let mut heroes = redis::cmd("HLEN");
-    heroes.arg(keys::SUPERHEROS);
-    if heroes.query_async::<u64>(&mut conn).await? > 0 {
+    let mut missing = Vec::new();
+    for keys in layout.all_keys() {
+        if hero_count(&mut conn, &keys).await? == 0 {
+            missing.push(keys);
+        }
+    }
+    if missing.is_empty() {
         return Ok(false);
     }
     let _one_at_a_time = RELOADING.lock().await;
-    // Another task of this process may have reloaded while this one waited.
-    if heroes.query_async::<u64>(&mut conn).await? > 0 {
-        return Ok(true);
+    let roster = load_source(None)?;
+    for keys in &missing {
+        // Another task of this process may have reloaded while this one waited.
+        if hero_count(&mut conn, keys).await? > 0 {
+            continue;
+        }
+        store_in(redis, keys, &roster).await?;
+        tracing::warn!(
+            "no heroes in '{}' (a new Redis, or one that lost its data): loaded the built-in roster of {} heroes",
+            keys.superheros(),
+            roster.len()
+        );
     }
-    let n = store(redis, &load_source(None)?).await?;
-    tracing::warn!(
-        "no heroes in '{}' (a new Redis, or one that lost its data): loaded the built-in roster of {n} heroes",
-        keys::SUPERHEROS
-    );
     Ok(true)
+}
+
+async fn hero_count(conn: &mut Conn, keys: &Keys) -> Result<u64> {
+    Ok(redis::cmd("HLEN")
+        .arg(keys.superheros())
+        .query_async(conn)
+        .await?)
 }

@@ -54,11 +54,8 @@ pub async fn finished_games(redis: &Redis, force: bool, dry_run: bool) -> Result
     let mut conn = redis.conn();
     let mut cleaned = Cleaned::default();
     for status_key in scan(&mut conn, "games:*:status").await? {
-        let Some(g) = status_key
-            .strip_prefix("games:")
-            .and_then(|rest| rest.strip_suffix(":status"))
-            .filter(|g| !g.contains(':'))
-        else {
+        // The status key names the game's shard (its tag) as well as the game.
+        let Some((k, g)) = keys::parse_game_key(&status_key, ":status") else {
             continue;
         };
         let status: Option<String> = redis::cmd("GET")
@@ -70,7 +67,7 @@ pub async fn finished_games(redis: &Redis, force: bool, dry_run: bool) -> Result
         };
         if status == keys::status::COMPLETED && !force {
             let written: bool = redis::cmd("EXISTS")
-                .arg(keys::etl_done(g))
+                .arg(k.etl_done(g))
                 .query_async(&mut conn)
                 .await?;
             if !written {
@@ -78,22 +75,22 @@ pub async fn finished_games(redis: &Redis, force: bool, dry_run: bool) -> Result
                 continue;
             }
         }
-        let mut game_keys: Vec<String> = scan(&mut conn, &keys::game_key_pattern(g))
+        let mut game_keys: Vec<String> = scan(&mut conn, &k.game_key_pattern(g))
             .await?
             .into_iter()
             .collect();
-        game_keys.push(keys::game(g));
+        game_keys.push(k.game(g));
         let n: Option<u8> = redis::cmd("GET")
-            .arg(keys::game_participants(g))
+            .arg(k.game_participants(g))
             .query_async(&mut conn)
             .await
             .ok()
             .flatten();
         if !dry_run {
             let mut pipe = redis::pipe();
-            pipe.zrem(keys::GAMES_PARTICIPANTS, g).ignore();
+            pipe.zrem(k.games_participants(), g).ignore();
             if let Some(n) = n {
-                pipe.lrem(keys::games_players(n), 0, g).ignore();
+                pipe.lrem(k.games_players(n), 0, g).ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;
             delete(&mut conn, &game_keys).await?;
@@ -124,10 +121,12 @@ pub async fn everything(redis: &Redis, lobby: &str, dry_run: bool) -> Result<Cle
 /// Removes the keys under a lobby channel (a demo's or benchmark's private one), best effort.
 pub async fn remove_channel_keys(redis: &Redis, lobby: &str) {
     let mut conn = redis.conn();
-    let pattern = format!("{}:*", keys::escape_glob(lobby));
-    if let Ok(found) = scan(&mut conn, &pattern).await {
-        let found: Vec<String> = found.into_iter().collect();
-        let _ = delete(&mut conn, &found).await;
+    let lobby = keys::escape_glob(lobby);
+    for pattern in [format!("{lobby}:*"), format!("{{{lobby}:*")] {
+        if let Ok(found) = scan(&mut conn, &pattern).await {
+            let found: Vec<String> = found.into_iter().collect();
+            let _ = delete(&mut conn, &found).await;
+        }
     }
 }
 

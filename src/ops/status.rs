@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::scan;
 use crate::pipeline::redis_conn::{numsub, Redis};
+use crate::pipeline::shard::{Layout, Shard};
 use crate::shutdown::Shutdown;
 
 /// A subscribed worker channel.
@@ -60,7 +61,7 @@ pub struct Status {
 }
 
 /// Reads the status of the system from Redis.
-pub async fn collect(redis: &Redis, lobby: &str) -> Result<Status> {
+pub async fn collect(redis: &Redis, layout: &Layout, lobby: &str) -> Result<Status> {
     let mut conn = redis.conn();
     let fanouts = numsub(&mut conn, &[lobby.to_string()])
         .await?
@@ -77,8 +78,9 @@ pub async fn collect(redis: &Redis, lobby: &str) -> Result<Status> {
             .copied()
             .unwrap_or(0);
     }
+    // Every shard holds the same copy: the first one's size is the collection's.
     let heroes: u64 = redis::cmd("HLEN")
-        .arg(keys::SUPERHEROS)
+        .arg(layout.keys(Shard(0)).superheros())
         .query_async(&mut conn)
         .await?;
     let games = games_by_status(&mut conn).await?;
@@ -142,7 +144,7 @@ async fn games_by_status(conn: &mut Conn) -> Result<BTreeMap<String, u64>> {
     let status_keys: Vec<String> = scan(conn, "games:*:status")
         .await?
         .into_iter()
-        .filter(|k| k.matches(':').count() == 2)
+        .filter(|k| keys::parse_game_key(k, ":status").is_some())
         .collect();
     for chunk in status_keys.chunks(500) {
         let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
@@ -198,13 +200,14 @@ pub fn render_table(s: &Status) -> String {
 /// The `status` command: print once, or every `watch` interval until Ctrl-C.
 pub async fn run(
     redis: &Redis,
+    layout: &Layout,
     lobby: &str,
     json: bool,
     watch: Option<Duration>,
     shutdown: Shutdown,
 ) -> Result<()> {
     loop {
-        let status = collect(redis, lobby).await?;
+        let status = collect(redis, layout, lobby).await?;
         let text = if json {
             serde_json::to_string_pretty(&status)?
         } else {

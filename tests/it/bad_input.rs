@@ -41,7 +41,9 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
     let redis_server = TestRedis::start();
     let settings = redis_server.settings_with(&[("TURN_TIMEOUT", "5"), ("LOBBY_TIMEOUT", "10")]);
     let redis = Redis::connect(&settings.redis).await.unwrap();
-    superhero::ops::build_db::run(&redis, None).await.unwrap();
+    superhero::ops::build_db::run(&redis, &superhero::pipeline::shard::Layout::single(), None)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, shutdown) = shutdown::channel();
@@ -375,7 +377,7 @@ async fn bad_websocket_inputs_get_reasons_and_games_still_complete() {
     // its own user token and the others' aliases: attack as the bot, naming an alias.
     let finished = finished.expect("a finished game");
     let members: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(superhero::pipeline::keys::game(&finished.game_token))
+        .arg(common::single_keys().game(&finished.game_token))
         .query_async(&mut redis.conn())
         .await
         .unwrap();

@@ -1,16 +1,17 @@
-//! Redis Cluster, the foundation: REDIS_CLUSTER_NODES is checked like every setting; `status`
-//! and `clean` see the keys of every primary; a [`Conn`] runs scripts and pipelines across
-//! slots, follows MOVED and survives a primary's death; `demo --cluster` starts a real cluster
-//! and then says plainly that the roles cannot run on it yet. Every test starts its own
-//! 3-primary cluster with a replica per primary.
+//! Redis Cluster: REDIS_CLUSTER_NODES is checked like every setting; `status` and `clean` see
+//! the keys of every primary; a [`Conn`] runs scripts and pipelines across slots, follows MOVED
+//! and survives a primary's death; game servers play whole games on a cluster, their keys
+//! spread over shards; `demo --cluster` starts a real cluster and then says plainly that the
+//! pipeline cannot run on it yet. Every test starts its own 3-primary cluster.
 
 use std::time::Duration;
 
 use crate::common;
 
-use common::roles::runtime;
+use std::path::Path;
+
+use common::roles::{runtime, Proc};
 use common::{free_port, superhero, wait_for, wait_until, TestCluster};
-use superhero::pipeline::keys;
 use superhero::pipeline::redis_conn::{self, Conn, Redis, SubEvent};
 
 const LOBBY: &str = "redis.lib.server.lobby";
@@ -48,13 +49,13 @@ fn status_and_clean_reach_the_keys_of_every_primary() {
     while primaries.iter().any(|&p| dbsize(&cluster, p) == 0) {
         assert!(games.len() < 100, "keys never reached every primary");
         let g = uuid::Uuid::new_v4().to_string();
-        let status = keys::game_status(&g);
-        let size = keys::game_participants(&g);
+        let status = common::single_keys().game_status(&g);
+        let size = common::single_keys().game_participants(&g);
         let _: () = cluster.on(cluster.owner_of(&status), &["SET", &status, "Timed Out"]);
         let _: () = cluster.on(cluster.owner_of(&size), &["SET", &size, "2"]);
-        let listed = keys::games_players(2);
+        let listed = common::single_keys().games_players(2);
         let _: i64 = cluster.on(cluster.owner_of(&listed), &["LPUSH", &listed, &g]);
-        let joined = keys::GAMES_PARTICIPANTS;
+        let joined = &common::single_keys().games_participants();
         let _: i64 = cluster.on(cluster.owner_of(joined), &["ZADD", joined, "0", &g]);
         games.push(g);
     }
@@ -73,11 +74,11 @@ fn status_and_clean_reach_the_keys_of_every_primary() {
         "{cleaned}"
     );
     for g in &games {
-        let status = keys::game_status(g);
+        let status = common::single_keys().game_status(g);
         let left: u64 = cluster.on(cluster.owner_of(&status), &["EXISTS", &status]);
         assert_eq!(left, 0, "{status} is left after clean");
     }
-    let listed = keys::games_players(2);
+    let listed = common::single_keys().games_players(2);
     let left: u64 = cluster.on(cluster.owner_of(&listed), &["LLEN", &listed]);
     assert_eq!(left, 0, "clean leaves the games in {listed}");
 
@@ -290,8 +291,8 @@ fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
         ),
         (
             &[("REDIS_CLUSTER_NODES", seeds.as_str())],
-            &["server"],
-            "`server` cannot run",
+            &["fanout"],
+            "`fanout` cannot run",
         ),
     ];
     for (env, args, named) in cases {
@@ -342,4 +343,141 @@ fn demo_and_bench_start_a_real_cluster_then_refuse_to_pretend() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// A `superhero` process against `cluster`, with `env`, its output in `<dir>/<name>.log`.
+fn on_cluster(
+    cluster: &TestCluster,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut cmd = superhero(dir);
+    cmd.env("REDIS_CLUSTER_NODES", cluster.seeds())
+        .envs(env.iter().copied())
+        .args(args);
+    Proc::spawn(name, dir, cmd)
+}
+
+#[test]
+fn two_servers_play_whole_games_on_a_cluster_with_their_keys_spread_over_primaries() {
+    let cluster = TestCluster::start(3, 0);
+    let primaries = cluster.primaries();
+    let dir = tempfile::tempdir().unwrap();
+    let minute = Duration::from_secs(60);
+
+    let mut build = on_cluster(&cluster, dir.path(), "build-db", &["build-db"], &[]);
+    assert_eq!(build.exit_code(minute), Some(0), "{}", build.log_text());
+    // 4 shards per primary, stored for every later role.
+    let any = cluster.owner_of("superhero:shards");
+    assert_eq!(
+        cluster.on::<String>(any, &["GET", "superhero:shards"]),
+        "12"
+    );
+
+    let ports = [free_port(), free_port()];
+    let servers: Vec<Proc> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let port = port.to_string();
+            let env = [
+                ("WEBSOCKET_HOST", "127.0.0.1"),
+                ("WEBSOCKET_PORT", port.as_str()),
+                ("LOBBY_TIMEOUT", "10"),
+            ];
+            on_cluster(
+                &cluster,
+                dir.path(),
+                &format!("server-{i}"),
+                &["server"],
+                &env,
+            )
+        })
+        .collect();
+    for s in &servers {
+        wait_until(&format!("{} to listen", s.name), minute, || {
+            s.log_text().contains("game server listening")
+        });
+    }
+
+    // Bots spread over both servers; each plays its games to the end.
+    let mut bots: Vec<Proc> = (0..6)
+        .map(|i| {
+            let port = ports[i % 2].to_string();
+            let env = [
+                ("WEBSOCKET_HOST", "127.0.0.1"),
+                ("WEBSOCKET_PORT", port.as_str()),
+                ("CLIENT_GAMES", "3"),
+                ("CLIENT_SLEEP", "0.2"),
+            ];
+            let mut cmd = superhero(dir.path());
+            cmd.envs(env).args(["player", "--participants", "2"]);
+            Proc::spawn(&format!("player-{i}"), dir.path(), cmd)
+        })
+        .collect();
+    for bot in &mut bots {
+        let code = bot.exit_code(Duration::from_secs(180));
+        assert_eq!(code, Some(0), "{} failed:\n{}", bot.name, bot.log_text());
+    }
+
+    let mut status = on_cluster(
+        &cluster,
+        dir.path(),
+        "status",
+        &["status", "--format", "json"],
+        &[],
+    );
+    assert_eq!(status.exit_code(minute), Some(0), "{}", status.log_text());
+    let text = status.log_text();
+    let json: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    let completed = json["games"]["Completed"].as_u64().unwrap_or(0);
+    assert!(completed >= 3, "{json}");
+    assert!(json["heroes"].as_u64().unwrap_or(0) >= 100, "{json}");
+
+    // The games' keys carry their shards' tags, and the shards lie on several primaries.
+    let holding: Vec<u16> = primaries
+        .iter()
+        .copied()
+        .filter(|&p| {
+            !cluster
+                .on::<Vec<String>>(p, &["KEYS", "games:{*}:*:status"])
+                .is_empty()
+        })
+        .collect();
+    assert!(
+        holding.len() >= 2,
+        "game keys on {holding:?} of {primaries:?}"
+    );
+    for &p in &primaries {
+        let untagged: Vec<String> = cluster.on(p, &["KEYS", "games:[^{]*"]);
+        assert!(untagged.is_empty(), "untagged keys on {p}: {untagged:?}");
+    }
+
+    // A role with another REDIS_SHARDS is refused: exit 2, one line naming it and both counts.
+    let mut odd = on_cluster(
+        &cluster,
+        dir.path(),
+        "server-odd",
+        &["server"],
+        &[
+            ("REDIS_SHARDS", "5"),
+            ("WEBSOCKET_HOST", "127.0.0.1"),
+            ("WEBSOCKET_PORT", &free_port().to_string()),
+        ],
+    );
+    assert_eq!(odd.exit_code(minute), Some(2), "{}", odd.log_text());
+    let refusal = odd.log_text();
+    assert!(
+        refusal.contains("REDIS_SHARDS") && refusal.contains('5') && refusal.contains("12"),
+        "{refusal}"
+    );
+
+    drop(servers);
+    let mut clean = on_cluster(&cluster, dir.path(), "clean", &["clean", "--all"], &[]);
+    assert_eq!(clean.exit_code(minute), Some(0), "{}", clean.log_text());
+    for p in primaries {
+        assert_eq!(dbsize(&cluster, p), 0, "primary {p} still holds keys");
+    }
 }

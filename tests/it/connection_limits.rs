@@ -12,7 +12,6 @@ use common::{free_port, superhero, wait_until, TestRedis};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use superhero::config::Settings;
-use superhero::pipeline::keys;
 use superhero::roles::player::{self, GameReport, Outcome, PlayerOptions};
 use superhero::shutdown;
 use tokio::io::AsyncReadExt;
@@ -104,7 +103,8 @@ fn check_games(redis: &TestRedis, reports: &[Vec<GameReport>], games: usize) -> 
     for (bot, mine) in reports.iter().enumerate() {
         assert_eq!(mine.len(), games, "bot {bot}: {mine:#?}");
         for r in mine {
-            let status: String = redis.cmd(&["GET", &keys::game_status(&r.game_token)]);
+            let status: String =
+                redis.cmd(&["GET", &common::single_keys().game_status(&r.game_token)]);
             match r.outcome {
                 Outcome::Won | Outcome::Survived | Outcome::Eliminated => {
                     assert_eq!(status, "Completed", "bot {bot}: {r:?}");

@@ -315,7 +315,7 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
         for g in &games {
             // W claimed and started writing; its lease has run out since.
             let _: () = redis::cmd("SET")
-                .arg(keys::etl_writer(&g.token))
+                .arg(common::single_keys().etl_writer(&g.token))
                 .arg("w")
                 .query_async(&mut c)
                 .await
@@ -350,7 +350,8 @@ fn workers_with_separate_folders_leave_one_pair_after_a_writer_died_mid_pair() {
     wait_until("w's start-up sweep", Duration::from_secs(30), || {
         w.log_text().contains("start-up sweep")
     });
-    let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&whole_pair.token)]);
+    let done: Option<String> =
+        redis.cmd(&["GET", &common::single_keys().etl_done(&whole_pair.token)]);
     assert_eq!(done.as_deref(), Some("w"));
     // The second game's record now arrives: it is done already, nobody writes it again.
     let records: Vec<String> = synth::records(LOBBY, whole_pair);
@@ -1256,7 +1257,7 @@ fn with_wait_replicas_a_written_games_done_marker_is_on_the_replica_when_acknowl
         unacked(&p.redis, LOBBY) == 0
     });
     // Acknowledged only after WAIT: the replica already holds the marker.
-    let done: Option<String> = replica.cmd(&["GET", &keys::etl_done(&game.token)]);
+    let done: Option<String> = replica.cmd(&["GET", &common::single_keys().etl_done(&game.token)]);
     assert_eq!(done.as_deref(), Some("w1"));
     assert_exactly_once(&[p.out.as_path()], &tokens(std::slice::from_ref(game)));
     worker.signal("TERM");
@@ -1277,7 +1278,9 @@ fn with_wait_replicas_a_record_stays_pending_while_the_replica_is_stopped() {
     });
     wait_pairs(&[p.out.as_path()], 1, Duration::from_secs(5));
     assert_eq!(pending_ids(&p.redis), [id]);
-    let done: Option<String> = p.redis.cmd(&["GET", &keys::etl_done(&game.token)]);
+    let done: Option<String> = p
+        .redis
+        .cmd(&["GET", &common::single_keys().etl_done(&game.token)]);
     assert_eq!(done.as_deref(), Some("w1"));
     drop(paused);
     // Routed again after ACK_TIMEOUT, the record finds the game done and is acknowledged.
@@ -1289,7 +1292,8 @@ fn with_wait_replicas_a_record_stays_pending_while_the_replica_is_stopped() {
         "the replica to hold the marker",
         Duration::from_secs(10),
         || {
-            let done: Option<String> = replica.cmd(&["GET", &keys::etl_done(&game.token)]);
+            let done: Option<String> =
+                replica.cmd(&["GET", &common::single_keys().etl_done(&game.token)]);
             done.as_deref() == Some("w1")
         },
     );

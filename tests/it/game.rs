@@ -77,9 +77,9 @@ fn is_complete(outcome: &Outcome) -> bool {
 
 /// Asserts every invariant of a finished game that Redis can show; returns its attack count.
 fn check_game(redis: &TestRedis, g: &str, max_turns: usize) -> usize {
-    let members: BTreeSet<String> = redis.cmd(&["SMEMBERS", &keys::game(g)]);
-    let n: usize = redis.cmd(&["GET", &keys::game_participants(g)]);
-    let status: String = redis.cmd(&["GET", &keys::game_status(g)]);
+    let members: BTreeSet<String> = redis.cmd(&["SMEMBERS", &common::single_keys().game(g)]);
+    let n: usize = redis.cmd(&["GET", &common::single_keys().game_participants(g)]);
+    let status: String = redis.cmd(&["GET", &common::single_keys().game_status(g)]);
     assert_eq!(status, "Completed", "game {g}");
     assert_eq!(members.len(), n, "game {g} holds exactly its size");
     // No hero twice in a game.
@@ -87,16 +87,17 @@ fn check_game(redis: &TestRedis, g: &str, max_turns: usize) -> usize {
     let mut attack_of = HashMap::new();
     let mut health_of = HashMap::new();
     for u in &members {
-        let hero: HashMap<String, u64> = redis.cmd(&["HGETALL", &keys::game_hero(g, u)]);
+        let hero: HashMap<String, u64> =
+            redis.cmd(&["HGETALL", &common::single_keys().game_hero(g, u)]);
         heroes.insert(hero["id"], u.clone());
         attack_of.insert(u.clone(), hero["attack"]);
         health_of.insert(u.clone(), hero["health"]);
     }
     assert_eq!(heroes.len(), members.len(), "game {g}: a hero taken twice");
-    let taken: BTreeSet<u64> = redis.cmd(&["SMEMBERS", &keys::game_superheros(g)]);
+    let taken: BTreeSet<u64> = redis.cmd(&["SMEMBERS", &common::single_keys().game_superheros(g)]);
     assert_eq!(taken, heroes.keys().copied().collect(), "game {g}");
     // The logs replay consistently.
-    let logs: Vec<String> = redis.cmd(&["LRANGE", &keys::game_logs(g), "0", "-1"]);
+    let logs: Vec<String> = redis.cmd(&["LRANGE", &common::single_keys().game_logs(g), "0", "-1"]);
     assert!(logs.len() <= max_turns, "game {g} exceeded MAX_TURNS");
     let mut last_post: HashMap<String, u64> = HashMap::new();
     for line in &logs {
@@ -155,9 +156,9 @@ fn check_reports(redis: &TestRedis, reports: &[GameReport], max_turns: usize) ->
     for r in reports {
         let g = &r.game_token;
         if r.outcome == Outcome::TimedOut {
-            let n: usize = redis.cmd(&["GET", &keys::game_participants(g)]);
-            let joined: usize = redis.cmd(&["SCARD", &keys::game(g)]);
-            let status: String = redis.cmd(&["GET", &keys::game_status(g)]);
+            let n: usize = redis.cmd(&["GET", &common::single_keys().game_participants(g)]);
+            let joined: usize = redis.cmd(&["SCARD", &common::single_keys().game(g)]);
+            let status: String = redis.cmd(&["GET", &common::single_keys().game_status(g)]);
             assert_eq!(status, "Timed Out", "game {g}");
             assert!(
                 joined < n,
@@ -169,7 +170,7 @@ fn check_reports(redis: &TestRedis, reports: &[GameReport], max_turns: usize) ->
         games.entry(g.clone()).or_default().push(r);
     }
     for (g, players) in &games {
-        let n: usize = redis.cmd(&["GET", &keys::game_participants(g)]);
+        let n: usize = redis.cmd(&["GET", &common::single_keys().game_participants(g)]);
         assert_eq!(
             players.len(),
             n,
@@ -293,9 +294,18 @@ async fn a_dropped_lobby_socket_does_not_hang_the_game() {
         );
     }
     join_bots(bots, Duration::from_secs(10)).await;
-    let health: u64 = redis.cmd(&["HGET", &keys::game_hero(&game, &user), "health"]);
+    let health: u64 = redis.cmd(&[
+        "HGET",
+        &common::single_keys().game_hero(&game, &user),
+        "health",
+    ]);
     assert_eq!(health, 0, "the deserter is eliminated");
-    let fallen: Vec<String> = redis.cmd(&["LRANGE", &keys::game_eliminated(&game), "0", "-1"]);
+    let fallen: Vec<String> = redis.cmd(&[
+        "LRANGE",
+        &common::single_keys().game_eliminated(&game),
+        "0",
+        "-1",
+    ]);
     assert!(fallen.contains(&user));
     server.stop().await;
 }
@@ -321,7 +331,11 @@ async fn a_silent_player_is_eliminated_after_turn_timeout() {
     let reports = join_bots(bots, Duration::from_secs(30)).await;
     assert_eq!(reports[0].game_token, game);
     assert_eq!(reports[0].outcome, Outcome::Won);
-    let health: u64 = redis.cmd(&["HGET", &keys::game_hero(&game, &user), "health"]);
+    let health: u64 = redis.cmd(&[
+        "HGET",
+        &common::single_keys().game_hero(&game, &user),
+        "health",
+    ]);
     assert_eq!(health, 0);
     server.stop().await;
 }
@@ -378,8 +392,8 @@ async fn lifecycle_records_follow_the_logs() {
                     .unwrap_or_default()
                     .to_string();
                 let (logs, status): (Option<u64>, Option<String>) = redis::pipe()
-                    .llen(keys::game_logs(&g))
-                    .get(keys::game_status(&g))
+                    .llen(common::single_keys().game_logs(&g))
+                    .get(common::single_keys().game_status(&g))
                     .query_async(&mut conn)
                     .await
                     .unwrap();
@@ -422,7 +436,7 @@ async fn lifecycle_records_follow_the_logs() {
         match r.record.log_message.as_str() {
             "Cleaning Game Records" => {
                 seen += 1;
-                let final_len: u64 = redis.cmd(&["LLEN", &keys::game_logs(&g)]);
+                let final_len: u64 = redis.cmd(&["LLEN", &common::single_keys().game_logs(&g)]);
                 assert_eq!(r.status_at_receipt.as_deref(), Some("Completed"));
                 assert_eq!(
                     r.logs_at_receipt,
@@ -444,7 +458,7 @@ async fn lifecycle_records_follow_the_logs() {
     }
     assert_eq!(cleaning.keys().cloned().collect::<BTreeSet<_>>(), games);
     for (g, users) in &cleaning {
-        let members: BTreeSet<String> = redis.cmd(&["SMEMBERS", &keys::game(g)]);
+        let members: BTreeSet<String> = redis.cmd(&["SMEMBERS", &common::single_keys().game(g)]);
         let mut sorted = users.clone();
         sorted.sort();
         let unique: BTreeSet<String> = users.iter().cloned().collect();
@@ -517,7 +531,7 @@ async fn without_a_subscriber_records_wait_in_the_log() {
     server.stop().await;
     let records = log_records(&redis, &settings);
     for g in &games {
-        let members: BTreeSet<String> = redis.cmd(&["SMEMBERS", &keys::game(g)]);
+        let members: BTreeSet<String> = redis.cmd(&["SMEMBERS", &common::single_keys().game(g)]);
         let cleaned: Vec<String> = records
             .iter()
             .filter(|r| r.log_message == "Cleaning Game Records" && r.task["game_token"] == *g)
@@ -547,7 +561,7 @@ async fn a_lobby_that_never_fills_times_out() {
     }
     let g = &reports[0].game_token;
     assert_eq!(&reports[1].game_token, g, "both waited in one lobby");
-    let status: String = redis.cmd(&["GET", &keys::game_status(g)]);
+    let status: String = redis.cmd(&["GET", &common::single_keys().game_status(g)]);
     assert_eq!(status, "Timed Out");
     server.stop().await;
     let timed_out: Vec<_> = log_records(&redis, &settings)
@@ -569,7 +583,7 @@ async fn max_turns_caps_every_game() {
     let reports = join_bots(bots, Duration::from_secs(60)).await;
     let games = check_reports(&redis, &reports, 2);
     for g in &games {
-        let attacks: u64 = redis.cmd(&["LLEN", &keys::game_logs(g)]);
+        let attacks: u64 = redis.cmd(&["LLEN", &common::single_keys().game_logs(g)]);
         assert_eq!(attacks, 2, "game {g} was capped at MAX_TURNS");
     }
     assert!(reports.iter().any(|r| r.outcome == Outcome::Survived));
@@ -612,7 +626,7 @@ async fn sigterm_tells_lobbies_and_exits_zero() {
     let (user, game) = join_by_hand(port, "waiting", 3).await;
     let mut lobby = common::ws::open_lobby(port, &game, &user).await;
     // The lobby is registered once the ready set holds the user.
-    let ready = keys::game_ready(&game);
+    let ready = common::single_keys().game_ready(&game);
     wait_until("the lobby to register", Duration::from_secs(10), || {
         redis.cmd::<bool>(&["SISMEMBER", &ready, &user])
     });
@@ -646,7 +660,7 @@ async fn the_server_rides_out_a_redis_restart() {
     let early_bots = spawn_bots(&settings, port, 4, None, Some(2), &early);
     // Counted in the list of games created, which finished games do not leave.
     wait_until("games to be played", Duration::from_secs(30), || {
-        redis.cmd::<u64>(&["LLEN", &keys::games_players(2)]) >= 4
+        redis.cmd::<u64>(&["LLEN", &common::single_keys().games_players(2)]) >= 4
     });
     redis.kill();
     // Long enough for every part of the server to notice.
@@ -657,7 +671,9 @@ async fn the_server_rides_out_a_redis_restart() {
     }
     redis.restart();
     let conn = Redis::connect(&settings.redis).await.unwrap();
-    superhero::ops::build_db::run(&conn, None).await.unwrap();
+    superhero::ops::build_db::run(&conn, &superhero::pipeline::shard::Layout::single(), None)
+        .await
+        .unwrap();
     // The server has recovered once it serves a login again (it reconnects with backoff).
     wait_for(
         "the server to recover",

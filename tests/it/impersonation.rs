@@ -222,11 +222,11 @@ async fn joined(task: JoinHandle<MiniBot>) -> MiniBot {
 }
 
 fn members(redis: &TestRedis, g: &str) -> BTreeSet<String> {
-    redis.cmd(&["SMEMBERS", &keys::game(g)])
+    redis.cmd(&["SMEMBERS", &common::single_keys().game(g)])
 }
 
 fn registered(redis: &TestRedis, g: &str, u: &str) -> bool {
-    redis.cmd(&["HEXISTS", &keys::game_lobby_sockets(g), u])
+    redis.cmd(&["HEXISTS", &common::single_keys().game_lobby_sockets(g), u])
 }
 
 async fn wait_registered(redis: &TestRedis, g: &str, u: &str, want: bool) {
@@ -270,7 +270,7 @@ async fn a_second_lobby_socket_is_refused_and_the_first_plays_on() {
     let (first, second) = (spawn_play(first), spawn_play(second));
     let (first, _second) = (joined(first).await, joined(second).await);
     let g = &first.game;
-    let status: String = redis.cmd(&["GET", &keys::game_status(g)]);
+    let status: String = redis.cmd(&["GET", &common::single_keys().game_status(g)]);
     assert_eq!(status, "Completed");
     // The refused sockets heard nothing of the game: the next reply on each is to a request.
     for ws in &mut intruders {
@@ -298,7 +298,11 @@ async fn a_closed_lobby_socket_frees_the_registration() {
     let dropped = std::mem::replace(&mut early.lobby, connect(port, "/api/v1/game/lobby").await);
     drop(dropped);
     wait_registered(&redis, &g, &early.token, false).await;
-    let ready: bool = redis.cmd(&["SISMEMBER", &keys::game_ready(&g), &early.token]);
+    let ready: bool = redis.cmd(&[
+        "SISMEMBER",
+        &common::single_keys().game_ready(&g),
+        &early.token,
+    ]);
     assert!(!ready, "a dropped socket leaves the ready set");
     early.register().await;
     wait_registered(&redis, &g, &early.token, true).await;
@@ -333,9 +337,18 @@ async fn a_closed_lobby_socket_frees_the_registration() {
         }
     }
     let (early, _other) = (joined(early).await, joined(other).await);
-    let fallen: Vec<String> = redis.cmd(&["LRANGE", &keys::game_eliminated(&g), "0", "-1"]);
+    let fallen: Vec<String> = redis.cmd(&[
+        "LRANGE",
+        &common::single_keys().game_eliminated(&g),
+        "0",
+        "-1",
+    ]);
     assert!(fallen.contains(&late.token), "the late deserter fell");
-    let health: u64 = redis.cmd(&["HGET", &keys::game_hero(&g, &late.token), "health"]);
+    let health: u64 = redis.cmd(&[
+        "HGET",
+        &common::single_keys().game_hero(&g, &late.token),
+        "health",
+    ]);
     assert_eq!(health, 0);
     assert_eq!(early.participants.len(), 3);
     server.stop().await;
@@ -362,7 +375,7 @@ async fn an_opponents_user_token_is_refused_as_enemy_and_its_alias_works() {
         bot.on_start(&start);
     }
     // Whose turn it is, by the server's order of real tokens.
-    let head: String = redis.cmd(&["LINDEX", &keys::game_order(&g), "0"]);
+    let head: String = redis.cmd(&["LINDEX", &common::single_keys().game_order(&g), "0"]);
     let (mut attacker, mut victim) = {
         let two = bots.pop().unwrap();
         let one = bots.pop().unwrap();
@@ -388,13 +401,21 @@ async fn an_opponents_user_token_is_refused_as_enemy_and_its_alias_works() {
         alias,
         "lowercase hyphenated"
     );
-    let prior: u64 = redis.cmd(&["HGET", &keys::game_hero(&g, &victim.token), "health"]);
+    let prior: u64 = redis.cmd(&[
+        "HGET",
+        &common::single_keys().game_hero(&g, &victim.token),
+        "health",
+    ]);
     // The victim's real token, read from Redis, is no way to name it.
     let by_token = json!({"PAYLOAD": {"GAME_TOKEN": g, "USER_TOKEN": attacker.token,
         "ENEMY_TOKEN": victim.token, "ACTION": "ATTACK"}});
     let reply = attacker.request("action", by_token).await;
     assert_eq!(reply, json!({"PAYLOAD": {}, "STATUS": "INVALID ENEMY"}));
-    let after: u64 = redis.cmd(&["HGET", &keys::game_hero(&g, &victim.token), "health"]);
+    let after: u64 = redis.cmd(&[
+        "HGET",
+        &common::single_keys().game_hero(&g, &victim.token),
+        "health",
+    ]);
     assert_eq!(after, prior, "a refused attack changes nothing");
     // An alias is no credential: it cannot act or open a lobby.
     let as_alias = json!({"PAYLOAD": {"GAME_TOKEN": g, "USER_TOKEN": alias,
@@ -427,7 +448,7 @@ async fn an_opponents_user_token_is_refused_as_enemy_and_its_alias_works() {
     assert_eq!(record["PAYLOAD"]["USER_TOKEN"], attacker.token.as_str());
     assert_eq!(details["ENEMY_HEALTH_PRIOR"], prior);
     // The stored log keeps the real tokens.
-    let stored: String = redis.cmd(&["LINDEX", &keys::game_logs(&g), "-1"]);
+    let stored: String = redis.cmd(&["LINDEX", &common::single_keys().game_logs(&g), "-1"]);
     let stored = parse(&stored);
     assert_eq!(
         stored["STATUS"]["DETAILS"]["ENEMY_TOKEN"],
@@ -503,7 +524,7 @@ async fn no_frame_names_another_participants_user_token() {
     assert_eq!(aliases_seen.len(), 3, "{aliases_seen:?}");
     assert!(aliases_seen.is_disjoint(&everyone));
     // What is stored keeps the real tokens: the attack logs and the Starting Match record.
-    let logs: Vec<String> = redis.cmd(&["LRANGE", &keys::game_logs(&g), "0", "-1"]);
+    let logs: Vec<String> = redis.cmd(&["LRANGE", &common::single_keys().game_logs(&g), "0", "-1"]);
     assert!(!logs.is_empty());
     for line in &logs {
         let record = parse(line);
@@ -586,7 +607,7 @@ async fn the_player_bot_and_a_minimal_bot_finish_their_games() {
             // The bot sees the minimal bot by an alias, never by its user token.
             assert!(!report.participants.contains(&mini.token));
         }
-        let status: String = redis.cmd(&["GET", &keys::game_status(&mini.game)]);
+        let status: String = redis.cmd(&["GET", &common::single_keys().game_status(&mini.game)]);
         assert_eq!(status, "Completed");
     }
     server.stop().await;

@@ -509,7 +509,7 @@ fn a_writer_dead_mid_pair_leaves_one_pair_in_the_bucket() {
     // W claimed both games and started writing; its lease has run out since. It died after its
     // META PUT of the first game, and after both PUTs (before `finish`) of the second.
     for g in &games {
-        let _: () = redis.cmd(&["SET", &keys::etl_writer(&g.token), "w"]);
+        let _: () = redis.cmd(&["SET", &common::single_keys().etl_writer(&g.token), "w"]);
         let (meta, podium) = synth::expected_rows(g);
         let (meta_bytes, podium_bytes) =
             superhero::pipeline::sink::encode_game("w", &g.token, &meta, &podium).unwrap();
@@ -529,7 +529,8 @@ fn a_writer_dead_mid_pair_leaves_one_pair_in_the_bucket() {
     append(&redis, &games);
     wait_until("both games done", Duration::from_secs(60), || {
         games.iter().all(|g| {
-            let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&g.token)]);
+            let done: Option<String> =
+                redis.cmd(&["GET", &common::single_keys().etl_done(&g.token)]);
             done.is_some()
         })
     });
@@ -546,7 +547,8 @@ fn a_writer_dead_mid_pair_leaves_one_pair_in_the_bucket() {
         found[&whole_pair.token][0].1, "w",
         "the whole pair became the output"
     );
-    let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&whole_pair.token)]);
+    let done: Option<String> =
+        redis.cmd(&["GET", &common::single_keys().etl_done(&whole_pair.token)]);
     assert_eq!(done.as_deref(), Some("w"));
 }
 
@@ -753,7 +755,7 @@ fn a_write_held_past_write_timeout_while_another_worker_is_routed_the_game_ends_
     proxy.hold(true);
     append(&redis, &games);
     wait_until("w1 holds the game", Duration::from_secs(20), || {
-        let holder: Option<String> = redis.cmd(&["GET", &keys::etl_lease(&game)]);
+        let holder: Option<String> = redis.cmd(&["GET", &common::single_keys().etl_lease(&game)]);
         holder.is_some_and(|h| h.starts_with("w1:"))
     });
     // A second worker, on a store that answers, is routed the record once w1's delivery times
@@ -771,17 +773,17 @@ fn a_write_held_past_write_timeout_while_another_worker_is_routed_the_game_ends_
             .unwrap_or_default();
         rows.iter().any(|(_, owner, _, _)| owner == "w2")
     });
-    let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&game)]);
+    let done: Option<String> = redis.cmd(&["GET", &common::single_keys().etl_done(&game)]);
     assert_eq!(
         done, None,
         "nobody finished the game while w1's write was out"
     );
     proxy.hold(false);
     wait_until("the game done", Duration::from_secs(60), || {
-        let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&game)]);
+        let done: Option<String> = redis.cmd(&["GET", &common::single_keys().etl_done(&game)]);
         done.is_some() && unacked(&redis, LOBBY) == 0
     });
-    let done: Option<String> = redis.cmd(&["GET", &keys::etl_done(&game)]);
+    let done: Option<String> = redis.cmd(&["GET", &common::single_keys().etl_done(&game)]);
     let (found, others) = moto.pairs();
     assert!(others.is_empty(), "stray objects: {others:?}");
     let files = found.get(&game).cloned().unwrap_or_default();

@@ -33,7 +33,9 @@ async fn server_metrics_count_what_happened() {
     ]);
     let addr: SocketAddr = metrics_addr.parse().unwrap();
     let redis = Redis::connect(&settings.redis).await.unwrap();
-    superhero::ops::build_db::run(&redis, None).await.unwrap();
+    superhero::ops::build_db::run(&redis, &superhero::pipeline::shard::Layout::single(), None)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, shutdown) = shutdown::channel();
@@ -94,10 +96,10 @@ async fn server_metrics_count_what_happened() {
     let turns: u32 = reports.iter().map(|r| r.turns).sum();
     let mut attacks = 0u64;
     for g in &completed {
-        attacks += redis_server.cmd::<u64>(&["LLEN", &keys::game_logs(g)]);
+        attacks += redis_server.cmd::<u64>(&["LLEN", &common::single_keys().game_logs(g)]);
     }
 
-    let watcher_status = keys::game_status(&game);
+    let watcher_status = common::single_keys().game_status(&game);
     wait_for(
         "the watcher's lobby to time out",
         Duration::from_secs(10),

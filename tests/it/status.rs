@@ -77,7 +77,7 @@ fn status_json_reports_exactly_the_prepared_numbers() {
     for (status, n) in statuses {
         for _ in 0..n {
             let g = uuid::Uuid::new_v4().to_string();
-            let _: () = redis.cmd(&["SET", &keys::game_status(&g), status]);
+            let _: () = redis.cmd(&["SET", &common::single_keys().game_status(&g), status]);
         }
     }
 

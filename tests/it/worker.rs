@@ -165,7 +165,9 @@ async fn redeliver(s: &mut Setup, id: &str) {
 async fn assert_written_once_by_live(s: &mut Setup) {
     let g = s.game.token.clone();
     assert_eq!(
-        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+        get(&mut s.conn, common::single_keys().etl_done(&g))
+            .await
+            .as_deref(),
         Some("live")
     );
     assert_eq!(
@@ -276,11 +278,13 @@ async fn a_dead_writers_complete_pair_is_kept() {
     let mut s = setup().await;
     ghost_files(&mut s).await;
     let g = s.game.token.clone();
-    set_key(&mut s, keys::etl_writer(&g), GHOST, None).await;
+    set_key(&mut s, common::single_keys().etl_writer(&g), GHOST, None).await;
     let report = deliver_once(&mut s).await;
     assert_eq!(report.games_written, 0);
     assert_eq!(
-        get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+        get(&mut s.conn, common::single_keys().etl_done(&g))
+            .await
+            .as_deref(),
         Some(GHOST)
     );
     assert_eq!(
@@ -301,7 +305,7 @@ async fn a_dead_writers_partial_files_are_replaced() {
     let podium = file(s.out.path(), PODIUM_TABLE, &g, GHOST);
     let tmp = podium.with_file_name(format!(".{g}_{GHOST}.gz.999-0.tmp"));
     std::fs::rename(&podium, &tmp).unwrap();
-    set_key(&mut s, keys::etl_writer(&g), GHOST, None).await;
+    set_key(&mut s, common::single_keys().etl_writer(&g), GHOST, None).await;
     assert_eq!(deliver_once(&mut s).await.games_written, 1);
     assert_written_once_by_live(&mut s).await;
     // The replacement is a readable, correct file.
@@ -322,7 +326,7 @@ async fn a_game_already_done_is_only_acknowledged() {
     let mut s = setup().await;
     ghost_files(&mut s).await;
     let g = s.game.token.clone();
-    set_key(&mut s, keys::etl_done(&g), GHOST, None).await;
+    set_key(&mut s, common::single_keys().etl_done(&g), GHOST, None).await;
     let report = deliver_once(&mut s).await;
     assert_eq!((report.games_written, report.already_done), (0, 1));
     assert_eq!(all_files(s.out.path()).len(), 2);
@@ -332,7 +336,7 @@ async fn a_game_already_done_is_only_acknowledged() {
 async fn an_expired_lease_is_taken_over() {
     // Crash point 2: claimed, killed before writing; the lease runs out by itself.
     let mut s = setup().await;
-    let lease = keys::etl_lease(&s.game.token);
+    let lease = common::single_keys().etl_lease(&s.game.token);
     set_key(&mut s, lease, "ghost:0", Some(300)).await;
     assert_eq!(deliver_once(&mut s).await.games_written, 1);
     assert_eq!(all_files(s.out.path()).len(), 2);
@@ -341,7 +345,7 @@ async fn an_expired_lease_is_taken_over() {
 #[tokio::test]
 async fn a_game_held_by_a_live_worker_is_not_acknowledged() {
     let mut s = setup().await;
-    let lease = keys::etl_lease(&s.game.token);
+    let lease = common::single_keys().etl_lease(&s.game.token);
     set_key(&mut s, lease, "other:1", Some(600_000)).await;
     let worker = start(&mut s).await;
     let id = deliver(&mut s).await;
@@ -380,7 +384,7 @@ async fn clean_routine_runs_only_after_the_files() {
     route(&mut s.conn, &record).await;
     wait_acked(&mut s).await;
     let ttl: i64 = redis::cmd("TTL")
-        .arg(keys::game_logs(&g))
+        .arg(common::single_keys().game_logs(&g))
         .query_async(&mut s.conn)
         .await
         .unwrap();
@@ -390,7 +394,7 @@ async fn clean_routine_runs_only_after_the_files() {
     worker.stop().await;
     assert_eq!(all_files(s.out.path()).len(), 2);
     let ttl: i64 = redis::cmd("TTL")
-        .arg(keys::game_logs(&g))
+        .arg(common::single_keys().game_logs(&g))
         .query_async(&mut s.conn)
         .await
         .unwrap();
@@ -425,9 +429,12 @@ async fn an_error_redis_will_repeat_fails_the_delivery_instead_of_retrying_forev
         },
     )
     .await;
-    assert_eq!(get(&mut s.conn, keys::etl_done(&s.game.token)).await, None);
     assert_eq!(
-        get(&mut s.conn, keys::etl_lease(&s.game.token)).await,
+        get(&mut s.conn, common::single_keys().etl_done(&s.game.token)).await,
+        None
+    );
+    assert_eq!(
+        get(&mut s.conn, common::single_keys().etl_lease(&s.game.token)).await,
         None,
         "the failed delivery gave its lease back"
     );
@@ -443,11 +450,11 @@ async fn a_record_back_after_its_games_keys_expired_finds_the_game_done() {
     let mut s = setup().await;
     let g = s.game.token.clone();
     let _: () = redis::cmd("DEL")
-        .arg(keys::game_keys(&g).to_vec())
+        .arg(common::single_keys().game_keys(&g).to_vec())
         .query_async(&mut s.conn)
         .await
         .unwrap();
-    set_key(&mut s, keys::etl_done(&g), GHOST, None).await;
+    set_key(&mut s, common::single_keys().etl_done(&g), GHOST, None).await;
     let report = deliver_once(&mut s).await;
     assert_eq!(report.games_written, 0);
     let failures: u64 = redis::cmd("HLEN")
@@ -466,7 +473,7 @@ async fn a_written_games_done_marker_outlives_every_redelivery() {
     let report = deliver_once(&mut s).await;
     assert_eq!(report.games_written, 1);
     let ttl: i64 = redis::cmd("TTL")
-        .arg(keys::etl_done(&s.game.token))
+        .arg(common::single_keys().etl_done(&s.game.token))
         .query_async(&mut s.conn)
         .await
         .unwrap();
@@ -489,7 +496,11 @@ async fn a_write_that_overruns_write_timeout_keeps_the_game_and_becomes_its_outp
     let conn = s.conn.clone();
     wait_for("the game done", Duration::from_secs(20), || {
         let (mut conn, g) = (conn.clone(), g.clone());
-        async move { get(&mut conn, keys::etl_done(&g)).await.is_some() }
+        async move {
+            get(&mut conn, common::single_keys().etl_done(&g))
+                .await
+                .is_some()
+        }
     })
     .await;
     // The record comes back, as the fanout routes it after ACK_TIMEOUT: acknowledged as done.
@@ -606,7 +617,7 @@ async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
     // pair beside it would leave the game with two writers' files.
     let mut s = setup().await;
     let g = s.game.token.clone();
-    set_key(&mut s, keys::etl_writer(&g), GHOST, None).await;
+    set_key(&mut s, common::single_keys().etl_writer(&g), GHOST, None).await;
     let blocked = file(s.out.path(), META_TABLE, &g, GHOST);
     std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
     let worker = start(&mut s).await;
@@ -646,10 +657,15 @@ async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
         vec![id.clone()],
         "not acknowledged"
     );
-    assert_eq!(get(&mut s.conn, keys::etl_done(&g)).await, None);
+    assert_eq!(
+        get(&mut s.conn, common::single_keys().etl_done(&g)).await,
+        None
+    );
     assert!(!file(s.out.path(), META_TABLE, &g, "live").exists());
     assert!(!file(s.out.path(), PODIUM_TABLE, &g, "live").exists());
-    let writer = get(&mut s.conn, keys::etl_writer(&g)).await.unwrap();
+    let writer = get(&mut s.conn, common::single_keys().etl_writer(&g))
+        .await
+        .unwrap();
     assert_eq!(
         worker::claim::writer_id(&writer),
         GHOST,
@@ -687,7 +703,7 @@ async fn a_paused_process_of_the_same_id_cannot_finish_a_game_its_successor_swep
         let podium = file(s.out.path(), PODIUM_TABLE, &g, "live");
         let held_back = s.out.path().join("podium-not-yet-put");
         std::fs::rename(&podium, &held_back).unwrap();
-        set_key(&mut s, keys::etl_writer(&g), writer, None).await;
+        set_key(&mut s, common::single_keys().etl_writer(&g), writer, None).await;
 
         let worker = start(&mut s).await;
         assert!(
@@ -702,14 +718,19 @@ async fn a_paused_process_of_the_same_id_cannot_finish_a_game_its_successor_swep
             matches!(finished, worker::claim::Finish::Lost { .. }),
             "writer {writer}: the paused process finished the game with half a pair: {finished:?}"
         );
-        assert_eq!(get(&mut s.conn, keys::etl_done(&g)).await, None);
+        assert_eq!(
+            get(&mut s.conn, common::single_keys().etl_done(&g)).await,
+            None
+        );
 
         // The record, routed again, is written once: the paused process's PODIUM is replaced.
         deliver(&mut s).await;
         wait_acked(&mut s).await;
         worker.stop().await;
         assert_eq!(
-            get(&mut s.conn, keys::etl_done(&g)).await.as_deref(),
+            get(&mut s.conn, common::single_keys().etl_done(&g))
+                .await
+                .as_deref(),
             Some("live")
         );
         assert_eq!(

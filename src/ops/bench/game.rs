@@ -1,6 +1,7 @@
 //! `superhero bench game`: B player bots against one real game server (a child process) for a
 //! fixed window; games finished per second and the server's turn latency.
 
+use crate::pipeline::shard::Layout;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ pub(super) async fn bench(
         bail!("bench game needs a positive --seconds");
     }
     let heroes = crate::heroes::load_source(None)?;
-    crate::heroes::store(redis, &heroes).await?;
+    crate::heroes::store(redis, &Layout::single(), &heroes).await?;
     let port = crate::ops::private_redis::free_port()?;
     let mut settings = settings.clone();
     settings.websocket_host = "127.0.0.1".into();

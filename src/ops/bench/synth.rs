@@ -14,6 +14,7 @@ use rand::Rng;
 
 use crate::pipeline::keys::{self, status};
 use crate::pipeline::record::{AttackRecord, LifecycleRecord, CLEANING_GAME_RECORDS};
+use crate::pipeline::shard::Layout;
 use crate::pipeline::sink::{MetaRow, PodiumRow};
 
 /// The timestamp of every synthetic attack record.
@@ -241,28 +242,28 @@ pub async fn seed(conn: &mut Conn, games: &[SynthGame]) -> Result<()> {
 fn add_game(pipe: &mut redis::Pipeline, game: &SynthGame) {
     let g = game.token.as_str();
     let n = game.players.len() as u8;
-    pipe.sadd(keys::game(g), &game.players).ignore();
-    pipe.set(keys::game_participants(g), n).ignore();
-    pipe.set(keys::game_status(g), status::COMPLETED).ignore();
-    pipe.set(keys::game_host(g), &game.host).ignore();
-    pipe.set(keys::game_created(g), crate::clock::now_ms())
-        .ignore();
-    pipe.sadd(keys::game_ready(g), &game.players).ignore();
-    pipe.set(keys::game_turns(g), game.events.len() + 1)
-        .ignore();
+    // Benchmarks run the single layout: the worker reads no other yet.
+    let k = Layout::single().keys_of(g);
+    pipe.sadd(k.game(g), &game.players).ignore();
+    pipe.set(k.game_participants(g), n).ignore();
+    pipe.set(k.game_status(g), status::COMPLETED).ignore();
+    pipe.set(k.game_host(g), &game.host).ignore();
+    pipe.set(k.game_created(g), crate::clock::now_ms()).ignore();
+    pipe.sadd(k.game_ready(g), &game.players).ignore();
+    pipe.set(k.game_turns(g), game.events.len() + 1).ignore();
     let order: Vec<&str> = game
         .order
         .iter()
         .map(|&i| game.players[i].as_str())
         .collect();
     if !order.is_empty() {
-        pipe.rpush(keys::game_order(g), order).ignore();
+        pipe.rpush(k.game_order(g), order).ignore();
     }
     let ids: Vec<u16> = game.heroes.iter().map(|h| h.hero_id).collect();
-    pipe.sadd(keys::game_superheros(g), ids).ignore();
+    pipe.sadd(k.game_superheros(g), ids).ignore();
     for hero in &game.heroes {
         pipe.hset_multiple(
-            keys::game_hero(g, &hero.token),
+            k.game_hero(g, &hero.token),
             &[
                 ("id", hero.hero_id.to_string()),
                 ("attack", hero.attack.to_string()),
@@ -273,7 +274,7 @@ fn add_game(pipe: &mut redis::Pipeline, game: &SynthGame) {
     }
     let logs = game.log_entries();
     if !logs.is_empty() {
-        pipe.rpush(keys::game_logs(g), logs).ignore();
+        pipe.rpush(k.game_logs(g), logs).ignore();
     }
     let fallen: Vec<&str> = game
         .fallen
@@ -281,10 +282,10 @@ fn add_game(pipe: &mut redis::Pipeline, game: &SynthGame) {
         .map(|&i| game.players[i].as_str())
         .collect();
     if !fallen.is_empty() {
-        pipe.rpush(keys::game_eliminated(g), fallen).ignore();
+        pipe.rpush(k.game_eliminated(g), fallen).ignore();
     }
-    pipe.rpush(keys::games_players(n), g).ignore();
-    pipe.zadd(keys::GAMES_PARTICIPANTS, g, n).ignore();
+    pipe.rpush(k.games_players(n), g).ignore();
+    pipe.zadd(k.games_participants(), g, n).ignore();
 }
 
 fn cleaning_record(lobby: &str, game: &str, user: &str) -> String {

@@ -13,6 +13,7 @@
 //! This file starts and stops the roles; `progress.rs` draws the bars, `summary.rs` checks the
 //! output and renders what was found.
 
+use crate::pipeline::shard::Layout;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -132,9 +133,9 @@ pub async fn start_cluster_then_refuse(settings: &Settings, primaries: u16) -> R
     let serving = redis.primaries().await?.len();
     drop(cluster);
     bail!(
-        "a private Redis Cluster of {serving} primaries started and answered, but the roles \
-         cannot run on a cluster yet: their multi-key scripts need slot-aware (hash-tagged) \
-         keys, not built yet; the cluster is stopped"
+        "a private Redis Cluster of {serving} primaries started and answered, but the pipeline \
+         cannot run on a cluster yet: the fanout and the workers read one log stream, and the \
+         per-shard log is not built yet; the cluster is stopped"
     )
 }
 
@@ -191,7 +192,7 @@ pub async fn run(
     let output = sink::Output::open(&settings.output_dir)?;
 
     let heroes = crate::heroes::load_source(None)?;
-    crate::heroes::store(&redis, &heroes).await?;
+    crate::heroes::store(&redis, &Layout::single(), &heroes).await?;
 
     let (stop_roles, roles_shutdown) = shutdown::channel();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -374,8 +375,8 @@ async fn end_stuck_lobbies(settings: &Settings, redis: &Redis, board: &BotBoard)
     let mut conn = redis.conn();
     for (g, n) in &lobbies {
         let (status, created): (Option<String>, Option<f64>) = redis::pipe()
-            .get(keys::game_status(g))
-            .zscore(keys::games_lobbies(*n), *g)
+            .get(Layout::single().keys_of(g).game_status(g))
+            .zscore(Layout::single().keys_of(g).games_lobbies(*n), *g)
             .query_async(&mut conn)
             .await?;
         // A full lobby leaves the open ones and starts; a started game frees its bots later.

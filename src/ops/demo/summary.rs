@@ -1,6 +1,7 @@
 //! What the demo found: which games were played, which were written (and by which worker, how
 //! often), the hero leaderboard of this run's games, and the summary printed at the end.
 
+use crate::pipeline::shard::Layout;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -65,7 +66,7 @@ pub(super) async fn completed_games(
     let mut completed = BTreeSet::new();
     for g in seen {
         let status: Option<String> = redis::cmd("GET")
-            .arg(keys::game_status(&g))
+            .arg(Layout::single().keys_of(&g).game_status(&g))
             .query_async(&mut conn)
             .await?;
         if status.as_deref() == Some(keys::status::COMPLETED) {

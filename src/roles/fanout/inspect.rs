@@ -241,7 +241,7 @@ pub async fn inspect(conn: &mut Conn, lobby: &str) -> Result<PipelineState> {
 /// Games some worker claimed and has not finished (a lease but no done marker).
 async fn claimed_unfinished(conn: &mut Conn) -> Result<u64> {
     let leases = scan(conn, keys::ETL_LEASE_PATTERN).await?;
-    let games: Vec<&str> = leases
+    let games: Vec<_> = leases
         .iter()
         .filter_map(|k| keys::game_of_etl_lease(k))
         .collect();
@@ -249,8 +249,8 @@ async fn claimed_unfinished(conn: &mut Conn) -> Result<u64> {
         return Ok(0);
     }
     let mut pipe = redis::pipe();
-    for g in &games {
-        pipe.exists(keys::etl_done(g));
+    for (k, g) in &games {
+        pipe.exists(k.etl_done(g));
     }
     let done: Vec<bool> = pipe.query_async(conn).await?;
     Ok(done.iter().filter(|d| !**d).count() as u64)

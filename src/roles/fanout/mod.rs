@@ -105,6 +105,7 @@ pub async fn run_with_metrics(
     shutdown: Shutdown,
     metrics: FanoutMetrics,
 ) -> Result<()> {
+    crate::pipeline::shard::Layout::require_single(settings, &redis, "fanout").await?;
     let lobby = settings.worker_channel.clone();
     let consumer = delivery::fanout_consumer(&settings.worker_id);
     tracing::info!(

@@ -1,7 +1,7 @@
 //! Every server process enforces every game's deadlines, whichever server holds its sockets.
 //!
-//! The scripts that open a lobby or start a turn put the game in `games:deadlines` with its
-//! deadline by Redis time; the ones that end a lobby or a game take it out. This task looks
+//! The scripts that open a lobby or start a turn put the game in its shard's `games:deadlines`
+//! with its deadline by Redis time; the ones that end a lobby or a game take it out. This task looks
 //! every 200 ms (`SWEEP_EVERY`) for games past their deadline (by Redis's clock, never this
 //! process's) and applies the rule: a lobby still waiting times out, and the player whose turn
 //! it is falls, exactly as when its socket closes. The scripts check the state they act on, so
@@ -21,7 +21,8 @@ use redis::Script;
 use super::game::{self, Eliminated, GameError};
 use super::views;
 use super::Shared;
-use crate::pipeline::keys::{self, status};
+use crate::pipeline::keys::{status, Keys};
+use crate::pipeline::shard::{Layout, Shard};
 
 /// How often the deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
@@ -61,31 +62,109 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Forgets users whose last login, find, lobby registration or attack is older than USER_EXPIRY.
+/// Forgets users whose last login, find, lobby registration or attack is older than USER_EXPIRY,
+/// shard by shard. A user's last use is kept in the shard of each game it plays, so its home
+/// shard forgets it only when no shard has seen it within USER_EXPIRY (S reads per idle user);
+/// a user seen elsewhere gets that time at home, and is not asked about again until then.
 async fn forget_idle_users(shared: &Shared) -> redis::RedisResult<u64> {
-    let forgotten: u64 = EXPIRE_USERS
-        .key(keys::USERS)
-        .key(keys::USER_TOKENS)
-        .key(keys::USERS_LAST_USE)
-        .key(keys::USER_NAMES)
-        .arg(shared.settings.user_expiry.as_millis() as u64)
-        .arg(1000)
-        .invoke_async(&mut shared.redis.conn())
-        .await?;
+    let layout = &shared.rules.layout;
+    let idle_ms = shared.settings.user_expiry.as_millis() as u64;
+    let mut conn = shared.redis.conn();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let cutoff = (secs * 1000 + micros / 1000).saturating_sub(idle_ms);
+    let mut forgotten = 0;
+    for shard in layout.shards() {
+        let k = layout.keys(shard);
+        let idle: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(k.users_last_use())
+            .arg("-inf")
+            .arg(format!("({cutoff}"))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        let mut gone = Vec::new();
+        for u in idle {
+            match seen_elsewhere(&mut conn, layout, shard, &u, cutoff).await? {
+                Some(last) => {
+                    let _: () = redis::cmd("ZADD")
+                        .arg(k.users_last_use())
+                        .arg("XX")
+                        .arg("GT")
+                        .arg(last)
+                        .arg(&u)
+                        .query_async(&mut conn)
+                        .await?;
+                }
+                None => gone.push(u),
+            }
+        }
+        if gone.is_empty() {
+            continue;
+        }
+        let here: u64 = EXPIRE_USERS
+            .key(k.users())
+            .key(k.user_tokens())
+            .key(k.users_last_use())
+            .key(k.user_names())
+            .arg(idle_ms)
+            .arg(gone)
+            .invoke_async(&mut conn)
+            .await?;
+        forgotten += here;
+    }
     if forgotten > 0 {
         tracing::debug!("forgot {forgotten} user(s) idle for USER_EXPIRY");
     }
     Ok(forgotten)
 }
 
-/// Applies every deadline that has passed; the number of games it acted on. Each game is
-/// handled on its own: one whose keys hold garbage or the wrong type is logged once, its
+/// The latest use of user `u` after `cutoff` in a shard other than `shard`, when `shard` is its
+/// home; None when there is none, or when `shard` is not its home (there, a stale last use is
+/// only forgotten).
+async fn seen_elsewhere(
+    conn: &mut Conn,
+    layout: &Layout,
+    shard: Shard,
+    u: &str,
+    cutoff: u64,
+) -> redis::RedisResult<Option<u64>> {
+    if layout.of_token(u) != shard {
+        return Ok(None);
+    }
+    let mut latest = None;
+    for other in layout.shards().filter(|s| *s != shard) {
+        let last: Option<f64> = redis::cmd("ZSCORE")
+            .arg(layout.keys(other).users_last_use())
+            .arg(u)
+            .query_async(conn)
+            .await?;
+        if let Some(last) = last.map(|l| l as u64).filter(|l| *l >= cutoff) {
+            latest = latest.max(Some(last));
+        }
+    }
+    Ok(latest)
+}
+
+/// Applies every deadline that has passed, shard by shard; the number of games it acted on.
+/// Each game is handled on its own: one whose keys hold garbage or the wrong type is logged once, its
 /// deadline moved [`BROKEN_RETRY`] on, and the sweep goes on with the next, so it cannot hold
 /// back every deadline queued behind it. A Redis that is unreachable or busy ends the sweep.
 pub async fn sweep(shared: &Shared, broken: &mut Broken) -> anyhow::Result<usize> {
+    let mut acted = 0;
+    for k in shared.rules.layout.all_keys() {
+        acted += sweep_shard(shared, &k, broken).await?;
+    }
+    shared.available();
+    Ok(acted)
+}
+
+/// [`sweep`] in the shard of `k`.
+async fn sweep_shard(shared: &Shared, k: &Keys, broken: &mut Broken) -> anyhow::Result<usize> {
     let mut conn = shared.redis.conn();
     let due: Vec<String> = DUE
-        .key(keys::GAME_DEADLINES)
+        .key(k.game_deadlines())
         .arg(SWEEP_BATCH)
         .invoke_async(&mut conn)
         .await?;
@@ -105,7 +184,7 @@ pub async fn sweep(shared: &Shared, broken: &mut Broken) -> anyhow::Result<usize
                     );
                 }
                 let _: i64 = POSTPONE
-                    .key(keys::GAME_DEADLINES)
+                    .key(k.game_deadlines())
                     .arg(&g)
                     .arg(BROKEN_RETRY.as_millis() as u64)
                     .invoke_async(&mut conn)
@@ -113,7 +192,6 @@ pub async fn sweep(shared: &Shared, broken: &mut Broken) -> anyhow::Result<usize
             }
         }
     }
-    shared.available();
     Ok(acted)
 }
 
@@ -121,7 +199,7 @@ pub async fn sweep(shared: &Shared, broken: &mut Broken) -> anyhow::Result<usize
 /// falls. True when it changed the game.
 async fn apply(shared: &Shared, conn: &mut Conn, g: &str) -> Result<bool, GameError> {
     let rules = &shared.rules;
-    let view = views::view(conn, g).await?;
+    let view = views::view(conn, &rules.layout, g).await?;
     match view.status.as_deref() {
         Some(status::WAITING_LOBBY) => {
             let timed_out =
@@ -151,7 +229,7 @@ async fn apply(shared: &Shared, conn: &mut Conn, g: &str) -> Result<bool, GameEr
         // Over, or gone: nothing is due any more.
         _ => {
             let _: () = redis::cmd("ZREM")
-                .arg(keys::GAME_DEADLINES)
+                .arg(rules.layout.keys_of(g).game_deadlines())
                 .arg(g)
                 .query_async(conn)
                 .await?;

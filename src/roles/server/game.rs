@@ -21,8 +21,9 @@ use redis::{RedisError, RedisResult, Script, ScriptInvocation};
 use serde::Deserialize;
 
 use super::protocol::reason;
-use crate::pipeline::keys;
+use crate::pipeline::keys::{self, Keys};
 use crate::pipeline::redis_conn;
+use crate::pipeline::shard::{Layout, Shard};
 
 /// Why a change to a game's state failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,20 +104,20 @@ static ELIMINATE: LazyLock<Script> = LazyLock::new(|| Script::new(with_prelude!(
 static LOBBY_TIMEOUT: LazyLock<Script> =
     LazyLock::new(|| Script::new(with_prelude!("lobby_timeout.lua")));
 
-/// What the scripts need besides the game itself: where lifecycle records go (the lobby's log
-/// stream and channel, or nowhere when LOGGER_MODULE is not `redis`: an empty channel tells the
-/// scripts so), and how long a lobby and a turn may last. Deadlines are kept in Redis by Redis
-/// time ([`keys::GAME_DEADLINES`]), set by the same scripts that start a lobby or a turn.
+/// What the scripts need besides the game itself: the layout (which shard's keys a game or user
+/// has), where lifecycle records go (the log stream of the game's shard and the lobby channel,
+/// or nowhere when LOGGER_MODULE is not `redis`: an empty channel tells the scripts so), and
+/// how long a lobby and a turn may last. Deadlines are kept in Redis by Redis time
+/// ([`Keys::game_deadlines`]), set by the same scripts that start a lobby or a turn.
 #[derive(Clone, Debug)]
 pub struct Rules {
-    stream: String,
+    pub layout: Layout,
+    lobby: String,
     channel: String,
     /// SERVER_SLEEP + TURN_TIMEOUT: a turn's deadline after it starts.
     turn_ms: u64,
     /// LOBBY_TIMEOUT.
     pub lobby_ms: u64,
-    /// A game's status key is `.0 + game + .1` (for scripts that look at another game).
-    status_key: (String, String),
     /// Seconds of TTL the scripts that end a game put on its keys themselves: REDIS_EXPIRY when
     /// no record will reach a worker's clean routine (LOGGER_MODULE is not `redis`), else 0
     /// (the worker cleans once the files are written). 0 too when CLEAN_ROUTINE is off.
@@ -124,15 +125,15 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn new(settings: &crate::config::Settings) -> Self {
+    pub fn new(settings: &crate::config::Settings, layout: Layout) -> Self {
         let lobby = &settings.worker_channel;
         let on = settings.logger_module == crate::config::LoggerModule::Redis;
         Rules {
-            stream: keys::log_stream(lobby),
+            layout,
+            lobby: lobby.clone(),
             channel: if on { lobby.clone() } else { String::new() },
             turn_ms: (settings.server_sleep + settings.turn_timeout).as_millis() as u64,
             lobby_ms: settings.lobby_timeout.as_millis() as u64,
-            status_key: keys::split_around_game(keys::game_status),
             ended_ttl: if !on && settings.clean_routine {
                 settings.redis_expiry.as_secs().max(1)
             } else {
@@ -140,18 +141,23 @@ impl Rules {
             },
         }
     }
+
+    /// The log stream the scripts of a game in the shard of `keys` append to.
+    fn stream(&self, keys: &Keys) -> String {
+        keys.log_stream(&self.lobby)
+    }
 }
 
 /// What a script that may end a game takes last (`expire_ended` in prelude.lua):
 /// `games:participants` and every key of the game, and the TTL of an ended game.
 trait EndsGame {
-    fn ending(&mut self, g: &str, rules: &Rules) -> &mut Self;
+    fn ending(&mut self, k: &Keys, g: &str, rules: &Rules) -> &mut Self;
 }
 
 impl EndsGame for ScriptInvocation<'_> {
-    fn ending(&mut self, g: &str, rules: &Rules) -> &mut Self {
-        self.key(keys::GAMES_PARTICIPANTS);
-        for key in keys::game_keys(g) {
+    fn ending(&mut self, k: &Keys, g: &str, rules: &Rules) -> &mut Self {
+        self.key(k.games_participants());
+        for key in k.game_keys(g) {
             self.key(key);
         }
         self.arg(rules.ended_ttl)
@@ -165,41 +171,48 @@ pub enum Found {
     Refused(&'static str),
 }
 
-/// Joins the oldest open game for `n` players or creates one (the creator is its host).
-/// Lobbies past their deadline are timed out by [`super::deadlines::sweep`], not here.
+/// Joins the oldest open game for `n` players in the user's home shard, else the oldest among
+/// the other shards, else creates one in the home shard (the creator is its host): with few
+/// players per shard, games still fill. Lobbies past their deadline are timed out by
+/// [`super::deadlines::sweep`], not here.
 pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<Found> {
-    let lobbies = keys::games_lobbies(n);
+    let home = rules.layout.of_token(user);
+    let k = &rules.layout.keys(home);
     for attempt in 0..50 {
-        // Oldest first; the join script itself refuses one that is full, started or stale.
-        let open: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&lobbies)
-            .arg(0)
-            .arg(7)
-            .query_async(conn)
-            .await?;
-        for g in &open {
-            match join_one(conn, g, user, n, rules, "join").await? {
-                JoinReply::Ok(hero_id) => {
-                    return Ok(Found::Joined {
-                        game: g.clone(),
-                        hero_id,
-                    })
+        for shard in shards_to_search(conn, rules, home, n).await? {
+            let away = &rules.layout.keys(shard);
+            // Oldest first; the join script itself refuses one that is full, started or stale.
+            let open: Vec<String> = redis::cmd("ZRANGE")
+                .arg(away.games_lobbies(n))
+                .arg(0)
+                .arg(7)
+                .query_async(conn)
+                .await?;
+            for g in &open {
+                let mode = if shard == home { "join" } else { "join-away" };
+                match join_one(conn, away, g, user, n, rules, mode).await? {
+                    JoinReply::Ok(hero_id) => {
+                        return Ok(Found::Joined {
+                            game: g.clone(),
+                            hero_id,
+                        })
+                    }
+                    JoinReply::Mine(g) => return mine(conn, away, g, user).await,
+                    JoinReply::Refused(r) => return Ok(Found::Refused(r)),
+                    JoinReply::Skip => {}
                 }
-                JoinReply::Mine(g) => return mine(conn, g, user).await,
-                JoinReply::Refused(r) => return Ok(Found::Refused(r)),
-                JoinReply::Skip => {}
             }
         }
-        let g = uuid::Uuid::new_v4().to_string();
+        let g = rules.layout.draw_token(home);
         // Under heavy contention, stop deferring to lobbies others are opening at once.
         let mode = if attempt > 40 {
             "create-force"
         } else {
             "create"
         };
-        match join_one(conn, &g, user, n, rules, mode).await? {
+        match join_one(conn, k, &g, user, n, rules, mode).await? {
             JoinReply::Ok(hero_id) => return Ok(Found::Joined { game: g, hero_id }),
-            JoinReply::Mine(g) => return mine(conn, g, user).await,
+            JoinReply::Mine(g) => return mine(conn, k, g, user).await,
             JoinReply::Refused(r) => return Ok(Found::Refused(r)),
             JoinReply::Skip => {}
         }
@@ -207,10 +220,37 @@ pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<F
     Ok(Found::Refused(reason::SERVICE_UNAVAILABLE))
 }
 
+/// The shards a find looks in for an open lobby of `n` players: the home shard, then the others
+/// that have one, oldest lobby first (one ZRANGE per shard).
+async fn shards_to_search(
+    conn: &mut Conn,
+    rules: &Rules,
+    home: Shard,
+    n: u8,
+) -> Result<Vec<Shard>> {
+    let mut others = Vec::new();
+    for shard in rules.layout.shards().filter(|s| *s != home) {
+        let oldest: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(rules.layout.keys(shard).games_lobbies(n))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await?;
+        if let Some((_, created)) = oldest.first() {
+            others.push((*created, shard));
+        }
+    }
+    others.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(std::iter::once(home)
+        .chain(others.into_iter().map(|(_, s)| s))
+        .collect())
+}
+
 /// The open lobby `user` already waits in, answered again (one open lobby per user).
-async fn mine(conn: &mut Conn, game: String, user: &str) -> Result<Found> {
+async fn mine(conn: &mut Conn, k: &Keys, game: String, user: &str) -> Result<Found> {
     let hero: Option<u32> = redis::cmd("HGET")
-        .arg(keys::game_hero(&game, user))
+        .arg(k.game_hero(&game, user))
         .arg("id")
         .query_async(conn)
         .await?;
@@ -230,34 +270,43 @@ enum JoinReply {
 
 async fn join_one(
     conn: &mut Conn,
+    k: &Keys,
     g: &str,
     u: &str,
     n: u8,
     rules: &Rules,
     mode: &str,
 ) -> Result<JoinReply> {
+    // `join-away`: a join in a shard that is not the user's home.
+    let (mode, away) = match mode {
+        "join-away" => ("join", "away"),
+        other => (other, ""),
+    };
+    // A game's status key is `.0 + game + .1` (the script looks at the user's open lobby).
+    let status_key = k.split_around_game(Keys::game_status);
     let reply: Vec<String> = JOIN
-        .key(keys::game(g))
-        .key(keys::game_participants(g))
-        .key(keys::game_status(g))
-        .key(keys::game_host(g))
-        .key(keys::game_superheros(g))
-        .key(keys::game_hero(g, u))
-        .key(keys::game_created(g))
-        .key(keys::GAMES_PARTICIPANTS)
-        .key(keys::games_players(n))
-        .key(keys::games_lobbies(n))
-        .key(keys::SUPERHEROS)
-        .key(keys::GAME_DEADLINES)
-        .key(keys::USERS_LAST_USE)
-        .key(keys::USERS_OPEN_LOBBY)
+        .key(k.game(g))
+        .key(k.game_participants(g))
+        .key(k.game_status(g))
+        .key(k.game_host(g))
+        .key(k.game_superheros(g))
+        .key(k.game_hero(g, u))
+        .key(k.game_created(g))
+        .key(k.games_participants())
+        .key(k.games_players(n))
+        .key(k.games_lobbies(n))
+        .key(k.superheros())
+        .key(k.game_deadlines())
+        .key(k.users_last_use())
+        .key(k.users_open_lobby())
         .arg(g)
         .arg(u)
         .arg(n)
         .arg(rules.lobby_ms)
         .arg(mode)
-        .arg(&rules.status_key.0)
-        .arg(&rules.status_key.1)
+        .arg(&status_key.0)
+        .arg(&status_key.1)
+        .arg(away)
         .invoke_async(conn)
         .await
         .step("join script")?;
@@ -276,7 +325,7 @@ async fn join_one(
             return Err(GameError::Broken(format!(
                 "hero {} in {} has no health/attack",
                 reply.get(1).map(String::as_str).unwrap_or("?"),
-                keys::SUPERHEROS
+                k.superheros()
             )))
         }
         _ => JoinReply::Skip,
@@ -318,24 +367,25 @@ pub async fn ready(
     socket: &str,
     rules: &Rules,
 ) -> Result<Ready> {
+    let k = &rules.layout.keys_of(g);
     let reply: Vec<String> = READY
-        .key(keys::game(g))
-        .key(keys::game_status(g))
-        .key(keys::game_participants(g))
-        .key(keys::game_ready(g))
-        .key(keys::game_order(g))
-        .key(keys::game_turns(g))
-        .key(keys::GAME_DEADLINES)
-        .key(&rules.stream)
-        .key(keys::USERS_OPEN_LOBBY)
-        .key(keys::game_lobby_sockets(g))
-        .key(keys::USERS_LAST_USE)
+        .key(k.game(g))
+        .key(k.game_status(g))
+        .key(k.game_participants(g))
+        .key(k.game_ready(g))
+        .key(k.game_order(g))
+        .key(k.game_turns(g))
+        .key(k.game_deadlines())
+        .key(rules.stream(k))
+        .key(k.users_open_lobby())
+        .key(k.game_lobby_sockets(g))
+        .key(k.users_last_use())
         .arg(u)
         .arg(keys::game_events(g))
         .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
         .arg(g)
-        .arg(keys::game_hero(g, ""))
+        .arg(k.game_hero(g, ""))
         .arg(rules.turn_ms)
         .arg(socket)
         .invoke_async(conn)
@@ -376,20 +426,21 @@ pub async fn attack(
     max_turns: u32,
     rules: &Rules,
 ) -> Result<Attacked> {
+    let k = &rules.layout.keys_of(g);
     // Refusals are {'ERR', reason}; stored attacks {kind, record, next, turn}.
     let reply: Vec<String> = ATTACK
-        .key(keys::game(g))
-        .key(keys::game_status(g))
-        .key(keys::game_order(g))
-        .key(keys::game_turns(g))
-        .key(keys::game_hero(g, u))
-        .key(keys::game_aliases(g))
-        .key(keys::game_logs(g))
-        .key(keys::game_eliminated(g))
-        .key(keys::GAME_DEADLINES)
-        .key(&rules.stream)
-        .key(keys::game_lobby_sockets(g))
-        .key(keys::USERS_LAST_USE)
+        .key(k.game(g))
+        .key(k.game_status(g))
+        .key(k.game_order(g))
+        .key(k.game_turns(g))
+        .key(k.game_hero(g, u))
+        .key(k.game_aliases(g))
+        .key(k.game_logs(g))
+        .key(k.game_eliminated(g))
+        .key(k.game_deadlines())
+        .key(rules.stream(k))
+        .key(k.game_lobby_sockets(g))
+        .key(k.users_last_use())
         .arg(g)
         .arg(u)
         .arg(enemy_alias)
@@ -399,8 +450,8 @@ pub async fn attack(
         .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
         .arg(rules.turn_ms)
-        .arg(keys::game_hero(g, ""))
-        .ending(g, rules)
+        .arg(k.game_hero(g, ""))
+        .ending(k, g, rules)
         .invoke_async(conn)
         .await
         .step("attack script")?;
@@ -460,17 +511,18 @@ pub async fn eliminate(
     expected_turn: Option<u64>,
     rules: &Rules,
 ) -> Result<Eliminated> {
+    let k = &rules.layout.keys_of(g);
     let (answer, records): (String, u64) = ELIMINATE
-        .key(keys::game_status(g))
-        .key(keys::game_order(g))
-        .key(keys::game_turns(g))
-        .key(keys::game_hero(g, u))
-        .key(keys::game_eliminated(g))
-        .key(keys::game_ready(g))
-        .key(keys::game(g))
-        .key(keys::GAME_DEADLINES)
-        .key(&rules.stream)
-        .key(keys::game_lobby_sockets(g))
+        .key(k.game_status(g))
+        .key(k.game_order(g))
+        .key(k.game_turns(g))
+        .key(k.game_hero(g, u))
+        .key(k.game_eliminated(g))
+        .key(k.game_ready(g))
+        .key(k.game(g))
+        .key(k.game_deadlines())
+        .key(rules.stream(k))
+        .key(k.game_lobby_sockets(g))
         .arg(u)
         .arg(expected_turn.map(|t| t.to_string()).unwrap_or_default())
         .arg(keys::game_events(g))
@@ -478,8 +530,8 @@ pub async fn eliminate(
         .arg(crate::clock::record_timestamp())
         .arg(g)
         .arg(rules.turn_ms)
-        .arg(keys::game_hero(g, ""))
-        .ending(g, rules)
+        .arg(k.game_hero(g, ""))
+        .ending(k, g, rules)
         .invoke_async(conn)
         .await
         .step("eliminate script")?;
@@ -499,22 +551,23 @@ pub async fn lobby_timeout(
     window_ms: u64,
     rules: &Rules,
 ) -> Result<bool> {
+    let k = &rules.layout.keys_of(g);
     let flipped: i64 = LOBBY_TIMEOUT
-        .key(keys::game_status(g))
-        .key(keys::games_lobbies(n))
-        .key(keys::game_created(g))
-        .key(keys::GAME_DEADLINES)
-        .key(&rules.stream)
-        .key(keys::game(g))
-        .key(keys::USERS_OPEN_LOBBY)
-        .key(keys::game_lobby_sockets(g))
+        .key(k.game_status(g))
+        .key(k.games_lobbies(n))
+        .key(k.game_created(g))
+        .key(k.game_deadlines())
+        .key(rules.stream(k))
+        .key(k.game(g))
+        .key(k.users_open_lobby())
+        .key(k.game_lobby_sockets(g))
         .arg(g)
         .arg(keys::game_events(g))
         .arg(window_ms)
         .arg(&rules.channel)
         .arg(crate::clock::record_timestamp())
-        .arg(keys::game_hero(g, ""))
-        .ending(g, rules)
+        .arg(k.game_hero(g, ""))
+        .ending(k, g, rules)
         .invoke_async(conn)
         .await
         .step("lobby timeout script")?;
@@ -523,15 +576,18 @@ pub async fn lobby_timeout(
 
 static LOGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("login.lua")));
 
-/// The user token of `name`, and whether it was created just now. Same name, same token.
-pub async fn login(conn: &mut Conn, name: &str) -> Result<(String, bool)> {
+/// The user token of `name`, and whether it was created just now. Same name, same token: the
+/// name's home shard holds it, and a new token is drawn for that shard.
+pub async fn login(conn: &mut Conn, layout: &Layout, name: &str) -> Result<(String, bool)> {
+    let home = layout.home_of(name);
+    let k = layout.keys(home);
     let (token, created): (String, i64) = LOGIN
-        .key(keys::USERS)
-        .key(keys::USER_TOKENS)
-        .key(keys::USERS_LAST_USE)
-        .key(keys::USER_NAMES)
+        .key(k.users())
+        .key(k.user_tokens())
+        .key(k.users_last_use())
+        .key(k.user_names())
         .arg(name)
-        .arg(uuid::Uuid::new_v4().to_string())
+        .arg(layout.draw_token(home))
         .invoke_async(conn)
         .await
         .step("login script")?;

@@ -27,7 +27,7 @@ use redis::Script;
 use super::protocol::{game_status, GameStatus, HeroSpec, StartPayload, StartPush};
 use super::views;
 use super::Shared;
-use crate::pipeline::keys;
+use crate::pipeline::keys::Keys;
 use crate::pipeline::record::AttackRecord;
 
 static RELEASE_LOBBY: LazyLock<Script> =
@@ -43,7 +43,7 @@ const ALIAS_CANDIDATES: usize = 10;
 /// START; afterwards a closed socket has eliminated it).
 pub async fn release_lobby(shared: &Shared, g: &str, u: &str, socket: &str) {
     let released: Result<i64> = RELEASE_LOBBY
-        .key(keys::game_lobby_sockets(g))
+        .key(shared.rules.layout.keys_of(g).game_lobby_sockets(g))
         .arg(u)
         .arg(socket)
         .invoke_async(&mut shared.redis.conn())
@@ -69,16 +69,17 @@ pub async fn hero_spec(
     g: &str,
     name: &str,
 ) -> Result<Option<HeroSpec>> {
+    let k = shared.rules.layout.keys_of(g);
     let fields: BTreeMap<String, String> = match shared.starts.participant(g, name) {
         Some(u) => redis::cmd("HGETALL")
-            .arg(keys::game_hero(g, &u))
+            .arg(k.game_hero(g, &u))
             .query_async(conn)
             .await
             .context("hero of a participant")?,
         None => HERO_OF
-            .key(keys::game_aliases(g))
+            .key(k.game_aliases(g))
             .arg(name)
-            .arg(keys::game_hero(g, ""))
+            .arg(k.game_hero(g, ""))
             .invoke_async(conn)
             .await
             .context("hero script")?,
@@ -153,7 +154,11 @@ pub async fn start_for(
     viewer: &str,
 ) -> Result<StartPush> {
     let cell = shared.starts.cell(g);
-    let start = cell.get_or_try_init(|| read_start(conn, g)).await?.clone();
+    let k = shared.rules.layout.keys_of(g);
+    let start = cell
+        .get_or_try_init(|| read_start(conn, &k, g))
+        .await?
+        .clone();
     let complete = start.push.payload.participants.len() == start.aliases.len()
         && start.push.payload.participants_heros.len() == start.aliases.len();
     if !complete {
@@ -164,14 +169,14 @@ pub async fn start_for(
 }
 
 /// Reads game `g`'s START and aliases, giving every participant its alias first (`start.lua`).
-async fn read_start(conn: &mut Conn, g: &str) -> Result<Start> {
+async fn read_start(conn: &mut Conn, k: &Keys, g: &str) -> Result<Start> {
     let mut script = START.prepare_invoke();
     script
-        .key(keys::game_status(g))
-        .key(keys::game(g))
-        .key(keys::game_aliases(g))
-        .key(keys::game_alias_of(g))
-        .arg(keys::game_hero(g, ""));
+        .key(k.game_status(g))
+        .key(k.game(g))
+        .key(k.game_aliases(g))
+        .key(k.game_alias_of(g))
+        .arg(k.game_hero(g, ""));
     for _ in 0..ALIAS_CANDIDATES {
         script.arg(uuid::Uuid::new_v4().to_string());
     }

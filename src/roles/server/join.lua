@@ -4,10 +4,17 @@
 --       8 games:participants, 9 games:players:n, 10 open lobbies of n, 11 superheros,
 --       12 game deadlines, 13 users' last use, 14 users' open lobby
 -- ARGV: 1 g, 2 u, 3 n, 4 lobby window ms, 5 mode (join | create | create-force),
---       6 and 7: a game's status key is ARGV[6] .. game .. ARGV[7]
+--       6 and 7: a game's status key is ARGV[6] .. game .. ARGV[7],
+--       8 'away' when this is not the user's home shard
+-- Every key is of the game's shard: its open lobby and last use are the user's in that shard.
 local g, u, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now, window, mode = now_ms(), tonumber(ARGV[4]), ARGV[5]
-redis.call('ZADD', KEYS[13], 'XX', int(now), u)
+if ARGV[8] == 'away' then
+  -- Away from home, this shard's last use is only a sign of life for the home shard's sweep.
+  redis.call('ZADD', KEYS[13], int(now), u)
+else
+  redis.call('ZADD', KEYS[13], 'XX', int(now), u)
+end
 -- A user waits in one open lobby at most: asking again finds the same one.
 local mine = redis.call('HGET', KEYS[14], u)
 if mine then

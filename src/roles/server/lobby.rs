@@ -269,7 +269,7 @@ impl Lobby<'_> {
     /// Re-reads the game and catches up with whatever this socket has not been told.
     async fn resync(&mut self) -> Flow {
         let mut conn = self.shared.redis.conn();
-        let view = match views::view(&mut conn, self.g).await {
+        let view = match views::view(&mut conn, &self.shared.rules.layout, self.g).await {
             Ok(v) => v,
             Err(e) => {
                 // The subscription's next re-establishment triggers another resync.

@@ -46,6 +46,7 @@ use crate::config::Settings;
 use crate::connections::{self, AcceptErrors, Limits, Slot, Throttle};
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{self, Outage, Redis, SubEvent};
+use crate::pipeline::shard::{Agreement, Layout};
 use crate::shutdown::Shutdown;
 use hub::Hub;
 use metrics::ServerMetrics;
@@ -138,7 +139,8 @@ pub async fn time_out_lobby_now(
     g: &str,
     n: u8,
 ) -> Result<bool> {
-    let rules = game::Rules::new(settings);
+    let layout = Layout::for_role(settings, redis, Agreement::Read).await?;
+    let rules = game::Rules::new(settings, layout);
     if !game::lobby_timeout(&mut redis.conn(), g, n, 0, &rules).await? {
         return Ok(false);
     }
@@ -154,6 +156,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<()> {
+    // Before anything is written: every role on this Redis names its keys the same way.
+    let layout = Layout::for_role(settings, &redis, Agreement::Store).await?;
     let registry = crate::metrics::registry("server");
     let metrics = ServerMetrics::register(&registry);
     crate::metrics::maybe_serve(settings.metrics_addr, &registry, &shutdown).await?;
@@ -179,7 +183,7 @@ pub async fn run(
         server_id: uuid::Uuid::new_v4().simple().to_string(),
         redis,
         hub,
-        rules: game::Rules::new(settings),
+        rules: game::Rules::new(settings, layout),
         metrics,
         shutdown: shutdown.clone(),
         starts: identity::Starts::default(),
@@ -206,7 +210,7 @@ pub async fn run(
     // A Redis that restarted without persistence has no heroes: serve games anyway. Redis gone
     // meanwhile must not hold up a shutdown.
     let reloaded = tokio::select! {
-        reloaded = crate::heroes::reload_if_missing(&shared.redis) => reloaded,
+        reloaded = crate::heroes::reload_if_missing(&shared.redis, &shared.rules.layout) => reloaded,
         _ = shutdown.recv() => {
             dispatcher.abort();
             sweeper.abort();

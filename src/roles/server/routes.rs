@@ -74,7 +74,8 @@ async fn login(shared: &Shared, payload: &Map<String, Value>) -> Answer {
         Ok(p) => p.user,
         Err(r) => return Ok(Err(r)),
     };
-    let (token, created) = game::login(&mut shared.redis.conn(), &name).await?;
+    let (token, created) =
+        game::login(&mut shared.redis.conn(), &shared.rules.layout, &name).await?;
     Ok(Ok(json(&protocol::LoginReply {
         payload: protocol::LoginReplyPayload { user_token: token },
         status: created.then(|| "USER CREATED".to_string()),
@@ -87,13 +88,13 @@ async fn find(shared: &Shared, payload: &Map<String, Value>) -> Answer {
         Err(r) => return Ok(Err(r)),
     };
     let mut conn = shared.redis.conn();
-    if !views::is_user(&mut conn, &user).await? {
+    if !views::is_user(&mut conn, &shared.rules.layout, &user).await? {
         return Ok(Err(reason::UNKNOWN_USER_TOKEN));
     }
     let mut found = game::find(&mut conn, &user, n, &shared.rules).await?;
     // No heroes at all means Redis lost its data: put the roster back and try once more.
     if matches!(found, Found::Refused(reason::NO_HEROES))
-        && crate::heroes::reload_if_missing(&shared.redis).await?
+        && crate::heroes::reload_if_missing(&shared.redis, &shared.rules.layout).await?
     {
         found = game::find(&mut conn, &user, n, &shared.rules).await?;
     }
@@ -128,7 +129,9 @@ async fn hero(shared: &Shared, payload: &Map<String, Value>) -> Answer {
                 game: game_status::HERO_SPEC.to_string(),
             },
         })?)),
-        None if views::is_game(&mut conn, &g).await? => Ok(Err(reason::USER_NOT_IN_GAME)),
+        None if views::is_game(&mut conn, &shared.rules.layout, &g).await? => {
+            Ok(Err(reason::USER_NOT_IN_GAME))
+        }
         None => Ok(Err(reason::UNKNOWN_GAME_TOKEN)),
     }
 }

@@ -8,7 +8,8 @@ use crate::pipeline::redis_conn::Conn;
 use redis::RedisResult as Result;
 
 use super::protocol::HeroSpec;
-use crate::pipeline::keys::{self, status};
+use crate::pipeline::keys::status;
+use crate::pipeline::shard::Layout;
 
 pub(super) fn spec_of(u: &str, fields: &BTreeMap<String, String>) -> Option<HeroSpec> {
     if fields.is_empty() {
@@ -49,13 +50,14 @@ impl GameView {
     }
 }
 
-pub async fn view(conn: &mut Conn, g: &str) -> Result<GameView> {
+pub async fn view(conn: &mut Conn, layout: &Layout, g: &str) -> Result<GameView> {
+    let k = layout.keys_of(g);
     type Row = (Option<String>, Option<String>, Option<u64>, Option<u8>);
     let (st, head, turn, n): Row = redis::pipe()
-        .get(keys::game_status(g))
-        .lindex(keys::game_order(g), 0)
-        .get(keys::game_turns(g))
-        .get(keys::game_participants(g))
+        .get(k.game_status(g))
+        .lindex(k.game_order(g), 0)
+        .get(k.game_turns(g))
+        .get(k.game_participants(g))
         .query_async(conn)
         .await?;
     Ok(GameView {
@@ -66,19 +68,20 @@ pub async fn view(conn: &mut Conn, g: &str) -> Result<GameView> {
     })
 }
 
-/// Whether login ever handed out `token`.
-pub async fn is_user(conn: &mut Conn, token: &str) -> Result<bool> {
+/// Whether login ever handed out `token` (a user token is drawn for its home shard, which
+/// keeps the registry).
+pub async fn is_user(conn: &mut Conn, layout: &Layout, token: &str) -> Result<bool> {
     redis::cmd("SISMEMBER")
-        .arg(keys::USER_TOKENS)
+        .arg(layout.keys_of(token).user_tokens())
         .arg(token)
         .query_async(conn)
         .await
 }
 
 /// Whether game `g` exists.
-pub async fn is_game(conn: &mut Conn, g: &str) -> Result<bool> {
+pub async fn is_game(conn: &mut Conn, layout: &Layout, g: &str) -> Result<bool> {
     redis::cmd("EXISTS")
-        .arg(keys::game_status(g))
+        .arg(layout.keys_of(g).game_status(g))
         .query_async(conn)
         .await
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use crate::pipeline::redis_conn::Conn;
 use redis::{RedisResult, Script};
 
-use crate::pipeline::keys;
+use super::keys_of;
 
 pub use crate::config::{lease_for, LEASE};
 
@@ -98,10 +98,10 @@ pub async fn claim(
     lease: Duration,
 ) -> RedisResult<Claim> {
     let (answer, who): (String, String) = CLAIM
-        .key(keys::etl_lease(g))
-        .key(keys::etl_done(g))
-        .key(keys::etl_writer(g))
-        .key(keys::game_host(g))
+        .key(keys_of(g).etl_lease(g))
+        .key(keys_of(g).etl_done(g))
+        .key(keys_of(g).etl_writer(g))
+        .key(keys_of(g).game_host(g))
         .arg(token)
         .arg(lease.as_millis() as u64)
         .arg(user)
@@ -133,7 +133,7 @@ static CLAIM_LEFTOVERS: LazyLock<Script> =
 /// Extends the lease if it is still ours; false when it was lost.
 pub async fn renew(conn: &mut Conn, g: &str, token: &str, lease: Duration) -> RedisResult<bool> {
     let renewed: i64 = RENEW
-        .key(keys::etl_lease(g))
+        .key(keys_of(g).etl_lease(g))
         .arg(token)
         .arg(lease.as_millis() as u64)
         .invoke_async(conn)
@@ -157,8 +157,8 @@ pub async fn hand_back(conn: &mut Conn, g: &str, token: &str, previous: &str) ->
 
 async fn record_writer(conn: &mut Conn, g: &str, token: &str, writer: &str) -> RedisResult<bool> {
     let recorded: i64 = START_WRITING
-        .key(keys::etl_lease(g))
-        .key(keys::etl_writer(g))
+        .key(keys_of(g).etl_lease(g))
+        .key(keys_of(g).etl_writer(g))
         .arg(token)
         .arg(writer)
         .invoke_async(conn)
@@ -170,9 +170,9 @@ async fn record_writer(conn: &mut Conn, g: &str, token: &str, writer: &str) -> R
 /// with nobody else having started since: the writer is still our token), and drops the lease.
 pub async fn finish(conn: &mut Conn, g: &str, token: &str, files_of: &str) -> RedisResult<Finish> {
     let (answer, who): (String, String) = FINISH
-        .key(keys::etl_lease(g))
-        .key(keys::etl_done(g))
-        .key(keys::etl_writer(g))
+        .key(keys_of(g).etl_lease(g))
+        .key(keys_of(g).etl_done(g))
+        .key(keys_of(g).etl_writer(g))
         .arg(token)
         .arg(files_of)
         .invoke_async(conn)
@@ -189,7 +189,7 @@ pub async fn finish(conn: &mut Conn, g: &str, token: &str, files_of: &str) -> Re
 /// Gives the lease back if it is ours (the game turned out to have nothing to write).
 pub async fn release(conn: &mut Conn, g: &str, token: &str) -> RedisResult<()> {
     let _: i64 = RELEASE
-        .key(keys::etl_lease(g))
+        .key(keys_of(g).etl_lease(g))
         .arg(token)
         .invoke_async(conn)
         .await?;
@@ -223,10 +223,10 @@ pub async fn claim_leftovers(
     worker_id: &str,
 ) -> RedisResult<Leftovers> {
     let (answer, who): (String, String) = CLAIM_LEFTOVERS
-        .key(keys::etl_lease(g))
-        .key(keys::etl_done(g))
-        .key(keys::etl_writer(g))
-        .key(keys::game_host(g))
+        .key(keys_of(g).etl_lease(g))
+        .key(keys_of(g).etl_done(g))
+        .key(keys_of(g).etl_writer(g))
+        .key(keys_of(g).game_host(g))
         .arg(token)
         .arg(worker_id)
         .arg(LEASE.as_millis() as u64)

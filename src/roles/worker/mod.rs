@@ -29,6 +29,15 @@ pub mod leftovers;
 mod metrics;
 mod write;
 
+use crate::pipeline::keys::Keys;
+use crate::pipeline::shard::Layout;
+
+/// The key names of game `g`. A worker reads the single layout only: the sharded log it would
+/// read a tagged layout's records from is not built yet, so [`run`] refuses a tagged layout.
+pub(crate) fn keys_of(g: &str) -> Keys {
+    Layout::single().keys_of(g)
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +116,7 @@ pub async fn run_with_metrics(
     worker_metrics: WorkerMetrics,
     registry: &SharedRegistry,
 ) -> Result<WorkerReport> {
+    Layout::require_single(settings, &redis, "worker").await?;
     let lobby = settings.worker_channel.clone();
     let id = settings.worker_id.clone();
     let channel = keys::worker_channel(&lobby, &id);

@@ -42,7 +42,7 @@ pub async fn prepared(redis: &TestRedis, vars: &[(&str, &str)]) -> Settings {
     all.extend_from_slice(vars);
     let settings = redis.settings_with(&all);
     let conn = Redis::connect(&settings.redis).await.expect("redis");
-    superhero::ops::build_db::run(&conn, None)
+    superhero::ops::build_db::run(&conn, &superhero::pipeline::shard::Layout::single(), None)
         .await
         .expect("build-db");
     settings

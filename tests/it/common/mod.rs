@@ -22,6 +22,11 @@ pub struct TestRedis {
 }
 
 /// A port nobody listens on right now.
+/// The key names of a single Redis (today's names), for tests that look at keys directly.
+pub fn single_keys() -> superhero::pipeline::keys::Keys {
+    superhero::pipeline::shard::Layout::single().keys(superhero::pipeline::shard::Shard(0))
+}
+
 pub fn free_port() -> u16 {
     superhero::ops::private_redis::free_port().expect("no free port")
 }

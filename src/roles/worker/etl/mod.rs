@@ -12,7 +12,8 @@ use crate::pipeline::redis_conn::Conn;
 use anyhow::{bail, Context, Result};
 use redis::Script;
 
-use crate::pipeline::keys::{self, status};
+use super::keys_of;
+use crate::pipeline::keys::status;
 use crate::pipeline::record::AttackRecord;
 use crate::pipeline::redis_conn;
 use crate::pipeline::sink::{MetaRow, PodiumRow};
@@ -107,22 +108,22 @@ pub async fn load_game(conn: &mut Conn, game: &str) -> Result<Option<GameData>, 
         Vec<String>,
     );
     let (state, host, size, heroes, logs, fallen): Reply = redis::pipe()
-        .get(keys::game_status(game))
-        .get(keys::game_host(game))
-        .get(keys::game_participants(game))
+        .get(keys_of(game).game_status(game))
+        .get(keys_of(game).game_host(game))
+        .get(keys_of(game).game_participants(game))
         // Members with their hero's id and health, without a second round trip.
         .cmd("SORT")
-        .arg(keys::game(game))
+        .arg(keys_of(game).game(game))
         .arg("BY")
         .arg("nosort")
         .arg("GET")
         .arg("#")
         .arg("GET")
-        .arg(keys::game_hero_field_pattern(game, "id"))
+        .arg(keys_of(game).game_hero_field_pattern(game, "id"))
         .arg("GET")
-        .arg(keys::game_hero_field_pattern(game, "health"))
-        .lrange(keys::game_logs(game), 0, -1)
-        .lrange(keys::game_eliminated(game), 0, -1)
+        .arg(keys_of(game).game_hero_field_pattern(game, "health"))
+        .lrange(keys_of(game).game_logs(game), 0, -1)
+        .lrange(keys_of(game).game_eliminated(game), 0, -1)
         .query_async(conn)
         .await
         .map_err(EtlError::redis(format!("cannot read game {game}")))?;
@@ -319,8 +320,8 @@ pub async fn expire_game(
     marker_expiry: Duration,
 ) -> Result<(), EtlError> {
     let (members, size): (Vec<String>, Option<String>) = redis::pipe()
-        .smembers(keys::game(game))
-        .get(keys::game_participants(game))
+        .smembers(keys_of(game).game(game))
+        .get(keys_of(game).game_participants(game))
         .query_async(conn)
         .await
         .map_err(EtlError::redis(format!(
@@ -328,10 +329,10 @@ pub async fn expire_game(
         )))?;
     let whole_seconds = |d: Duration| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX);
     let seconds = whole_seconds(expiry);
-    let markers = [keys::etl_done(game), keys::etl_writer(game)];
+    let markers = [keys_of(game).etl_done(game), keys_of(game).etl_writer(game)];
     let mut pipe = redis::pipe();
     pipe.atomic();
-    for key in keys::game_keys(game) {
+    for key in keys_of(game).game_keys(game) {
         let ttl = if markers.contains(&key) {
             whole_seconds(marker_expiry)
         } else {
@@ -340,15 +341,16 @@ pub async fn expire_game(
         pipe.expire(key, ttl).ignore();
     }
     for user in &members {
-        pipe.expire(keys::game_hero(game, user), seconds).ignore();
+        pipe.expire(keys_of(game).game_hero(game, user), seconds)
+            .ignore();
     }
-    pipe.zrem(keys::GAMES_PARTICIPANTS, game).ignore();
+    pipe.zrem(keys_of(game).games_participants(), game).ignore();
     // `games:players:<n>` is capped at its newest entries by the join script instead of an
     // O(n) LREM per game here.
     if let Some(n) = size.as_deref().and_then(|s| s.parse::<u8>().ok()) {
-        pipe.zrem(keys::games_lobbies(n), game).ignore();
+        pipe.zrem(keys_of(game).games_lobbies(n), game).ignore();
     }
-    pipe.zrem(keys::GAME_DEADLINES, game).ignore();
+    pipe.zrem(keys_of(game).game_deadlines(), game).ignore();
     pipe.query_async::<()>(conn)
         .await
         .map_err(EtlError::redis(format!("cannot expire game {game}")))?;
@@ -369,17 +371,17 @@ pub async fn expire_timed_out(
 ) -> Result<bool, EtlError> {
     let mut script = EXPIRE_TIMED_OUT.prepare_invoke();
     script
-        .key(keys::game_status(game))
-        .key(keys::game(game))
-        .key(keys::GAMES_PARTICIPANTS)
-        .key(keys::GAME_DEADLINES);
-    for key in keys::game_keys(game) {
+        .key(keys_of(game).game_status(game))
+        .key(keys_of(game).game(game))
+        .key(keys_of(game).games_participants())
+        .key(keys_of(game).game_deadlines());
+    for key in keys_of(game).game_keys(game) {
         script.key(key);
     }
     let expired: i64 = script
         .arg(game)
         .arg(expiry.as_secs().max(1))
-        .arg(keys::game_hero(game, ""))
+        .arg(keys_of(game).game_hero(game, ""))
         .invoke_async(conn)
         .await
         .map_err(EtlError::redis(format!(
