@@ -436,7 +436,13 @@ fn two_servers_play_whole_games_on_a_cluster_with_their_keys_spread_over_primari
     assert!(completed >= 3, "{json}");
     assert!(json["heroes"].as_u64().unwrap_or(0) >= 100, "{json}");
 
-    // The games' keys carry their shards' tags, and the shards lie on several primaries.
+    // The shards lie on every primary (each holds a copy of the heroes), and the games' keys
+    // carry their shards' tags. Which primaries the games themselves land on depends on the
+    // bots' random names (a game opens in its creator's home shard), so it is not asserted.
+    for &p in &primaries {
+        let size: u64 = cluster.on(p, &["DBSIZE"]);
+        assert!(size > 0, "primary {p} holds no key");
+    }
     let holding: Vec<u16> = primaries
         .iter()
         .copied()
@@ -446,10 +452,7 @@ fn two_servers_play_whole_games_on_a_cluster_with_their_keys_spread_over_primari
                 .is_empty()
         })
         .collect();
-    assert!(
-        holding.len() >= 2,
-        "game keys on {holding:?} of {primaries:?}"
-    );
+    assert!(!holding.is_empty(), "no game keys on {primaries:?}");
     for &p in &primaries {
         let untagged: Vec<String> = cluster.on(p, &["KEYS", "games:[^{]*"]);
         assert!(untagged.is_empty(), "untagged keys on {p}: {untagged:?}");
