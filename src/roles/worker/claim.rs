@@ -97,11 +97,12 @@ pub async fn claim(
     token: &str,
     lease: Duration,
 ) -> RedisResult<Claim> {
+    let k = keys_of(g);
     let (answer, who): (String, String) = CLAIM
-        .key(keys_of(g).etl_lease(g))
-        .key(keys_of(g).etl_done(g))
-        .key(keys_of(g).etl_writer(g))
-        .key(keys_of(g).game_host(g))
+        .key(k.etl_lease(g))
+        .key(k.etl_done(g))
+        .key(k.etl_writer(g))
+        .key(k.game_host(g))
         .arg(token)
         .arg(lease.as_millis() as u64)
         .arg(user)
@@ -132,8 +133,9 @@ static CLAIM_LEFTOVERS: LazyLock<Script> =
 
 /// Extends the lease if it is still ours; false when it was lost.
 pub async fn renew(conn: &mut Conn, g: &str, token: &str, lease: Duration) -> RedisResult<bool> {
+    let k = keys_of(g);
     let renewed: i64 = RENEW
-        .key(keys_of(g).etl_lease(g))
+        .key(k.etl_lease(g))
         .arg(token)
         .arg(lease.as_millis() as u64)
         .invoke_async(conn)
@@ -156,9 +158,10 @@ pub async fn hand_back(conn: &mut Conn, g: &str, token: &str, previous: &str) ->
 }
 
 async fn record_writer(conn: &mut Conn, g: &str, token: &str, writer: &str) -> RedisResult<bool> {
+    let k = keys_of(g);
     let recorded: i64 = START_WRITING
-        .key(keys_of(g).etl_lease(g))
-        .key(keys_of(g).etl_writer(g))
+        .key(k.etl_lease(g))
+        .key(k.etl_writer(g))
         .arg(token)
         .arg(writer)
         .invoke_async(conn)
@@ -169,10 +172,11 @@ async fn record_writer(conn: &mut Conn, g: &str, token: &str, writer: &str) -> R
 /// Marks the game done with `files_of`'s pair of files, if the lease is still ours (or expired
 /// with nobody else having started since: the writer is still our token), and drops the lease.
 pub async fn finish(conn: &mut Conn, g: &str, token: &str, files_of: &str) -> RedisResult<Finish> {
+    let k = keys_of(g);
     let (answer, who): (String, String) = FINISH
-        .key(keys_of(g).etl_lease(g))
-        .key(keys_of(g).etl_done(g))
-        .key(keys_of(g).etl_writer(g))
+        .key(k.etl_lease(g))
+        .key(k.etl_done(g))
+        .key(k.etl_writer(g))
         .arg(token)
         .arg(files_of)
         .invoke_async(conn)
@@ -188,8 +192,9 @@ pub async fn finish(conn: &mut Conn, g: &str, token: &str, files_of: &str) -> Re
 
 /// Gives the lease back if it is ours (the game turned out to have nothing to write).
 pub async fn release(conn: &mut Conn, g: &str, token: &str) -> RedisResult<()> {
+    let k = keys_of(g);
     let _: i64 = RELEASE
-        .key(keys_of(g).etl_lease(g))
+        .key(k.etl_lease(g))
         .arg(token)
         .invoke_async(conn)
         .await?;
@@ -222,11 +227,12 @@ pub async fn claim_leftovers(
     token: &str,
     worker_id: &str,
 ) -> RedisResult<Leftovers> {
+    let k = keys_of(g);
     let (answer, who): (String, String) = CLAIM_LEFTOVERS
-        .key(keys_of(g).etl_lease(g))
-        .key(keys_of(g).etl_done(g))
-        .key(keys_of(g).etl_writer(g))
-        .key(keys_of(g).game_host(g))
+        .key(k.etl_lease(g))
+        .key(k.etl_done(g))
+        .key(k.etl_writer(g))
+        .key(k.game_host(g))
         .arg(token)
         .arg(worker_id)
         .arg(LEASE.as_millis() as u64)

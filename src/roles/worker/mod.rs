@@ -29,15 +29,6 @@ pub mod leftovers;
 mod metrics;
 mod write;
 
-use crate::pipeline::keys::Keys;
-use crate::pipeline::shard::Layout;
-
-/// The key names of game `g`. A worker reads the single layout only: the sharded log it would
-/// read a tagged layout's records from is not built yet, so [`run`] refuses a tagged layout.
-pub(crate) fn keys_of(g: &str) -> Keys {
-    Layout::single().keys_of(g)
-}
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,11 +39,18 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::metrics::SharedRegistry;
 use crate::pipeline::delivery;
-use crate::pipeline::keys;
+use crate::pipeline::keys::{self, Keys};
 use crate::pipeline::redis_conn::{self, Redis, SubEvent};
+use crate::pipeline::shard::Layout;
 use crate::pipeline::sink;
 use crate::shutdown::Shutdown;
 pub use metrics::{ReasonLabel, WorkerMetrics};
+
+/// The key names of game `g`. A worker reads the single layout only: the sharded log it would
+/// read a tagged layout's records from is not built yet, so [`run`] refuses a tagged layout.
+pub(crate) fn keys_of(g: &str) -> Keys {
+    Layout::single().keys_of(g)
+}
 
 /// Records handled at the same time: enough to hide Redis and disk latency.
 pub const MAX_IN_FLIGHT: usize = 16;

@@ -94,6 +94,7 @@ pub struct Attack {
 /// `Completed`; an error when its state is malformed (a log entry that is not an attack record,
 /// an attack by or on a non-participant, a hero hash without an integer id or health).
 pub async fn load_game(conn: &mut Conn, game: &str) -> Result<Option<GameData>, EtlError> {
+    let k = keys_of(game);
     // The token goes into a SORT pattern below: it must not carry glob characters.
     uuid::Uuid::parse_str(game).map_err(|source| EtlError::BadToken {
         token: game.to_string(),
@@ -108,22 +109,22 @@ pub async fn load_game(conn: &mut Conn, game: &str) -> Result<Option<GameData>, 
         Vec<String>,
     );
     let (state, host, size, heroes, logs, fallen): Reply = redis::pipe()
-        .get(keys_of(game).game_status(game))
-        .get(keys_of(game).game_host(game))
-        .get(keys_of(game).game_participants(game))
+        .get(k.game_status(game))
+        .get(k.game_host(game))
+        .get(k.game_participants(game))
         // Members with their hero's id and health, without a second round trip.
         .cmd("SORT")
-        .arg(keys_of(game).game(game))
+        .arg(k.game(game))
         .arg("BY")
         .arg("nosort")
         .arg("GET")
         .arg("#")
         .arg("GET")
-        .arg(keys_of(game).game_hero_field_pattern(game, "id"))
+        .arg(k.game_hero_field_pattern(game, "id"))
         .arg("GET")
-        .arg(keys_of(game).game_hero_field_pattern(game, "health"))
-        .lrange(keys_of(game).game_logs(game), 0, -1)
-        .lrange(keys_of(game).game_eliminated(game), 0, -1)
+        .arg(k.game_hero_field_pattern(game, "health"))
+        .lrange(k.game_logs(game), 0, -1)
+        .lrange(k.game_eliminated(game), 0, -1)
         .query_async(conn)
         .await
         .map_err(EtlError::redis(format!("cannot read game {game}")))?;
@@ -319,9 +320,10 @@ pub async fn expire_game(
     expiry: Duration,
     marker_expiry: Duration,
 ) -> Result<(), EtlError> {
+    let k = keys_of(game);
     let (members, size): (Vec<String>, Option<String>) = redis::pipe()
-        .smembers(keys_of(game).game(game))
-        .get(keys_of(game).game_participants(game))
+        .smembers(k.game(game))
+        .get(k.game_participants(game))
         .query_async(conn)
         .await
         .map_err(EtlError::redis(format!(
@@ -329,10 +331,10 @@ pub async fn expire_game(
         )))?;
     let whole_seconds = |d: Duration| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX);
     let seconds = whole_seconds(expiry);
-    let markers = [keys_of(game).etl_done(game), keys_of(game).etl_writer(game)];
+    let markers = [k.etl_done(game), k.etl_writer(game)];
     let mut pipe = redis::pipe();
     pipe.atomic();
-    for key in keys_of(game).game_keys(game) {
+    for key in k.game_keys(game) {
         let ttl = if markers.contains(&key) {
             whole_seconds(marker_expiry)
         } else {
@@ -341,16 +343,15 @@ pub async fn expire_game(
         pipe.expire(key, ttl).ignore();
     }
     for user in &members {
-        pipe.expire(keys_of(game).game_hero(game, user), seconds)
-            .ignore();
+        pipe.expire(k.game_hero(game, user), seconds).ignore();
     }
-    pipe.zrem(keys_of(game).games_participants(), game).ignore();
+    pipe.zrem(k.games_participants(), game).ignore();
     // `games:players:<n>` is capped at its newest entries by the join script instead of an
     // O(n) LREM per game here.
     if let Some(n) = size.as_deref().and_then(|s| s.parse::<u8>().ok()) {
-        pipe.zrem(keys_of(game).games_lobbies(n), game).ignore();
+        pipe.zrem(k.games_lobbies(n), game).ignore();
     }
-    pipe.zrem(keys_of(game).game_deadlines(), game).ignore();
+    pipe.zrem(k.game_deadlines(), game).ignore();
     pipe.query_async::<()>(conn)
         .await
         .map_err(EtlError::redis(format!("cannot expire game {game}")))?;
@@ -369,19 +370,20 @@ pub async fn expire_timed_out(
     game: &str,
     expiry: Duration,
 ) -> Result<bool, EtlError> {
+    let k = keys_of(game);
     let mut script = EXPIRE_TIMED_OUT.prepare_invoke();
     script
-        .key(keys_of(game).game_status(game))
-        .key(keys_of(game).game(game))
-        .key(keys_of(game).games_participants())
-        .key(keys_of(game).game_deadlines());
-    for key in keys_of(game).game_keys(game) {
+        .key(k.game_status(game))
+        .key(k.game(game))
+        .key(k.games_participants())
+        .key(k.game_deadlines());
+    for key in k.game_keys(game) {
         script.key(key);
     }
     let expired: i64 = script
         .arg(game)
         .arg(expiry.as_secs().max(1))
-        .arg(keys_of(game).game_hero(game, ""))
+        .arg(k.game_hero(game, ""))
         .invoke_async(conn)
         .await
         .map_err(EtlError::redis(format!(
