@@ -179,28 +179,12 @@ pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<F
     let home = rules.layout.of_token(user);
     let k = &rules.layout.keys(home);
     for attempt in 0..50 {
-        for shard in shards_to_search(conn, rules, home, n).await? {
-            let away = &rules.layout.keys(shard);
-            // Oldest first; the join script itself refuses one that is full, started or stale.
-            let open: Vec<String> = redis::cmd("ZRANGE")
-                .arg(away.games_lobbies(n))
-                .arg(0)
-                .arg(7)
-                .query_async(conn)
-                .await?;
-            for g in &open {
-                let mode = if shard == home { "join" } else { "join-away" };
-                match join_one(conn, away, g, user, n, rules, mode).await? {
-                    JoinReply::Ok(hero_id) => {
-                        return Ok(Found::Joined {
-                            game: g.clone(),
-                            hero_id,
-                        })
-                    }
-                    JoinReply::Mine(g) => return mine(conn, away, g, user).await,
-                    JoinReply::Refused(r) => return Ok(Found::Refused(r)),
-                    JoinReply::Skip => {}
-                }
+        if let Some(found) = join_in(conn, rules, home, home, user, n).await? {
+            return Ok(found);
+        }
+        for shard in other_shards_by_oldest(conn, rules, home, n).await? {
+            if let Some(found) = join_in(conn, rules, shard, home, user, n).await? {
+                return Ok(found);
             }
         }
         let g = rules.layout.draw_token(home);
@@ -220,9 +204,43 @@ pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<F
     Ok(Found::Refused(reason::SERVICE_UNAVAILABLE))
 }
 
-/// The shards a find looks in for an open lobby of `n` players: the home shard, then the others
-/// that have one, oldest lobby first (one ZRANGE per shard).
-async fn shards_to_search(
+/// Joins the oldest open lobby for `n` players in `shard` that takes `user`; None when none does.
+async fn join_in(
+    conn: &mut Conn,
+    rules: &Rules,
+    shard: Shard,
+    home: Shard,
+    user: &str,
+    n: u8,
+) -> Result<Option<Found>> {
+    let k = &rules.layout.keys(shard);
+    // Oldest first; the join script itself refuses one that is full, started or stale.
+    let open: Vec<String> = redis::cmd("ZRANGE")
+        .arg(k.games_lobbies(n))
+        .arg(0)
+        .arg(7)
+        .query_async(conn)
+        .await?;
+    let mode = if shard == home { "join" } else { "join-away" };
+    for g in &open {
+        match join_one(conn, k, g, user, n, rules, mode).await? {
+            JoinReply::Ok(hero_id) => {
+                return Ok(Some(Found::Joined {
+                    game: g.clone(),
+                    hero_id,
+                }))
+            }
+            JoinReply::Mine(g) => return mine(conn, k, g, user).await.map(Some),
+            JoinReply::Refused(r) => return Ok(Some(Found::Refused(r))),
+            JoinReply::Skip => {}
+        }
+    }
+    Ok(None)
+}
+
+/// The shards other than `home` that have an open lobby of `n` players, oldest lobby first
+/// (one ZRANGE per shard), read only once the home shard had none to join.
+async fn other_shards_by_oldest(
     conn: &mut Conn,
     rules: &Rules,
     home: Shard,
@@ -242,9 +260,7 @@ async fn shards_to_search(
         }
     }
     others.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(std::iter::once(home)
-        .chain(others.into_iter().map(|(_, s)| s))
-        .collect())
+    Ok(others.into_iter().map(|(_, s)| s).collect())
 }
 
 /// The open lobby `user` already waits in, answered again (one open lobby per user).
