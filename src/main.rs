@@ -62,9 +62,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
     if let Some(name) = needs_one_slot_per_script(&command).filter(|_| settings.redis.is_cluster())
     {
         return Err(ConfigError(format!(
-            "REDIS_CLUSTER_NODES: `{name}` cannot run on a Redis Cluster yet: it reads one log \
-             stream, and the per-shard log is not built yet; `server`, `build-db`, `status` and \
-             `clean` work"
+            "REDIS_CLUSTER_NODES: `{name}` cannot run on a Redis Cluster yet; every role \
+             (`server`, `fanout`, `worker`, `build-db`, `status`, `clean`) does"
         ))
         .into());
     }
@@ -220,16 +219,14 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// The commands that read the pipeline's log (or run the roles that do): on a cluster the
-/// server appends to one log stream per shard, which they cannot read yet, so they refuse at
-/// once. The server, `build-db` and `clean --rebuild` name every key by its shard.
+/// The commands that cannot run on a cluster given in REDIS_CLUSTER_NODES yet.
 fn needs_one_slot_per_script(command: &Command) -> Option<&'static str> {
     match command {
-        Command::Worker => Some("worker"),
-        Command::Fanout => Some("fanout"),
         Command::Demo(_) => Some("demo"),
         Command::Bench(_) => Some("bench"),
-        Command::BuildDb(_)
+        Command::Worker
+        | Command::Fanout
+        | Command::BuildDb(_)
         | Command::Server
         | Command::Player(_)
         | Command::Report(_)

@@ -12,6 +12,7 @@ use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::pipeline::delivery::{self, Log};
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::scan;
 use crate::pipeline::redis_conn::{numsub, Redis};
@@ -43,7 +44,7 @@ pub struct Unacked {
 pub struct Status {
     pub redis: String,
     pub lobby_channel: String,
-    /// Subscribers of the lobby channel: the fanouts.
+    /// The fanouts: subscribers of the lobby channel (on shards: fresh fanout heartbeats).
     pub fanouts: u64,
     pub workers: Vec<WorkerChannel>,
     /// Entries in the log stream: in flight plus the retention window.
@@ -63,12 +64,18 @@ pub struct Status {
 /// Reads the status of the system from Redis.
 pub async fn collect(redis: &Redis, layout: &Layout, lobby: &str) -> Result<Status> {
     let mut conn = redis.conn();
-    let fanouts = numsub(&mut conn, &[lobby.to_string()])
-        .await?
-        .first()
-        .map(|(_, n)| *n)
-        .unwrap_or(0);
-    let pipeline = crate::roles::fanout::inspect(&mut conn, lobby).await?;
+    let fanouts = if layout.is_tagged() {
+        // On shards the fanouts do not listen on the lobby channel; they beat instead.
+        live_fanouts(&mut conn, lobby).await?
+    } else {
+        numsub(&mut conn, &[lobby.to_string()])
+            .await?
+            .first()
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    let logs = Log::all(layout, lobby);
+    let pipeline = crate::roles::fanout::inspect_logs(&mut conn, &logs, lobby).await?;
     let mut workers = worker_channels(&mut conn, lobby).await?;
     for w in &mut workers {
         w.live = pipeline.live_workers.contains(&w.id);
@@ -100,6 +107,20 @@ pub async fn collect(redis: &Redis, layout: &Layout, lobby: &str) -> Result<Stat
         claimed_unfinished: pipeline.claimed_unfinished,
         heroes,
     })
+}
+
+/// The fanouts whose beat in `<lobby>:fanout-heartbeats` is fresh (by Redis's clock).
+async fn live_fanouts(conn: &mut Conn, lobby: &str) -> Result<u64> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    let now_ms = secs * 1000 + micros / 1000;
+    let fresh_from = now_ms.saturating_sub(delivery::HEARTBEAT_STALE.as_millis() as u64);
+    let live: u64 = redis::cmd("ZCOUNT")
+        .arg(keys::fanout_heartbeats(lobby))
+        .arg(fresh_from)
+        .arg("+inf")
+        .query_async(conn)
+        .await?;
+    Ok(live)
 }
 
 /// Worker channels with at least one subscriber, by PUBSUB CHANNELS (on a cluster, every

@@ -17,7 +17,8 @@ use std::time::Duration;
 use crate::pipeline::redis_conn::Conn;
 use redis::{RedisResult, Script};
 
-use crate::pipeline::keys;
+use crate::pipeline::keys::{self, Keys};
+use crate::pipeline::shard::{Layout, Shard};
 
 /// A live worker beats this often.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -56,11 +57,12 @@ static NOTE_FAILURE: LazyLock<Script> =
 
 /// Records that worker `id` is alive and making progress, by Redis's clock.
 pub async fn heartbeat(conn: &mut Conn, lobby: &str, id: &str) -> RedisResult<()> {
-    let _: i64 = BEAT
-        .key(keys::worker_heartbeats(lobby))
-        .arg(id)
-        .invoke_async(conn)
-        .await?;
+    beat(conn, &keys::worker_heartbeats(lobby), id).await
+}
+
+/// Sets `member`'s score in the heartbeat set `key` to Redis's time now (ms).
+pub async fn beat(conn: &mut Conn, key: &str, member: &str) -> RedisResult<()> {
+    let _: i64 = BEAT.key(key).arg(member).invoke_async(conn).await?;
     Ok(())
 }
 
@@ -73,64 +75,155 @@ pub async fn leave(conn: &mut Conn, lobby: &str, id: &str) -> RedisResult<()> {
         .await
 }
 
-/// Deletes worker `id`'s consumer of the group once it stops, unless it still holds pending
-/// entries (those stay until a fanout routes them again). True when deleted.
-pub async fn retire(conn: &mut Conn, lobby: &str, id: &str) -> RedisResult<bool> {
-    let deleted: i64 = RETIRE
-        .key(keys::log_stream(lobby))
-        .arg(keys::fanout_group(lobby))
-        .arg(id)
-        .invoke_async(conn)
-        .await?;
-    Ok(deleted == 1)
+/// One log stream with the keys the fanout's scripts touch beside it (one slot): the single
+/// layout's `<lobby>:log`, or shard `s`'s `{<lobby>:<s>}:log`. Every log has the same consumer
+/// group, `<lobby>:fanouts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log {
+    /// The shard's index, for a tagged layout's logs; None for the single layout's.
+    shard: Option<u16>,
+    pub stream: String,
+    pub group: String,
+    pub dead: String,
+    pub tries: String,
+    pub failures: String,
+}
+
+/// Separates a tagged shard's index from the entry id in a delivery id (`<s>/<entry id>`).
+const SHARD_SEPARATOR: char = '/';
+
+impl Log {
+    fn of_keys(lobby: &str, keys: &Keys, shard: Option<u16>) -> Log {
+        Log {
+            shard,
+            stream: keys.log_stream(lobby),
+            group: keys::fanout_group(lobby),
+            dead: keys.dead_stream(lobby),
+            tries: keys.delivery_tries(lobby),
+            failures: keys.delivery_failures(lobby),
+        }
+    }
+
+    /// The log of `shard` of `layout`.
+    pub fn of(layout: &Layout, lobby: &str, shard: Shard) -> Log {
+        let index = layout.is_tagged().then_some(shard.0);
+        Log::of_keys(lobby, &layout.keys(shard), index)
+    }
+
+    /// Every log of `layout`: one per shard (the one log of the single layout).
+    pub fn all(layout: &Layout, lobby: &str) -> Vec<Log> {
+        layout.shards().map(|s| Log::of(layout, lobby, s)).collect()
+    }
+
+    /// The shard's index (None for the single layout's log).
+    pub fn shard(&self) -> Option<u16> {
+        self.shard
+    }
+
+    /// The `delivery_id` a worker is sent for `entry` of this log: the entry id itself on the
+    /// single layout (as the original consumers knew it), `<s>/<entry id>` on a tagged one.
+    pub fn delivery_id(&self, entry: &str) -> String {
+        match self.shard {
+            None => entry.to_string(),
+            Some(s) => format!("{s}{SHARD_SEPARATOR}{entry}"),
+        }
+    }
+
+    /// The log and the entry id a `delivery_id` names (see [`Log::delivery_id`]); None when it
+    /// names no shard index.
+    pub fn of_delivery<'a>(lobby: &str, delivery_id: &'a str) -> Option<(Log, &'a str)> {
+        match delivery_id.split_once(SHARD_SEPARATOR) {
+            None => Some((Log::of_keys(lobby, &Keys::single(), None), delivery_id)),
+            Some((shard, entry)) => {
+                let shard: u16 = shard.parse().ok()?;
+                let layout = Layout::tagged(lobby, shard.saturating_add(1));
+                Some((Log::of(&layout, lobby, Shard(shard)), entry))
+            }
+        }
+    }
+}
+
+/// Deletes worker `id`'s consumer of every log's group once it stops, unless it still holds
+/// pending entries there (those stay until a fanout routes them again). True when deleted from
+/// every log.
+pub async fn retire(conn: &mut Conn, logs: &[Log], id: &str) -> RedisResult<bool> {
+    let mut all = true;
+    for log in logs {
+        let deleted: i64 = RETIRE
+            .key(&log.stream)
+            .arg(&log.group)
+            .arg(id)
+            .invoke_async(conn)
+            .await?;
+        all &= deleted == 1;
+    }
+    Ok(all)
 }
 
 /// WAIT: blocks until `replicas` replicas have acknowledged every write sent so far on this
 /// connection, or `timeout` passes; the number that did. Only the connection that wrote counts
-/// (a reconnection in between makes it vacuous), and it blocks that connection meanwhile.
-pub async fn wait_replicas(conn: &mut Conn, replicas: u32, timeout: Duration) -> RedisResult<u32> {
-    redis::cmd("WAIT")
-        .arg(replicas)
-        .arg(timeout.as_millis() as u64)
-        .query_async(conn)
-        .await
+/// (a reconnection in between makes it vacuous), and it blocks that connection meanwhile. On a
+/// cluster it goes to the primary of `key`, the one the writes to wait for went to.
+pub async fn wait_replicas(
+    conn: &mut Conn,
+    key: &str,
+    replicas: u32,
+    timeout: Duration,
+) -> RedisResult<u32> {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(replicas).arg(timeout.as_millis() as u64);
+    conn.query_on_primary_of(key, &wait).await
 }
 
-/// Acknowledges delivered entries: they leave the group's pending list for good, with what the
-/// fanout noted about earlier attempts.
-pub async fn ack(conn: &mut Conn, lobby: &str, ids: &[String]) -> RedisResult<()> {
-    if ids.is_empty() {
-        return Ok(());
+/// Acknowledges delivered entries, named by their delivery ids: they leave their log's pending
+/// list for good, with what the fanout noted about earlier attempts. A delivery id that names
+/// no log is ignored.
+pub async fn ack(conn: &mut Conn, lobby: &str, delivery_ids: &[String]) -> RedisResult<()> {
+    let mut by_log: Vec<(Log, Vec<&str>)> = Vec::new();
+    for id in delivery_ids {
+        let Some((log, entry)) = Log::of_delivery(lobby, id) else {
+            tracing::warn!("delivery id {id:?} names no log; not acknowledged");
+            continue;
+        };
+        match by_log.iter_mut().find(|(l, _)| *l == log) {
+            Some((_, entries)) => entries.push(entry),
+            None => by_log.push((log, vec![entry])),
+        }
     }
-    let _: () = redis::pipe()
-        .cmd("XACK")
-        .arg(keys::log_stream(lobby))
-        .arg(keys::fanout_group(lobby))
-        .arg(ids)
-        .ignore()
-        .hdel(keys::delivery_tries(lobby), ids)
-        .ignore()
-        .hdel(keys::delivery_failures(lobby), ids)
-        .ignore()
-        .query_async(conn)
-        .await?;
+    for (log, entries) in by_log {
+        let _: () = redis::pipe()
+            .cmd("XACK")
+            .arg(&log.stream)
+            .arg(&log.group)
+            .arg(&entries)
+            .ignore()
+            .hdel(&log.tries, &entries)
+            .ignore()
+            .hdel(&log.failures, &entries)
+            .ignore()
+            .query_async(conn)
+            .await?;
+    }
     Ok(())
 }
 
-/// Notes why worker `worker` could not handle entry `id`, while the entry is still pending;
-/// the dead letter carries the last one. True when noted.
+/// Notes why worker `worker` could not handle the entry of `delivery_id`, while it is still
+/// pending; the dead letter carries the last one. True when noted.
 pub async fn note_failure(
     conn: &mut Conn,
     lobby: &str,
-    id: &str,
+    delivery_id: &str,
     worker: &str,
     reason: &str,
 ) -> RedisResult<bool> {
+    let Some((log, entry)) = Log::of_delivery(lobby, delivery_id) else {
+        return Ok(false);
+    };
     let noted: i64 = NOTE_FAILURE
-        .key(keys::log_stream(lobby))
-        .key(keys::delivery_failures(lobby))
-        .arg(keys::fanout_group(lobby))
-        .arg(id)
+        .key(&log.stream)
+        .key(&log.failures)
+        .arg(&log.group)
+        .arg(entry)
         .arg(format!("{worker}: {reason}"))
         .invoke_async(conn)
         .await?;
@@ -146,6 +239,27 @@ mod tests {
         assert!(is_fanout_consumer(&fanout_consumer("abc")));
         assert!(!is_fanout_consumer("worker-1"));
         assert!(crate::config::validate_worker_id("fanout:x").is_err());
+    }
+
+    #[test]
+    fn a_delivery_id_names_its_log() {
+        let lobby = "lobby";
+        let single = Log::all(&Layout::single(), lobby).remove(0);
+        assert_eq!(single.delivery_id("5-1"), "5-1");
+        assert_eq!(single.stream, "lobby:log");
+        assert_eq!(single.dead, "lobby:dead");
+        assert_eq!(Log::of_delivery(lobby, "5-1"), Some((single, "5-1")));
+        let layout = Layout::tagged(lobby, 12);
+        for log in Log::all(&layout, lobby) {
+            let id = log.delivery_id("7-0");
+            assert_eq!(Log::of_delivery(lobby, &id), Some((log.clone(), "7-0")));
+        }
+        let third = Log::of(&layout, lobby, Shard(3));
+        assert_eq!(third.delivery_id("7-0"), "3/7-0");
+        assert_eq!(third.stream, "{lobby:3}:log");
+        assert_eq!(third.tries, "{lobby:3}:tries");
+        assert_eq!(third.group, "lobby:fanouts");
+        assert_eq!(Log::of_delivery(lobby, "x/7-0"), None);
     }
 
     #[test]

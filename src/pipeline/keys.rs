@@ -269,13 +269,42 @@ impl Keys {
         format!("{}:*", escape_glob(&self.game(g)))
     }
 
-    /// Stream: the lifecycle log this shard's scripts append to: `<lobby>:log`, or
-    /// `{<lobby>:<s>}:log` (the tag names the lobby already).
-    pub fn log_stream(&self, lobby: &str) -> String {
+    /// `<lobby>:<name>`, or `{<lobby>:<s>}:<name>` (the tag names the lobby already): the
+    /// keys of this shard's log, which the fanout's scripts touch together.
+    fn log_key(&self, lobby: &str, name: &str) -> String {
         match &self.tag {
-            None => log_stream(lobby),
-            Some(tag) => format!("{tag}:log"),
+            None => format!("{lobby}:{name}"),
+            Some(tag) => format!("{tag}:{name}"),
         }
+    }
+
+    /// Stream: the lifecycle log this shard's scripts append to: `<lobby>:log`, or
+    /// `{<lobby>:<s>}:log`.
+    pub fn log_stream(&self, lobby: &str) -> String {
+        self.log_key(lobby, "log")
+    }
+
+    /// Stream: this shard's dead letters ([`dead_stream`] for the single layout).
+    pub fn dead_stream(&self, lobby: &str) -> String {
+        self.log_key(lobby, "dead")
+    }
+
+    /// Hash: the workers each of this shard's log entries was routed to before
+    /// ([`delivery_tries`]).
+    pub fn delivery_tries(&self, lobby: &str) -> String {
+        self.log_key(lobby, "tries")
+    }
+
+    /// Hash: the last failure noted for each of this shard's log entries
+    /// ([`delivery_failures`]).
+    pub fn delivery_failures(&self, lobby: &str) -> String {
+        self.log_key(lobby, "failures")
+    }
+
+    /// String with a TTL: the consumer name of the fanout that reads this shard's log (a
+    /// tagged layout only; on the single layout every fanout reads the one log).
+    pub fn fanout_lease(&self, lobby: &str) -> String {
+        self.log_key(lobby, "fanout")
     }
 }
 
@@ -336,7 +365,7 @@ pub fn worker_id_of<'a>(lobby: &str, channel: &'a str) -> Option<&'a str> {
 /// Stream: the lifecycle log. The server appends every record (XADD) inside the Lua script that
 /// commits the state change the record reports; the fanouts read it as one consumer group.
 pub fn log_stream(lobby: &str) -> String {
-    format!("{lobby}:log")
+    Keys::single().log_stream(lobby)
 }
 
 /// The fanouts' consumer group on [`log_stream`].
@@ -346,7 +375,7 @@ pub fn fanout_group(lobby: &str) -> String {
 
 /// Stream: entries given up on after MAX_DELIVERIES, with the reason and the workers tried.
 pub fn dead_stream(lobby: &str) -> String {
-    format!("{lobby}:dead")
+    Keys::single().dead_stream(lobby)
 }
 
 /// Sorted set: worker id → Redis time (ms) of its last heartbeat. A worker beats only while its
@@ -355,14 +384,20 @@ pub fn worker_heartbeats(lobby: &str) -> String {
     format!("{lobby}:workers")
 }
 
+/// Sorted set: fanout consumer name → Redis time (ms) of its last beat; on a sharded layout the
+/// fanouts divide the shards by the number of fresh ones.
+pub fn fanout_heartbeats(lobby: &str) -> String {
+    format!("{lobby}:fanout-heartbeats")
+}
+
 /// Hash: stream entry id → the workers it was routed to before its current one (space-separated).
 pub fn delivery_tries(lobby: &str) -> String {
-    format!("{lobby}:tries")
+    Keys::single().delivery_tries(lobby)
 }
 
 /// Hash: stream entry id → `<worker id>: <reason>` of the last failed attempt to handle it.
 pub fn delivery_failures(lobby: &str) -> String {
-    format!("{lobby}:failures")
+    Keys::single().delivery_failures(lobby)
 }
 
 /// String with a TTL: marks a record from another publisher (no entry id) as appended to the
@@ -464,6 +499,9 @@ mod tests {
             keys.games_players(2).replace('2', n),
             keys.games_lobbies(2).replace('2', n),
             keys.log_stream("<lobby>"),
+            keys.dead_stream("<lobby>"),
+            keys.delivery_tries("<lobby>"),
+            keys.delivery_failures("<lobby>"),
         ]);
         names
     }
@@ -489,6 +527,8 @@ mod tests {
             log_stream(lobby),
             dead_stream(lobby),
             worker_heartbeats(lobby),
+            fanout_heartbeats(lobby),
+            Keys::tagged("{<lobby>:<s>}".into()).fanout_lease(lobby),
             delivery_tries(lobby),
             delivery_failures(lobby),
             foreign_seen(lobby, "<sha1>"),
@@ -548,6 +588,9 @@ mod tests {
             "games:players:4".to_string(),
             "games:lobbies:4".to_string(),
             "<lobby>:log".to_string(),
+            "<lobby>:dead".to_string(),
+            "<lobby>:tries".to_string(),
+            "<lobby>:failures".to_string(),
         ];
         assert_eq!(names, today);
         let single = Keys::single();

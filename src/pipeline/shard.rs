@@ -82,24 +82,6 @@ impl Layout {
         mine.agree(&mut redis.conn(), agreement, reader).await
     }
 
-    /// Refuses to run `role` unless this Redis holds (or will hold) the single layout: the
-    /// fanout and the worker read one log stream, and the sharded log they would need for a
-    /// tagged layout is not built yet.
-    pub async fn require_single(settings: &Settings, redis: &Redis, role: &str) -> Result<()> {
-        let layout = Layout::for_role(settings, redis, Agreement::Read).await?;
-        if !layout.is_tagged() {
-            return Ok(());
-        }
-        Err(ConfigError(format!(
-            "REDIS_SHARDS: `{role}` cannot run on a sharded layout yet ({} shards: REDIS_SHARDS, \
-             a Redis Cluster, or {} says so): it reads one log stream, and the per-shard log \
-             is not built yet",
-            layout.count(),
-            keys::SHARD_COUNT
-        ))
-        .into())
-    }
-
     /// Whether this is a tagged layout (keys carry hash tags).
     pub fn is_tagged(&self) -> bool {
         self.tagged.is_some()

@@ -263,7 +263,7 @@ type Refused<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
 fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let seeds = format!("127.0.0.1:{}", free_port());
-    let cases: [Refused; 6] = [
+    let cases: [Refused; 4] = [
         (
             &[("REDIS_CLUSTER_NODES", "localhost")],
             &["status"],
@@ -283,16 +283,6 @@ fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
             &[("REDIS_CLUSTER_NODES", seeds.as_str()), ("REDIS_DB", "1")],
             &["status"],
             "REDIS_DB",
-        ),
-        (
-            &[("REDIS_CLUSTER_NODES", seeds.as_str())],
-            &["worker"],
-            "`worker` cannot run",
-        ),
-        (
-            &[("REDIS_CLUSTER_NODES", seeds.as_str())],
-            &["fanout"],
-            "`fanout` cannot run",
         ),
     ];
     for (env, args, named) in cases {
@@ -483,4 +473,281 @@ fn two_servers_play_whole_games_on_a_cluster_with_their_keys_spread_over_primari
     for p in primaries {
         assert_eq!(dbsize(&cluster, p), 0, "primary {p} still holds keys");
     }
+}
+
+/// Games whose status is `wanted`, from every primary of `cluster` (tagged keys only).
+fn games_with_status(cluster: &TestCluster, wanted: &str) -> Vec<String> {
+    let mut games = Vec::new();
+    for p in cluster.primaries() {
+        let keys: Vec<String> = cluster.on(p, &["KEYS", "games:{*}:*:status"]);
+        for key in keys {
+            let Some((_, g)) = superhero::pipeline::keys::parse_game_key(&key, ":status") else {
+                continue;
+            };
+            let status: Option<String> = cluster.on(p, &["GET", &key]);
+            if status.as_deref() == Some(wanted) {
+                games.push(g.to_string());
+            }
+        }
+    }
+    games.sort();
+    games
+}
+
+/// The entries of every shard's `suffix` stream (`log`, `dead`) on each primary, by primary.
+fn stream_lengths(cluster: &TestCluster, suffix: &str) -> Vec<(u16, u64)> {
+    cluster
+        .primaries()
+        .into_iter()
+        .map(|p| {
+            let keys: Vec<String> = cluster.on(p, &["KEYS", &format!("{{{LOBBY}:*}}:{suffix}")]);
+            let total = keys
+                .iter()
+                .map(|k| cluster.on::<u64>(p, &["XLEN", k]))
+                .sum();
+            (p, total)
+        })
+        .collect()
+}
+
+/// Servers, fanouts and workers as processes on `cluster`, with LOGGER_MODULE=redis.
+struct ClusterPipeline {
+    servers: Vec<Proc>,
+    ports: Vec<u16>,
+    fanouts: Vec<Proc>,
+    workers: Vec<Proc>,
+    out: std::path::PathBuf,
+}
+
+impl ClusterPipeline {
+    fn start(
+        cluster: &TestCluster,
+        dir: &Path,
+        (servers, fanouts, workers): (usize, usize, usize),
+        env: &[(&str, &str)],
+    ) -> ClusterPipeline {
+        let minute = Duration::from_secs(60);
+        let mut build = on_cluster(cluster, dir, "build-db", &["build-db"], &[]);
+        assert_eq!(build.exit_code(minute), Some(0), "{}", build.log_text());
+        let out = dir.join("out");
+        let out_text = out.display().to_string();
+        let mut base: Vec<(&str, &str)> = vec![
+            ("LOGGER_MODULE", "redis"),
+            ("OUTPUT_DIR", &out_text),
+            ("ACK_TIMEOUT", "3"),
+        ];
+        base.extend_from_slice(env);
+        let ports: Vec<u16> = (0..servers).map(|_| free_port()).collect();
+        let servers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let port = port.to_string();
+                let mut env = base.clone();
+                env.extend([
+                    ("WEBSOCKET_HOST", "127.0.0.1"),
+                    ("WEBSOCKET_PORT", port.as_str()),
+                ]);
+                on_cluster(cluster, dir, &format!("server-{i}"), &["server"], &env)
+            })
+            .collect();
+        let role = |kind: &str, i: usize| {
+            let id = format!("{kind}-{i}");
+            let mut env = base.clone();
+            env.push(("WORKER_ID", &id));
+            on_cluster(cluster, dir, &id, &[kind], &env)
+        };
+        let fanouts = (0..fanouts).map(|i| role("fanout", i)).collect();
+        let workers = (0..workers).map(|i| role("worker", i)).collect();
+        let pipeline = ClusterPipeline {
+            servers,
+            ports,
+            fanouts,
+            workers,
+            out,
+        };
+        pipeline.wait("every role to start", minute, |pipeline| {
+            pipeline.roles().all(|p| {
+                let ready = match p.name.split('-').next() {
+                    Some("server") => "game server listening",
+                    Some("worker") => "listening on",
+                    _ => "reading shard",
+                };
+                p.log_text().contains(ready)
+            })
+        });
+        pipeline
+    }
+
+    /// Waits for `check`, failing with every role's log.
+    fn wait(&self, what: &str, timeout: Duration, mut check: impl FnMut(&Self) -> bool) {
+        if !common::holds_within(timeout, || check(self)) {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                self.logs()
+            );
+        }
+    }
+
+    /// Every role's log, for a failure message.
+    fn logs(&self) -> String {
+        self.roles()
+            .map(|p| format!("==== {}\n{}", p.name, p.log_text()))
+            .collect()
+    }
+
+    fn roles(&self) -> impl Iterator<Item = &Proc> {
+        self.servers
+            .iter()
+            .chain(&self.fanouts)
+            .chain(&self.workers)
+    }
+
+    /// `n` bots, spread over the servers, each playing `games` 2-player games.
+    fn bots(&self, dir: &Path, n: usize, games: u32) -> Vec<Proc> {
+        (0..n)
+            .map(|i| {
+                let port = self.ports[i % self.ports.len()].to_string();
+                let games = games.to_string();
+                let env = [
+                    ("WEBSOCKET_HOST", "127.0.0.1"),
+                    ("WEBSOCKET_PORT", port.as_str()),
+                    ("CLIENT_GAMES", games.as_str()),
+                    ("CLIENT_SLEEP", "0.1"),
+                ];
+                let mut cmd = superhero(dir);
+                cmd.envs(env).args(["player", "--participants", "2"]);
+                Proc::spawn(&format!("player-{i}"), dir, cmd)
+            })
+            .collect()
+    }
+
+    /// Asserts every role still runs.
+    fn assert_running(&mut self) {
+        for p in self
+            .servers
+            .iter_mut()
+            .chain(&mut self.fanouts)
+            .chain(&mut self.workers)
+        {
+            assert!(p.is_running(), "{} exited:\n{}", p.name, p.log_text());
+        }
+    }
+}
+
+#[test]
+fn two_servers_two_fanouts_and_four_workers_write_every_game_once_on_a_cluster() {
+    let cluster = TestCluster::start(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline = ClusterPipeline::start(&cluster, dir.path(), (2, 2, 4), &[]);
+    // The two fanouts divide the 12 shards between them.
+    pipeline.wait(
+        "the fanouts to share the shards",
+        Duration::from_secs(30),
+        |_| {
+            pipeline
+                .fanouts
+                .iter()
+                .all(|f| f.log_text().contains("2 fanout(s) share 12 shards"))
+        },
+    );
+    let mut bots = pipeline.bots(dir.path(), 20, 2);
+    for bot in &mut bots {
+        let code = bot.exit_code(Duration::from_secs(240));
+        assert_eq!(code, Some(0), "{} failed:\n{}", bot.name, bot.log_text());
+    }
+    let completed = games_with_status(&cluster, "Completed");
+    assert!(completed.len() >= 20, "{completed:?}");
+    pipeline.wait(
+        "every completed game's files",
+        Duration::from_secs(60),
+        |_| common::roles::pairs(&[&pipeline.out]).len() >= completed.len(),
+    );
+    common::roles::assert_exactly_once(&[&pipeline.out], &completed);
+    pipeline.assert_running();
+
+    // The log entries lie on at least two primaries; nothing was dead-lettered; every worker
+    // acknowledged what it wrote.
+    let logs = stream_lengths(&cluster, "log");
+    let holding = logs.iter().filter(|(_, n)| *n > 0).count();
+    assert!(holding >= 2, "log entries by primary: {logs:?}");
+    let dead = stream_lengths(&cluster, "dead");
+    assert!(dead.iter().all(|(_, n)| *n == 0), "dead letters: {dead:?}");
+    pipeline.wait(
+        "nothing left unacknowledged",
+        Duration::from_secs(30),
+        |_| {
+            let mut status = on_cluster(
+                &cluster,
+                dir.path(),
+                "status",
+                &["status", "--format", "json"],
+                &[],
+            );
+            let ok = status.exit_code(Duration::from_secs(60)) == Some(0);
+            let json: serde_json::Value =
+                serde_json::from_str(&status.log_text()).unwrap_or_default();
+            ok && json["unacked"]["count"] == 0 && json["undelivered"] == 0 && json["fanouts"] == 2
+        },
+    );
+}
+
+#[test]
+fn a_primary_killed_mid_run_loses_no_finished_game_and_no_role_exits() {
+    let mut cluster = TestCluster::start(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("TURN_TIMEOUT", "3"), ("LOBBY_TIMEOUT", "5")];
+    let mut pipeline = ClusterPipeline::start(&cluster, dir.path(), (2, 2, 2), &env);
+    let mut bots = pipeline.bots(dir.path(), 12, 4);
+    pipeline.wait("some games written", Duration::from_secs(120), |p| {
+        common::roles::pairs(&[&p.out]).len() >= 4
+    });
+    let written_before = common::roles::pairs(&[&pipeline.out]).len();
+    // The primary of the shard holding most log entries dies; its replica takes over.
+    let logs = stream_lengths(&cluster, "log");
+    let victim = logs.iter().max_by_key(|(_, n)| *n).unwrap().0;
+    let replica = cluster.inner.replicas_of(victim).unwrap()[0];
+    cluster.inner.kill(victim);
+    cluster
+        .inner
+        .wait_promoted(replica, Duration::from_secs(60))
+        .expect("replica promoted");
+    // Bots may lose a game to the failover; the roles must not.
+    for bot in &mut bots {
+        bot.wait_exit(Duration::from_secs(240))
+            .unwrap_or_else(|| panic!("{} never ended:\n{}", bot.name, bot.log_text()));
+    }
+    // Every game ends by its deadlines: none is left playing.
+    pipeline.wait("every game to end", Duration::from_secs(60), |_| {
+        ["In-Progress", "Waiting Player", "Starting", "Waiting Lobby"]
+            .iter()
+            .all(|s| games_with_status(&cluster, s).is_empty())
+    });
+    let completed = games_with_status(&cluster, "Completed");
+    assert!(
+        completed.len() > written_before,
+        "no game completed after the failover ({written_before} written before)"
+    );
+    let timed_out = games_with_status(&cluster, "Timed Out");
+    pipeline.wait(
+        "every completed game's files",
+        Duration::from_secs(90),
+        |_| {
+            let found = common::roles::pairs(&[&pipeline.out]);
+            completed.iter().all(|g| found.contains_key(g))
+        },
+    );
+    // Exactly once: a finished game has one pair by one worker; a game with files is one that
+    // completed (or, its last writes lost with the dead primary, one that then timed out).
+    let found = common::roles::pairs(&[&pipeline.out]);
+    let extra: Vec<&String> = found.keys().filter(|g| !completed.contains(g)).collect();
+    assert!(
+        extra.iter().all(|g| timed_out.contains(g)),
+        "files of games neither completed nor timed out: {extra:?}"
+    );
+    let written: Vec<String> = found.keys().cloned().collect();
+    common::roles::assert_exactly_once(&[&pipeline.out], &written);
+    pipeline.assert_running();
+    let dead = stream_lengths(&cluster, "dead");
+    assert!(dead.iter().all(|(_, n)| *n == 0), "dead letters: {dead:?}");
 }

@@ -57,7 +57,7 @@ async fn setup_on(redis: TestRedis) -> Setup {
 
 /// Writes the ghost worker's pair of files, as a worker that died after its renames would leave.
 async fn ghost_files(s: &mut Setup) {
-    let data = etl::load_game(&mut s.conn, &s.game.token)
+    let data = etl::load_game(&mut s.conn, &common::single_keys(), &s.game.token)
         .await
         .unwrap()
         .unwrap();
@@ -711,9 +711,15 @@ async fn a_paused_process_of_the_same_id_cannot_finish_a_game_its_successor_swep
             "the sweep removed the lone META"
         );
         std::fs::rename(&held_back, &podium).unwrap();
-        let finished = worker::claim::finish(&mut s.conn, &g, zombie_token, "live")
-            .await
-            .unwrap();
+        let finished = worker::claim::finish(
+            &mut s.conn,
+            &common::single_keys(),
+            &g,
+            zombie_token,
+            "live",
+        )
+        .await
+        .unwrap();
         assert!(
             matches!(finished, worker::claim::Finish::Lost { .. }),
             "writer {writer}: the paused process finished the game with half a pair: {finished:?}"

@@ -218,7 +218,7 @@ async fn fixed_games_round_trip_through_an_independent_reader() {
     let out = tempfile::tempdir().unwrap();
 
     for game in &games {
-        let data = etl::load_game(&mut conn, &game.token)
+        let data = etl::load_game(&mut conn, &common::single_keys(), &game.token)
             .await
             .unwrap()
             .expect("a completed game");
@@ -283,7 +283,7 @@ async fn random_games_give_the_rows_of_their_simulation() {
     assert!(games.iter().any(|g| g.order.len() > 1));
     synth::seed(&mut conn, &games).await.unwrap();
     for game in &games {
-        let data = etl::load_game(&mut conn, &game.token)
+        let data = etl::load_game(&mut conn, &common::single_keys(), &game.token)
             .await
             .unwrap()
             .unwrap();
@@ -296,12 +296,18 @@ async fn unknown_unfinished_and_malformed_games() {
     let redis = TestRedis::start();
     let mut conn = conn(&redis).await;
     assert_eq!(
-        etl::load_game(&mut conn, "44444444-4444-4444-8444-444444444444")
-            .await
-            .unwrap(),
+        etl::load_game(
+            &mut conn,
+            &common::single_keys(),
+            "44444444-4444-4444-8444-444444444444"
+        )
+        .await
+        .unwrap(),
         None
     );
-    assert!(etl::load_game(&mut conn, "games:*").await.is_err());
+    assert!(etl::load_game(&mut conn, &common::single_keys(), "games:*")
+        .await
+        .is_err());
 
     let game = early_elimination();
     synth::seed(&mut conn, std::slice::from_ref(&game))
@@ -309,12 +315,19 @@ async fn unknown_unfinished_and_malformed_games() {
         .unwrap();
     let status = format!("games:{}:status", game.token);
     let _: () = redis.cmd(&["SET", &status, "In-Progress"]);
-    assert_eq!(etl::load_game(&mut conn, &game.token).await.unwrap(), None);
+    assert_eq!(
+        etl::load_game(&mut conn, &common::single_keys(), &game.token)
+            .await
+            .unwrap(),
+        None
+    );
 
     let _: () = redis.cmd(&["SET", &status, "Completed"]);
     let logs = format!("games:{}:logs", game.token);
     let _: () = redis.cmd(&["RPUSH", &logs, "{\"not\": \"an attack\"}"]);
-    let error = etl::load_game(&mut conn, &game.token).await.unwrap_err();
+    let error = etl::load_game(&mut conn, &common::single_keys(), &game.token)
+        .await
+        .unwrap_err();
     assert!(format!("{error:#}").contains("log entry 3"), "{error:#}");
 }
 
@@ -363,6 +376,7 @@ async fn expire_game_puts_a_ttl_on_every_key_and_unlists_the_game() {
     let _: () = redis.cmd(&["SET", &done, WORKER]);
     etl::expire_game(
         &mut conn,
+        &common::single_keys(),
         &game.token,
         Duration::from_secs(30),
         Duration::from_secs(90),

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use futures_util::FutureExt;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
     Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
@@ -52,6 +52,25 @@ impl Conn {
             .into_iter()
             .map(|node| Conn::Node(cluster.clone(), node))
             .collect())
+    }
+}
+
+impl Conn {
+    /// Sends `cmd`, which names no key, to the primary of `key`'s slot on a cluster (to Redis
+    /// itself when single): WAIT must go to the node the writes it waits for went to, and the
+    /// cluster client would send it to every primary.
+    pub async fn query_on_primary_of<T: redis::FromRedisValue>(
+        &mut self,
+        key: &str,
+        cmd: &Cmd,
+    ) -> RedisResult<T> {
+        let Conn::Cluster(conn) = self else {
+            return cmd.query_async(self).await;
+        };
+        let route = Route::with_key(key, SlotAddr::Master);
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+        let value = conn.route_command(cmd.clone(), routing).await?;
+        Ok(redis::from_redis_value(value)?)
     }
 }
 

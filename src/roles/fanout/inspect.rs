@@ -8,9 +8,10 @@ use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
 use redis::{RedisResult, Value};
 
-use crate::pipeline::delivery;
+use crate::pipeline::delivery::{self, Log};
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::scan;
+use crate::pipeline::shard::Layout;
 
 /// What `superhero status` shows of the pipeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -177,16 +178,16 @@ pub(crate) fn int(v: &Value) -> Option<u64> {
     }
 }
 
-/// Pipeline state for `superhero status`, read from Redis alone (SCAN, never KEYS).
+/// [`inspect_logs`] of the single layout's one log.
 pub async fn inspect(conn: &mut Conn, lobby: &str) -> Result<PipelineState> {
-    let stream = keys::log_stream(lobby);
-    let group = keys::fanout_group(lobby);
-    type Row = (u64, u64, (u64, u64), Vec<(String, u64)>);
-    let (stream_length, dead_letters, time, heartbeats): Row = redis::pipe()
-        .cmd("XLEN")
-        .arg(&stream)
-        .cmd("XLEN")
-        .arg(keys::dead_stream(lobby))
+    inspect_logs(conn, &Log::all(&Layout::single(), lobby), lobby).await
+}
+
+/// Pipeline state for `superhero status`, read from Redis alone (SCAN, never KEYS), summed over
+/// `logs` (one per shard).
+pub async fn inspect_logs(conn: &mut Conn, logs: &[Log], lobby: &str) -> Result<PipelineState> {
+    type Row = ((u64, u64), Vec<(String, u64)>);
+    let ((secs, micros), heartbeats): Row = redis::pipe()
         .cmd("TIME")
         .cmd("ZRANGE")
         .arg(keys::worker_heartbeats(lobby))
@@ -195,47 +196,57 @@ pub async fn inspect(conn: &mut Conn, lobby: &str) -> Result<PipelineState> {
         .arg("WITHSCORES")
         .query_async(conn)
         .await?;
-    let now_ms = time.0 * 1000 + time.1 / 1000;
+    let now_ms = secs * 1000 + micros / 1000;
     let fresh_from = now_ms.saturating_sub(delivery::HEARTBEAT_STALE.as_millis() as u64);
-    let live_workers = heartbeats
-        .into_iter()
-        .filter(|(_, beat)| *beat >= fresh_from)
-        .map(|(id, _)| id)
-        .collect();
-    // The lag before the pending entries: an entry read after the lag was taken is still
-    // counted as undelivered, so "nothing undelivered and nothing pending" is never reported
-    // while a fanout is moving entries from the one to the other.
-    let undelivered = match group_lag(conn, &stream, &group).await? {
-        Some(lag) => lag,
-        // No group yet: every entry is undelivered.
-        None => stream_length,
+    let mut state = PipelineState {
+        live_workers: heartbeats
+            .into_iter()
+            .filter(|(_, beat)| *beat >= fresh_from)
+            .map(|(id, _)| id)
+            .collect(),
+        ..PipelineState::default()
     };
-    let pending: RedisResult<Value> = redis::cmd("XPENDING")
-        .arg(&stream)
-        .arg(&group)
-        .query_async(conn)
-        .await;
-    let summary = match pending {
-        Ok(v) => PendingSummary::parse(&v),
-        // No fanout has created the group yet.
-        Err(e) if e.code() == Some("NOGROUP") => PendingSummary::default(),
-        Err(e) => return Err(e.into()),
-    };
-    let oldest_unacked_age = summary
-        .oldest
-        .as_deref()
-        .and_then(delivery::entry_ms)
-        .map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
-    Ok(PipelineState {
-        stream_length,
-        undelivered,
-        unacked: summary.count,
-        unacked_per_consumer: summary.per_consumer.into_iter().collect(),
-        oldest_unacked_age,
-        dead_letters,
-        live_workers,
-        claimed_unfinished: claimed_unfinished(conn).await?,
-    })
+    let mut oldest: Option<u64> = None;
+    for log in logs {
+        let (stream_length, dead_letters): (u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&log.stream)
+            .cmd("XLEN")
+            .arg(&log.dead)
+            .query_async(conn)
+            .await?;
+        state.stream_length += stream_length;
+        state.dead_letters += dead_letters;
+        // The lag before the pending entries: an entry read after the lag was taken is still
+        // counted as undelivered, so "nothing undelivered and nothing pending" is never
+        // reported while a fanout is moving entries from the one to the other.
+        state.undelivered += match group_lag(conn, &log.stream, &log.group).await? {
+            Some(lag) => lag,
+            // No group yet: every entry is undelivered.
+            None => stream_length,
+        };
+        let pending: RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(&log.stream)
+            .arg(&log.group)
+            .query_async(conn)
+            .await;
+        let summary = match pending {
+            Ok(v) => PendingSummary::parse(&v),
+            // No fanout has created the group yet.
+            Err(e) if e.code() == Some("NOGROUP") => PendingSummary::default(),
+            Err(e) => return Err(e.into()),
+        };
+        state.unacked += summary.count;
+        for (consumer, n) in summary.per_consumer {
+            *state.unacked_per_consumer.entry(consumer).or_default() += n;
+        }
+        if let Some(ms) = summary.oldest.as_deref().and_then(delivery::entry_ms) {
+            oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
+        }
+    }
+    state.oldest_unacked_age = oldest.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+    state.claimed_unfinished = claimed_unfinished(conn).await?;
+    Ok(state)
 }
 
 /// Games some worker claimed and has not finished (a lease but no done marker).

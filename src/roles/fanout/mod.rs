@@ -32,6 +32,7 @@ mod inspect;
 mod metrics;
 mod route;
 mod router;
+mod shards;
 mod workers;
 
 use std::sync::LazyLock;
@@ -45,9 +46,10 @@ use crate::config::Settings;
 use crate::pipeline::delivery;
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{self, Redis};
+use crate::pipeline::shard::{Agreement, Layout, Shard};
 use crate::shutdown::Shutdown;
 use foreign::append_foreign;
-pub use inspect::{inspect, PipelineState};
+pub use inspect::{inspect, inspect_logs, PipelineState};
 pub use metrics::FanoutMetrics;
 pub use route::with_delivery_id;
 use router::Router;
@@ -105,16 +107,22 @@ pub async fn run_with_metrics(
     shutdown: Shutdown,
     metrics: FanoutMetrics,
 ) -> Result<()> {
-    crate::pipeline::shard::Layout::require_single(settings, &redis, "fanout").await?;
+    let layout = Layout::for_role(settings, &redis, Agreement::Read).await?;
     let lobby = settings.worker_channel.clone();
     let consumer = delivery::fanout_consumer(&settings.worker_id);
     tracing::info!(
         "fanout {consumer} routing {} to {}, ack timeout {:?}, {} deliveries at most",
-        keys::log_stream(&lobby),
+        describe_logs(&layout, &lobby),
         keys::worker_channel_pattern(&lobby),
         settings.ack_timeout,
         settings.max_deliveries
     );
+    if layout.is_tagged() {
+        // Records of other publishers are appended to the single layout's log only: the
+        // original server, which sends them, runs on one Redis with today's key names.
+        shards::keep(settings, &layout, &consumer, &redis, &metrics, &shutdown).await;
+        return Ok(());
+    }
     let events = redis_conn::subscribe(&redis, vec![lobby.clone()], Vec::new(), shutdown.clone());
     let foreign = tokio::spawn(
         append_foreign(
@@ -126,11 +134,25 @@ pub async fn run_with_metrics(
         )
         .in_current_span(),
     );
-    let mut router = Router::new(settings, consumer, redis.own_conn()?, metrics);
+    let log = delivery::Log::of(&layout, &lobby, Shard(0));
+    let mut router = Router::new(settings, log, consumer, redis.own_conn()?, metrics);
     router.run(&shutdown).await;
     match foreign.await {
         Ok(()) => Ok(()),
         Err(e) => Err(anyhow::anyhow!("fanout listener task failed: {e}")),
+    }
+}
+
+/// The log(s) a fanout reads, for its first line.
+fn describe_logs(layout: &Layout, lobby: &str) -> String {
+    match layout.is_tagged() {
+        false => keys::log_stream(lobby),
+        true => format!(
+            "the logs of {} shards ({} … {})",
+            layout.count(),
+            layout.keys(Shard(0)).log_stream(lobby),
+            layout.keys(Shard(layout.count() - 1)).log_stream(lobby)
+        ),
     }
 }
 

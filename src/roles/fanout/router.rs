@@ -20,7 +20,8 @@ use super::{
     SATURATED_PAUSE, TRIM, TRIM_EVERY, WORKER_REFRESH,
 };
 use crate::config::Settings;
-use crate::pipeline::delivery::{self, MAX_UNACKED_PER_WORKER};
+use crate::metrics::Gauge;
+use crate::pipeline::delivery::{self, Log, MAX_UNACKED_PER_WORKER};
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
 use crate::shutdown::Shutdown;
@@ -29,8 +30,8 @@ use crate::shutdown::Shutdown;
 /// is due next.
 pub(super) struct Router {
     lobby: String,
-    stream: String,
-    group: String,
+    /// The log this router reads: the single layout's, or one shard's.
+    log: Log,
     consumer: String,
     /// This loop's own connection: XREADGROUP BLOCK would stall a shared one.
     conn: Conn,
@@ -52,14 +53,47 @@ pub(super) struct Router {
     next_claim: Instant,
     next_trim: Instant,
     metrics: FanoutMetrics,
+    /// This log's part of the fanout's gauges.
+    shares: GaugeShares,
     outage: Outage,
 }
 
+/// The gauges each log adds its part to.
+#[derive(Clone, Copy)]
+enum Gauged {
+    Length,
+    Lag,
+    Unacked,
+    Dead,
+}
+
+/// One log's last contribution to each gauge of the fanout: a fanout that reads several logs
+/// (one per shard) reports their sum, each router adding the change of its own part.
+#[derive(Default)]
+struct GaugeShares([i64; 4]);
+
+impl GaugeShares {
+    fn set(&mut self, gauge: &Gauge, which: Gauged, value: i64) {
+        let last = &mut self.0[which as usize];
+        gauge.inc_by(value - *last);
+        *last = value;
+    }
+
+    /// Takes this log's parts out of the gauges (its router stops).
+    fn withdraw(&mut self, metrics: &FanoutMetrics) {
+        self.set(&metrics.stream_length, Gauged::Length, 0);
+        self.set(&metrics.group_lag, Gauged::Lag, 0);
+        self.set(&metrics.unacked, Gauged::Unacked, 0);
+        self.set(&metrics.dead_letters, Gauged::Dead, 0);
+    }
+}
+
 impl Router {
-    /// A router for the lobby of `settings`, reading as `consumer` on `conn`, a connection of
-    /// its own.
+    /// A router of `log`, for the lobby of `settings`, reading as `consumer` on `conn`, a
+    /// connection of its own.
     pub(super) fn new(
         settings: &Settings,
+        log: Log,
         consumer: String,
         conn: Conn,
         metrics: FanoutMetrics,
@@ -67,8 +101,7 @@ impl Router {
         let lobby = settings.worker_channel.clone();
         let now = Instant::now();
         Router {
-            stream: keys::log_stream(&lobby),
-            group: keys::fanout_group(&lobby),
+            log,
             lobby,
             consumer,
             conn,
@@ -86,6 +119,7 @@ impl Router {
             next_claim: now,
             next_trim: now,
             metrics,
+            shares: GaugeShares::default(),
             outage: Outage::new("fanout"),
         }
     }
@@ -184,8 +218,8 @@ impl Router {
     async fn create_group(&mut self) -> RedisResult<()> {
         let created: RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&self.stream)
-            .arg(&self.group)
+            .arg(&self.log.stream)
+            .arg(&self.log.group)
             .arg("0")
             .arg("MKSTREAM")
             .query_async(&mut self.conn)
@@ -218,12 +252,13 @@ impl Router {
 
     async fn refresh_unacked(&mut self) -> RedisResult<()> {
         let summary: Value = redis::cmd("XPENDING")
-            .arg(&self.stream)
-            .arg(&self.group)
+            .arg(&self.log.stream)
+            .arg(&self.log.group)
             .query_async(&mut self.conn)
             .await?;
         let summary = inspect::PendingSummary::parse(&summary);
-        self.metrics.unacked.set(summary.count as i64);
+        self.shares
+            .set(&self.metrics.unacked, Gauged::Unacked, summary.count as i64);
         self.workers.set_unacked(summary.per_consumer);
         Ok(())
     }
@@ -231,15 +266,18 @@ impl Router {
     async fn sample_gauges(&mut self) -> RedisResult<()> {
         let (length, dead): (i64, i64) = redis::pipe()
             .cmd("XLEN")
-            .arg(&self.stream)
+            .arg(&self.log.stream)
             .cmd("XLEN")
-            .arg(keys::dead_stream(&self.lobby))
+            .arg(&self.log.dead)
             .query_async(&mut self.conn)
             .await?;
-        self.metrics.stream_length.set(length);
-        self.metrics.dead_letters.set(dead);
-        if let Some(lag) = inspect::group_lag(&mut self.conn, &self.stream, &self.group).await? {
-            self.metrics.group_lag.set(lag as i64);
+        let shares = &mut self.shares;
+        shares.set(&self.metrics.stream_length, Gauged::Length, length);
+        shares.set(&self.metrics.dead_letters, Gauged::Dead, dead);
+        if let Some(lag) =
+            inspect::group_lag(&mut self.conn, &self.log.stream, &self.log.group).await?
+        {
+            (self.shares).set(&self.metrics.group_lag, Gauged::Lag, lag as i64);
         }
         Ok(())
     }
@@ -248,14 +286,14 @@ impl Router {
         let taken = Instant::now();
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
-            .arg(&self.group)
+            .arg(&self.log.group)
             .arg(&self.consumer)
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
             .arg(READ_BLOCK.as_millis() as u64)
             .arg("STREAMS")
-            .arg(&self.stream)
+            .arg(&self.log.stream)
             .arg(">")
             .query_async(&mut self.conn)
             .await?;
@@ -277,11 +315,11 @@ impl Router {
         self.keep_held().await?;
         let taken = Instant::now();
         let reply: Vec<Vec<Vec<u8>>> = CLAIM_EXPIRED
-            .key(&self.stream)
-            .key(keys::dead_stream(&self.lobby))
-            .key(keys::delivery_tries(&self.lobby))
-            .key(keys::delivery_failures(&self.lobby))
-            .arg(&self.group)
+            .key(&self.log.stream)
+            .key(&self.log.dead)
+            .key(&self.log.tries)
+            .key(&self.log.failures)
+            .arg(&self.log.group)
             .arg(&self.consumer)
             .arg(self.ack_timeout.as_millis() as u64)
             .arg(self.max_deliveries)
@@ -301,7 +339,7 @@ impl Router {
                     tracing::error!(
                         "record {} moved to {} after {} deliveries: {}",
                         text(0),
-                        keys::dead_stream(&self.lobby),
+                        &self.log.dead,
                         self.max_deliveries,
                         text(2)
                     );
@@ -330,22 +368,20 @@ impl Router {
     /// fanouts that are gone and hold nothing.
     async fn trim(&mut self) -> RedisResult<()> {
         let removed: u64 = TRIM
-            .key(&self.stream)
+            .key(&self.log.stream)
             .arg(self.retention.as_millis() as u64)
             .invoke_async(&mut self.conn)
             .await?;
         if removed > 0 {
             tracing::debug!("trimmed {removed} acknowledged record(s) from the log");
         }
-        let forgotten: u64 = FORGET_CONSUMERS
-            .key(&self.stream)
-            .key(keys::worker_heartbeats(&self.lobby))
-            .arg(&self.group)
-            .arg(delivery::HEARTBEAT_STALE.as_millis() as u64)
+        let mut forget = FORGET_CONSUMERS.key(&self.log.stream);
+        forget
+            .arg(&self.log.group)
             .arg(FORGET_FANOUT.as_millis() as u64)
             .arg(delivery::fanout_consumer(""))
-            .invoke_async(&mut self.conn)
-            .await?;
+            .arg(self.workers.live());
+        let forgotten: u64 = forget.invoke_async(&mut self.conn).await?;
         if forgotten > 0 {
             tracing::debug!("deleted {forgotten} consumer(s) of workers or fanouts gone");
         }
@@ -364,7 +400,8 @@ impl Router {
             let mut batch: Vec<(Entry, String, String)> = Vec::new();
             let mut invalid = Vec::new();
             while let Some(entry) = queue.pop_front() {
-                let (payload, game) = match routed(&entry.record, &entry.id) {
+                let (payload, game) = match routed(&entry.record, &self.log.delivery_id(&entry.id))
+                {
                     Ok(p) => p,
                     Err(e) => {
                         invalid.push((entry, e));
@@ -390,8 +427,8 @@ impl Router {
             // Claim by worker (each worker's entries one section of the script's arguments),
             // then PUBLISH what each was given.
             batch.sort_by(|a, b| a.1.cmp(&b.1));
-            let mut invocation = ROUTE.key(&self.stream);
-            invocation.arg(&self.group).arg(MAX_UNACKED_PER_WORKER);
+            let mut invocation = ROUTE.key(&self.log.stream);
+            invocation.arg(&self.log.group).arg(MAX_UNACKED_PER_WORKER);
             for section in batch.chunk_by(|a, b| a.1 == b.1) {
                 invocation.arg(&section[0].1).arg(section.len());
                 for (entry, _, _) in section {
@@ -442,19 +479,22 @@ impl Router {
         for (worker, share) in &shares {
             pipe.cmd("XREADGROUP")
                 .arg("GROUP")
-                .arg(&self.group)
+                .arg(&self.log.group)
                 .arg(worker)
                 .arg("COUNT")
                 .arg(share)
                 .arg("STREAMS")
-                .arg(&self.stream)
+                .arg(&self.log.stream)
                 .arg(">");
         }
-        pipe.cmd("XPENDING").arg(&self.stream).arg(&self.group);
+        pipe.cmd("XPENDING")
+            .arg(&self.log.stream)
+            .arg(&self.log.group);
         let taken = Instant::now();
         let mut replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
         let summary = inspect::PendingSummary::parse(&replies.pop().unwrap_or(Value::Nil));
-        self.metrics.unacked.set(summary.count as i64);
+        self.shares
+            .set(&self.metrics.unacked, Gauged::Unacked, summary.count as i64);
         let held: HashMap<String, u64> = summary.per_consumer.into_iter().collect();
         // The group's count is this fanout's from now on (what is taken back below leaves
         // its worker at the limit).
@@ -482,7 +522,7 @@ impl Router {
                     back.push(entry);
                     continue;
                 }
-                match routed(&entry.record, &entry.id) {
+                match routed(&entry.record, &self.log.delivery_id(&entry.id)) {
                     Ok((payload, game)) => {
                         if let Some(g) = game {
                             self.workers.remember(&g, &worker);
@@ -545,8 +585,8 @@ impl Router {
     /// Makes `entries` this fanout's pending entries again (XCLAIM … JUSTID: no new delivery).
     async fn claim_for_self(&mut self, entries: &[Entry]) -> RedisResult<()> {
         redis::cmd("XCLAIM")
-            .arg(&self.stream)
-            .arg(&self.group)
+            .arg(&self.log.stream)
+            .arg(&self.log.group)
             .arg(&self.consumer)
             .arg(0)
             .arg(entries.iter().map(|e| &e.id).collect::<Vec<_>>())
@@ -567,8 +607,8 @@ impl Router {
         if old.is_empty() {
             return Ok(fresh);
         }
-        let mut invocation = KEEP_OWN.key(&self.stream);
-        invocation.arg(&self.group).arg(&self.consumer);
+        let mut invocation = KEEP_OWN.key(&self.log.stream);
+        invocation.arg(&self.log.group).arg(&self.consumer);
         for entry in &old {
             invocation.arg(&entry.id);
         }
@@ -630,7 +670,7 @@ impl Router {
     /// letters.
     async fn dead_letter_now(&mut self, entry: &Entry, reason: &str) -> RedisResult<()> {
         tracing::warn!("record {} is not routable: {reason}", entry.id);
-        let dead = keys::dead_stream(&self.lobby);
+        let dead = self.log.dead.clone();
         let (before, after): (u64, u64) = redis::pipe()
             .atomic()
             .cmd("XLEN")
@@ -654,8 +694,8 @@ impl Router {
             .cmd("XLEN")
             .arg(&dead)
             .cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
+            .arg(&self.log.stream)
+            .arg(&self.log.group)
             .arg(&entry.id)
             .ignore()
             .query_async(&mut self.conn)
@@ -673,5 +713,13 @@ fn describe_workers(workers: &[String]) -> String {
         "none".to_string()
     } else {
         workers.join(", ")
+    }
+}
+
+impl Drop for Router {
+    /// A router that stops (its shard handed over, or shutdown) takes its log's part out of
+    /// the fanout's gauges.
+    fn drop(&mut self) {
+        self.shares.withdraw(&self.metrics);
     }
 }

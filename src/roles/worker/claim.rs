@@ -30,7 +30,7 @@ use std::time::Duration;
 use crate::pipeline::redis_conn::Conn;
 use redis::{RedisResult, Script};
 
-use super::keys_of;
+use crate::pipeline::keys::Keys;
 
 pub use crate::config::{lease_for, LEASE};
 
@@ -92,12 +92,12 @@ pub fn writer_id(token: &str) -> &str {
 /// again with the same token (a retry after a Redis error) succeeds.
 pub async fn claim(
     conn: &mut Conn,
+    k: &Keys,
     g: &str,
     user: &str,
     token: &str,
     lease: Duration,
 ) -> RedisResult<Claim> {
-    let k = keys_of(g);
     let (answer, who): (String, String) = CLAIM
         .key(k.etl_lease(g))
         .key(k.etl_done(g))
@@ -132,8 +132,13 @@ static CLAIM_LEFTOVERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("claim_leftovers.lua")));
 
 /// Extends the lease if it is still ours; false when it was lost.
-pub async fn renew(conn: &mut Conn, g: &str, token: &str, lease: Duration) -> RedisResult<bool> {
-    let k = keys_of(g);
+pub async fn renew(
+    conn: &mut Conn,
+    k: &Keys,
+    g: &str,
+    token: &str,
+    lease: Duration,
+) -> RedisResult<bool> {
     let renewed: i64 = RENEW
         .key(k.etl_lease(g))
         .arg(token)
@@ -145,20 +150,31 @@ pub async fn renew(conn: &mut Conn, g: &str, token: &str, lease: Duration) -> Re
 
 /// Records our lease token as the game's writer if the lease is still ours; false when it was
 /// lost.
-pub async fn start_writing(conn: &mut Conn, g: &str, token: &str) -> RedisResult<bool> {
-    record_writer(conn, g, token, token).await
+pub async fn start_writing(conn: &mut Conn, k: &Keys, g: &str, token: &str) -> RedisResult<bool> {
+    record_writer(conn, k, g, token, token).await
 }
 
 /// Names worker `previous`'s files as the game's to judge again, if the lease is still ours
 /// (we became the writer but could not remove them): the next claimant tries again rather than
 /// writing its pair beside them. The token recorded is a fresh one that no process holds, so a
 /// slow `previous` cannot finish the game with files we may have removed in part.
-pub async fn hand_back(conn: &mut Conn, g: &str, token: &str, previous: &str) -> RedisResult<bool> {
-    record_writer(conn, g, token, &lease_token(previous)).await
+pub async fn hand_back(
+    conn: &mut Conn,
+    k: &Keys,
+    g: &str,
+    token: &str,
+    previous: &str,
+) -> RedisResult<bool> {
+    record_writer(conn, k, g, token, &lease_token(previous)).await
 }
 
-async fn record_writer(conn: &mut Conn, g: &str, token: &str, writer: &str) -> RedisResult<bool> {
-    let k = keys_of(g);
+async fn record_writer(
+    conn: &mut Conn,
+    k: &Keys,
+    g: &str,
+    token: &str,
+    writer: &str,
+) -> RedisResult<bool> {
     let recorded: i64 = START_WRITING
         .key(k.etl_lease(g))
         .key(k.etl_writer(g))
@@ -171,8 +187,13 @@ async fn record_writer(conn: &mut Conn, g: &str, token: &str, writer: &str) -> R
 
 /// Marks the game done with `files_of`'s pair of files, if the lease is still ours (or expired
 /// with nobody else having started since: the writer is still our token), and drops the lease.
-pub async fn finish(conn: &mut Conn, g: &str, token: &str, files_of: &str) -> RedisResult<Finish> {
-    let k = keys_of(g);
+pub async fn finish(
+    conn: &mut Conn,
+    k: &Keys,
+    g: &str,
+    token: &str,
+    files_of: &str,
+) -> RedisResult<Finish> {
     let (answer, who): (String, String) = FINISH
         .key(k.etl_lease(g))
         .key(k.etl_done(g))
@@ -191,8 +212,7 @@ pub async fn finish(conn: &mut Conn, g: &str, token: &str, files_of: &str) -> Re
 }
 
 /// Gives the lease back if it is ours (the game turned out to have nothing to write).
-pub async fn release(conn: &mut Conn, g: &str, token: &str) -> RedisResult<()> {
-    let k = keys_of(g);
+pub async fn release(conn: &mut Conn, k: &Keys, g: &str, token: &str) -> RedisResult<()> {
     let _: i64 = RELEASE
         .key(k.etl_lease(g))
         .arg(token)
@@ -223,11 +243,11 @@ pub enum Leftovers {
 /// worker id, the writer key too, both as `token`.
 pub async fn claim_leftovers(
     conn: &mut Conn,
+    k: &Keys,
     g: &str,
     token: &str,
     worker_id: &str,
 ) -> RedisResult<Leftovers> {
-    let k = keys_of(g);
     let (answer, who): (String, String) = CLAIM_LEFTOVERS
         .key(k.etl_lease(g))
         .key(k.etl_done(g))

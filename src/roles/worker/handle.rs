@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::pipeline::delivery;
 use crate::pipeline::record::{self, Event, Record, RecordError, SkipLog};
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
+use crate::pipeline::shard::Layout;
 use crate::pipeline::sink;
 use crate::shutdown::Shutdown;
 
@@ -66,6 +67,8 @@ impl From<EtlError> for Failure {
 pub(super) struct Worker {
     id: String,
     lobby: String,
+    /// How the games' keys are named, and which logs records come from.
+    layout: Layout,
     clean_routine: bool,
     redis_expiry: Duration,
     /// How long `etl:done` outlives the clean routine: a record queued at a worker that died
@@ -90,6 +93,7 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(
         settings: &Settings,
+        layout: Layout,
         output: sink::Output,
         conn: Conn,
         records_conn: Conn,
@@ -99,9 +103,17 @@ impl Worker {
         let id = settings.worker_id.clone();
         let lease = claim::lease_for(settings.ack_timeout);
         Worker {
-            writer: Writer::new(&id, output, settings.write_timeout, lease, conn.clone()),
+            writer: Writer::new(
+                &id,
+                layout.clone(),
+                output,
+                settings.write_timeout,
+                lease,
+                conn.clone(),
+            ),
             id,
             lobby: settings.worker_channel.clone(),
+            layout,
             clean_routine: settings.clean_routine,
             redis_expiry: settings.redis_expiry,
             done_expiry: super::done_expiry(settings),
@@ -129,11 +141,12 @@ impl Worker {
         let started = Instant::now();
         // The previous writer's files are named by its worker id; its token is what the keys hold.
         let previous_writer = previous_writer.map(|t| claim::writer_id(&t).to_string());
+        let k = &self.layout.keys_of(game);
         if let Some(previous) = &previous_writer {
             if self.writer.has_pair(game, previous).await? {
                 // A writer died between its renames and `finish`: its pair is the output.
                 tracing::info!("game {game}: taking over the complete files of worker {previous}");
-                return match claim::finish(conn, game, token, previous).await? {
+                return match claim::finish(conn, k, game, token, previous).await? {
                     Finish::Done(_) => {
                         self.clean(conn, game).await?;
                         Ok(Some(Outcome::AlreadyDone))
@@ -142,12 +155,12 @@ impl Worker {
                 };
             }
         }
-        let loaded = match etl::load_game(conn, game).await.map_err(Failure::from) {
+        let loaded = match etl::load_game(conn, k, game).await.map_err(Failure::from) {
             Ok(loaded) => loaded,
             Err(Failure::Other(e)) => {
                 // Malformed game state will not get better: no retry here; the fanout's
                 // delivery limit sends it to the dead letters with this reason.
-                claim::release(conn, game, token).await?;
+                claim::release(conn, k, game, token).await?;
                 let why = format!("game {game}: {e:#}");
                 self.skip_game("malformed_game", &why);
                 return Ok(Some(Outcome::Unwritable(why)));
@@ -155,13 +168,13 @@ impl Worker {
             Err(e) => return Err(e),
         };
         let Some(data) = loaded else {
-            claim::release(conn, game, token).await?;
+            claim::release(conn, k, game, token).await?;
             let why = format!("game {game} does not exist or is not finished");
             self.skip_game("game_not_finished", &why);
             return Ok(Some(Outcome::Unwritable(why)));
         };
         if let Some(previous) = previous_writer {
-            if !claim::start_writing(conn, game, token).await? {
+            if !claim::start_writing(conn, k, game, token).await? {
                 return Ok(None);
             }
             // We are the writer now: whatever the previous one left is not the output, and our
@@ -169,7 +182,7 @@ impl Worker {
             tracing::info!("game {game}: removing the incomplete files of worker {previous}");
             if let Err(e) = self.writer.remove_pair(game, &previous).await {
                 // Their judgement goes back to whoever claims the game next.
-                claim::hand_back(conn, game, token, &previous).await?;
+                claim::hand_back(conn, k, game, token, &previous).await?;
                 return Err(Failure::Other(e.context(format!(
                     "game {game}: cannot remove the incomplete files of worker {previous}, so \
                      its pair is not written"
@@ -177,7 +190,7 @@ impl Worker {
             }
         }
         self.writer.write_files(game, token, &data).await?;
-        match claim::finish(conn, game, token, &self.id).await? {
+        match claim::finish(conn, k, game, token, &self.id).await? {
             Finish::Done(by) if by == self.id => {
                 self.metrics
                     .etl_duration
@@ -249,9 +262,9 @@ impl Worker {
                 Err(Failure::Other(e)) => {
                     tracing::error!("worker {}: {e:#}; the record will be routed again", self.id);
                     if let Event::CleaningGameRecords { game_token, .. } = &record.event {
-                        let _ =
-                            claim::release(&mut self.conn.clone(), &game_token.to_string(), &token)
-                                .await;
+                        let game = game_token.to_string();
+                        let k = self.layout.keys_of(&game);
+                        let _ = claim::release(&mut self.conn.clone(), &k, &game, &token).await;
                     }
                     self.note_failure(&record, &format!("{e:#}")).await;
                     return Outcome::Abandoned;
@@ -341,8 +354,9 @@ impl Worker {
         token: &str,
     ) -> Result<Claim, Failure> {
         let give_up = Instant::now() + BUSY_WAIT;
+        let k = self.layout.keys_of(game);
         loop {
-            let answer = claim::claim(conn, game, user, token, self.lease).await?;
+            let answer = claim::claim(conn, &k, game, user, token, self.lease).await?;
             if !matches!(answer, Claim::Busy(_))
                 || Instant::now() >= give_up
                 || self.shutdown.is_triggered()
@@ -358,7 +372,14 @@ impl Worker {
         if !self.clean_routine {
             return Ok(());
         }
-        etl::expire_game(conn, game, self.redis_expiry, self.done_expiry).await?;
+        etl::expire_game(
+            conn,
+            &self.layout.keys_of(game),
+            game,
+            self.redis_expiry,
+            self.done_expiry,
+        )
+        .await?;
         Ok(())
     }
 
@@ -368,7 +389,9 @@ impl Worker {
         if !self.clean_routine {
             return Ok(());
         }
-        let expired = etl::expire_timed_out(conn, game, self.redis_expiry).await?;
+        let expired =
+            etl::expire_timed_out(conn, &self.layout.keys_of(game), game, self.redis_expiry)
+                .await?;
         if !expired {
             tracing::warn!(
                 "game {game}: a Game Timed Out record for a game that did not time out; its keys are left as they are"
@@ -384,7 +407,8 @@ impl Worker {
         let Some((replicas, timeout)) = self.replicas else {
             return Ok(true);
         };
-        let acknowledged = delivery::wait_replicas(conn, replicas, timeout).await?;
+        let done = self.layout.keys_of(game).etl_done(game);
+        let acknowledged = delivery::wait_replicas(conn, &done, replicas, timeout).await?;
         if acknowledged >= replicas {
             return Ok(true);
         }

@@ -18,6 +18,8 @@ use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
 
 use super::claim::{self, Finish, Leftovers};
+use crate::pipeline::keys::Keys;
+use crate::pipeline::shard::Layout;
 use crate::pipeline::sink;
 
 /// How long a start waits for another worker's lease on one of our games to end.
@@ -38,7 +40,12 @@ pub struct Sweep {
 /// game; the worker still serves). An object store that cannot be listed, after the client's
 /// retries, stops the start: it is a wrong bucket, wrong credentials or no network, and one
 /// clear line says which.
-pub async fn remove(conn: &mut Conn, output: &sink::Output, worker: &str) -> Result<Sweep> {
+pub async fn remove(
+    conn: &mut Conn,
+    layout: &Layout,
+    output: &sink::Output,
+    worker: &str,
+) -> Result<Sweep> {
     let mut sweep = Sweep::default();
     // game → tables holding a final file of ours
     let mut games: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
@@ -66,7 +73,8 @@ pub async fn remove(conn: &mut Conn, output: &sink::Output, worker: &str) -> Res
     }
     for (game, tables) in games {
         let token = claim::lease_token(worker);
-        match judge(conn, worker, &game, &token, tables.len() == 2).await? {
+        let k = layout.keys_of(&game);
+        match judge(conn, &k, worker, &game, &token, tables.len() == 2).await? {
             Verdict::Keep => sweep.games_kept += 1,
             Verdict::Finished => sweep.games_finished += 1,
             Verdict::Remove(why) => {
@@ -77,7 +85,7 @@ pub async fn remove(conn: &mut Conn, output: &sink::Output, worker: &str) -> Res
         }
         // Whatever the verdict, a lease the sweep took is given back; a game removed here is
         // written afresh by whoever claims it next.
-        claim::release(conn, &game, &token).await?;
+        claim::release(conn, &k, &game, &token).await?;
     }
     if sweep != Sweep::default() {
         tracing::info!(
@@ -105,6 +113,7 @@ enum Verdict {
 /// our id that comes back cannot finish the game with files judged here.
 async fn judge(
     conn: &mut Conn,
+    k: &Keys,
     worker: &str,
     game: &str,
     token: &str,
@@ -112,7 +121,7 @@ async fn judge(
 ) -> Result<Verdict> {
     let give_up = Instant::now() + LEASE_WAIT;
     loop {
-        let verdict = match claim::claim_leftovers(conn, game, token, worker).await? {
+        let verdict = match claim::claim_leftovers(conn, k, game, token, worker).await? {
             Leftovers::Done(by) if by == worker => Verdict::Keep,
             Leftovers::Done(_) => Verdict::Remove("another worker's files are the output"),
             Leftovers::UnknownGame => Verdict::Keep,
@@ -133,7 +142,7 @@ async fn judge(
             Leftovers::Ours if !complete => Verdict::Remove("half a pair"),
             Leftovers::Ours => {
                 // Finish with our pair, exactly as a takeover on a shared folder would.
-                match claim::finish(conn, game, token, worker).await? {
+                match claim::finish(conn, k, game, token, worker).await? {
                     Finish::Done(by) if by == worker => return Ok(Verdict::Finished),
                     // Someone moved first: judge again on the next pass.
                     Finish::Done(_) | Finish::Lost { .. } => continue,

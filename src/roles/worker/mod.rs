@@ -39,18 +39,12 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::metrics::SharedRegistry;
 use crate::pipeline::delivery;
-use crate::pipeline::keys::{self, Keys};
+use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{self, Redis, SubEvent};
-use crate::pipeline::shard::Layout;
+use crate::pipeline::shard::{Agreement, Layout};
 use crate::pipeline::sink;
 use crate::shutdown::Shutdown;
 pub use metrics::{ReasonLabel, WorkerMetrics};
-
-/// The key names of game `g`. A worker reads the single layout only: the sharded log it would
-/// read a tagged layout's records from is not built yet, so [`run`] refuses a tagged layout.
-pub(crate) fn keys_of(g: &str) -> Keys {
-    Layout::single().keys_of(g)
-}
 
 /// Records handled at the same time: enough to hide Redis and disk latency.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -114,7 +108,7 @@ pub async fn run_with_metrics(
     worker_metrics: WorkerMetrics,
     registry: &SharedRegistry,
 ) -> Result<WorkerReport> {
-    Layout::require_single(settings, &redis, "worker").await?;
+    let layout = Layout::for_role(settings, &redis, Agreement::Read).await?;
     let lobby = settings.worker_channel.clone();
     let id = settings.worker_id.clone();
     let channel = keys::worker_channel(&lobby, &id);
@@ -128,7 +122,7 @@ pub async fn run_with_metrics(
     }
     crate::metrics::maybe_serve(settings.metrics_addr, registry, &shutdown).await?;
     let output = sink::Output::open(&settings.output_dir)?;
-    leftovers::remove(&mut conn.clone(), &output, &id).await?;
+    leftovers::remove(&mut conn.clone(), &layout, &output, &id).await?;
     // WAIT blocks the connection it is sent on: with WAIT_REPLICAS the records' own commands
     // get one of their own, so heartbeats and lease renewals never queue behind a WAIT.
     let records_conn = if settings.wait_replicas > 0 {
@@ -136,8 +130,10 @@ pub async fn run_with_metrics(
     } else {
         conn.clone()
     };
+    let logs = delivery::Log::all(&layout, &lobby);
     let worker = Arc::new(Worker::new(
         settings,
+        layout,
         output,
         conn,
         records_conn,
@@ -196,7 +192,7 @@ pub async fn run_with_metrics(
     } else {
         // Nothing in hand will be acknowledged any more. An empty consumer left in the group
         // would stay there for ever when this worker id never comes back.
-        let retired = delivery::retire(&mut conn, &lobby, &id);
+        let retired = delivery::retire(&mut conn, &logs, &id);
         if let Ok(Ok(false)) = tokio::time::timeout(LEAVE_TIMEOUT, retired).await {
             tracing::info!(
                 "worker {id}: keeping its consumer of {}: it still holds records, which will be \

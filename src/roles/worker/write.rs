@@ -13,12 +13,16 @@ use tracing::Instrument;
 use super::claim::{self, Finish};
 use super::etl;
 use super::handle::Failure;
+use crate::pipeline::keys::Keys;
+use crate::pipeline::shard::Layout;
 use crate::pipeline::sink;
 
 /// The file side of a worker: its output, how long a write may take, and the writes stuck past
 /// that.
 pub(super) struct Writer {
     id: String,
+    /// Names the claim keys of a game.
+    layout: Layout,
     output: sink::Output,
     write_timeout: Duration,
     /// How long a claim lasts without renewal.
@@ -31,6 +35,7 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(
         id: &str,
+        layout: Layout,
         output: sink::Output,
         write_timeout: Duration,
         lease: Duration,
@@ -38,6 +43,7 @@ impl Writer {
     ) -> Writer {
         Writer {
             id: id.to_string(),
+            layout,
             output,
             write_timeout,
             lease,
@@ -60,11 +66,12 @@ impl Writer {
     /// Renews the lease every third of its length until aborted.
     pub(super) fn keep_lease(&self, game: &str, token: &str) -> tokio::task::JoinHandle<()> {
         let (mut conn, game, token) = (self.conn.clone(), game.to_string(), token.to_string());
+        let k = self.layout.keys_of(&game);
         let lease = self.lease;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
-                match claim::renew(&mut conn, &game, &token, lease).await {
+                match claim::renew(&mut conn, &k, &game, &token, lease).await {
                     Ok(true) => {}
                     Ok(false) => return,
                     Err(_) => {} // Redis is down: keep trying, the lease may survive it.
@@ -112,10 +119,11 @@ impl Writer {
                 let (stuck, mut conn) = (self.stuck.clone(), self.conn.clone());
                 let (output, id) = (self.output.clone(), self.id.clone());
                 let (g, token) = (game.to_string(), token.to_string());
+                let k = self.layout.keys_of(game);
                 tokio::spawn(
                     async move {
                         let written = matches!(write.await, Ok(Ok(())));
-                        settle_overrun(&mut conn, &output, &g, &token, &id, written).await;
+                        settle_overrun(&mut conn, &k, &output, &g, &token, &id, written).await;
                         renewer.abort();
                         stuck.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -139,6 +147,7 @@ impl Writer {
 /// our files.
 async fn settle_overrun(
     conn: &mut Conn,
+    k: &Keys,
     output: &crate::pipeline::sink::Output,
     game: &str,
     token: &str,
@@ -146,10 +155,10 @@ async fn settle_overrun(
     written: bool,
 ) {
     let finished = if written {
-        claim::finish(conn, game, token, id).await
+        claim::finish(conn, k, game, token, id).await
     } else {
         output.remove_pair_or_warn(game, id).await;
-        claim::release(conn, game, token)
+        claim::release(conn, k, game, token)
             .await
             .map(|()| Finish::Lost { writer: None })
     };

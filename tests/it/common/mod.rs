@@ -236,15 +236,22 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// Polls `check` until it returns true or the deadline passes.
-pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    if !holds_within(timeout, check) {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Polls `check` until it returns true (true) or the deadline passes (false).
+pub fn holds_within(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if check() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("timed out after {timeout:?} waiting for {what}");
+    false
 }
 
 /// Async twin of [`wait_until`].
