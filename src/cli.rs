@@ -90,9 +90,10 @@ pub struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Run on a private Redis Cluster of N primaries with a replica each. Hidden until the keys
-    /// are slot-aware: it starts the cluster, then refuses to run the roles on it.
-    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(3..=64))]
+    /// Run on a private Redis Cluster of N primaries (N >= 3) with a replica each, started from
+    /// the redis-server on PATH on free ports and stopped at the end; the summary shows what
+    /// each primary held.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(3..=64))]
     pub cluster: Option<u16>,
 }
 

@@ -117,9 +117,6 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             fanout::run(&settings, redis, shutdown).await?;
         }
         Command::Demo(args) => {
-            if let Some(primaries) = args.cluster {
-                demo::start_cluster_then_refuse(&settings, primaries).await?;
-            }
             let display = demo::Display::choose(match args.progress {
                 _ if args.quiet => Some(false),
                 ProgressArg::Auto => None,
@@ -137,6 +134,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 display: Some(display),
                 console: Some(console),
                 log_file: Some(log_file),
+                cluster: args.cluster,
             };
             let summary = demo::run(&settings, &options, shutdown).await?;
             if args.json {
@@ -222,9 +220,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
 /// The commands that cannot run on a cluster given in REDIS_CLUSTER_NODES yet.
 fn needs_one_slot_per_script(command: &Command) -> Option<&'static str> {
     match command {
-        Command::Demo(_) => Some("demo"),
         Command::Bench(_) => Some("bench"),
-        Command::Worker
+        Command::Demo(_)
+        | Command::Worker
         | Command::Fanout
         | Command::BuildDb(_)
         | Command::Server

@@ -21,6 +21,9 @@ use crate::pipeline::redis_conn::{Conn, Redis};
 /// cluster can move whole shards between primaries.
 pub const SHARDS_PER_PRIMARY: u16 = 4;
 
+/// How long new lobbies of one size keep opening in the same shard ([`Layout::lobby_shard`]).
+pub const LOBBY_SHARD_MS: u64 = 100;
+
 /// One shard of a [`Layout`], by index from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Shard(pub u16);
@@ -105,6 +108,14 @@ impl Layout {
     /// A user's home shard, where its registry lives: the shard of its name.
     pub fn home_of(&self, name: &str) -> Shard {
         self.of_token(name)
+    }
+
+    /// The shard a new lobby of `n` players opens in at `now_ms`: one shard per size for
+    /// [`LOBBY_SHARD_MS`], then another, so finds at the same moment meet in one shard (where
+    /// one script sees every lobby opening) while games still spread over every shard.
+    pub fn lobby_shard(&self, n: u8, now_ms: u64) -> Shard {
+        let slot = now_ms / LOBBY_SHARD_MS;
+        self.of_token(&format!("lobbies:{n}:{slot}"))
     }
 
     /// A fresh UUIDv4 whose shard is `shard` (S draws on average).

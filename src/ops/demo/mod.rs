@@ -13,7 +13,7 @@
 //! This file starts and stops the roles; `progress.rs` draws the bars, `summary.rs` checks the
 //! output and renders what was found.
 
-use crate::pipeline::shard::Layout;
+use crate::pipeline::shard::{Agreement, Layout};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,8 +38,8 @@ mod summary;
 
 pub use progress::Display;
 use progress::Progress;
-use summary::{completed_games, on_disk, top_heroes};
-pub use summary::{inspect_output, render_summary, DemoSummary, TopHero};
+use summary::{completed_games, on_disk, spread_over_primaries, top_heroes};
+pub use summary::{inspect_output, render_summary, DemoSummary, PrimarySpread, TopHero};
 
 /// The demo's log file, in the output folder (overwritten by each run).
 pub const LOG_FILE: &str = "superhero-demo.log";
@@ -61,6 +61,8 @@ pub struct DemoOptions {
     pub console: Option<Console>,
     /// The log file (from [`start_logging`]), named in the summary.
     pub log_file: Option<PathBuf>,
+    /// Run on a private Redis Cluster of this many primaries (a replica each) instead.
+    pub cluster: Option<u16>,
 }
 
 /// Installs the demo's logging: every line to [`LOG_FILE`] in the output folder, warnings and
@@ -119,6 +121,20 @@ pub async fn connect_or_start(settings: &Settings) -> Result<DemoRedis> {
     }
 }
 
+/// A private Redis Cluster of `primaries` primaries with a replica each, and `settings` pointed
+/// at it; the cluster stops when dropped.
+pub async fn start_private_cluster(
+    settings: &Settings,
+    primaries: u16,
+) -> Result<(PrivateCluster, Settings)> {
+    let cluster =
+        tokio::task::spawn_blocking(move || PrivateCluster::start(usize::from(primaries), 1))
+            .await
+            .context("the private cluster's start failed")??;
+    let settings = on_private_cluster(settings, &cluster);
+    Ok((cluster, settings))
+}
+
 /// `--cluster N` of `demo` and `bench`: starts a private cluster of `primaries` primaries with a
 /// replica each and connects to it, then refuses. The roles' multi-key scripts touch keys of
 /// several slots, which a cluster answers with CROSSSLOT, until every game's keys share a hash
@@ -171,6 +187,12 @@ pub async fn run(
         bail!("demo needs at least one player and one worker");
     }
     let started = Instant::now();
+    // Kept until the demo returns; dropping it stops the cluster.
+    let cluster = match options.cluster {
+        Some(primaries) => Some(start_private_cluster(settings, primaries).await?),
+        None => None,
+    };
+    let settings = cluster.as_ref().map_or(settings, |(_, on_it)| on_it);
     let demo_redis = connect_or_start(settings).await?;
     let redis = demo_redis.redis.clone();
     let mut settings = demo_redis.settings.clone();
@@ -191,8 +213,10 @@ pub async fn run(
     }
     let output = sink::Output::open(&settings.output_dir)?;
 
+    // Its lobby names the shards' tags: the layout follows the channel chosen above.
+    let layout = Layout::for_role(&settings, &redis, Agreement::Store).await?;
     let heroes = crate::heroes::load_source(None)?;
-    crate::heroes::store(&redis, &Layout::single(), &heroes).await?;
+    crate::heroes::store(&redis, &layout, &heroes).await?;
 
     let (stop_roles, roles_shutdown) = shutdown::channel();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -273,7 +297,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 bars.on_disk(on_disk(&output, &played).await);
-                match end_stuck_lobbies(&settings, &redis, &board).await {
+                match end_stuck_lobbies(&settings, &redis, &layout, &board).await {
                     Ok(n) => ended_early += n,
                     Err(e) => tracing::warn!("cannot end the lobbies no bot can fill: {e:#}"),
                 }
@@ -289,7 +313,7 @@ pub async fn run(
         }
     }
     // Games a bot gave up on may still have finished on the server.
-    let played = completed_games(&redis, played).await?;
+    let played = completed_games(&redis, &layout, played).await?;
     bars.all_played(played.len());
 
     // Wait for the pipeline to write every finished game, or for progress to stall.
@@ -321,6 +345,12 @@ pub async fn run(
             Err(e) => tracing::warn!("a role task failed: {e}"),
         }
     }
+    // Where the keys and the log entries lay, read before the channel's keys go.
+    let primaries = if redis.is_cluster() {
+        spread_over_primaries(&redis, &settings.worker_channel).await?
+    } else {
+        Vec::new()
+    };
     // The fanout's bookkeeping keys of the demo's private channel are of no use after it.
     crate::ops::clean::remove_channel_keys(&redis, &settings.worker_channel).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -330,7 +360,8 @@ pub async fn run(
         summary.files_per_worker.entry(worker_id(i)).or_default();
     }
     summary.redis = redis.addr().to_string();
-    summary.private_redis = demo_redis.private.is_some();
+    summary.private_redis = demo_redis.private.is_some() || cluster.is_some();
+    summary.primaries = primaries;
     summary.games_timed_out = timed_out.len();
     summary.lobbies_ended_early = ended_early;
     summary.seconds = seconds;
@@ -360,7 +391,12 @@ fn expected_games(options: &DemoOptions) -> u64 {
 /// for a game meanwhile, so no lobby gains a player between the look and the time-out; if any
 /// bot is between games or in a game that is not an open lobby, nothing is ended. Returns how
 /// many lobbies it timed out.
-async fn end_stuck_lobbies(settings: &Settings, redis: &Redis, board: &BotBoard) -> Result<usize> {
+async fn end_stuck_lobbies(
+    settings: &Settings,
+    redis: &Redis,
+    layout: &Layout,
+    board: &BotBoard,
+) -> Result<usize> {
     let bots = board.lock().await;
     let mut lobbies: BTreeMap<&str, u8> = BTreeMap::new();
     for bot in bots.iter() {
@@ -375,8 +411,8 @@ async fn end_stuck_lobbies(settings: &Settings, redis: &Redis, board: &BotBoard)
     let mut conn = redis.conn();
     for (g, n) in &lobbies {
         let (status, created): (Option<String>, Option<f64>) = redis::pipe()
-            .get(Layout::single().keys_of(g).game_status(g))
-            .zscore(Layout::single().keys_of(g).games_lobbies(*n), *g)
+            .get(layout.keys_of(g).game_status(g))
+            .zscore(layout.keys_of(g).games_lobbies(*n), *g)
             .query_async(&mut conn)
             .await?;
         // A full lobby leaves the open ones and starts; a started game frees its bots later.

@@ -36,6 +36,37 @@ pub struct DemoSummary {
     /// The hero leaderboard of this run's games, best first.
     pub top_heroes: Vec<TopHero>,
     pub log_file: Option<PathBuf>,
+    /// On a Redis Cluster: what each primary held at the end of the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub primaries: Vec<PrimarySpread>,
+}
+
+/// What one primary of a cluster held at the end of a demo, before its log was removed.
+#[derive(Debug, Serialize)]
+pub struct PrimarySpread {
+    /// Keys of any kind (DBSIZE).
+    pub keys: u64,
+    /// Entries in the log streams of the shards it serves.
+    pub log_entries: u64,
+}
+
+/// What each primary holds: its keys, and the entries of the logs of `lobby`'s shards on it.
+pub(super) async fn spread_over_primaries(
+    redis: &Redis,
+    lobby: &str,
+) -> Result<Vec<PrimarySpread>> {
+    let pattern = format!("{{{}:*}}:log", keys::escape_glob(lobby));
+    let mut out = Vec::new();
+    for mut node in redis.primaries().await? {
+        let keys: u64 = redis::cmd("DBSIZE").query_async(&mut node).await?;
+        let mut log_entries = 0;
+        for log in crate::pipeline::redis_conn::scan(&mut node, &pattern).await? {
+            let n: u64 = redis::cmd("XLEN").arg(&log).query_async(&mut node).await?;
+            log_entries += n;
+        }
+        out.push(PrimarySpread { keys, log_entries });
+    }
+    Ok(out)
 }
 
 /// A hero's line in the summary's leaderboard.
@@ -60,13 +91,14 @@ impl DemoSummary {
 /// Keeps only the games Redis says are Completed (a bot may have lost its connection mid-game).
 pub(super) async fn completed_games(
     redis: &Redis,
+    layout: &Layout,
     seen: BTreeSet<String>,
 ) -> Result<BTreeSet<String>> {
     let mut conn = redis.conn();
     let mut completed = BTreeSet::new();
     for g in seen {
         let status: Option<String> = redis::cmd("GET")
-            .arg(Layout::single().keys_of(&g).game_status(&g))
+            .arg(layout.keys_of(&g).game_status(&g))
             .query_async(&mut conn)
             .await?;
         if status.as_deref() == Some(keys::status::COMPLETED) {
@@ -199,6 +231,7 @@ pub async fn inspect_output(output: &sink::Output, played: &BTreeSet<String>) ->
         output_dir: output.dataset_location(),
         top_heroes: Vec::new(),
         log_file: None,
+        primaries: Vec::new(),
     }
 }
 
@@ -227,6 +260,12 @@ pub fn render_summary(s: &DemoSummary) -> String {
         },
     );
     line("games processed", s.games_processed.to_string());
+    for (i, p) in s.primaries.iter().enumerate() {
+        line(
+            &format!("  primary {}", i + 1),
+            format!("{} keys, {} log entries", p.keys, p.log_entries),
+        );
+    }
     for (worker, files) in &s.files_per_worker {
         line(&format!("  files by {worker}"), files.to_string());
     }

@@ -172,12 +172,13 @@ pub enum Found {
 }
 
 /// Joins the oldest open game for `n` players in the user's home shard, else the oldest among
-/// the other shards, else creates one in the home shard (the creator is its host): with few
-/// players per shard, games still fill. Lobbies past their deadline are timed out by
+/// the other shards, else creates one (the creator is its host) in the shard new lobbies of `n`
+/// players go to at this moment ([`Layout::lobby_shard`]): players who find at once meet in one
+/// shard, where the script lets one open the lobby and the others join it, rather than each
+/// opening a lobby of its own in its home shard. With few players per shard, games still fill. Lobbies past their deadline are timed out by
 /// [`super::deadlines::sweep`], not here.
 pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<Found> {
     let home = rules.layout.of_token(user);
-    let k = &rules.layout.keys(home);
     for attempt in 0..50 {
         if let Some(found) = join_in(conn, rules, home, home, user, n).await? {
             return Ok(found);
@@ -187,12 +188,15 @@ pub async fn find(conn: &mut Conn, user: &str, n: u8, rules: &Rules) -> Result<F
                 return Ok(found);
             }
         }
-        let g = rules.layout.draw_token(home);
+        let shard = rules.layout.lobby_shard(n, crate::clock::now_ms());
+        let k = &rules.layout.keys(shard);
+        let g = rules.layout.draw_token(shard);
         // Under heavy contention, stop deferring to lobbies others are opening at once.
-        let mode = if attempt > 40 {
-            "create-force"
-        } else {
-            "create"
+        let mode = match (attempt > 40, shard == home) {
+            (false, true) => "create",
+            (true, true) => "create-force",
+            (false, false) => "create-away",
+            (true, false) => "create-force-away",
         };
         match join_one(conn, k, &g, user, n, rules, mode).await? {
             JoinReply::Ok(hero_id) => return Ok(Found::Joined { game: g, hero_id }),
@@ -293,10 +297,10 @@ async fn join_one(
     rules: &Rules,
     mode: &str,
 ) -> Result<JoinReply> {
-    // `join-away`: a join in a shard that is not the user's home.
-    let (mode, away) = match mode {
-        "join-away" => ("join", "away"),
-        other => (other, ""),
+    // `…-away`: in a shard that is not the user's home.
+    let (mode, away) = match mode.strip_suffix("-away") {
+        Some(mode) => (mode, "away"),
+        None => (mode, ""),
     };
     // A game's status key is `.0 + game + .1` (the script looks at the user's open lobby).
     let status_key = k.split_around_game(Keys::game_status);
