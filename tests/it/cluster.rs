@@ -685,7 +685,9 @@ impl ClusterPipeline {
 fn two_servers_two_fanouts_and_four_workers_write_every_game_once_on_a_cluster() {
     let cluster = TestCluster::start(3, 1);
     let dir = tempfile::tempdir().unwrap();
-    let mut pipeline = ClusterPipeline::start(&cluster, dir.path(), (2, 2, 4), &[]);
+    // WAIT before XACK, on each game's own primary.
+    let env = [("WAIT_REPLICAS", "1"), ("WAIT_MS", "1000")];
+    let mut pipeline = ClusterPipeline::start(&cluster, dir.path(), (2, 2, 4), &env);
     // The two fanouts divide the 12 shards between them.
     pipeline.wait(
         "the fanouts to share the shards",

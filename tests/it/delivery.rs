@@ -1236,15 +1236,8 @@ fn append_host_record(redis: &TestRedis, game: &SynthGame) -> String {
 
 /// The entry ids pending in the fanouts' group.
 fn pending_ids(redis: &TestRedis) -> Vec<String> {
-    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(keys::log_stream(LOBBY))
-        .arg(keys::fanout_group(LOBBY))
-        .arg("-")
-        .arg("+")
-        .arg(100)
-        .query(&mut redis.client())
-        .unwrap_or_default();
-    rows.into_iter().map(|(id, ..)| id).collect()
+    runtime()
+        .block_on(async { common::roles::pending_ids(&mut common::roles::conn(redis).await).await })
 }
 
 #[test]

@@ -98,7 +98,7 @@ async fn deliver(s: &mut Setup) -> String {
 /// the live worker's channel with `delivery_id` = the entry id.
 async fn route(conn: &mut Conn, record: &str) -> String {
     let id = make_pending(conn, record).await;
-    assert_eq!(pending_ids(conn).await, vec![id.clone()]);
+    assert_eq!(common::roles::pending_ids(conn).await, vec![id.clone()]);
     let routed = fanout::with_delivery_id(record.as_bytes(), &id).unwrap();
     let receivers: u64 = redis::cmd("PUBLISH")
         .arg(keys::worker_channel(LOBBY, "live"))
@@ -180,19 +180,6 @@ async fn assert_written_once_by_live(s: &mut Setup) {
 }
 
 /// Ids of the log entries not yet acknowledged (XPENDING).
-async fn pending_ids(conn: &mut Conn) -> Vec<String> {
-    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(keys::log_stream(LOBBY))
-        .arg(keys::fanout_group(LOBBY))
-        .arg("-")
-        .arg("+")
-        .arg(100)
-        .query_async(conn)
-        .await
-        .unwrap();
-    rows.into_iter().map(|(id, ..)| id).collect()
-}
-
 async fn unacked(conn: &mut Conn) -> u64 {
     fanout::inspect(conn, LOBBY).await.unwrap().unacked
 }
@@ -359,7 +346,7 @@ async fn a_game_held_by_a_live_worker_is_not_acknowledged() {
     assert_eq!(report.records_received, 1);
     assert_eq!(report.busy, 1);
     assert_eq!(
-        pending_ids(&mut s.conn).await,
+        common::roles::pending_ids(&mut s.conn).await,
         vec![id],
         "the record must stay for re-routing"
     );
@@ -570,7 +557,7 @@ async fn a_worker_that_stops_deletes_its_consumer_unless_it_holds_entries() {
         .unwrap();
     worker.stop().await;
     assert_eq!(consumers(&mut s.conn).await.get("live"), Some(&1));
-    assert_eq!(pending_ids(&mut s.conn).await, vec![id]);
+    assert_eq!(common::roles::pending_ids(&mut s.conn).await, vec![id]);
 }
 
 #[tokio::test]
@@ -653,7 +640,7 @@ async fn a_dead_writers_file_that_cannot_be_removed_fails_the_delivery() {
         "failure noted: {why:?}"
     );
     assert_eq!(
-        pending_ids(&mut s.conn).await,
+        common::roles::pending_ids(&mut s.conn).await,
         vec![id.clone()],
         "not acknowledged"
     );

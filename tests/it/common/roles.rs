@@ -280,6 +280,20 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// The ids of the log's entries pending in the fanouts' group (single layout, first 100).
+pub async fn pending_ids(conn: &mut Conn) -> Vec<String> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(superhero::pipeline::keys::log_stream(LOBBY))
+        .arg(superhero::pipeline::keys::fanout_group(LOBBY))
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    rows.into_iter().map(|(id, ..)| id).collect()
+}
+
 pub async fn conn(redis: &TestRedis) -> Conn {
     let manager = redis::Client::open(redis.url())
         .expect("client")
