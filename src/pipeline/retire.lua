@@ -2,8 +2,10 @@
 -- entry: XGROUP DELCONSUMER drops the consumer's pending entries from the group, and an entry
 -- dropped there is never routed again.
 -- KEYS: 1 log stream   ARGV: 1 group, 2 consumer (the worker id)
--- Returns 1 when deleted, 0 when it still holds entries or there is no such group.
+-- Returns 1 when deleted (or there is no such group: nothing to hold), 0 when it still holds
+-- entries.
 local ok, held = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
-if not ok or #held > 0 then return 0 end
+if not ok then return 1 end
+if #held > 0 then return 0 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1

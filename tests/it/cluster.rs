@@ -600,7 +600,7 @@ impl ClusterPipeline {
         let role = |kind: &str, i: usize| {
             let id = format!("{kind}-{i}");
             let mut env = base.clone();
-            env.push(("WORKER_ID", &id));
+            env.push(("HOSTNAME", &id));
             on_cluster(cluster, dir, &id, &[kind], &env)
         };
         let fanouts = (0..fanouts).map(|i| role("fanout", i)).collect();
@@ -708,7 +708,7 @@ fn two_servers_two_fanouts_and_four_workers_write_every_game_once_on_a_cluster()
     pipeline.wait(
         "every completed game's files",
         Duration::from_secs(60),
-        |_| common::roles::pairs(&[&pipeline.out]).len() >= completed.len(),
+        |_| common::roles::written(&[&pipeline.out]).len() >= completed.len(),
     );
     common::roles::assert_exactly_once(&[&pipeline.out], &completed);
     pipeline.assert_running();
@@ -780,8 +780,8 @@ fn a_primary_killed_mid_run_loses_no_finished_game_and_no_role_exits() {
         "every completed game's files",
         Duration::from_secs(90),
         |_| {
-            let found = common::roles::pairs(&[&pipeline.out]);
-            completed.iter().all(|g| found.contains_key(g))
+            let found = common::roles::written(&[&pipeline.out]);
+            completed.iter().all(|g| found.contains(g))
         },
     );
     // Exactly once: a finished game has one pair by one worker; a game with files is one that

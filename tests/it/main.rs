@@ -24,6 +24,7 @@ mod protocol_props;
 mod report;
 mod security;
 mod server_metrics;
+mod sharded;
 mod status;
 mod worker;
 mod worker_etl;

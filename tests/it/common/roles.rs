@@ -164,6 +164,16 @@ pub fn every_file(dirs: &[&Path]) -> Vec<String> {
     out
 }
 
+/// The games with both files (META and PODIUM) under the output folders `dirs`: a game counted
+/// by [`pairs`] may have only its first file renamed so far.
+pub fn written(dirs: &[&Path]) -> std::collections::BTreeSet<String> {
+    pairs(dirs)
+        .into_iter()
+        .filter(|(_, files)| files.len() >= 2)
+        .map(|(game, _)| game)
+        .collect()
+}
+
 /// Asserts that the games `found` are exactly `games`, each with one META and one PODIUM file by
 /// the same worker, and that nothing else is left (`strays`: every other file or object, temporary
 /// or not); `what` names the comparison of games in a failure.
