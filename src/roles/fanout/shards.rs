@@ -21,7 +21,7 @@ use super::{FanoutMetrics, LIVE_WORKERS};
 use crate::config::Settings;
 use crate::pipeline::delivery::{self, Log};
 use crate::pipeline::keys;
-use crate::pipeline::redis_conn::{self, Backoff, Outage, Redis};
+use crate::pipeline::redis_conn::{self, Backoff, Conn, Outage, Redis};
 use crate::pipeline::shard::{Layout, Shard};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 
@@ -132,7 +132,7 @@ async fn keep_once(
     layout: &Layout,
     consumer: &str,
     shards: &[Shard],
-    conn: &mut crate::pipeline::redis_conn::Conn,
+    conn: &mut Conn,
     running: &mut BTreeMap<Shard, Running>,
 ) -> RedisResult<Vec<Shard>> {
     let beats = keys::fanout_heartbeats(lobby);
@@ -146,18 +146,11 @@ async fn keep_once(
     live.remove(0); // Redis's time
     let fanouts = live.len().max(1);
     let share = usize::from(layout.count()).div_ceil(fanouts);
-    let lease_ms = SHARD_LEASE.as_millis() as u64;
     let lease_of = |s: Shard| layout.keys(s).fanout_lease(lobby);
     // Renew what runs here; a lease lost stops its router.
     let held: Vec<Shard> = running.keys().copied().collect();
     for shard in held {
-        let mine: i64 = TAKE
-            .key(lease_of(shard))
-            .arg(consumer)
-            .arg(lease_ms)
-            .invoke_async(conn)
-            .await?;
-        if mine == 0 {
+        if !take(conn, &lease_of(shard), consumer).await? {
             tracing::info!(
                 "shard {} is leased to another fanout; stopping its router",
                 shard.0
@@ -190,13 +183,7 @@ async fn keep_once(
         if running.contains_key(&shard) {
             continue;
         }
-        let got: i64 = TAKE
-            .key(lease_of(shard))
-            .arg(consumer)
-            .arg(lease_ms)
-            .invoke_async(conn)
-            .await?;
-        if got == 1 {
+        if take(conn, &lease_of(shard), consumer).await? {
             taken.push(shard);
         }
     }
@@ -210,6 +197,17 @@ async fn keep_once(
         );
     }
     Ok(taken)
+}
+
+/// Takes or renews the lease `key` for `consumer`; false when another fanout holds it.
+async fn take(conn: &mut Conn, key: &str, consumer: &str) -> RedisResult<bool> {
+    let taken: i64 = TAKE
+        .key(key)
+        .arg(consumer)
+        .arg(SHARD_LEASE.as_millis() as u64)
+        .invoke_async(conn)
+        .await?;
+    Ok(taken == 1)
 }
 
 /// Stops the router of `shard` (it keeps nothing Redis does not hold).
