@@ -11,6 +11,7 @@
 //! This module holds what both sides must agree on: the consumer names, the heartbeat, the
 //! acknowledgement, the failure notes and a stopping worker's retirement from the group.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -122,24 +123,35 @@ impl Log {
 
     /// The `delivery_id` a worker is sent for `entry` of this log: the entry id itself on the
     /// single layout (as the original consumers knew it), `<s>/<entry id>` on a tagged one.
-    pub fn delivery_id(&self, entry: &str) -> String {
+    pub fn delivery_id<'a>(&self, entry: &'a str) -> Cow<'a, str> {
         match self.shard {
-            None => entry.to_string(),
-            Some(s) => format!("{s}{SHARD_SEPARATOR}{entry}"),
+            None => Cow::Borrowed(entry),
+            Some(s) => Cow::Owned(format!("{s}{SHARD_SEPARATOR}{entry}")),
         }
     }
 
     /// The log and the entry id a `delivery_id` names (see [`Log::delivery_id`]); None when it
     /// names no shard index.
     pub fn of_delivery<'a>(lobby: &str, delivery_id: &'a str) -> Option<(Log, &'a str)> {
-        match delivery_id.split_once(SHARD_SEPARATOR) {
-            None => Some((Log::of_keys(lobby, &Keys::single(), None), delivery_id)),
-            Some((shard, entry)) => {
-                let shard: u16 = shard.parse().ok()?;
-                let layout = Layout::tagged(lobby, shard.saturating_add(1));
-                Some((Log::of(&layout, lobby, Shard(shard)), entry))
-            }
+        let (shard, entry) = split_delivery(delivery_id)?;
+        Some((Log::of_index(lobby, shard), entry))
+    }
+
+    /// The single layout's log (None), or tagged shard `s`'s.
+    fn of_index(lobby: &str, shard: Option<u16>) -> Log {
+        match shard {
+            None => Log::of_keys(lobby, &Keys::single(), None),
+            Some(s) => Log::of(&Layout::tagged(lobby, s.saturating_add(1)), lobby, Shard(s)),
         }
+    }
+}
+
+/// The shard index (None: the single layout) and the entry id of a delivery id; None when its
+/// shard index is not a number.
+fn split_delivery(delivery_id: &str) -> Option<(Option<u16>, &str)> {
+    match delivery_id.split_once(SHARD_SEPARATOR) {
+        None => Some((None, delivery_id)),
+        Some((shard, entry)) => Some((Some(shard.parse().ok()?), entry)),
     }
 }
 
@@ -179,18 +191,20 @@ pub async fn wait_replicas(
 /// list for good, with what the fanout noted about earlier attempts. A delivery id that names
 /// no log is ignored.
 pub async fn ack(conn: &mut Conn, lobby: &str, delivery_ids: &[String]) -> RedisResult<()> {
-    let mut by_log: Vec<(Log, Vec<&str>)> = Vec::new();
+    // By shard, in the order first seen (one log on the single layout).
+    let mut by_shard: Vec<(Option<u16>, Vec<&str>)> = Vec::new();
     for id in delivery_ids {
-        let Some((log, entry)) = Log::of_delivery(lobby, id) else {
+        let Some((shard, entry)) = split_delivery(id) else {
             tracing::warn!("delivery id {id:?} names no log; not acknowledged");
             continue;
         };
-        match by_log.iter_mut().find(|(l, _)| *l == log) {
+        match by_shard.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, entries)) => entries.push(entry),
-            None => by_log.push((log, vec![entry])),
+            None => by_shard.push((shard, vec![entry])),
         }
     }
-    for (log, entries) in by_log {
+    for (shard, entries) in by_shard {
+        let log = Log::of_index(lobby, shard);
         let _: () = redis::pipe()
             .cmd("XACK")
             .arg(&log.stream)
