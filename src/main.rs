@@ -149,9 +149,6 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             }
         }
         Command::Bench(args) => {
-            if let Some(primaries) = args.cluster {
-                demo::start_cluster_then_refuse(&settings, primaries).await?;
-            }
             let kind = match args.kind {
                 BenchKindArgs::Etl {
                     games,
@@ -182,7 +179,11 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 },
             };
             let binary = std::env::current_exe().context("cannot find this executable")?;
-            let options = bench::BenchOptions { binary, kind };
+            let options = bench::BenchOptions {
+                binary,
+                kind,
+                cluster: args.cluster,
+            };
             let report = bench::run(&settings, &options, shutdown).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -223,8 +224,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
 fn needs_one_slot_per_script(command: &Command) -> Option<&'static str> {
     match command {
         Command::Demo(_) => Some("demo"),
-        Command::Bench(_) => Some("bench"),
         Command::Worker
+        | Command::Bench(_)
         | Command::Fanout
         | Command::BuildDb(_)
         | Command::Server

@@ -2,7 +2,8 @@
 //! the keys of every primary; a [`Conn`] runs scripts and pipelines across slots, follows MOVED
 //! and survives a primary's death; game servers play whole games on a cluster, their keys
 //! spread over shards; `demo --cluster` starts a real cluster and then says plainly that the
-//! pipeline cannot run on it yet. Every test starts its own 3-primary cluster.
+//! pipeline cannot run on it yet (`bench --cluster` runs: tests/it/bench.rs). Every test starts
+//! its own 3-primary cluster.
 
 use std::time::Duration;
 
@@ -312,22 +313,18 @@ fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
 }
 
 #[test]
-fn demo_and_bench_start_a_real_cluster_then_refuse_to_pretend() {
+fn demo_starts_a_real_cluster_then_refuses_to_pretend() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &["demo", "--cluster", "3", "--quiet"][..],
-        &["bench", "game", "--cluster", "3"][..],
-    ] {
-        let out = superhero(dir.path()).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.contains("a private Redis Cluster of 3 primaries started and answered")
-                && stderr.contains("not built yet"),
-            "{args:?}: {stderr}"
-        );
-    }
+    let args = &["demo", "--cluster", "3", "--quiet"][..];
+    let out = superhero(dir.path()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("a private Redis Cluster of 3 primaries started and answered")
+            && stderr.contains("not built yet"),
+        "{args:?}: {stderr}"
+    );
     let out = superhero(dir.path())
         .args(["demo", "--cluster", "2"])
         .output()
