@@ -75,6 +75,9 @@ pub(super) async fn bench(
         metrics::sample_value(text, "superhero_server_games_timed_out_total").unwrap_or(0.0)
     };
     let window = Duration::from_secs_f64(seconds);
+    let warmup = Instant::now();
+    warm_up(&child, &shutdown).await;
+    let warmup = warmup.elapsed().as_secs_f64();
     let first = metrics::scrape(child.metrics).await.unwrap_or_default();
     let (before, timed_out_before) = (completed(&first), timed_out(&first));
     let redis_before = RedisSample::take(redis).await?;
@@ -105,6 +108,7 @@ pub(super) async fn bench(
     report.set("seconds", elapsed);
     report.set("games_per_second", finished / elapsed);
     report.set("lobbies_timed_out", lobbies_timed_out);
+    report.set("warmup_seconds", warmup);
     quantiles(
         &mut report,
         &text,
@@ -118,4 +122,24 @@ pub(super) async fn bench(
         report.set("server_peak_rss_mib", rss);
     }
     Ok(report)
+}
+
+/// How long the bots may take to finish their first game before the window opens regardless.
+const WARMUP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until the server has finished a game (or [`WARMUP_LIMIT`] passes): the window measures
+/// the steady state, not the start, where every bot looks for a lobby at the same moment. On a
+/// cluster that moment can split them between lobbies opened at once in different shards, which
+/// then wait LOBBY_TIMEOUT; later finds are spread out and join the lobbies already open.
+async fn warm_up(child: &Child, shutdown: &Shutdown) {
+    let deadline = Instant::now() + WARMUP_LIMIT;
+    while Instant::now() < deadline && !shutdown.is_triggered() {
+        let text = metrics::scrape(child.metrics).await.unwrap_or_default();
+        if metrics::sample_value(&text, "superhero_server_games_completed_total").unwrap_or(0.0)
+            >= 1.0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
