@@ -748,3 +748,50 @@ fn a_primary_killed_mid_run_loses_no_finished_game_and_no_role_exits() {
     let dead = stream_lengths(&cluster, "dead");
     assert!(dead.iter().all(|(_, n)| *n == 0), "dead letters: {dead:?}");
 }
+
+#[test]
+fn synthetic_games_seeded_in_their_shards_and_logged_in_their_logs_are_written_once() {
+    use rand::SeedableRng;
+    use superhero::ops::bench::synth;
+    use superhero::pipeline::shard::{Layout, Shard};
+
+    let cluster = TestCluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    // No server: the games are synthetic, as `bench etl` makes them.
+    let pipeline = ClusterPipeline::start(&cluster, dir.path(), (0, 1, 1), &[]);
+    let layout = Layout::tagged(LOBBY, 12);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let games: Vec<synth::SynthGame> = (0..24u16)
+        .map(|i| synth::random_game_in(&mut rng, &layout, Shard(i % 12), 3, 12, 1000))
+        .collect();
+    let rt = runtime();
+    let redis = rt
+        .block_on(Redis::connect(&cluster.settings().redis))
+        .expect("connect");
+    let mut conn = redis.conn();
+    rt.block_on(synth::seed_in(&mut conn, &layout, &games))
+        .expect("seed");
+    let records: Vec<(String, String)> = games
+        .iter()
+        .map(|g| (g.token.clone(), synth::host_record(LOBBY, g)))
+        .collect();
+    let ids = rt
+        .block_on(synth::append_all_in(&mut conn, &layout, LOBBY, &records, 5))
+        .expect("append");
+    // Each record went to the log of its game's shard, the slot of the game's own keys.
+    for (game, id) in games.iter().zip(&ids) {
+        let shard = layout.of_token(&game.token).0;
+        assert!(
+            id.starts_with(&format!("{shard}/")),
+            "{id} for shard {shard}"
+        );
+        let status = layout.keys_of(&game.token).game_status(&game.token);
+        let log = layout.keys_of(&game.token).log_stream(LOBBY);
+        assert_eq!(cluster.owner_of(&status), cluster.owner_of(&log));
+    }
+    let tokens = common::roles::tokens(&games);
+    pipeline.wait("every game's files", Duration::from_secs(60), |p| {
+        common::roles::pairs(&[&p.out]).len() >= tokens.len()
+    });
+    common::roles::assert_exactly_once(&[&pipeline.out], &tokens);
+}
