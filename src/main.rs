@@ -59,14 +59,6 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
-    if let Some(name) = needs_one_slot_per_script(&command).filter(|_| settings.redis.is_cluster())
-    {
-        return Err(ConfigError(format!(
-            "REDIS_CLUSTER_NODES: `{name}` cannot run on a Redis Cluster yet; every role \
-             (`server`, `fanout`, `worker`, `build-db`, `status`, `clean`) does"
-        ))
-        .into());
-    }
     let shutdown = Shutdown::on_signals();
     match command {
         Command::BuildDb(args) => {
@@ -147,9 +139,6 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             }
         }
         Command::Bench(args) => {
-            if let Some(primaries) = args.cluster {
-                demo::start_cluster_then_refuse(&settings, primaries).await?;
-            }
             let kind = match args.kind {
                 BenchKindArgs::Etl {
                     games,
@@ -180,7 +169,11 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 },
             };
             let binary = std::env::current_exe().context("cannot find this executable")?;
-            let options = bench::BenchOptions { binary, kind };
+            let options = bench::BenchOptions {
+                binary,
+                kind,
+                cluster: args.cluster,
+            };
             let report = bench::run(&settings, &options, shutdown).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -215,20 +208,4 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The commands that cannot run on a cluster given in REDIS_CLUSTER_NODES yet.
-fn needs_one_slot_per_script(command: &Command) -> Option<&'static str> {
-    match command {
-        Command::Bench(_) => Some("bench"),
-        Command::Demo(_)
-        | Command::Worker
-        | Command::Fanout
-        | Command::BuildDb(_)
-        | Command::Server
-        | Command::Player(_)
-        | Command::Report(_)
-        | Command::Status(_)
-        | Command::Clean(_) => None,
-    }
 }

@@ -6,16 +6,38 @@ use crate::common;
 use common::{superhero, TestRedis};
 use serde_json::Value;
 
-/// The JSON report of one run, whose Redis cost is checked ([`assert_redis_cost`]).
+/// The JSON report of one run on `redis`, whose Redis cost is checked ([`assert_redis_cost`]).
 fn bench(redis: &TestRedis, args: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let result = superhero(dir.path())
-        .env("REDIS_HOST", "127.0.0.1")
+    let mut cmd = superhero(dir.path());
+    cmd.env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", redis.port.to_string())
-        .args(["bench", "--json"])
-        .args(args)
-        .output()
-        .expect("run bench");
+        .arg("bench");
+    run(cmd, args, 1)
+}
+
+/// The JSON report of one run with `--cluster 3`: on a private cluster of 3 primaries it
+/// starts and stops itself, its Redis cost summed over the 3.
+fn bench_on_cluster(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = superhero(dir.path());
+    cmd.env_remove("REDIS_CLUSTER_NODES")
+        .envs(env.iter().copied())
+        .args(["bench", "--cluster", "3"]);
+    let report = run(cmd, args, 3);
+    assert!(
+        report["redis"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("cluster ")),
+        "{report}"
+    );
+    report
+}
+
+/// Runs `cmd` (`superhero bench …`) with `--json` and `args`; its report, whose Redis cost is
+/// checked over `primaries` primaries.
+fn run(mut cmd: std::process::Command, args: &[&str], primaries: usize) -> Value {
+    let result = cmd.arg("--json").args(args).output().expect("run bench");
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(
         result.status.success(),
@@ -23,18 +45,18 @@ fn bench(redis: &TestRedis, args: &[&str]) -> Value {
         String::from_utf8_lossy(&result.stderr)
     );
     let report: Value = serde_json::from_str(&stdout).expect("JSON figures");
-    assert_redis_cost(&report);
+    assert_redis_cost(&report, primaries);
     report
 }
 
 /// Redis spent CPU on the run, the per-unit figure is the total over the units, and the
 /// commands are ranked by their time.
-fn assert_redis_cost(report: &Value) {
+fn assert_redis_cost(report: &Value, primaries: usize) {
     let cost = &report["redis_cost"];
     let cpu = number(cost, "cpu_seconds");
     let units = number(cost, "units");
     assert!(cpu > 0.0, "{report}");
-    assert_eq!(number(cost, "primaries"), 1.0, "{report}");
+    assert_eq!(number(cost, "primaries"), primaries as f64, "{report}");
     assert!(units > 0.0, "{report}");
     let per_unit = number(cost, "cpu_us_per_unit");
     let expected = cpu * 1e6 / units;
@@ -104,5 +126,71 @@ fn bench_game_reports_games_per_second_and_redis_cpu_per_game() {
         number(&report["redis_cost"], "units"),
         number(f, "games_finished"),
         "{report}"
+    );
+}
+
+#[test]
+fn bench_etl_on_a_private_cluster_writes_every_game_and_sums_redis_cpu_over_3_primaries() {
+    let report = bench_on_cluster(&["etl", "--games", "24"], &[]);
+    let f = &report["figures"];
+    assert_eq!(number(f, "games"), 24.0, "{f}");
+    assert_eq!(number(f, "files_meta"), 24.0, "{f}");
+    assert!(number(f, "games_per_second") > 0.0, "{f}");
+    assert_eq!(number(&report["redis_cost"], "units"), 24.0, "{report}");
+}
+
+#[test]
+fn bench_fanout_on_a_private_cluster_loses_nothing_and_sums_redis_cpu_over_3_primaries() {
+    let report = bench_on_cluster(&["fanout", "--records", "600", "--workers", "2"], &[]);
+    let f = &report["figures"];
+    assert_eq!(number(f, "records"), 600.0, "{f}");
+    assert_eq!(number(f, "lost"), 0.0, "{f}");
+    assert_eq!(number(f, "duplicated"), 0.0, "{f}");
+    assert!(number(f, "records_per_second") > 0.0, "{f}");
+    assert_eq!(number(&report["redis_cost"], "units"), 600.0, "{report}");
+}
+
+#[test]
+fn bench_game_on_a_private_cluster_finishes_games_and_sums_redis_cpu_over_3_primaries() {
+    // Bots that find no lobby at the same moment may open one each on different shards and
+    // split between them: a short LOBBY_TIMEOUT (the server child inherits it) frees them
+    // within the window.
+    let report = bench_on_cluster(
+        &[
+            "game",
+            "--bots",
+            "6",
+            "--participants",
+            "2",
+            "--seconds",
+            "4",
+        ],
+        &[("LOBBY_TIMEOUT", "1")],
+    );
+    let f = &report["figures"];
+    assert!(number(f, "games_finished") >= 1.0, "{f}");
+    assert!(number(f, "games_per_second") > 0.0, "{f}");
+    assert_eq!(
+        number(&report["redis_cost"], "units"),
+        number(f, "games_finished"),
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_runs_on_the_cluster_of_redis_cluster_nodes_in_its_shards() {
+    let cluster = common::TestCluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = superhero(dir.path());
+    cmd.env("REDIS_CLUSTER_NODES", cluster.seeds()).arg("bench");
+    let report = run(cmd, &["fanout", "--records", "300", "--workers", "2"], 3);
+    let f = &report["figures"];
+    assert_eq!(number(f, "lost"), 0.0, "{f}");
+    assert_eq!(number(f, "duplicated"), 0.0, "{f}");
+    // The layout is agreed and stored like any role's: 4 shards per primary.
+    let any = cluster.owner_of("superhero:shards");
+    assert_eq!(
+        cluster.on::<String>(any, &["GET", "superhero:shards"]),
+        "12"
     );
 }

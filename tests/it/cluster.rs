@@ -2,7 +2,8 @@
 //! the keys of every primary; a [`Conn`] runs scripts and pipelines across slots, follows MOVED
 //! and survives a primary's death; game servers play whole games on a cluster, their keys
 //! spread over shards; `demo --cluster` starts a real cluster and then says plainly that the
-//! pipeline cannot run on it yet. Every test starts its own 3-primary cluster.
+//! pipeline cannot run on it yet (`bench --cluster` runs: tests/it/bench.rs). Every test starts
+//! its own 3-primary cluster.
 
 use std::time::Duration;
 
@@ -312,23 +313,17 @@ fn bad_cluster_settings_and_the_roles_are_refused_in_one_line() {
 }
 
 #[test]
-fn bench_starts_a_real_cluster_then_refuses_to_pretend() {
+fn demo_and_bench_refuse_a_cluster_of_fewer_than_three_primaries() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["bench", "game", "--cluster", "3"];
-    let out = superhero(dir.path()).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("a private Redis Cluster of 3 primaries started and answered")
-            && stderr.contains("not built yet"),
-        "{args:?}: {stderr}"
-    );
-    let out = superhero(dir.path())
-        .args(["demo", "--cluster", "2"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    for args in [
+        &["demo", "--cluster", "2"][..],
+        &["bench", "game", "--cluster", "2"][..],
+    ] {
+        let out = superhero(dir.path()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--cluster"), "{args:?}: {stderr}");
+    }
 }
 
 #[test]
@@ -788,4 +783,51 @@ fn a_primary_killed_mid_run_loses_no_finished_game_and_no_role_exits() {
     pipeline.assert_running();
     let dead = stream_lengths(&cluster, "dead");
     assert!(dead.iter().all(|(_, n)| *n == 0), "dead letters: {dead:?}");
+}
+
+#[test]
+fn synthetic_games_seeded_in_their_shards_and_logged_in_their_logs_are_written_once() {
+    use rand::SeedableRng;
+    use superhero::ops::bench::synth;
+    use superhero::pipeline::shard::{Layout, Shard};
+
+    let cluster = TestCluster::start(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    // No server: the games are synthetic, as `bench etl` makes them.
+    let pipeline = ClusterPipeline::start(&cluster, dir.path(), (0, 1, 1), &[]);
+    let layout = Layout::tagged(LOBBY, 12);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let games: Vec<synth::SynthGame> = (0..24u16)
+        .map(|i| synth::random_game_in(&mut rng, &layout, Shard(i % 12), 3, 12, 1000))
+        .collect();
+    let rt = runtime();
+    let redis = rt
+        .block_on(Redis::connect(&cluster.settings().redis))
+        .expect("connect");
+    let mut conn = redis.conn();
+    rt.block_on(synth::seed_in(&mut conn, &layout, &games))
+        .expect("seed");
+    let records: Vec<(String, String)> = games
+        .iter()
+        .map(|g| (g.token.clone(), synth::host_record(LOBBY, g)))
+        .collect();
+    let ids = rt
+        .block_on(synth::append_all_in(&mut conn, &layout, LOBBY, &records, 5))
+        .expect("append");
+    // Each record went to the log of its game's shard, the slot of the game's own keys.
+    for (game, id) in games.iter().zip(&ids) {
+        let shard = layout.of_token(&game.token).0;
+        assert!(
+            id.starts_with(&format!("{shard}/")),
+            "{id} for shard {shard}"
+        );
+        let status = layout.keys_of(&game.token).game_status(&game.token);
+        let log = layout.keys_of(&game.token).log_stream(LOBBY);
+        assert_eq!(cluster.owner_of(&status), cluster.owner_of(&log));
+    }
+    let tokens = common::roles::tokens(&games);
+    pipeline.wait("every game's files", Duration::from_secs(60), |p| {
+        common::roles::pairs(&[&p.out]).len() >= tokens.len()
+    });
+    common::roles::assert_exactly_once(&[&pipeline.out], &tokens);
 }

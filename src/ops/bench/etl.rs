@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::metrics;
 use crate::ops::bench::synth;
 use crate::pipeline::redis_conn::Redis;
+use crate::pipeline::shard::Shard;
 use crate::pipeline::{keys, sink};
 
 #[allow(clippy::too_many_arguments)]
@@ -45,14 +46,18 @@ pub(super) async fn bench(
     let mut settings = settings.clone();
     settings.output_dir = out.clone();
 
+    // On a cluster the games are spread evenly over the shards, each stored under its shard's
+    // hash tag as the server stores it.
+    let layout = super::layout(&settings, redis).await?;
     let mut rng = rand::rng();
     let synthetic: Vec<synth::SynthGame> = (0..games)
-        .map(|_| synth::random_game(&mut rng, players, attacks, 1000))
+        .map(|i| {
+            let shard = Shard((i % usize::from(layout.count())) as u16);
+            synth::random_game_in(&mut rng, &layout, shard, players, attacks, 1000)
+        })
         .collect();
     let mut conn = redis.conn();
-    for chunk in synthetic.chunks(200) {
-        synth::seed(&mut conn, chunk).await?;
-    }
+    synth::seed_in(&mut conn, &layout, &synthetic).await?;
     let records: Vec<String> = synthetic
         .iter()
         .map(|g| synth::host_record(&settings.worker_channel, g))

@@ -14,9 +14,10 @@ use super::redis_cpu::{RedisCost, RedisSample};
 use super::BenchReport;
 use crate::config::Settings;
 use crate::metrics::{self, histogram_quantile};
-use crate::pipeline::delivery;
+use crate::pipeline::delivery::{self, Log};
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::{self, Redis, SubEvent};
+use crate::pipeline::shard::Layout;
 use crate::roles::fanout::{self, FanoutMetrics};
 use crate::shutdown;
 
@@ -114,6 +115,10 @@ pub async fn run(
     );
     let mut settings = settings.clone();
     settings.worker_channel = lobby.clone();
+    // On a cluster, the lobby's records go to one log per shard, as the server appends them:
+    // the fanout runs a router per shard.
+    let layout = super::layout(&settings, redis).await?;
+    let logs = Log::all(&layout, &lobby);
     let (trigger, stop) = shutdown::channel();
 
     let seen: Arc<Vec<AtomicU32>> = Arc::new((0..records).map(|_| AtomicU32::new(0)).collect());
@@ -180,7 +185,6 @@ pub async fn run(
     let mut conn = redis.conn();
     wait_subscribed(&mut conn, &channels).await?;
     wait_beating(&mut conn, &lobby, workers).await?;
-    let stream = keys::log_stream(&lobby);
     let registry = metrics::registry("fanout");
     let fanout_metrics = FanoutMetrics::register(&registry);
     let fanout = {
@@ -189,28 +193,49 @@ pub async fn run(
             fanout::run_with_metrics(&settings, redis, stop, fanout_metrics).await
         })
     };
-    wait_subscribed(&mut conn, std::slice::from_ref(&lobby)).await?;
+    match layout.is_tagged() {
+        // The single layout's fanout listens on the lobby channel once it reads the log.
+        false => wait_subscribed(&mut conn, std::slice::from_ref(&lobby)).await?,
+        // A sharded one reads every shard's log once it holds every shard's lease.
+        true => wait_leased(&mut conn, &layout, &lobby).await?,
+    }
 
     let mut publisher = redis.dedicated().await?;
     let redis_before = RedisSample::take(redis).await?;
     let started = Instant::now();
-    for chunk in (0..records).collect::<Vec<_>>().chunks(1000) {
-        let mut pipe = redis::pipe();
-        for &seq in chunk {
-            let record = format!(
-                r#"{{"level":"INFO","timestamp":"2026-11-26T16:14:48.123456","name":"{lobby}","log_message":"Bench Record","task":{{"seq":{seq}}}}}"#
-            );
-            pipe.cmd("XADD")
-                .arg(&stream)
-                .arg("*")
-                .arg(delivery::RECORD_FIELD)
-                .arg(record)
-                .ignore();
+    // Record `seq` goes to log `seq mod logs`; the pipelines take the logs in turn, so every
+    // shard's router has work from the start.
+    let per_log: Vec<Vec<usize>> = (0..logs.len())
+        .map(|l| (l..records).step_by(logs.len()).collect())
+        .collect();
+    let chunk = (1000 / logs.len()).max(100);
+    let rounds = per_log
+        .iter()
+        .map(|s| s.len().div_ceil(chunk))
+        .max()
+        .unwrap_or(0);
+    for round in 0..rounds {
+        for (log, seqs) in logs.iter().zip(&per_log) {
+            let Some(part) = seqs.chunks(chunk).nth(round) else {
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for &seq in part {
+                let record = format!(
+                    r#"{{"level":"INFO","timestamp":"2026-11-26T16:14:48.123456","name":"{lobby}","log_message":"Bench Record","task":{{"seq":{seq}}}}}"#
+                );
+                pipe.cmd("XADD")
+                    .arg(&log.stream)
+                    .arg("*")
+                    .arg(delivery::RECORD_FIELD)
+                    .arg(record)
+                    .ignore();
+            }
+            let _: () = pipe
+                .query_async(&mut publisher)
+                .await
+                .context("fanout benchmark: publishing the burst")?;
         }
-        let _: () = pipe
-            .query_async(&mut publisher)
-            .await
-            .context("fanout benchmark: publishing the burst")?;
     }
     let give_up = Instant::now() + timeout;
     let mut last_progress = (0, Instant::now());
@@ -224,7 +249,7 @@ pub async fn run(
     let elapsed = started.elapsed();
     // The fake workers acknowledge in batches after counting: their last XACKs are part of the
     // cost of the records.
-    wait_acknowledged(&mut conn, &lobby, Instant::now() + Duration::from_secs(10)).await;
+    wait_acknowledged(&mut conn, &logs, Instant::now() + Duration::from_secs(10)).await;
     let redis_after = RedisSample::take(redis).await?;
     let text = metrics::render(&registry);
     trigger.fire();
@@ -241,16 +266,27 @@ pub async fn run(
         .count();
     let delivered = records - lost;
     let redis = redis_before.cost_until(&redis_after, "record", delivered as u64);
-    let _: () = redis::pipe()
-        .del(&[
-            stream.clone(),
-            keys::dead_stream(&lobby),
-            keys::worker_heartbeats(&lobby),
-            keys::delivery_tries(&lobby),
-            keys::delivery_failures(&lobby),
-        ])
-        .query_async(&mut conn)
-        .await?;
+    // One key per DEL: on a cluster the logs' keys are on several slots.
+    let mut leftovers = vec![
+        keys::worker_heartbeats(&lobby),
+        keys::fanout_heartbeats(&lobby),
+    ];
+    for log in &logs {
+        leftovers.extend([
+            log.stream.clone(),
+            log.dead.clone(),
+            log.tries.clone(),
+            log.failures.clone(),
+        ]);
+    }
+    if layout.is_tagged() {
+        leftovers.extend(layout.all_keys().iter().map(|k| k.fanout_lease(&lobby)));
+    }
+    let mut pipe = redis::pipe();
+    for key in &leftovers {
+        pipe.del(key).ignore();
+    }
+    let _: () = pipe.query_async(&mut conn).await?;
     Ok(FanoutBenchReport {
         records,
         workers,
@@ -268,29 +304,58 @@ pub async fn run(
     })
 }
 
-/// Waits until the log has no entry pending at any consumer, or until `deadline` (a lost
+/// Waits until no log has an entry pending at any consumer, or until `deadline` (a lost
 /// record stays pending; the report counts it as lost either way).
 async fn wait_acknowledged(
     conn: &mut crate::pipeline::redis_conn::Conn,
-    lobby: &str,
+    logs: &[Log],
     deadline: Instant,
 ) {
-    while Instant::now() < deadline {
+    let mut waiting: Vec<&Log> = logs.iter().collect();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        let log = waiting[0];
         let pending: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
-            .arg(keys::log_stream(lobby))
-            .arg(keys::fanout_group(lobby))
+            .arg(&log.stream)
+            .arg(&log.group)
             .query_async(conn)
             .await;
         match pending {
             Ok(redis::Value::Array(summary))
                 if matches!(summary.first(), Some(redis::Value::Int(0))) =>
             {
-                return
+                waiting.remove(0);
             }
-            Err(_) => return,
+            // No such log or group: nothing was routed from it.
+            Err(_) => {
+                waiting.remove(0);
+            }
             _ => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
+}
+
+/// Waits until the fanout holds the lease of every shard of `layout` (it starts a shard's
+/// router as it takes the lease), so the burst does not measure the fanout's start.
+async fn wait_leased(
+    conn: &mut crate::pipeline::redis_conn::Conn,
+    layout: &Layout,
+    lobby: &str,
+) -> Result<()> {
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    for keys in layout.all_keys() {
+        let lease = keys.fanout_lease(lobby);
+        loop {
+            let held: bool = redis::cmd("EXISTS").arg(&lease).query_async(conn).await?;
+            if held {
+                break;
+            }
+            if Instant::now() > ready_by {
+                bail!("fanout benchmark: the fanout did not lease {lease} within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
 }
 
 async fn wait_subscribed(

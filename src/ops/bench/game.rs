@@ -1,7 +1,6 @@
 //! `superhero bench game`: B player bots against one real game server (a child process) for a
 //! fixed window; games finished per second and the server's turn latency.
 
-use crate::pipeline::shard::Layout;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,9 @@ pub(super) async fn bench(
         bail!("bench game needs a positive --seconds");
     }
     let heroes = crate::heroes::load_source(None)?;
-    crate::heroes::store(redis, &Layout::single(), &heroes).await?;
+    // Every shard's copy of the heroes, in the layout the server will agree on.
+    let layout = super::layout(settings, redis).await?;
+    crate::heroes::store(redis, &layout, &heroes).await?;
     let port = crate::ops::private_redis::free_port()?;
     let mut settings = settings.clone();
     settings.websocket_host = "127.0.0.1".into();
@@ -67,8 +68,18 @@ pub(super) async fn bench(
     let completed = |text: &str| {
         metrics::sample_value(text, "superhero_server_games_completed_total").unwrap_or(0.0)
     };
+    // Lobbies that waited LOBBY_TIMEOUT in vain: on a cluster two bots that find no lobby at
+    // the same moment open one each, in their own shards, and may split the players between
+    // them.
+    let timed_out = |text: &str| {
+        metrics::sample_value(text, "superhero_server_games_timed_out_total").unwrap_or(0.0)
+    };
     let window = Duration::from_secs_f64(seconds);
-    let before = completed(&metrics::scrape(child.metrics).await.unwrap_or_default());
+    let warmup = Instant::now();
+    warm_up(&child, &shutdown).await;
+    let warmup = warmup.elapsed().as_secs_f64();
+    let first = metrics::scrape(child.metrics).await.unwrap_or_default();
+    let (before, timed_out_before) = (completed(&first), timed_out(&first));
     let redis_before = RedisSample::take(redis).await?;
     let started = Instant::now();
     tokio::select! {
@@ -78,6 +89,7 @@ pub(super) async fn bench(
     let elapsed = started.elapsed().as_secs_f64();
     let text = metrics::scrape(child.metrics).await.unwrap_or_default();
     let finished = completed(&text) - before;
+    let lobbies_timed_out = timed_out(&text) - timed_out_before;
     let redis_after = RedisSample::take(redis).await?;
     let (cpu, rss) = child.usage();
     stop_bots.fire();
@@ -95,6 +107,8 @@ pub(super) async fn bench(
     report.set("games_finished", finished);
     report.set("seconds", elapsed);
     report.set("games_per_second", finished / elapsed);
+    report.set("lobbies_timed_out", lobbies_timed_out);
+    report.set("warmup_seconds", warmup);
     quantiles(
         &mut report,
         &text,
@@ -108,4 +122,24 @@ pub(super) async fn bench(
         report.set("server_peak_rss_mib", rss);
     }
     Ok(report)
+}
+
+/// How long the bots may take to finish their first game before the window opens regardless.
+const WARMUP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until the server has finished a game (or [`WARMUP_LIMIT`] passes): the window measures
+/// the steady state, not the start, where every bot looks for a lobby at the same moment. On a
+/// cluster that moment can split them between lobbies opened at once in different shards, which
+/// then wait LOBBY_TIMEOUT; later finds are spread out and join the lobbies already open.
+async fn warm_up(child: &Child, shutdown: &Shutdown) {
+    let deadline = Instant::now() + WARMUP_LIMIT;
+    while Instant::now() < deadline && !shutdown.is_triggered() {
+        let text = metrics::scrape(child.metrics).await.unwrap_or_default();
+        if metrics::sample_value(&text, "superhero_server_games_completed_total").unwrap_or(0.0)
+            >= 1.0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

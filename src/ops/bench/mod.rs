@@ -28,8 +28,11 @@ pub mod synth;
 
 use crate::config::Settings;
 use crate::metrics;
-use crate::ops::demo::connect_or_start;
+use crate::ops::demo::{connect_or_start, start_private_cluster};
+use crate::ops::private_cluster::PrivateCluster;
+use crate::ops::private_redis::PrivateRedis;
 use crate::pipeline::redis_conn::{numsub, Redis};
+use crate::pipeline::shard::{Agreement, Layout};
 use crate::pipeline::sink;
 use crate::shutdown::Shutdown;
 use redis_cpu::RedisCost;
@@ -60,6 +63,15 @@ pub enum BenchKind {
 pub struct BenchOptions {
     pub binary: PathBuf,
     pub kind: BenchKind,
+    /// `--cluster N`: measure on a private cluster of N primaries (no replicas) started for
+    /// the run; None: the configured Redis (or cluster), or a private `redis-server`.
+    pub cluster: Option<u16>,
+}
+
+/// The private Redis or cluster a benchmark started, if any: dropping it stops it.
+struct Private {
+    _redis: Option<PrivateRedis>,
+    _cluster: Option<PrivateCluster>,
 }
 
 /// A benchmark's figures, in the order they were measured.
@@ -106,15 +118,34 @@ pub async fn run(
     options: &BenchOptions,
     shutdown: Shutdown,
 ) -> Result<BenchReport> {
-    let demo_redis = connect_or_start(settings).await?;
-    let mut settings = demo_redis.settings.clone();
+    let (redis, mut settings, private) = match options.cluster {
+        Some(primaries) => {
+            let (cluster, settings) =
+                start_private_cluster(settings, primaries, CLUSTER_REPLICAS).await?;
+            let redis = Redis::connect(&settings.redis).await?;
+            let private = Private {
+                _redis: None,
+                _cluster: Some(cluster),
+            };
+            (redis, settings, private)
+        }
+        None => {
+            let demo_redis = connect_or_start(settings).await?;
+            let redis = demo_redis.redis.clone();
+            let settings = demo_redis.settings.clone();
+            let private = Private {
+                _redis: demo_redis.private,
+                _cluster: None,
+            };
+            (redis, settings, private)
+        }
+    };
     // A lobby of its own, so a pipeline already running on the same Redis is not disturbed.
     settings.worker_channel = format!(
         "{}.bench-{}",
         settings.worker_channel,
         &crate::config::random_worker_id()[..6]
     );
-    let redis = demo_redis.redis.clone();
     let result = match &options.kind {
         BenchKind::Etl {
             games,
@@ -154,8 +185,23 @@ pub async fn run(
         }
     };
     crate::ops::clean::remove_channel_keys(&redis, &settings.worker_channel).await;
-    drop(demo_redis);
+    drop(redis);
+    // A private cluster's nodes are killed here, on this thread: it takes milliseconds.
+    drop(private);
     result
+}
+
+/// Replicas per primary of `bench --cluster`: none, so Redis's CPU (summed over the primaries)
+/// is all of what the work cost, and no replica competes with the primaries for the cores.
+pub const CLUSTER_REPLICAS: usize = 0;
+
+/// The layout a benchmark writes in: the single layout on one Redis, [`SHARDS_PER_PRIMARY`]
+/// tagged shards per primary on a cluster (or REDIS_SHARDS), agreed with what Redis holds, as
+/// the game server agrees on it before it writes.
+///
+/// [`SHARDS_PER_PRIMARY`]: crate::pipeline::shard::SHARDS_PER_PRIMARY
+async fn layout(settings: &Settings, redis: &Redis) -> Result<Layout> {
+    Layout::for_role(settings, redis, Agreement::Store).await
 }
 
 /// A role running as a child process, stopped with SIGTERM.
@@ -187,6 +233,22 @@ impl Child {
         match &settings.redis.url {
             Some(url) => cmd.env("REDIS_URL", url),
             None => cmd.env_remove("REDIS_URL"),
+        };
+        match settings.redis.is_cluster() {
+            true => {
+                let nodes: Vec<String> = settings
+                    .redis
+                    .cluster_nodes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect();
+                cmd.env("REDIS_CLUSTER_NODES", nodes.join(","))
+            }
+            false => cmd.env_remove("REDIS_CLUSTER_NODES"),
+        };
+        match settings.redis_shards {
+            Some(count) => cmd.env("REDIS_SHARDS", count.to_string()),
+            None => cmd.env_remove("REDIS_SHARDS"),
         };
         match &settings.redis.password {
             Some(pw) => cmd.env("REDIS_PASSWORD", pw),

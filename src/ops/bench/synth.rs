@@ -8,13 +8,16 @@
 //! worker process them; [`append_all`] puts them in the log as the server does, [`publish_all`]
 //! on a channel as another publisher (or a test) would.
 
+use std::collections::BTreeMap;
+
 use crate::pipeline::redis_conn::Conn;
 use anyhow::{bail, Context, Result};
 use rand::Rng;
 
+use crate::pipeline::delivery::Log;
 use crate::pipeline::keys::{self, status};
 use crate::pipeline::record::{AttackRecord, LifecycleRecord, CLEANING_GAME_RECORDS};
-use crate::pipeline::shard::Layout;
+use crate::pipeline::shard::{Layout, Shard};
 use crate::pipeline::sink::{MetaRow, PodiumRow};
 
 /// The timestamp of every synthetic attack record.
@@ -114,6 +117,23 @@ pub fn random_game(
         if game.attack(attacker, enemy).is_err() {
             break;
         }
+    }
+    game
+}
+
+/// [`random_game`] with a game token of `shard` of `layout` (drawn as the server draws it); on
+/// the single layout, exactly [`random_game`].
+pub fn random_game_in(
+    rng: &mut impl Rng,
+    layout: &Layout,
+    shard: Shard,
+    players: usize,
+    attacks: usize,
+    max_turns: usize,
+) -> SynthGame {
+    let mut game = random_game(rng, players, attacks, max_turns);
+    if layout.is_tagged() {
+        game.token = layout.draw_token(shard);
     }
     game
 }
@@ -225,25 +245,50 @@ impl SynthGame {
     }
 }
 
-/// Stores finished games as the server leaves them, in pipelines of a few hundred games.
+/// Stores finished games as the server leaves them, in pipelines of a few hundred games, with
+/// the single layout's key names.
 pub async fn seed(conn: &mut Conn, games: &[SynthGame]) -> Result<()> {
-    for batch in games.chunks(200) {
-        let mut pipe = redis::pipe();
-        for game in batch {
-            add_game(&mut pipe, game);
+    seed_in(conn, &Layout::single(), games).await
+}
+
+/// [`seed`] in `layout`: each game under its shard's keys (the shard of its token), one
+/// pipeline per shard and few hundred games, so every pipeline touches one slot of a cluster.
+pub async fn seed_in(conn: &mut Conn, layout: &Layout, games: &[SynthGame]) -> Result<()> {
+    for (_, of_shard) in by_shard(layout, games, |g| &g.token) {
+        for batch in of_shard.chunks(200) {
+            let mut pipe = redis::pipe();
+            for game in batch {
+                add_game(&mut pipe, layout, game);
+            }
+            pipe.query_async::<()>(conn)
+                .await
+                .context("cannot seed synthetic games")?;
         }
-        pipe.query_async::<()>(conn)
-            .await
-            .context("cannot seed synthetic games")?;
     }
     Ok(())
 }
 
-fn add_game(pipe: &mut redis::Pipeline, game: &SynthGame) {
+/// `items` grouped by the shard of their game token, in shard order, each group in the order
+/// of `items` (the single layout: one group, all of them in order).
+fn by_shard<'a, T>(
+    layout: &Layout,
+    items: &'a [T],
+    token: impl Fn(&T) -> &str,
+) -> BTreeMap<Shard, Vec<&'a T>> {
+    let mut groups: BTreeMap<Shard, Vec<&T>> = BTreeMap::new();
+    for item in items {
+        groups
+            .entry(layout.of_token(token(item)))
+            .or_default()
+            .push(item);
+    }
+    groups
+}
+
+fn add_game(pipe: &mut redis::Pipeline, layout: &Layout, game: &SynthGame) {
     let g = game.token.as_str();
     let n = game.players.len() as u8;
-    // Benchmarks run the single layout: the worker reads no other yet.
-    let k = Layout::single().keys_of(g);
+    let k = layout.keys_of(g);
     pipe.sadd(k.game(g), &game.players).ignore();
     pipe.set(k.game_participants(g), n).ignore();
     pipe.set(k.game_status(g), status::COMPLETED).ignore();
@@ -358,6 +403,46 @@ pub async fn append_all(
     Ok(ids)
 }
 
+/// [`append_all`] in `layout`: each record, given with its game's token, appended to the log of
+/// its game's shard (the same slot as the game's keys), one pipeline per shard and `batch`
+/// records. Returns their delivery ids in the order of `records` (on the single layout, the
+/// entry ids: exactly [`append_all`]).
+pub async fn append_all_in(
+    conn: &mut Conn,
+    layout: &Layout,
+    lobby: &str,
+    records: &[(String, String)],
+    batch: usize,
+) -> Result<Vec<String>> {
+    if !layout.is_tagged() {
+        let texts: Vec<String> = records.iter().map(|(_, r)| r.clone()).collect();
+        return append_all(conn, lobby, &texts, batch).await;
+    }
+    let indexed: Vec<(usize, &(String, String))> = records.iter().enumerate().collect();
+    let mut ids = vec![String::new(); records.len()];
+    for (shard, of_shard) in by_shard(layout, &indexed, |(_, (g, _))| g) {
+        let log = Log::of(layout, lobby, shard);
+        for chunk in of_shard.chunks(batch.max(1)) {
+            let mut pipe = redis::pipe();
+            for (_, (_, record)) in chunk {
+                pipe.cmd("XADD")
+                    .arg(&log.stream)
+                    .arg("*")
+                    .arg(crate::pipeline::delivery::RECORD_FIELD)
+                    .arg(record);
+            }
+            let appended: Vec<String> = pipe
+                .query_async(conn)
+                .await
+                .with_context(|| format!("cannot append to {}", log.stream))?;
+            for ((i, _), entry) in chunk.iter().zip(appended) {
+                ids[*i] = log.delivery_id(&entry).into_owned();
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// The rows the ETL must produce for `game`, computed from the simulation itself (not from
 /// Redis), in token order.
 pub fn expected_rows(game: &SynthGame) -> (Vec<MetaRow>, Vec<PodiumRow>) {
@@ -438,5 +523,33 @@ mod tests {
         let capped = random_game(&mut rng, 8, 400, 10);
         assert_eq!(capped.attacks(), 10);
         assert!(capped.order.len() > 1);
+    }
+
+    #[test]
+    fn games_in_a_tagged_layout_fall_in_their_shard_and_the_single_layout_is_unchanged() {
+        let single = random_game(&mut rand::rngs::StdRng::seed_from_u64(3), 3, 20, 1000);
+        let same = random_game_in(
+            &mut rand::rngs::StdRng::seed_from_u64(3),
+            &Layout::single(),
+            Shard(0),
+            3,
+            20,
+            1000,
+        );
+        assert_eq!(single, same);
+
+        let layout = Layout::tagged("lobby", 12);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let games: Vec<SynthGame> = layout
+            .shards()
+            .map(|s| random_game_in(&mut rng, &layout, s, 3, 20, 1000))
+            .collect();
+        for (s, game) in layout.shards().zip(&games) {
+            assert_eq!(layout.of_token(&game.token), s);
+            assert!(game.log_entries()[0].contains(&game.token));
+        }
+        let groups = by_shard(&layout, &games, |g| &g.token);
+        assert_eq!(groups.len(), 12);
+        assert!(groups.values().all(|g| g.len() == 1));
     }
 }

@@ -121,38 +121,20 @@ pub async fn connect_or_start(settings: &Settings) -> Result<DemoRedis> {
     }
 }
 
-/// A private Redis Cluster of `primaries` primaries with a replica each, and `settings` pointed
-/// at it; the cluster stops when dropped.
+/// A private Redis Cluster of `primaries` primaries with `replicas` replicas each, and
+/// `settings` pointed at it; the cluster stops when dropped.
 pub async fn start_private_cluster(
     settings: &Settings,
     primaries: u16,
+    replicas: usize,
 ) -> Result<(PrivateCluster, Settings)> {
-    let cluster =
-        tokio::task::spawn_blocking(move || PrivateCluster::start(usize::from(primaries), 1))
-            .await
-            .context("the private cluster's start failed")??;
+    let cluster = tokio::task::spawn_blocking(move || {
+        PrivateCluster::start(usize::from(primaries), replicas)
+    })
+    .await
+    .context("the private cluster's start failed")??;
     let settings = on_private_cluster(settings, &cluster);
     Ok((cluster, settings))
-}
-
-/// `--cluster N` of `demo` and `bench`: starts a private cluster of `primaries` primaries with a
-/// replica each and connects to it, then refuses. The roles' multi-key scripts touch keys of
-/// several slots, which a cluster answers with CROSSSLOT, until every game's keys share a hash
-/// tag; running them would only fail later and less clearly.
-pub async fn start_cluster_then_refuse(settings: &Settings, primaries: u16) -> Result<()> {
-    let cluster =
-        tokio::task::spawn_blocking(move || PrivateCluster::start(usize::from(primaries), 1))
-            .await
-            .context("the private cluster's start failed")??;
-    let settings = on_private_cluster(settings, &cluster);
-    let redis = Redis::connect(&settings.redis).await?;
-    let serving = redis.primaries().await?.len();
-    drop(cluster);
-    bail!(
-        "a private Redis Cluster of {serving} primaries started and answered, but the pipeline \
-         cannot run on a cluster yet: the fanout and the workers read one log stream, and the \
-         per-shard log is not built yet; the cluster is stopped"
-    )
 }
 
 /// `settings` pointed at a private cluster: no password, no URL, database 0.
@@ -189,7 +171,7 @@ pub async fn run(
     let started = Instant::now();
     // Kept until the demo returns; dropping it stops the cluster.
     let cluster = match options.cluster {
-        Some(primaries) => Some(start_private_cluster(settings, primaries).await?),
+        Some(primaries) => Some(start_private_cluster(settings, primaries, 1).await?),
         None => None,
     };
     let settings = cluster.as_ref().map_or(settings, |(_, on_it)| on_it);

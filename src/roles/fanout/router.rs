@@ -557,7 +557,10 @@ impl Router {
         for (_, worker, payload) in &sent {
             pipe.publish(keys::worker_channel(&self.lobby, worker), payload);
         }
-        let heard: Vec<u64> = pipe.query_async(&mut self.conn).await?;
+        let mut heard: Vec<u64> = pipe.query_async(&mut self.conn).await?;
+        if self.conn.is_cluster() && heard.contains(&0) {
+            self.recount_on_every_node(&sent, &mut heard).await?;
+        }
         let local_now = crate::clock::now_ms() as i64;
         let mut gone = BTreeSet::new();
         let mut unheard = Vec::new();
@@ -580,6 +583,42 @@ impl Router {
             self.workers.remove(&worker);
         }
         Ok(unheard)
+    }
+
+    /// On a cluster a PUBLISH reaches every node's subscribers but counts only those of the
+    /// node that ran it (the owner of the channel's slot), while a worker subscribes through
+    /// whichever node it reached: a 0 there does not mean nobody listens. The channels that
+    /// counted 0 are asked about on every node (PUBSUB NUMSUB), and those with a subscriber
+    /// anywhere count as heard.
+    async fn recount_on_every_node(
+        &mut self,
+        sent: &[(Entry, String, String)],
+        heard: &mut [u64],
+    ) -> RedisResult<()> {
+        let channels: Vec<String> = sent
+            .iter()
+            .zip(heard.iter())
+            .filter(|(_, n)| **n == 0)
+            .map(|((_, worker, _), _)| keys::worker_channel(&self.lobby, worker))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let counts = redis_conn::numsub(&mut self.conn, &channels)
+            .await
+            .map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::Io, "PUBSUB NUMSUB", format!("{e:#}")))
+            })?;
+        let listening: HashSet<String> = counts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(channel, _)| channel)
+            .collect();
+        for ((_, worker, _), n) in sent.iter().zip(heard.iter_mut()) {
+            if *n == 0 && listening.contains(&keys::worker_channel(&self.lobby, worker)) {
+                *n = 1;
+            }
+        }
+        Ok(())
     }
 
     /// Makes `entries` this fanout's pending entries again (XCLAIM … JUSTID: no new delivery).
