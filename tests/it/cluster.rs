@@ -827,7 +827,7 @@ fn synthetic_games_seeded_in_their_shards_and_logged_in_their_logs_are_written_o
     }
     let tokens = common::roles::tokens(&games);
     pipeline.wait("every game's files", Duration::from_secs(60), |p| {
-        common::roles::pairs(&[&p.out]).len() >= tokens.len()
+        common::roles::written(&[&p.out]).len() >= tokens.len()
     });
     common::roles::assert_exactly_once(&[&pipeline.out], &tokens);
 }
