@@ -576,6 +576,9 @@ impl ClusterPipeline {
             ("LOGGER_MODULE", "redis"),
             ("OUTPUT_DIR", &out_text),
             ("ACK_TIMEOUT", "3"),
+            // Finished games keep their keys past the test's end (30 s by default), so their
+            // statuses can be compared with the files.
+            ("REDIS_EXPIRY", "600"),
         ];
         base.extend_from_slice(env);
         let ports: Vec<u16> = (0..servers).map(|_| free_port()).collect();

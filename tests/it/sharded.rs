@@ -71,6 +71,8 @@ fn a_fanout_killed_or_paused_hands_its_shards_to_the_other_and_no_game_is_lost()
         ("REDIS_SHARDS", shards.as_str()),
         ("OUTPUT_DIR", out_text.as_str()),
         ("ACK_TIMEOUT", "2"),
+        // Finished games keep their keys past the test's end, to be compared with the files.
+        ("REDIS_EXPIRY", "600"),
     ];
     let mut build = superhero(dir.path());
     build
