@@ -75,22 +75,22 @@ impl FanoutMetrics {
                 ),
                 (
                     "stream_length",
-                    "Entries in the log stream",
+                    "Entries in the log stream (on shards: in the logs of the shards this fanout reads)",
                     &m.stream_length,
                 ),
                 (
                     "group_lag",
-                    "Entries of the log no fanout has read yet",
+                    "Entries of the log(s) it reads that no fanout has read yet",
                     &m.group_lag,
                 ),
                 (
                     "unacked",
-                    "Entries read and not yet acknowledged",
+                    "Entries of the log(s) it reads, read and not yet acknowledged",
                     &m.unacked,
                 ),
                 (
                     "dead_letters",
-                    "Entries in the dead-letter stream",
+                    "Entries in the dead-letter stream (on shards: those of the shards it reads)",
                     &m.dead_letters,
                 ),
                 (
