@@ -257,6 +257,42 @@ fn a_conn_made_before_a_primary_dies_works_after_its_replica_takes_over() {
     assert_eq!(stored, "after");
 }
 
+#[test]
+fn a_one_channel_subscription_goes_through_its_slots_primary_so_a_publish_counts_it() {
+    let cluster = TestCluster::start(3, 0);
+    let seed = cluster.primaries()[0];
+    // Through one seed only, for a channel whose slot another primary serves: subscribed
+    // through the seed, a PUBLISH (sent to the slot's primary) would count nobody.
+    let settings = cluster.settings_with_seeds(&format!("127.0.0.1:{seed}"));
+    let channel = key_on(&cluster, "lobby-worker-", seed, false);
+    let rt = runtime();
+    let redis = rt
+        .block_on(Redis::connect(&settings.redis))
+        .expect("connect");
+    let (stop, shutdown) = superhero::shutdown::channel();
+    let mut events = {
+        let _guard = rt.enter();
+        redis_conn::subscribe(&redis, vec![channel.clone()], Vec::new(), shutdown)
+    };
+    rt.block_on(async {
+        let first = tokio::time::timeout(Duration::from_secs(20), events.recv()).await;
+        assert!(matches!(first, Ok(Some(SubEvent::Subscribed))), "{first:?}");
+        let heard: u64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg("hello")
+            .query_async(&mut redis.conn())
+            .await
+            .expect("PUBLISH");
+        assert_eq!(heard, 1, "the subscriber of {channel} was not counted");
+        let got = tokio::time::timeout(Duration::from_secs(20), events.recv()).await;
+        assert!(
+            matches!(&got, Ok(Some(SubEvent::Message { payload, .. })) if payload == b"hello"),
+            "{got:?}"
+        );
+    });
+    stop.fire();
+}
+
 /// The environment, the arguments, and what the one error line must name.
 type Refused<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
 

@@ -53,6 +53,28 @@ impl Conn {
             .map(|node| Conn::Node(cluster.clone(), node))
             .collect())
     }
+
+    /// The primary that serves `key`'s slot now, by CLUSTER KEYSLOT and CLUSTER SLOTS; None on
+    /// one Redis.
+    pub async fn owner_of(&self, key: &str) -> RedisResult<Option<NodeAddr>> {
+        let Conn::Cluster(cluster) = self else {
+            return Ok(None);
+        };
+        let mut cluster = cluster.clone();
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut cluster)
+            .await?;
+        let slots: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut cluster)
+            .await?;
+        Ok(ranges_of(&slots)
+            .into_iter()
+            .find(|(from, to, _)| (*from..=*to).contains(&slot))
+            .map(|(_, _, node)| node))
+    }
 }
 
 impl Conn {
@@ -147,13 +169,24 @@ fn is_cross_slot_pipeline(e: &RedisError) -> bool {
 
 /// The primaries of a CLUSTER SLOTS reply: the first node of each slot range, once each.
 fn primaries_of(slots: &Value) -> Vec<NodeAddr> {
+    let primaries: BTreeSet<NodeAddr> = ranges_of(slots)
+        .into_iter()
+        .map(|(_, _, node)| node)
+        .collect();
+    primaries.into_iter().collect()
+}
+
+/// The slot ranges of a CLUSTER SLOTS reply, each with its primary (the first node).
+fn ranges_of(slots: &Value) -> Vec<(i64, i64, NodeAddr)> {
     let Value::Array(ranges) = slots else {
         return Vec::new();
     };
-    let mut primaries = BTreeSet::new();
+    let mut out = Vec::new();
     for range in ranges {
         let Value::Array(range) = range else { continue };
-        let Some(Value::Array(primary)) = range.get(2) else {
+        let (Some(Value::Int(from)), Some(Value::Int(to)), Some(Value::Array(primary))) =
+            (range.first(), range.get(1), range.get(2))
+        else {
             continue;
         };
         let host = match primary.first() {
@@ -167,10 +200,10 @@ fn primaries_of(slots: &Value) -> Vec<NodeAddr> {
         };
         // "" or "?": a node whose address its peers do not know yet.
         if let (Some(port), false) = (port, host.is_empty() || host == "?") {
-            primaries.insert(NodeAddr { host, port });
+            out.push((*from, *to, NodeAddr { host, port }));
         }
     }
-    primaries.into_iter().collect()
+    out
 }
 
 #[cfg(test)]
@@ -208,6 +241,19 @@ mod tests {
         ]);
         let found: Vec<String> = primaries_of(&reply).iter().map(|n| n.to_string()).collect();
         assert_eq!(found, ["127.0.0.1:7000", "127.0.0.1:7001"]);
+        let owner = |slot: i64| {
+            ranges_of(&reply)
+                .into_iter()
+                .find(|(from, to, _)| (*from..=*to).contains(&slot))
+                .map(|(_, _, node)| node.to_string())
+        };
+        assert_eq!(owner(6000).as_deref(), Some("127.0.0.1:7001"));
+        assert_eq!(owner(11000).as_deref(), Some("127.0.0.1:7000"));
+        assert_eq!(
+            owner(16000),
+            None,
+            "a range whose primary's address is unknown"
+        );
         assert!(primaries_of(&Value::Nil).is_empty());
     }
 }

@@ -183,6 +183,19 @@ impl Redis {
         }
     }
 
+    /// On a cluster, a plain client of the primary that serves `channel`'s slot now: a PUBLISH
+    /// there (the cluster client sends it to that primary) counts the subscribers of that node
+    /// only, so a worker subscribed through it is counted, and the fanout need not ask every
+    /// node whether anyone listens. None on one Redis, or when the owner is not known.
+    async fn owner_client(&self, channel: &str) -> Option<Client> {
+        let Target::Cluster { seeds, .. } = &self.target else {
+            return None;
+        };
+        let owner = self.conn.owner_of(channel).await.ok()??;
+        let template = seeds.first()?.get_connection_info();
+        Client::open(node_info(template, &owner)).ok()
+    }
+
     /// `host:port` (or `cluster <seeds>`) for messages; never carries the password.
     pub fn addr(&self) -> &str {
         &self.addr

@@ -2,7 +2,9 @@
 //! so a slow consumer never makes Redis drop the subscriber.
 //!
 //! On a Redis Cluster a classic PUBLISH reaches every node, so one subscription on any node
-//! hears every channel; it goes through the seeds in turn, moving on when one is unreachable.
+//! hears every channel; it goes through the seeds in turn, moving on when one is unreachable. A
+//! subscription to one channel (a worker's) goes through the primary of that channel's slot
+//! when it can, where a PUBLISH counts it.
 
 use futures_util::StreamExt;
 use redis::Client;
@@ -32,6 +34,12 @@ pub fn subscribe(
 ) -> mpsc::UnboundedReceiver<SubEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
     let nodes: Vec<Client> = redis.subscription_clients();
+    // A worker's one channel: through the primary that serves its slot when it can (see
+    // [`Redis::owner_client`]), looked up again at every reconnection (a failover moves it).
+    let owned = match (&channels[..], &patterns[..]) {
+        ([channel], []) if redis.is_cluster() => Some((redis.clone(), channel.clone())),
+        _ => None,
+    };
     // In the caller's span: the outage lines say whose subscription it is.
     tokio::spawn(tracing::Instrument::in_current_span(async move {
         let mut backoff = Backoff::default();
@@ -39,11 +47,18 @@ pub fn subscribe(
         // The node subscribed through: one that cannot be reached, or drops the subscription,
         // hands over to the next.
         let mut node = 0;
+        // The owner failed last time: go through the seeds once.
+        let mut owner_failed = false;
         loop {
             if shutdown.is_triggered() || tx.is_closed() {
                 return;
             }
-            let client = &nodes[node % nodes.len()];
+            let owner = match &owned {
+                Some((redis, channel)) if !owner_failed => redis.owner_client(channel).await,
+                _ => None,
+            };
+            let through_owner = owner.is_some();
+            let client = owner.as_ref().unwrap_or(&nodes[node % nodes.len()]);
             let pubsub = async {
                 let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
                     .await
@@ -65,7 +80,8 @@ pub fn subscribe(
                 Ok(p) => p,
                 Err(e) => {
                     outage.failed(&e);
-                    node = node.wrapping_add(1);
+                    owner_failed = through_owner;
+                    node = node.wrapping_add(usize::from(!through_owner));
                     if !backoff.wait(&shutdown).await {
                         return;
                     }
@@ -74,6 +90,7 @@ pub fn subscribe(
             };
             outage.recovered();
             backoff.reset();
+            owner_failed = false;
             if tx.send(SubEvent::Subscribed).is_err() {
                 return;
             }
