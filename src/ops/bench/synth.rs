@@ -386,21 +386,28 @@ pub async fn append_all(
     let stream = keys::log_stream(lobby);
     let mut ids = Vec::with_capacity(records.len());
     for chunk in records.chunks(batch.max(1)) {
-        let mut pipe = redis::pipe();
-        for record in chunk {
-            pipe.cmd("XADD")
-                .arg(&stream)
-                .arg("*")
-                .arg(crate::pipeline::delivery::RECORD_FIELD)
-                .arg(record);
-        }
-        let appended: Vec<String> = pipe
-            .query_async(conn)
-            .await
-            .with_context(|| format!("cannot append to {stream}"))?;
-        ids.extend(appended);
+        ids.extend(xadd_batch(conn, &stream, chunk).await?);
     }
     Ok(ids)
+}
+
+/// XADDs `records` to `stream` in one pipeline; their entry ids, in order.
+async fn xadd_batch<'a>(
+    conn: &mut Conn,
+    stream: &str,
+    records: impl IntoIterator<Item = &'a String>,
+) -> Result<Vec<String>> {
+    let mut pipe = redis::pipe();
+    for record in records {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(crate::pipeline::delivery::RECORD_FIELD)
+            .arg(record);
+    }
+    pipe.query_async(conn)
+        .await
+        .with_context(|| format!("cannot append to {stream}"))
 }
 
 /// [`append_all`] in `layout`: each record, given with its game's token, appended to the log of
@@ -423,18 +430,8 @@ pub async fn append_all_in(
     for (shard, of_shard) in by_shard(layout, &indexed, |(_, (g, _))| g) {
         let log = Log::of(layout, lobby, shard);
         for chunk in of_shard.chunks(batch.max(1)) {
-            let mut pipe = redis::pipe();
-            for (_, (_, record)) in chunk {
-                pipe.cmd("XADD")
-                    .arg(&log.stream)
-                    .arg("*")
-                    .arg(crate::pipeline::delivery::RECORD_FIELD)
-                    .arg(record);
-            }
-            let appended: Vec<String> = pipe
-                .query_async(conn)
-                .await
-                .with_context(|| format!("cannot append to {}", log.stream))?;
+            let texts = chunk.iter().map(|(_, (_, record))| record);
+            let appended = xadd_batch(conn, &log.stream, texts).await?;
             for ((i, _), entry) in chunk.iter().zip(appended) {
                 ids[*i] = log.delivery_id(&entry).into_owned();
             }
