@@ -43,15 +43,24 @@ impl Conn {
         let Conn::Cluster(cluster) = self else {
             return Ok(vec![self.clone()]);
         };
-        let mut cluster = cluster.clone();
-        let slots: Value = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query_async(&mut cluster)
-            .await?;
-        Ok(primaries_of(&slots)
+        Ok(self
+            .primary_addrs()
+            .await?
             .into_iter()
             .map(|node| Conn::Node(cluster.clone(), node))
             .collect())
+    }
+
+    /// The addresses of the primaries, from the cluster's CLUSTER SLOTS; none for one Redis.
+    pub async fn primary_addrs(&self) -> RedisResult<Vec<NodeAddr>> {
+        let Conn::Cluster(cluster) = self else {
+            return Ok(Vec::new());
+        };
+        let slots: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut cluster.clone())
+            .await?;
+        Ok(primaries_of(&slots))
     }
 
     /// The primary that serves `key`'s slot now, by CLUSTER KEYSLOT and CLUSTER SLOTS; None on

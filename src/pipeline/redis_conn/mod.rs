@@ -22,7 +22,7 @@ use crate::shutdown::Shutdown;
 mod conn;
 mod pubsub;
 pub use conn::Conn;
-pub use pubsub::{subscribe, SubEvent};
+pub use pubsub::{subscribe, subscribe_on_every_primary, SubEvent};
 
 /// How long the first contact with Redis may take before the role gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -194,6 +194,20 @@ impl Redis {
         let owner = self.conn.owner_of(channel).await.ok()??;
         let template = seeds.first()?.get_connection_info();
         Client::open(node_info(template, &owner)).ok()
+    }
+
+    /// On a cluster, a plain client of each primary now; None on one Redis or when CLUSTER
+    /// SLOTS cannot be read.
+    async fn primary_clients(&self) -> Option<Vec<Client>> {
+        let Target::Cluster { seeds, .. } = &self.target else {
+            return None;
+        };
+        let template = seeds.first()?.get_connection_info();
+        let primaries = self.conn.primary_addrs().await.ok()?;
+        primaries
+            .iter()
+            .map(|node| Client::open(node_info(template, node)).ok())
+            .collect()
     }
 
     /// `host:port` (or `cluster <seeds>`) for messages; never carries the password.

@@ -33,13 +33,52 @@ pub fn subscribe(
     shutdown: Shutdown,
 ) -> mpsc::UnboundedReceiver<SubEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let nodes: Vec<Client> = redis.subscription_clients();
     // A worker's one channel: through the primary that serves its slot when it can (see
     // [`Redis::owner_client`]), looked up again at every reconnection (a failover moves it).
     let owned = match (&channels[..], &patterns[..]) {
         ([channel], []) if redis.is_cluster() => Some((redis.clone(), channel.clone())),
         _ => None,
     };
+    let nodes = redis.subscription_clients();
+    keep_subscribed(nodes, owned, channels, patterns, shutdown, tx);
+    rx
+}
+
+/// [`subscribe`] to `patterns`, on a cluster once through every primary (then its seeds when
+/// that primary is gone), into one receiver: a PUBLISH is heard at once by the subscribers of
+/// the node that runs it, and tens of milliseconds later through the cluster bus by those of
+/// the others, so each message arrives once per primary, the first time without the bus's
+/// delay. The consumer must take a message twice as it takes it once. On one Redis, or when
+/// the primaries cannot be listed, it is [`subscribe`].
+pub async fn subscribe_on_every_primary(
+    redis: &Redis,
+    patterns: Vec<String>,
+    shutdown: Shutdown,
+) -> mpsc::UnboundedReceiver<SubEvent> {
+    let primaries = match redis.primary_clients().await {
+        Some(primaries) if !primaries.is_empty() => primaries,
+        _ => return subscribe(redis, Vec::new(), patterns, shutdown),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    for primary in primaries {
+        let mut nodes = vec![primary];
+        nodes.extend(redis.subscription_clients());
+        let (patterns, shutdown, tx) = (patterns.clone(), shutdown.clone(), tx.clone());
+        keep_subscribed(nodes, None, Vec::new(), patterns, shutdown, tx);
+    }
+    rx
+}
+
+/// The subscription task of [`subscribe`]: through `nodes` in turn (or the owner of `owned`'s
+/// channel first), resubscribing with backoff, until `shutdown` or the receiver is gone.
+fn keep_subscribed(
+    nodes: Vec<Client>,
+    owned: Option<(Redis, String)>,
+    channels: Vec<String>,
+    patterns: Vec<String>,
+    shutdown: Shutdown,
+    tx: mpsc::UnboundedSender<SubEvent>,
+) {
     // In the caller's span: the outage lines say whose subscription it is.
     tokio::spawn(tracing::Instrument::in_current_span(async move {
         let mut backoff = Backoff::default();
@@ -118,5 +157,4 @@ pub fn subscribe(
             }
         }
     }));
-    rx
 }

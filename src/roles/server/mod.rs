@@ -167,12 +167,12 @@ pub async fn run(
         );
     }
     let hub = Hub::default();
-    let mut events = redis_conn::subscribe(
-        &redis,
-        Vec::new(),
-        vec![keys::GAME_EVENTS_PATTERN.to_string()],
-        shutdown.clone(),
-    );
+    // On a cluster through every primary: a game's events are heard at once where its scripts
+    // run, not tens of milliseconds later through the cluster bus. A turn event heard twice is
+    // announced once (its turn number), an end twice ends nothing more.
+    let patterns = vec![keys::GAME_EVENTS_PATTERN.to_string()];
+    let mut events =
+        redis_conn::subscribe_on_every_primary(&redis, patterns, shutdown.clone()).await;
     // Serve nobody before the subscription is live, or the first turn of a game could be missed.
     tokio::select! {
         first = events.recv() => if first.is_none() { return Ok(()); },
