@@ -12,7 +12,7 @@ use crate::pipeline::redis_conn::Conn;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::pipeline::delivery::{self, Log};
+use crate::pipeline::delivery::Log;
 use crate::pipeline::keys;
 use crate::pipeline::redis_conn::scan;
 use crate::pipeline::redis_conn::{numsub, Redis};
@@ -64,9 +64,11 @@ pub struct Status {
 /// Reads the status of the system from Redis.
 pub async fn collect(redis: &Redis, layout: &Layout, lobby: &str) -> Result<Status> {
     let mut conn = redis.conn();
+    let logs = Log::all(layout, lobby);
+    let pipeline = crate::roles::fanout::inspect_logs(&mut conn, &logs, lobby).await?;
     let fanouts = if layout.is_tagged() {
         // On shards the fanouts do not listen on the lobby channel; they beat instead.
-        live_fanouts(&mut conn, lobby).await?
+        pipeline.live_fanouts.len() as u64
     } else {
         numsub(&mut conn, &[lobby.to_string()])
             .await?
@@ -74,8 +76,6 @@ pub async fn collect(redis: &Redis, layout: &Layout, lobby: &str) -> Result<Stat
             .map(|(_, n)| *n)
             .unwrap_or(0)
     };
-    let logs = Log::all(layout, lobby);
-    let pipeline = crate::roles::fanout::inspect_logs(&mut conn, &logs, lobby).await?;
     let mut workers = worker_channels(&mut conn, lobby).await?;
     for w in &mut workers {
         w.live = pipeline.live_workers.contains(&w.id);
@@ -107,20 +107,6 @@ pub async fn collect(redis: &Redis, layout: &Layout, lobby: &str) -> Result<Stat
         claimed_unfinished: pipeline.claimed_unfinished,
         heroes,
     })
-}
-
-/// The fanouts whose beat in `<lobby>:fanout-heartbeats` is fresh (by Redis's clock).
-async fn live_fanouts(conn: &mut Conn, lobby: &str) -> Result<u64> {
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
-    let now_ms = secs * 1000 + micros / 1000;
-    let fresh_from = now_ms.saturating_sub(delivery::HEARTBEAT_STALE.as_millis() as u64);
-    let live: u64 = redis::cmd("ZCOUNT")
-        .arg(keys::fanout_heartbeats(lobby))
-        .arg(fresh_from)
-        .arg("+inf")
-        .query_async(conn)
-        .await?;
-    Ok(live)
 }
 
 /// Worker channels with at least one subscriber, by PUBSUB CHANNELS (on a cluster, every

@@ -31,6 +31,8 @@ pub struct PipelineState {
     pub dead_letters: u64,
     /// Workers whose heartbeat is fresh.
     pub live_workers: Vec<String>,
+    /// Fanouts whose beat is fresh (on shards only: on one log the fanouts do not beat).
+    pub live_fanouts: Vec<String>,
     /// Games with an ETL lease but no done marker.
     pub claimed_unfinished: u64,
 }
@@ -186,24 +188,25 @@ pub async fn inspect(conn: &mut Conn, lobby: &str) -> Result<PipelineState> {
 /// Pipeline state for `superhero status`, read from Redis alone (SCAN, never KEYS), summed over
 /// `logs` (one per shard).
 pub async fn inspect_logs(conn: &mut Conn, logs: &[Log], lobby: &str) -> Result<PipelineState> {
-    type Row = ((u64, u64), Vec<(String, u64)>);
-    let ((secs, micros), heartbeats): Row = redis::pipe()
+    type Beats = Vec<(String, u64)>;
+    let ((secs, micros), workers, fanouts): ((u64, u64), Beats, Beats) = redis::pipe()
         .cmd("TIME")
-        .cmd("ZRANGE")
-        .arg(keys::worker_heartbeats(lobby))
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
+        .zrange_withscores(keys::worker_heartbeats(lobby), 0, -1)
+        .zrange_withscores(keys::fanout_heartbeats(lobby), 0, -1)
         .query_async(conn)
         .await?;
     let now_ms = secs * 1000 + micros / 1000;
     let fresh_from = now_ms.saturating_sub(delivery::HEARTBEAT_STALE.as_millis() as u64);
-    let mut state = PipelineState {
-        live_workers: heartbeats
+    let fresh = |beats: Beats| -> Vec<String> {
+        beats
             .into_iter()
             .filter(|(_, beat)| *beat >= fresh_from)
             .map(|(id, _)| id)
-            .collect(),
+            .collect()
+    };
+    let mut state = PipelineState {
+        live_workers: fresh(workers),
+        live_fanouts: fresh(fanouts),
         ..PipelineState::default()
     };
     let mut oldest: Option<u64> = None;
