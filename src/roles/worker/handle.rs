@@ -17,6 +17,7 @@ use super::write::Writer;
 use super::{Outcome, WorkerMetrics, BUSY_WAIT};
 use crate::config::Settings;
 use crate::pipeline::delivery;
+use crate::pipeline::keys::Keys;
 use crate::pipeline::record::{self, Event, Record, RecordError, SkipLog};
 use crate::pipeline::redis_conn::{self, Backoff, Outage};
 use crate::pipeline::shard::Layout;
@@ -103,14 +104,7 @@ impl Worker {
         let id = settings.worker_id.clone();
         let lease = claim::lease_for(settings.ack_timeout);
         Worker {
-            writer: Writer::new(
-                &id,
-                layout.clone(),
-                output,
-                settings.write_timeout,
-                lease,
-                conn.clone(),
-            ),
+            writer: Writer::new(&id, output, settings.write_timeout, lease, conn.clone()),
             id,
             lobby: settings.worker_channel.clone(),
             layout,
@@ -134,6 +128,7 @@ impl Worker {
     async fn write(
         &self,
         conn: &mut Conn,
+        k: &Keys,
         game: &str,
         token: &str,
         previous_writer: Option<String>,
@@ -141,14 +136,13 @@ impl Worker {
         let started = Instant::now();
         // The previous writer's files are named by its worker id; its token is what the keys hold.
         let previous_writer = previous_writer.map(|t| claim::writer_id(&t).to_string());
-        let k = &self.layout.keys_of(game);
         if let Some(previous) = &previous_writer {
             if self.writer.has_pair(game, previous).await? {
                 // A writer died between its renames and `finish`: its pair is the output.
                 tracing::info!("game {game}: taking over the complete files of worker {previous}");
                 return match claim::finish(conn, k, game, token, previous).await? {
                     Finish::Done(_) => {
-                        self.clean(conn, game).await?;
+                        self.clean(conn, k, game).await?;
                         Ok(Some(Outcome::AlreadyDone))
                     }
                     Finish::Lost { .. } => Ok(None),
@@ -189,7 +183,7 @@ impl Worker {
                 ))));
             }
         }
-        self.writer.write_files(game, token, &data).await?;
+        self.writer.write_files(k, game, token, &data).await?;
         match claim::finish(conn, k, game, token, &self.id).await? {
             Finish::Done(by) if by == self.id => {
                 self.metrics
@@ -197,13 +191,13 @@ impl Worker {
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.files_written.inc_by(2);
                 self.metrics.games_written.inc();
-                self.clean(conn, game).await?;
+                self.clean(conn, k, game).await?;
                 Ok(Some(Outcome::Written))
             }
             Finish::Done(by) => {
                 tracing::info!("game {game} was finished by {by} meanwhile; removing our files");
                 self.writer.remove_own_files(game).await;
-                self.clean(conn, game).await?;
+                self.clean(conn, k, game).await?;
                 Ok(Some(Outcome::AlreadyDone))
             }
             Finish::Lost { writer: None } => {
@@ -292,7 +286,12 @@ impl Worker {
                 return Ok(Outcome::NothingToDo);
             }
         };
-        let outcome = match self.claim_or_wait(&mut conn, &game, &user, token).await? {
+        // The game's key names, once for every step below.
+        let k = &self.layout.keys_of(&game);
+        let outcome = match self
+            .claim_or_wait(&mut conn, k, &game, &user, token)
+            .await?
+        {
             // (the outcomes below that return early leave the record unacknowledged)
             Claim::UnknownGame => {
                 // Not acknowledged: it may be a record that overtook its game (another
@@ -307,7 +306,7 @@ impl Worker {
                 return Ok(Outcome::NothingToDo);
             }
             Claim::Done(_) => {
-                self.clean(&mut conn, &game).await?;
+                self.clean(&mut conn, k, &game).await?;
                 Outcome::AlreadyDone
             }
             Claim::Busy(holder) => {
@@ -317,8 +316,10 @@ impl Worker {
                 return Ok(Outcome::Busy);
             }
             Claim::Claimed { previous_writer } => {
-                let renewer = self.writer.keep_lease(&game, token);
-                let written = self.write(&mut conn, &game, token, previous_writer).await;
+                let renewer = self.writer.keep_lease(k, &game, token);
+                let written = self
+                    .write(&mut conn, k, &game, token, previous_writer)
+                    .await;
                 renewer.abort();
                 match written? {
                     Some(Outcome::Unwritable(why)) => {
@@ -328,7 +329,7 @@ impl Worker {
                         return Ok(Outcome::Skipped);
                     }
                     Some(outcome) => {
-                        if !self.replicated(&mut conn, &game).await? {
+                        if !self.replicated(&mut conn, k, &game).await? {
                             let written = outcome == Outcome::Written;
                             return Ok(Outcome::Unreplicated { written });
                         }
@@ -349,14 +350,14 @@ impl Worker {
     async fn claim_or_wait(
         &self,
         conn: &mut Conn,
+        k: &Keys,
         game: &str,
         user: &str,
         token: &str,
     ) -> Result<Claim, Failure> {
         let give_up = Instant::now() + BUSY_WAIT;
-        let k = self.layout.keys_of(game);
         loop {
-            let answer = claim::claim(conn, &k, game, user, token, self.lease).await?;
+            let answer = claim::claim(conn, k, game, user, token, self.lease).await?;
             if !matches!(answer, Claim::Busy(_))
                 || Instant::now() >= give_up
                 || self.shutdown.is_triggered()
@@ -368,18 +369,11 @@ impl Worker {
     }
 
     /// CLEAN_ROUTINE: only ever called once the game's files are in place (done is set).
-    async fn clean(&self, conn: &mut Conn, game: &str) -> Result<(), Failure> {
+    async fn clean(&self, conn: &mut Conn, k: &Keys, game: &str) -> Result<(), Failure> {
         if !self.clean_routine {
             return Ok(());
         }
-        etl::expire_game(
-            conn,
-            &self.layout.keys_of(game),
-            game,
-            self.redis_expiry,
-            self.done_expiry,
-        )
-        .await?;
+        etl::expire_game(conn, k, game, self.redis_expiry, self.done_expiry).await?;
         Ok(())
     }
 
@@ -403,11 +397,11 @@ impl Worker {
     /// WAIT_REPLICAS: whether that many replicas acknowledged what this connection wrote, the
     /// game's done marker among it. If not, the record stays unacknowledged; the fanout routes
     /// it again after ACK_TIMEOUT and that delivery, finding the game done, acknowledges it.
-    async fn replicated(&self, conn: &mut Conn, game: &str) -> Result<bool, Failure> {
+    async fn replicated(&self, conn: &mut Conn, k: &Keys, game: &str) -> Result<bool, Failure> {
         let Some((replicas, timeout)) = self.replicas else {
             return Ok(true);
         };
-        let done = self.layout.keys_of(game).etl_done(game);
+        let done = k.etl_done(game);
         let acknowledged = delivery::wait_replicas(conn, &done, replicas, timeout).await?;
         if acknowledged >= replicas {
             return Ok(true);

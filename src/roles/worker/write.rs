@@ -14,15 +14,12 @@ use super::claim::{self, Finish};
 use super::etl;
 use super::handle::Failure;
 use crate::pipeline::keys::Keys;
-use crate::pipeline::shard::Layout;
 use crate::pipeline::sink;
 
 /// The file side of a worker: its output, how long a write may take, and the writes stuck past
 /// that.
 pub(super) struct Writer {
     id: String,
-    /// Names the claim keys of a game.
-    layout: Layout,
     output: sink::Output,
     write_timeout: Duration,
     /// How long a claim lasts without renewal.
@@ -35,7 +32,6 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(
         id: &str,
-        layout: Layout,
         output: sink::Output,
         write_timeout: Duration,
         lease: Duration,
@@ -43,7 +39,6 @@ impl Writer {
     ) -> Writer {
         Writer {
             id: id.to_string(),
-            layout,
             output,
             write_timeout,
             lease,
@@ -64,9 +59,14 @@ impl Writer {
     }
 
     /// Renews the lease every third of its length until aborted.
-    pub(super) fn keep_lease(&self, game: &str, token: &str) -> tokio::task::JoinHandle<()> {
+    pub(super) fn keep_lease(
+        &self,
+        k: &Keys,
+        game: &str,
+        token: &str,
+    ) -> tokio::task::JoinHandle<()> {
         let (mut conn, game, token) = (self.conn.clone(), game.to_string(), token.to_string());
-        let k = self.layout.keys_of(&game);
+        let k = k.clone();
         let lease = self.lease;
         tokio::spawn(async move {
             loop {
@@ -101,6 +101,7 @@ impl Writer {
     /// have been judged under that same lease (see [`Self::settle_overrun`]).
     pub(super) async fn write_files(
         &self,
+        k: &Keys,
         game: &str,
         token: &str,
         data: &etl::GameData,
@@ -115,11 +116,10 @@ impl Writer {
                 .map_err(Failure::Other),
             Err(_) => {
                 self.stuck.fetch_add(1, Ordering::Relaxed);
-                let renewer = self.keep_lease(game, token);
+                let renewer = self.keep_lease(k, game, token);
                 let (stuck, mut conn) = (self.stuck.clone(), self.conn.clone());
                 let (output, id) = (self.output.clone(), self.id.clone());
-                let (g, token) = (game.to_string(), token.to_string());
-                let k = self.layout.keys_of(game);
+                let (g, token, k) = (game.to_string(), token.to_string(), k.clone());
                 tokio::spawn(
                     async move {
                         let written = matches!(write.await, Ok(Ok(())));
